@@ -1,0 +1,225 @@
+"""The cache's write side: whole datasets and incremental changes, atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiosqlite
+
+from gateway import model
+from gateway.cache.schema import MIGRATIONS, SCHEMA_VERSION, TABLES_CHILDREN_FIRST
+from gateway.clock import Clock
+from gateway.errors import CacheError, CacheSchemaError, DatasetError
+
+log = logging.getLogger(__name__)
+
+
+def _list(values: Iterable[str]) -> str:
+    return json.dumps(sorted(values))
+
+
+# Entity type -> (table, columns, row builder).  The first column is the key.
+_Row = tuple[Any, ...]
+_TABLES: dict[type, tuple[str, tuple[str, ...], Callable[[Any], _Row]]] = {
+    model.Site: ("site", ("singleton", "id", "timezone", "closures"),
+                 lambda s: (1, s.id, s.timezone, json.dumps(sorted(d.isoformat() for d in s.closures)))),
+    model.Resource: ("resources", ("id", "name"), lambda r: (r.id, r.name)),
+    model.Door: ("doors", ("id", "name", "resources", "groups"),
+                 lambda d: (d.id, d.name, _list(d.resources), _list(d.groups))),
+    model.Member: ("members", ("id", "name", "status", "extended_unlock"),
+                   lambda m: (m.id, m.name, m.status.value, int(m.extended_unlock))),
+    model.Credential: ("credentials",
+                       ("id", "member_id", "kind", "value", "status", "valid_from", "valid_until"),
+                       lambda c: (c.id, c.member_id, c.kind.value, c.value, c.status.value,
+                                  c.valid_from, c.valid_until)),
+    model.Plan: ("plans", ("id", "name", "door_groups", "schedule", "around_the_clock"),
+                 lambda p: (p.id, p.name, _list(p.door_groups), json.dumps(p.schedule.texts()),
+                            int(p.around_the_clock))),
+    model.Entitlement: ("entitlements", ("id", "member_id", "plan_id", "valid_from", "valid_until"),
+                        lambda e: (e.id, e.member_id, e.plan_id, e.valid_from, e.valid_until)),
+    model.Booking: ("bookings",
+                    ("id", "member_id", "resource_id", "start_ts", "end_ts", "payment",
+                     "grace_before", "grace_after", "closes_at"),
+                    lambda b: (b.id, b.member_id, b.resource_id, b.start, b.end, b.payment.value,
+                               b.grace_before, b.grace_after, b.closes_at)),
+    model.Pass: ("passes",
+                 ("id", "member_id", "kind", "name", "doors", "door_groups", "valid_from",
+                  "valid_until"),
+                 lambda p: (p.id, p.member_id, p.kind.value, p.name, _list(p.doors),
+                            _list(p.door_groups), p.valid_from, p.valid_until)),
+}
+_ENTITY_TABLE = {
+    "door": "doors", "resource": "resources", "member": "members", "credential": "credentials",
+    "plan": "plans", "entitlement": "entitlements", "booking": "bookings", "pass": "passes",
+}
+
+
+def _insert_sql(table: str, columns: Sequence[str], *, upsert: bool) -> str:
+    cols = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    sql = f"INSERT INTO {table} ({cols}) VALUES ({marks})"
+    if upsert:
+        # Not INSERT OR REPLACE: that deletes whatever row conflicts on *any*
+        # unique key (another member's card) and fires cascades.
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+        sql += f" ON CONFLICT({columns[0]}) DO UPDATE SET {updates}"
+    return sql
+
+
+def _integrity_message(exc: sqlite3.IntegrityError) -> str:
+    text = str(exc)
+    if "credentials.kind, credentials.value" in text:
+        return "a credential value is already held by another credential"
+    if "FOREIGN KEY" in text:
+        return "an entity refers to a member, plan or resource that is not in the cache"
+    return text
+
+
+class CacheWriter:
+    """Opens (creating and migrating) the cache file and writes to it.
+
+    Use as ``async with CacheWriter(path, clock) as writer: ...``.
+    """
+
+    def __init__(self, path: Path, clock: Clock) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._db: aiosqlite.Connection | None = None
+
+    async def __aenter__(self) -> Self:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise CacheError(f"{self.path}: cannot open the cache: {exc}") from None
+        try:
+            await self._setup()
+        except BaseException:
+            await self._db.close()
+            self._db = None
+            raise
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        """The open connection (only inside ``async with``)."""
+        if self._db is None:
+            raise CacheError("the cache writer is not open")
+        return self._db
+
+    async def _setup(self) -> None:
+        db = self.db
+        try:
+            mode = await (await db.execute("PRAGMA journal_mode=WAL")).fetchone()
+            if mode is None or mode[0] != "wal":
+                raise CacheError(f"{self.path}: cannot switch the cache to WAL mode")
+            # The cache can always be rebuilt from a snapshot, so NORMAL (no fsync
+            # per commit in WAL mode) trades a few seconds of changes on power loss
+            # for far fewer SD-card writes.
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA busy_timeout=5000")
+            row = await (await db.execute("PRAGMA user_version")).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise CacheSchemaError(f"{self.path}: not a doorgw cache: {exc}") from None
+        current = int(row[0]) if row else 0
+        if current > SCHEMA_VERSION:
+            raise CacheSchemaError(
+                f"{self.path}: cache schema version {current} is newer than this doorgw "
+                f"understands ({SCHEMA_VERSION}); upgrade doorgw or remove the file to resync"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            log.info("migrating cache %s to schema version %d", self.path, version)
+            await db.executescript(
+                f"BEGIN IMMEDIATE;\n{MIGRATIONS[version - 1]}\n"
+                f"PRAGMA user_version = {version};\nCOMMIT;"
+            )
+
+    async def replace_dataset(self, dataset: model.Dataset) -> None:
+        """Replace everything with ``dataset`` in one transaction.
+
+        Readers keep seeing the previous data until the commit; if anything
+        fails, the previous data stays as it was.
+        """
+        db = self.db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            for table in TABLES_CHILDREN_FIRST:
+                await db.execute(f"DELETE FROM {table}")
+            groups: list[Sequence[Any]] = [
+                (dataset.site,), dataset.resources, dataset.doors, dataset.members,
+                dataset.credentials, dataset.plans, dataset.entitlements, dataset.bookings,
+                dataset.passes,
+            ]
+            for items in groups:
+                if not items:
+                    continue
+                table, columns, row = _TABLES[type(items[0])]
+                # A generator, so rows are built in aiosqlite's worker thread
+                # instead of blocking the event loop for a million bookings.
+                await db.executemany(
+                    _insert_sql(table, columns, upsert=False), (row(i) for i in items)
+                )
+            await self._set_meta(dataset.version)
+            await db.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            await db.execute("ROLLBACK")
+            raise DatasetError(f"dataset not applied: {_integrity_message(exc)}") from None
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+        log.info("cache replaced with dataset version %d", dataset.version)
+
+    async def apply_changes(self, changes: Sequence[model.Change], version: int | None = None) -> None:
+        """Apply upserts and deletes in order, in one transaction: all or nothing."""
+        db = self.db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            for change in changes:
+                if isinstance(change, model.Upsert):
+                    table, columns, row = _TABLES[type(change.item)]
+                    await db.execute(_insert_sql(table, columns, upsert=True), row(change.item))
+                else:
+                    table_name = _ENTITY_TABLE.get(change.entity)
+                    if table_name is None:
+                        raise DatasetError(f"cannot delete entity of kind {change.entity!r}")
+                    await db.execute(f"DELETE FROM {table_name} WHERE id = ?", (change.id,))
+            await self._set_meta(version)
+            await db.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            await db.execute("ROLLBACK")
+            raise DatasetError(f"changes not applied: {_integrity_message(exc)}") from None
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+
+    async def _set_meta(self, version: int | None) -> None:
+        values = {"updated_at": str(int(self._clock.now().timestamp()))}
+        if version is not None:
+            values["dataset_version"] = str(version)
+        await self.db.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            list(values.items()),
+        )
+
+    async def dataset_version(self) -> int | None:
+        """The version of the data in the cache, or None when it holds none."""
+        row = await (await self.db.execute(
+            "SELECT value FROM meta WHERE key = 'dataset_version'")).fetchone()
+        return None if row is None else int(row[0])

@@ -1,0 +1,393 @@
+"""The access decision: credential read + door + instant -> :class:`Decision`.
+
+:func:`decide` is pure.  It reads a consistent, read-only :class:`CacheView`
+(one SQLite read transaction in the daemon) and the instant it is given; it
+never touches the network, never writes and never reads a clock, so the
+daemon, ``doorgw explain``, the simulator and the tests all get the same
+answer for the same inputs.
+
+When nothing grants access, the member is told the *most useful* reason:
+the one closest to opening this door (see :data:`DENY_PRECEDENCE` and
+docs/model.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal, Protocol
+
+from gateway.credentials import CredentialRead
+from gateway.localtime import to_local, wall_to_instant
+from gateway.model import (
+    Booking,
+    Credential,
+    CredentialKind,
+    CredentialStatus,
+    Door,
+    EntitlementPlan,
+    Member,
+    MemberStatus,
+    Pass,
+    PaymentStatus,
+    Site,
+)
+
+#: How far back bookings and passes are read, so "your booking ended at ..." can be said.
+LOOKBACK_SECONDS = 86_400
+
+
+class Reason(StrEnum):
+    """The closed set of reason codes; every decision carries exactly one."""
+
+    GRANTED_BOOKING = "granted_booking"
+    GRANTED_PLAN = "granted_plan"
+    GRANTED_PASS = "granted_pass"
+    NO_DATA = "no_data"
+    UNKNOWN_DOOR = "unknown_door"
+    UNKNOWN_CREDENTIAL = "unknown_credential"
+    CREDENTIAL_REVOKED = "credential_revoked"
+    CREDENTIAL_LOST = "credential_lost"
+    CREDENTIAL_SUSPENDED = "credential_suspended"
+    CREDENTIAL_NOT_YET_VALID = "credential_not_yet_valid"
+    CREDENTIAL_EXPIRED = "credential_expired"
+    MEMBER_SUSPENDED = "member_suspended"
+    MEMBER_CANCELLED = "member_cancelled"
+    BOOKING_UNPAID = "booking_unpaid"
+    BOOKING_REFUNDED = "booking_refunded"
+    BOOKING_CANCELLED = "booking_cancelled"
+    BOOKING_NOT_STARTED = "booking_not_started"
+    BOOKING_ENDED = "booking_ended"
+    PASS_NOT_STARTED = "pass_not_started"
+    PASS_EXPIRED = "pass_expired"
+    SITE_CLOSED = "site_closed"
+    OUTSIDE_PLAN_HOURS = "outside_plan_hours"
+    PLAN_NOT_STARTED = "plan_not_started"
+    PLAN_EXPIRED = "plan_expired"
+    DOOR_NOT_IN_PLAN = "door_not_in_plan"
+    NO_ENTITLEMENT = "no_entitlement"
+
+    @property
+    def granted(self) -> bool:
+        """True for the three ``granted_*`` codes."""
+        return self.value.startswith("granted_")
+
+
+#: One line per reason code, for docs, ``doorgw explain`` and the API.
+REASON_DOCS: dict[Reason, str] = {
+    Reason.GRANTED_BOOKING: "a paid or plan-included booking of a resource behind this door is on",
+    Reason.GRANTED_PLAN: "the member's plan includes this door at this time",
+    Reason.GRANTED_PASS: "a day pass or visitor invite covers this door now",
+    Reason.NO_DATA: "the gateway has not received any access data yet",
+    Reason.UNKNOWN_DOOR: "the door is not in the site's synced data",
+    Reason.UNKNOWN_CREDENTIAL: "no member holds this card, PIN or key",
+    Reason.CREDENTIAL_REVOKED: "the credential was revoked",
+    Reason.CREDENTIAL_LOST: "the credential was reported lost",
+    Reason.CREDENTIAL_SUSPENDED: "the credential is suspended",
+    Reason.CREDENTIAL_NOT_YET_VALID: "the credential's validity has not started",
+    Reason.CREDENTIAL_EXPIRED: "the credential's validity has ended",
+    Reason.MEMBER_SUSPENDED: "the member's account is suspended",
+    Reason.MEMBER_CANCELLED: "the member's account is cancelled",
+    Reason.BOOKING_UNPAID: "the booking for this door is not paid",
+    Reason.BOOKING_REFUNDED: "the booking for this door was refunded",
+    Reason.BOOKING_CANCELLED: "the booking for this door was cancelled",
+    Reason.BOOKING_NOT_STARTED: "the member's booking for this door starts later",
+    Reason.BOOKING_ENDED: "the member's booking for this door has ended",
+    Reason.PASS_NOT_STARTED: "the member's pass for this door starts later",
+    Reason.PASS_EXPIRED: "the member's pass for this door has ended",
+    Reason.SITE_CLOSED: "the site is closed today and the plan is not 24/7",
+    Reason.OUTSIDE_PLAN_HOURS: "the plan includes this door, but not at this time",
+    Reason.PLAN_NOT_STARTED: "the plan that includes this door has not started",
+    Reason.PLAN_EXPIRED: "the plan that includes this door has ended",
+    Reason.DOOR_NOT_IN_PLAN: "the member's plan does not include this door",
+    Reason.NO_ENTITLEMENT: "no booking, plan or pass relates to this door",
+}
+
+#: Among deny reasons about the member's grants, lower ranks win; within a
+#: rank, the grant nearest in time wins.  Problems with the credential or the
+#: member come first and stop the search, so they are not ranked here.
+DENY_PRECEDENCE: dict[Reason, int] = {
+    # A booking for this door covers the instant but does not pay for it.
+    Reason.BOOKING_UNPAID: 0,
+    Reason.BOOKING_REFUNDED: 0,
+    Reason.BOOKING_CANCELLED: 0,
+    # A booking or pass for this door, at another time.
+    Reason.BOOKING_NOT_STARTED: 1,
+    Reason.BOOKING_ENDED: 1,
+    Reason.PASS_NOT_STARTED: 1,
+    Reason.PASS_EXPIRED: 1,
+    # A plan that includes this door, at another time.
+    Reason.SITE_CLOSED: 2,
+    Reason.OUTSIDE_PLAN_HOURS: 2,
+    Reason.PLAN_NOT_STARTED: 2,
+    Reason.PLAN_EXPIRED: 2,
+    # A current plan, but for other doors.
+    Reason.DOOR_NOT_IN_PLAN: 3,
+}
+
+GrantKind = Literal["booking", "plan", "pass"]
+_GRANT_ORDER: dict[str, int] = {"booking": 0, "pass": 1, "plan": 2}
+
+
+class CacheView(Protocol):
+    """A read-only, consistent view of the cache: all the decision may read."""
+
+    def site(self) -> Site | None:
+        """The site, or None before the first dataset arrived."""
+        ...
+
+    def door(self, door_id: str) -> Door | None:
+        """One door by id."""
+        ...
+
+    def resource_name(self, resource_id: str) -> str:
+        """A resource's display name (its id when unknown)."""
+        ...
+
+    def credential(self, kind: CredentialKind, value: str) -> Credential | None:
+        """The credential with this canonical value."""
+        ...
+
+    def member(self, member_id: str) -> Member | None:
+        """One member by id."""
+        ...
+
+    def bookings(self, member_id: str, since: int) -> Sequence[Booking]:
+        """The member's bookings that close at or after ``since``, any payment state."""
+        ...
+
+    def entitlements(self, member_id: str) -> Sequence[EntitlementPlan]:
+        """The member's entitlements with their plans."""
+        ...
+
+    def passes(self, member_id: str, since: int) -> Sequence[Pass]:
+        """The member's passes valid until at or after ``since``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What opened the door: a booking, a plan entitlement or a pass, by id."""
+
+    kind: GrantKind
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one credential read at one door at one instant.
+
+    ``until`` is the instant the matching grant stops holding (None: no end
+    known to the gateway).  ``message`` is short and meant for the member.
+    """
+
+    granted: bool
+    reason: Reason
+    message: str
+    door_id: str
+    at: int
+    grant: Grant | None = None
+    until: int | None = None
+    member_id: str | None = None
+    credential_id: str | None = None
+    extended_unlock: bool = False
+
+
+def _when(ts: int, at: int, site: Site) -> str:
+    """``14:00`` on the same local day as ``at``, ``Thu 17 Dec 14:00`` otherwise."""
+    local = to_local(ts, site.tz)
+    if local.date() == to_local(at, site.tz).date():
+        return local.strftime("%H:%M")
+    return local.strftime("%a %d %b %H:%M")
+
+
+def _deny(reason: Reason, message: str, door_id: str, at: int, **kw: object) -> Decision:
+    return Decision(False, reason, message, door_id, at, **kw)  # type: ignore[arg-type]
+
+
+_CREDENTIAL_STATUS = {
+    CredentialStatus.REVOKED: (Reason.CREDENTIAL_REVOKED, "card revoked"),
+    CredentialStatus.LOST: (Reason.CREDENTIAL_LOST, "card reported lost"),
+    CredentialStatus.SUSPENDED: (Reason.CREDENTIAL_SUSPENDED, "card suspended"),
+}
+_CREDENTIAL_NOUN = {
+    CredentialKind.NFC_UID: "card",
+    CredentialKind.WIEGAND: "card",
+    CredentialKind.PIN: "PIN",
+    CredentialKind.APP_KEY: "app key",
+}
+_PAYMENT_REASON = {
+    PaymentStatus.UNPAID: (Reason.BOOKING_UNPAID, "is unpaid"),
+    PaymentStatus.REFUNDED: (Reason.BOOKING_REFUNDED, "was refunded"),
+    PaymentStatus.CANCELLED: (Reason.BOOKING_CANCELLED, "was cancelled"),
+}
+
+
+def decide(view: CacheView, read: CredentialRead, door_id: str, at: datetime | int) -> Decision:
+    """Decide whether ``read`` opens ``door_id`` at instant ``at``.
+
+    ``at`` is an aware datetime or Unix seconds.  The result always carries
+    one :class:`Reason`; denials carry the most useful one for the member.
+    """
+    if isinstance(at, datetime):
+        if at.tzinfo is None:
+            raise ValueError("decide() needs an aware datetime or Unix seconds, got a naive one")
+        ts = int(at.timestamp())
+    else:
+        ts = at
+
+    site = view.site()
+    if site is None:
+        return _deny(Reason.NO_DATA, "gateway has no access data yet", door_id, ts)
+    door = view.door(door_id)
+    if door is None:
+        return _deny(Reason.UNKNOWN_DOOR, f"door {door_id!r} is not configured", door_id, ts)
+    cred = view.credential(read.kind, read.value)
+    noun = _CREDENTIAL_NOUN[read.kind]
+    if cred is None:
+        return _deny(Reason.UNKNOWN_CREDENTIAL, f"unknown {noun}", door_id, ts)
+
+    who = {"member_id": cred.member_id, "credential_id": cred.id}
+    if cred.status is not CredentialStatus.ACTIVE:
+        reason, text = _CREDENTIAL_STATUS[cred.status]
+        return _deny(reason, text.replace("card", noun), door_id, ts, **who)
+    if cred.valid_from is not None and ts < cred.valid_from:
+        return _deny(
+            Reason.CREDENTIAL_NOT_YET_VALID,
+            f"{noun} valid from {_when(cred.valid_from, ts, site)}",
+            door_id, ts, **who,
+        )
+    if cred.valid_until is not None and ts >= cred.valid_until:
+        return _deny(
+            Reason.CREDENTIAL_EXPIRED,
+            f"{noun} expired {_when(cred.valid_until, ts, site)}",
+            door_id, ts, **who,
+        )
+    member = view.member(cred.member_id)
+    if member is None or member.status is MemberStatus.CANCELLED:
+        return _deny(Reason.MEMBER_CANCELLED, "membership cancelled", door_id, ts, **who)
+    if member.status is MemberStatus.SUSPENDED:
+        return _deny(Reason.MEMBER_SUSPENDED, "member suspended", door_id, ts, **who)
+
+    return _evaluate_grants(view, site, door, member, cred, ts)
+
+
+def _evaluate_grants(
+    view: CacheView, site: Site, door: Door, member: Member, cred: Credential, ts: int
+) -> Decision:
+    # Best grant: the longest-holding one (None = open-ended), then booking > pass > plan.
+    best: tuple[float, int, Grant, int | None] | None = None
+    # Best denial: (rank, distance in seconds, reason, message).
+    worst: tuple[int, int, Reason, str] | None = None
+
+    def offer(kind: GrantKind, grant_id: str, until: int | None) -> None:
+        nonlocal best
+        key = (float("inf") if until is None else until, -_GRANT_ORDER[kind])
+        if best is None or key > best[:2]:
+            best = (key[0], key[1], Grant(kind, grant_id), until)
+
+    def refuse(reason: Reason, distance: int, message: str) -> None:
+        nonlocal worst
+        candidate = (DENY_PRECEDENCE[reason], distance, reason, message)
+        if worst is None or candidate[:2] < worst[:2]:
+            worst = candidate
+
+    if door.resources:
+        for b in view.bookings(member.id, ts - LOOKBACK_SECONDS):
+            if b.resource_id not in door.resources:
+                continue
+            if b.opens_at <= ts < b.closes_at:
+                if b.payment.opens_doors:
+                    offer("booking", b.id, b.closes_at)
+                else:
+                    reason, state = _PAYMENT_REASON[b.payment]
+                    name = view.resource_name(b.resource_id)
+                    refuse(reason, 0, f"booking for {name} {state}")
+                continue
+            name = view.resource_name(b.resource_id)
+            distance = b.opens_at - ts if ts < b.opens_at else ts - b.closes_at
+            if not b.payment.opens_doors:
+                reason, state = _PAYMENT_REASON[b.payment]
+                refuse(reason, distance,
+                       f"booking for {name} at {_when(b.start, ts, site)} {state}")
+            elif ts < b.opens_at:
+                text = f"your booking for {name} starts at {_when(b.start, ts, site)}"
+                if b.grace_before:
+                    text += f"; door opens {_when(b.opens_at, ts, site)}"
+                refuse(Reason.BOOKING_NOT_STARTED, distance, text)
+            else:
+                refuse(Reason.BOOKING_ENDED, distance,
+                       f"your booking for {name} ended at {_when(b.end, ts, site)}")
+
+    for p in view.passes(member.id, ts - LOOKBACK_SECONDS):
+        if not p.covers(door):
+            continue
+        if p.valid_from <= ts < p.valid_until:
+            offer("pass", p.id, p.valid_until)
+        elif ts < p.valid_from:
+            refuse(Reason.PASS_NOT_STARTED, p.valid_from - ts,
+                   f"your {p.name} starts at {_when(p.valid_from, ts, site)}")
+        else:
+            refuse(Reason.PASS_EXPIRED, ts - p.valid_until,
+                   f"your {p.name} ended at {_when(p.valid_until, ts, site)}")
+
+    local: datetime | None = None
+    for ep in view.entitlements(member.id):
+        ent, plan = ep.entitlement, ep.plan
+        current = (ent.valid_from is None or ent.valid_from <= ts) and (
+            ent.valid_until is None or ts < ent.valid_until
+        )
+        if plan.door_groups.isdisjoint(door.groups):
+            if current:
+                refuse(Reason.DOOR_NOT_IN_PLAN, 0, f"{door.name} is not in your plan")
+            continue
+        if ent.valid_from is not None and ts < ent.valid_from:
+            refuse(Reason.PLAN_NOT_STARTED, ent.valid_from - ts,
+                   f"your {plan.name} plan starts {_when(ent.valid_from, ts, site)}")
+            continue
+        if ent.valid_until is not None and ts >= ent.valid_until:
+            refuse(Reason.PLAN_EXPIRED, ts - ent.valid_until,
+                   f"your {plan.name} plan ended {_when(ent.valid_until, ts, site)}")
+            continue
+        if plan.around_the_clock:
+            offer("plan", ent.id, ent.valid_until)
+            continue
+        if local is None:
+            local = to_local(ts, site.tz)
+        closures = site.closures
+        if local.date() in closures:
+            refuse(Reason.SITE_CLOSED, 0, f"site closed today ({local.strftime('%a %d %b')})")
+            continue
+        if not plan.schedule.contains(local):
+            text = f"outside plan hours ({plan.schedule.describe()})"
+            nxt = plan.schedule.next_start(local.replace(tzinfo=None), closures.__contains__)
+            distance = 0
+            if nxt is not None:
+                opens = wall_to_instant(nxt, site.tz, ts)
+                distance = max(0, opens - ts)
+                text += f"; opens {_when(opens, ts, site)}"
+            refuse(Reason.OUTSIDE_PLAN_HOURS, distance, text)
+            continue
+        end_wall = plan.schedule.window_end(local.replace(tzinfo=None), closures.__contains__)
+        until = None if end_wall is None else wall_to_instant(end_wall, site.tz, ts + 1)
+        if ent.valid_until is not None and (until is None or ent.valid_until < until):
+            until = ent.valid_until
+        offer("plan", ent.id, until)
+
+    who: dict[str, object] = {
+        "member_id": member.id,
+        "credential_id": cred.id,
+        "extended_unlock": member.extended_unlock,
+    }
+    if best is not None:
+        grant, until = best[2], best[3]
+        reason = {"booking": Reason.GRANTED_BOOKING, "plan": Reason.GRANTED_PLAN,
+                  "pass": Reason.GRANTED_PASS}[grant.kind]
+        message = "welcome" if until is None else f"welcome, until {_when(until, ts, site)}"
+        return Decision(True, reason, message, door.id, ts, grant=grant, until=until, **who)  # type: ignore[arg-type]
+    if worst is not None:
+        return _deny(worst[2], worst[3], door.id, ts, **who)
+    return _deny(Reason.NO_ENTITLEMENT, f"no booking, plan or pass for {door.name}",
+                 door.id, ts, **who)

@@ -1,0 +1,47 @@
+"""One error hierarchy for the whole gateway.
+
+Every error the gateway raises on purpose derives from :class:`DoorgwError`;
+each leaf also inherits the builtin it resembles, so callers that only know
+Python's own exceptions still catch it sensibly.  The CLI prints ``str(err)``
+of these and exits with a status code; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class DoorgwError(Exception):
+    """Base of every error doorgw raises deliberately."""
+
+
+class ConfigError(DoorgwError, ValueError):
+    """The configuration file is missing, unreadable or invalid.
+
+    ``path`` names the file and ``key`` the offending setting (dotted, with
+    list indexes such as ``doors[2].id``) when one is known.
+    """
+
+    def __init__(self, path: str, message: str, key: str | None = None) -> None:
+        self.path = path
+        self.key = key
+        self.message = message
+        where = f"{path}: {key}" if key else path
+        super().__init__(f"{where}: {message}")
+
+
+class DatasetError(DoorgwError, ValueError):
+    """A dataset or change set is malformed or internally inconsistent.
+
+    Nothing of a dataset that raises this is applied.
+    """
+
+
+class CredentialFormatError(DoorgwError, ValueError):
+    """A credential read (card UID, Wiegand number, PIN, ...) is not well formed."""
+
+
+class CacheError(DoorgwError):
+    """The local cache cannot be opened or used."""
+
+
+class CacheSchemaError(CacheError):
+    """The cache file was written by a newer doorgw, or is not a doorgw cache."""

@@ -1,0 +1,66 @@
+"""Conversions between instants and the site's wall clock.
+
+Schedules are written in wall-clock time; bookings, passes and validity
+bounds are instants.  The only delicate part is turning a wall-clock time
+back into an instant on the two days a year when the clocks change:
+
+* a wall time that does not exist (inside the spring-forward gap) maps to
+  the first instant after the gap, when the wall clock shows the end of it;
+* a wall time that exists twice (inside the autumn fall-back hour) maps to
+  its first occurrence at or after ``not_before`` (the later one if both are
+  earlier), or to the earlier occurrence when ``not_before`` is not given.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+
+def to_local(ts: float, tz: ZoneInfo) -> datetime:
+    """The aware local datetime of Unix time ``ts`` in ``tz``."""
+    return datetime.fromtimestamp(ts, tz)
+
+
+def from_iso(text: str) -> int:
+    """Parse an ISO 8601 instant with an offset (``Z`` allowed) into Unix seconds."""
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset; instants need one, e.g. 'Z' or '+01:00'")
+    return int(dt.timestamp())
+
+
+def to_iso(ts: int | None) -> str | None:
+    """Format Unix seconds as an ISO 8601 UTC instant (``None`` stays ``None``)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def wall_to_instant(wall: datetime, tz: ZoneInfo, not_before: int | None = None) -> int:
+    """Resolve the naive wall-clock ``wall`` in ``tz`` to Unix seconds (see module doc)."""
+    if wall.tzinfo is not None:
+        raise ValueError("wall_to_instant takes a naive wall-clock datetime")
+    candidates = sorted(
+        {int(wall.replace(tzinfo=tz, fold=fold).timestamp()) for fold in (0, 1)}
+    )
+    existing = [c for c in candidates if datetime.fromtimestamp(c, tz).replace(tzinfo=None) == wall]
+    if not existing:
+        return _gap_end(candidates[0], candidates[-1], tz)
+    if not_before is not None:
+        for c in existing:
+            if c >= not_before:
+                return c
+    return existing[-1] if not_before is not None else existing[0]
+
+
+def _gap_end(lo: int, hi: int, tz: ZoneInfo) -> int:
+    """The first instant in ``(lo, hi]`` whose UTC offset differs from ``lo``'s."""
+    before = datetime.fromtimestamp(lo, tz).utcoffset()
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, tz).utcoffset() == before:
+            lo = mid
+        else:
+            hi = mid
+    return hi
