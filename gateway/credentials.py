@@ -94,7 +94,7 @@ def normalize(kind: CredentialKind, raw: str, *, site_id: str | None = None) -> 
 
 
 def parse_read(text: str, *, site_id: str | None = None) -> CredentialRead:
-    """Parse ``KIND:VALUE`` as typed by staff (``nfc:04A2B3C4``, ``wiegand:12:345``, ``pin:1234``)."""
+    """Parse ``KIND:VALUE`` as staff type it: ``nfc:04A2B3C4``, ``wiegand:12:345``, ``pin:1234``."""
     kind_text, sep, value = text.partition(":")
     kind = KIND_ALIASES.get(kind_text.strip().lower())
     if not sep or kind is None:

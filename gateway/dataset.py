@@ -134,8 +134,13 @@ class CredentialDoc(_Wire):
     def to_model(self) -> model.Credential:
         """The decision core's :class:`~gateway.model.Credential`."""
         return model.Credential(
-            self.id, self.member_id, self.kind, self.value, self.status,
-            _ts(self.valid_from), _ts(self.valid_until),
+            self.id,
+            self.member_id,
+            self.kind,
+            self.value,
+            self.status,
+            _ts(self.valid_from),
+            _ts(self.valid_until),
         )
 
 
@@ -153,8 +158,11 @@ class PlanDoc(_Wire):
     def to_model(self) -> model.Plan:
         """The decision core's :class:`~gateway.model.Plan`."""
         return model.Plan(
-            self.id, self.name, frozenset(self.door_groups),
-            WeeklySchedule.parse(self.schedule), self.around_the_clock,
+            self.id,
+            self.name,
+            frozenset(self.door_groups),
+            WeeklySchedule.parse(self.schedule),
+            self.around_the_clock,
         )
 
 
@@ -200,9 +208,14 @@ class BookingDoc(_Wire):
     def to_model(self) -> model.Booking:
         """The decision core's :class:`~gateway.model.Booking`."""
         return model.Booking(
-            self.id, self.member_id, self.resource_id,
-            int(self.start.timestamp()), int(self.end.timestamp()), self.payment,
-            self.grace_before_min * 60, self.grace_after_min * 60,
+            self.id,
+            self.member_id,
+            self.resource_id,
+            int(self.start.timestamp()),
+            int(self.end.timestamp()),
+            self.payment,
+            self.grace_before_min * 60,
+            self.grace_after_min * 60,
         )
 
 
@@ -229,8 +242,13 @@ class PassDoc(_Wire):
     def to_model(self) -> model.Pass:
         """The decision core's :class:`~gateway.model.Pass`."""
         return model.Pass(
-            self.id, self.member_id, self.kind, self.name, frozenset(self.doors),
-            frozenset(self.door_groups), int(self.valid_from.timestamp()),
+            self.id,
+            self.member_id,
+            self.kind,
+            self.name,
+            frozenset(self.doors),
+            frozenset(self.door_groups),
+            int(self.valid_from.timestamp()),
             int(self.valid_until.timestamp()),
         )
 
@@ -256,8 +274,16 @@ class DatasetDoc(_Wire):
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetDoc:
-        for section in ("doors", "resources", "members", "credentials", "plans",
-                        "entitlements", "bookings", "passes"):
+        for section in (
+            "doors",
+            "resources",
+            "members",
+            "credentials",
+            "plans",
+            "entitlements",
+            "bookings",
+            "passes",
+        ):
             counts = Counter(item.id for item in getattr(self, section))
             dupes = sorted(k for k, n in counts.items() if n > 1)
             if dupes:
@@ -350,12 +376,25 @@ class ChangeDoc(_Wire):
         return doc_type.model_validate(self.data)
 
 
+_FRIENDLY = {
+    "missing": "required setting is missing",
+    "extra_forbidden": "unknown setting (check its spelling and section)",
+}
+
+
+def first_problem(err: ValidationError) -> tuple[str, str]:
+    """The first error of ``err`` as (dotted location, readable message)."""
+    e = err.errors()[0]
+    message = _FRIENDLY.get(e["type"], e["msg"].removeprefix("Value error, "))
+    return format_location(e["loc"]), message
+
+
 def describe_validation_error(err: ValidationError, limit: int = 5) -> str:
     """Render pydantic's errors as ``where: what`` lines naming the exact field."""
     lines = []
     for e in err.errors()[:limit]:
         where = format_location(e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
+        msg = _FRIENDLY.get(e["type"], e["msg"].removeprefix("Value error, "))
         lines.append(f"{where}: {msg}" if where else msg)
     more = err.error_count() - limit
     if more > 0:

@@ -257,13 +257,17 @@ def decide(view: CacheView, read: CredentialRead, door_id: str, at: datetime | i
         return _deny(
             Reason.CREDENTIAL_NOT_YET_VALID,
             f"{noun} valid from {_when(cred.valid_from, ts, site)}",
-            door_id, ts, **who,
+            door_id,
+            ts,
+            **who,
         )
     if cred.valid_until is not None and ts >= cred.valid_until:
         return _deny(
             Reason.CREDENTIAL_EXPIRED,
             f"{noun} expired {_when(cred.valid_until, ts, site)}",
-            door_id, ts, **who,
+            door_id,
+            ts,
+            **who,
         )
     member = view.member(cred.member_id)
     if member is None or member.status is MemberStatus.CANCELLED:
@@ -310,16 +314,20 @@ def _evaluate_grants(
             distance = b.opens_at - ts if ts < b.opens_at else ts - b.closes_at
             if not b.payment.opens_doors:
                 reason, state = _PAYMENT_REASON[b.payment]
-                refuse(reason, distance,
-                       f"booking for {name} at {_when(b.start, ts, site)} {state}")
+                refuse(
+                    reason, distance, f"booking for {name} at {_when(b.start, ts, site)} {state}"
+                )
             elif ts < b.opens_at:
                 text = f"your booking for {name} starts at {_when(b.start, ts, site)}"
                 if b.grace_before:
                     text += f"; door opens {_when(b.opens_at, ts, site)}"
                 refuse(Reason.BOOKING_NOT_STARTED, distance, text)
             else:
-                refuse(Reason.BOOKING_ENDED, distance,
-                       f"your booking for {name} ended at {_when(b.end, ts, site)}")
+                refuse(
+                    Reason.BOOKING_ENDED,
+                    distance,
+                    f"your booking for {name} ended at {_when(b.end, ts, site)}",
+                )
 
     for p in view.passes(member.id, ts - LOOKBACK_SECONDS):
         if not p.covers(door):
@@ -327,13 +335,18 @@ def _evaluate_grants(
         if p.valid_from <= ts < p.valid_until:
             offer("pass", p.id, p.valid_until)
         elif ts < p.valid_from:
-            refuse(Reason.PASS_NOT_STARTED, p.valid_from - ts,
-                   f"your {p.name} starts at {_when(p.valid_from, ts, site)}")
+            refuse(
+                Reason.PASS_NOT_STARTED,
+                p.valid_from - ts,
+                f"your {p.name} starts at {_when(p.valid_from, ts, site)}",
+            )
         else:
-            refuse(Reason.PASS_EXPIRED, ts - p.valid_until,
-                   f"your {p.name} ended at {_when(p.valid_until, ts, site)}")
+            refuse(
+                Reason.PASS_EXPIRED,
+                ts - p.valid_until,
+                f"your {p.name} ended at {_when(p.valid_until, ts, site)}",
+            )
 
-    local: datetime | None = None
     for ep in view.entitlements(member.id):
         ent, plan = ep.entitlement, ep.plan
         current = (ent.valid_from is None or ent.valid_from <= ts) and (
@@ -344,34 +357,39 @@ def _evaluate_grants(
                 refuse(Reason.DOOR_NOT_IN_PLAN, 0, f"{door.name} is not in your plan")
             continue
         if ent.valid_from is not None and ts < ent.valid_from:
-            refuse(Reason.PLAN_NOT_STARTED, ent.valid_from - ts,
-                   f"your {plan.name} plan starts {_when(ent.valid_from, ts, site)}")
+            refuse(
+                Reason.PLAN_NOT_STARTED,
+                ent.valid_from - ts,
+                f"your {plan.name} plan starts {_when(ent.valid_from, ts, site)}",
+            )
             continue
         if ent.valid_until is not None and ts >= ent.valid_until:
-            refuse(Reason.PLAN_EXPIRED, ts - ent.valid_until,
-                   f"your {plan.name} plan ended {_when(ent.valid_until, ts, site)}")
+            refuse(
+                Reason.PLAN_EXPIRED,
+                ts - ent.valid_until,
+                f"your {plan.name} plan ended {_when(ent.valid_until, ts, site)}",
+            )
             continue
         if plan.around_the_clock:
             offer("plan", ent.id, ent.valid_until)
             continue
-        if local is None:
-            local = to_local(ts, site.tz)
         closures = site.closures
-        if local.date() in closures:
-            refuse(Reason.SITE_CLOSED, 0, f"site closed today ({local.strftime('%a %d %b')})")
-            continue
-        if not plan.schedule.contains(local):
+        span = plan.schedule.span_at(ts, site.tz, closures.__contains__)
+        if span is None:
+            local = to_local(ts, site.tz)
+            if local.date() in closures:
+                refuse(Reason.SITE_CLOSED, 0, f"site closed today ({local.strftime('%a %d %b')})")
+                continue
             text = f"outside plan hours ({plan.schedule.describe()})"
             nxt = plan.schedule.next_start(local.replace(tzinfo=None), closures.__contains__)
             distance = 0
             if nxt is not None:
-                opens = wall_to_instant(nxt, site.tz, ts)
+                opens = wall_to_instant(nxt, site.tz)
                 distance = max(0, opens - ts)
                 text += f"; opens {_when(opens, ts, site)}"
             refuse(Reason.OUTSIDE_PLAN_HOURS, distance, text)
             continue
-        end_wall = plan.schedule.window_end(local.replace(tzinfo=None), closures.__contains__)
-        until = None if end_wall is None else wall_to_instant(end_wall, site.tz, ts + 1)
+        until = span[1]
         if ent.valid_until is not None and (until is None or ent.valid_until < until):
             until = ent.valid_until
         offer("plan", ent.id, until)
@@ -383,11 +401,15 @@ def _evaluate_grants(
     }
     if best is not None:
         grant, until = best[2], best[3]
-        reason = {"booking": Reason.GRANTED_BOOKING, "plan": Reason.GRANTED_PLAN,
-                  "pass": Reason.GRANTED_PASS}[grant.kind]
+        reason = {
+            "booking": Reason.GRANTED_BOOKING,
+            "plan": Reason.GRANTED_PLAN,
+            "pass": Reason.GRANTED_PASS,
+        }[grant.kind]
         message = "welcome" if until is None else f"welcome, until {_when(until, ts, site)}"
         return Decision(True, reason, message, door.id, ts, grant=grant, until=until, **who)  # type: ignore[arg-type]
     if worst is not None:
         return _deny(worst[2], worst[3], door.id, ts, **who)
-    return _deny(Reason.NO_ENTITLEMENT, f"no booking, plan or pass for {door.name}",
-                 door.id, ts, **who)
+    return _deny(
+        Reason.NO_ENTITLEMENT, f"no booking, plan or pass for {door.name}", door.id, ts, **who
+    )

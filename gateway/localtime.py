@@ -1,14 +1,17 @@
 """Conversions between instants and the site's wall clock.
 
 Schedules are written in wall-clock time; bookings, passes and validity
-bounds are instants.  The only delicate part is turning a wall-clock time
-back into an instant on the two days a year when the clocks change:
+bounds are instants.  A schedule window becomes one contiguous span of real
+time: from the *first* instant the wall clock shows its start to the *last*
+instant the wall clock shows its end.  So, on the days the clocks change:
 
 * a wall time that does not exist (inside the spring-forward gap) maps to
-  the first instant after the gap, when the wall clock shows the end of it;
+  the first instant after the gap, when the wall clock shows the gap's end;
 * a wall time that exists twice (inside the autumn fall-back hour) maps to
-  its first occurrence at or after ``not_before`` (the later one if both are
-  earlier), or to the earlier occurrence when ``not_before`` is not given.
+  its earlier occurrence as a start and its later occurrence as an end.
+
+A window is never cut in two by a clock change, and is never shorter than
+the wall-clock hours it names except where the spring gap removes them.
 """
 
 from __future__ import annotations
@@ -37,21 +40,28 @@ def to_iso(ts: int | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def wall_to_instant(wall: datetime, tz: ZoneInfo, not_before: int | None = None) -> int:
-    """Resolve the naive wall-clock ``wall`` in ``tz`` to Unix seconds (see module doc)."""
+def wall_to_instant(wall: datetime, tz: ZoneInfo, *, latest: bool = False) -> int:
+    """Resolve the naive wall-clock ``wall`` in ``tz`` to Unix seconds.
+
+    Ambiguous times give their earlier occurrence, or the later one with
+    ``latest``; times in a gap give the end of the gap (see module doc).
+    """
     if wall.tzinfo is not None:
         raise ValueError("wall_to_instant takes a naive wall-clock datetime")
-    candidates = sorted(
-        {int(wall.replace(tzinfo=tz, fold=fold).timestamp()) for fold in (0, 1)}
-    )
+    candidates = sorted({int(wall.replace(tzinfo=tz, fold=fold).timestamp()) for fold in (0, 1)})
     existing = [c for c in candidates if datetime.fromtimestamp(c, tz).replace(tzinfo=None) == wall]
     if not existing:
         return _gap_end(candidates[0], candidates[-1], tz)
-    if not_before is not None:
-        for c in existing:
-            if c >= not_before:
-                return c
-    return existing[-1] if not_before is not None else existing[0]
+    return existing[-1] if latest else existing[0]
+
+
+def offset_stable(ts: int, tz: ZoneInfo, margin: int = 86_400) -> bool:
+    """True when ``tz``'s UTC offset is the same ``margin`` seconds either side of ``ts``.
+
+    On such instants wall-clock order and real-time order agree, so
+    schedules can be checked on the wall clock alone.
+    """
+    return to_local(ts - margin, tz).utcoffset() == to_local(ts + margin, tz).utcoffset()
 
 
 def _gap_end(lo: int, hi: int, tz: ZoneInfo) -> int:

@@ -11,16 +11,19 @@ days a year the clocks change.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from gateway.errors import DatasetError
+from gateway.localtime import offset_stable, to_local, wall_to_instant
 
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _DAY_INDEX = {name.lower(): i for i, name in enumerate(DAY_NAMES)}
 _SECONDS_PER_DAY = 86_400
 _ENTRY = re.compile(
-    r"^\s*(?P<days>[A-Za-z][A-Za-z,\- ]*?)\s+(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})\s*$"
+    r"^\s*(?P<days>[A-Za-z][A-Za-z,\- ]*?)\s+"
+    r"(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})\s*$"
 )
 
 
@@ -163,27 +166,86 @@ class WeeklySchedule:
         sec = local.hour * 3600 + local.minute * 60 + local.second
         return any(start <= sec < end for start, end in self._by_day[local.weekday()])
 
-    def window_end(self, local: datetime, closed: Callable[[date], bool]) -> datetime | None:
-        """The naive wall-clock end of the range containing ``local``.
+    def spans(
+        self, first: date, last: date, closed: Callable[[date], bool]
+    ) -> Iterator[tuple[datetime, datetime | None]]:
+        """Contiguous naive wall-clock spans starting on ``first`` .. ``last``.
 
-        Ranges that meet at midnight are followed into the next day unless
-        that day is closed.  Returns None when the coverage runs for a whole
-        week without a break.  ``local`` must be inside the schedule.
+        Ranges that meet at midnight are joined into one span, except where a
+        closed date interrupts them.  A span already running at ``first``'s
+        midnight is reported from that midnight.  A span's end is followed
+        for up to 8 days past ``last``; None means it runs on beyond that.
         """
-        sec = local.hour * 3600 + local.minute * 60 + local.second
+        start: datetime | None = None
+        end: datetime | None = None
+        d = first
+        horizon = last + timedelta(days=8)
+        while d <= horizon:
+            midnight = datetime.combine(d, time())
+            pieces = () if closed(d) else self._by_day[d.weekday()]
+            # A span that reached midnight continues only into a range starting at 00:00.
+            if start is not None and (not pieces or pieces[0][0] != 0):
+                yield start, end
+                start = None
+            for s, e in pieces:
+                if start is None:
+                    if d > last:
+                        return
+                    start = midnight + timedelta(seconds=s)
+                end = midnight + timedelta(seconds=e)
+                if e != _SECONDS_PER_DAY:
+                    yield start, end
+                    start = None
+            if start is None and d >= last:
+                return
+            d += timedelta(days=1)
+        if start is not None:
+            yield start, None
+
+    def span_at(
+        self, ts: int, tz: ZoneInfo, closed: Callable[[date], bool]
+    ) -> tuple[int, int | None] | None:
+        """The span of real time containing instant ``ts`` as ``(start, end)``, or None.
+
+        ``end`` is None when the span runs on for more than a week.
+        """
+        local = to_local(ts, tz)
         day = local.date()
-        end = next((e for s, e in self._by_day[day.weekday()] if s <= sec < e), sec)
-        for _ in range(7):
-            if end != _SECONDS_PER_DAY:
-                break
-            nxt = day + timedelta(days=1)
-            head = self._by_day[nxt.weekday()]
-            if closed(nxt) or not head or head[0][0] != 0:
-                break
-            day, end = nxt, head[0][1]
-        else:
+        if offset_stable(ts, tz):
+            # No clock change within a day either side: wall-clock order is
+            # real-time order, so a cheap wall-clock test rejects most taps.
+            wall = local.replace(tzinfo=None)
+            if closed(day) or not self.contains(local):
+                return None
+            for ws, we in self.spans(day - timedelta(days=1), day, closed):
+                if ws <= wall and (we is None or wall < we):
+                    return self._instants(ws, we, tz)
             return None
-        return datetime.combine(day, time()) + timedelta(seconds=end)
+        for ws, we in self.spans(day - timedelta(days=1), day, closed):
+            start, end = self._instants(ws, we, tz)
+            if start <= ts and (end is None or ts < end):
+                return start, end
+        return None
+
+    def instant_spans(
+        self, start: int, end: int, tz: ZoneInfo, closed: Callable[[date], bool]
+    ) -> list[tuple[int, int | None]]:
+        """Every span of real time that overlaps ``[start, end)``, unclipped."""
+        first = to_local(start, tz).date() - timedelta(days=1)
+        last = to_local(end, tz).date()
+        out = []
+        for ws, we in self.spans(first, last, closed):
+            s, e = self._instants(ws, we, tz)
+            if s < end and (e is None or e > start):
+                out.append((s, e))
+        return out
+
+    @staticmethod
+    def _instants(ws: datetime, we: datetime | None, tz: ZoneInfo) -> tuple[int, int | None]:
+        return (
+            wall_to_instant(ws, tz),
+            None if we is None else wall_to_instant(we, tz, latest=True),
+        )
 
     def next_start(self, local: datetime, closed: Callable[[date], bool]) -> datetime | None:
         """The naive wall-clock start of the next range after ``local``, within 8 days."""

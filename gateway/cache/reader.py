@@ -63,8 +63,11 @@ def _door(row: tuple[str, str, str, str]) -> model.Door:
 @lru_cache(maxsize=4096)
 def _plan(row: tuple[str, str, str, str, int]) -> model.Plan:
     return model.Plan(
-        row[0], row[1], frozenset(json.loads(row[2])),
-        WeeklySchedule.parse(json.loads(row[3])), bool(row[4]),
+        row[0],
+        row[1],
+        frozenset(json.loads(row[2])),
+        WeeklySchedule.parse(json.loads(row[3])),
+        bool(row[4]),
     )
 
 
@@ -106,7 +109,8 @@ class SqliteView:
     def resource_name(self, resource_id: str) -> str:
         """A resource's name, or its id if it is unknown."""
         row = self._conn.execute(
-            "SELECT name FROM resources WHERE id = ?", (resource_id,)).fetchone()
+            "SELECT name FROM resources WHERE id = ?", (resource_id,)
+        ).fetchone()
         return resource_id if row is None else str(row[0])
 
     def credential(self, kind: model.CredentialKind, value: str) -> model.Credential | None:
@@ -114,16 +118,21 @@ class SqliteView:
         row = self._conn.execute(_CREDENTIAL_SQL, (kind.value, value)).fetchone()
         if row is None:
             return None
-        return model.Credential(row[0], row[1], _CRED_KIND[row[2]], row[3], _CRED_STATUS[row[4]],
-                                row[5], row[6])
+        return model.Credential(
+            row[0], row[1], _CRED_KIND[row[2]], row[3], _CRED_STATUS[row[4]], row[5], row[6]
+        )
 
     def credentials_of(self, member_id: str) -> list[model.Credential]:
         """All of a member's credentials."""
         rows = self._conn.execute(
             "SELECT id, member_id, kind, value, status, valid_from, valid_until "
-            "FROM credentials WHERE member_id = ? ORDER BY id", (member_id,))
-        return [model.Credential(r[0], r[1], _CRED_KIND[r[2]], r[3], _CRED_STATUS[r[4]], r[5], r[6])
-                for r in rows]
+            "FROM credentials WHERE member_id = ? ORDER BY id",
+            (member_id,),
+        )
+        return [
+            model.Credential(r[0], r[1], _CRED_KIND[r[2]], r[3], _CRED_STATUS[r[4]], r[5], r[6])
+            for r in rows
+        ]
 
     def member(self, member_id: str) -> model.Member | None:
         """One member by id."""
@@ -142,9 +151,7 @@ class SqliteView:
     def entitlements(self, member_id: str) -> Sequence[model.EntitlementPlan]:
         """The member's entitlements with their plans."""
         return [
-            model.EntitlementPlan(
-                model.Entitlement(r[0], r[1], r[2], r[3], r[4]), _plan(r[5:10])
-            )
+            model.EntitlementPlan(model.Entitlement(r[0], r[1], r[2], r[3], r[4]), _plan(r[5:10]))
             for r in self._conn.execute(_ENTITLEMENTS_SQL, (member_id,))
         ]
 
@@ -158,8 +165,7 @@ class SqliteView:
 
     def dataset_version(self) -> int | None:
         """The version of the data in the cache, or None when it holds none."""
-        row = self._conn.execute(
-            "SELECT value FROM meta WHERE key = 'dataset_version'").fetchone()
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'dataset_version'").fetchone()
         return None if row is None else int(row[0])
 
 
@@ -178,8 +184,11 @@ class CacheReader:
         try:
             # Read-only: the tap path cannot write, even by mistake.
             self._conn = sqlite3.connect(
-                f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                isolation_level=None, check_same_thread=False, cached_statements=64,
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=64,
             )
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as exc:

@@ -70,6 +70,13 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 #: Child tables before parents: the order to empty them in.
 TABLES_CHILDREN_FIRST = (
-    "bookings", "passes", "entitlements", "credentials", "plans", "members", "doors",
-    "resources", "site",
+    "bookings",
+    "passes",
+    "entitlements",
+    "credentials",
+    "plans",
+    "members",
+    "doors",
+    "resources",
+    "site",
 )

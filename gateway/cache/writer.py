@@ -27,36 +27,100 @@ def _list(values: Iterable[str]) -> str:
 # Entity type -> (table, columns, row builder).  The first column is the key.
 _Row = tuple[Any, ...]
 _TABLES: dict[type, tuple[str, tuple[str, ...], Callable[[Any], _Row]]] = {
-    model.Site: ("site", ("singleton", "id", "timezone", "closures"),
-                 lambda s: (1, s.id, s.timezone, json.dumps(sorted(d.isoformat() for d in s.closures)))),
+    model.Site: (
+        "site",
+        ("singleton", "id", "timezone", "closures"),
+        lambda s: (1, s.id, s.timezone, json.dumps(sorted(d.isoformat() for d in s.closures))),
+    ),
     model.Resource: ("resources", ("id", "name"), lambda r: (r.id, r.name)),
-    model.Door: ("doors", ("id", "name", "resources", "groups"),
-                 lambda d: (d.id, d.name, _list(d.resources), _list(d.groups))),
-    model.Member: ("members", ("id", "name", "status", "extended_unlock"),
-                   lambda m: (m.id, m.name, m.status.value, int(m.extended_unlock))),
-    model.Credential: ("credentials",
-                       ("id", "member_id", "kind", "value", "status", "valid_from", "valid_until"),
-                       lambda c: (c.id, c.member_id, c.kind.value, c.value, c.status.value,
-                                  c.valid_from, c.valid_until)),
-    model.Plan: ("plans", ("id", "name", "door_groups", "schedule", "around_the_clock"),
-                 lambda p: (p.id, p.name, _list(p.door_groups), json.dumps(p.schedule.texts()),
-                            int(p.around_the_clock))),
-    model.Entitlement: ("entitlements", ("id", "member_id", "plan_id", "valid_from", "valid_until"),
-                        lambda e: (e.id, e.member_id, e.plan_id, e.valid_from, e.valid_until)),
-    model.Booking: ("bookings",
-                    ("id", "member_id", "resource_id", "start_ts", "end_ts", "payment",
-                     "grace_before", "grace_after", "closes_at"),
-                    lambda b: (b.id, b.member_id, b.resource_id, b.start, b.end, b.payment.value,
-                               b.grace_before, b.grace_after, b.closes_at)),
-    model.Pass: ("passes",
-                 ("id", "member_id", "kind", "name", "doors", "door_groups", "valid_from",
-                  "valid_until"),
-                 lambda p: (p.id, p.member_id, p.kind.value, p.name, _list(p.doors),
-                            _list(p.door_groups), p.valid_from, p.valid_until)),
+    model.Door: (
+        "doors",
+        ("id", "name", "resources", "groups"),
+        lambda d: (d.id, d.name, _list(d.resources), _list(d.groups)),
+    ),
+    model.Member: (
+        "members",
+        ("id", "name", "status", "extended_unlock"),
+        lambda m: (m.id, m.name, m.status.value, int(m.extended_unlock)),
+    ),
+    model.Credential: (
+        "credentials",
+        ("id", "member_id", "kind", "value", "status", "valid_from", "valid_until"),
+        lambda c: (
+            c.id,
+            c.member_id,
+            c.kind.value,
+            c.value,
+            c.status.value,
+            c.valid_from,
+            c.valid_until,
+        ),
+    ),
+    model.Plan: (
+        "plans",
+        ("id", "name", "door_groups", "schedule", "around_the_clock"),
+        lambda p: (
+            p.id,
+            p.name,
+            _list(p.door_groups),
+            json.dumps(p.schedule.texts()),
+            int(p.around_the_clock),
+        ),
+    ),
+    model.Entitlement: (
+        "entitlements",
+        ("id", "member_id", "plan_id", "valid_from", "valid_until"),
+        lambda e: (e.id, e.member_id, e.plan_id, e.valid_from, e.valid_until),
+    ),
+    model.Booking: (
+        "bookings",
+        (
+            "id",
+            "member_id",
+            "resource_id",
+            "start_ts",
+            "end_ts",
+            "payment",
+            "grace_before",
+            "grace_after",
+            "closes_at",
+        ),
+        lambda b: (
+            b.id,
+            b.member_id,
+            b.resource_id,
+            b.start,
+            b.end,
+            b.payment.value,
+            b.grace_before,
+            b.grace_after,
+            b.closes_at,
+        ),
+    ),
+    model.Pass: (
+        "passes",
+        ("id", "member_id", "kind", "name", "doors", "door_groups", "valid_from", "valid_until"),
+        lambda p: (
+            p.id,
+            p.member_id,
+            p.kind.value,
+            p.name,
+            _list(p.doors),
+            _list(p.door_groups),
+            p.valid_from,
+            p.valid_until,
+        ),
+    ),
 }
 _ENTITY_TABLE = {
-    "door": "doors", "resource": "resources", "member": "members", "credential": "credentials",
-    "plan": "plans", "entitlement": "entitlements", "booking": "bookings", "pass": "passes",
+    "door": "doors",
+    "resource": "resources",
+    "member": "members",
+    "credential": "credentials",
+    "plan": "plans",
+    "entitlement": "entitlements",
+    "booking": "bookings",
+    "pass": "passes",
 }
 
 
@@ -160,8 +224,14 @@ class CacheWriter:
             for table in TABLES_CHILDREN_FIRST:
                 await db.execute(f"DELETE FROM {table}")
             groups: list[Sequence[Any]] = [
-                (dataset.site,), dataset.resources, dataset.doors, dataset.members,
-                dataset.credentials, dataset.plans, dataset.entitlements, dataset.bookings,
+                (dataset.site,),
+                dataset.resources,
+                dataset.doors,
+                dataset.members,
+                dataset.credentials,
+                dataset.plans,
+                dataset.entitlements,
+                dataset.bookings,
                 dataset.passes,
             ]
             for items in groups:
@@ -184,7 +254,9 @@ class CacheWriter:
             raise
         log.info("cache replaced with dataset version %d", dataset.version)
 
-    async def apply_changes(self, changes: Sequence[model.Change], version: int | None = None) -> None:
+    async def apply_changes(
+        self, changes: Sequence[model.Change], version: int | None = None
+    ) -> None:
         """Apply upserts and deletes in order, in one transaction: all or nothing."""
         db = self.db
         try:
@@ -220,6 +292,7 @@ class CacheWriter:
 
     async def dataset_version(self) -> int | None:
         """The version of the data in the cache, or None when it holds none."""
-        row = await (await self.db.execute(
-            "SELECT value FROM meta WHERE key = 'dataset_version'")).fetchone()
+        row = await (
+            await self.db.execute("SELECT value FROM meta WHERE key = 'dataset_version'")
+        ).fetchone()
         return None if row is None else int(row[0])
