@@ -45,3 +45,7 @@ class CacheError(DoorgwError):
 
 class CacheSchemaError(CacheError):
     """The cache file was written by a newer doorgw, or is not a doorgw cache."""
+
+
+class UsageError(DoorgwError, ValueError):
+    """A command-line argument is well formed for the parser but makes no sense."""

@@ -1,0 +1,317 @@
+"""The ``doorgw`` command.
+
+Every subcommand returns an exit status instead of calling :func:`sys.exit`:
+0 for success (for ``explain``: the door would open), 1 for ``explain``
+when the door would stay shut, 2 for bad input of any kind.  Errors the
+gateway raises on purpose are printed as one line; anything else is a bug
+and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway import __version__
+from gateway.access import member_access
+from gateway.cache import CacheReader, SqliteView
+from gateway.clock import Clock, SystemClock
+from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
+from gateway.credentials import parse_read
+from gateway.decision import REASON_DOCS, Decision, decide
+from gateway.errors import DoorgwError, UsageError
+from gateway.localtime import to_iso, to_local
+
+
+def _config_path(value: str) -> Path:
+    return Path(value)
+
+
+def _positive_int(limit: int) -> Any:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if not 1 <= number <= limit:
+            raise argparse.ArgumentTypeError(f"{number} is not between 1 and {limit}")
+        return number
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``doorgw`` and all its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="doorgw",
+        description="Edge access-control gateway for coworking spaces.",
+    )
+    parser.add_argument("--version", action="version", version=f"doorgw {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check-config", help="validate a configuration file")
+    p.add_argument("file", type=_config_path, metavar="FILE")
+
+    config_help = f"configuration file (default: {DEFAULT_CONFIG_PATH})"
+    p = sub.add_parser(
+        "explain",
+        help="decide one credential at one door and say why",
+        description="Decide as the door would, from the local cache, and explain the answer. "
+        "Exit status: 0 the door opens, 1 it stays shut, 2 bad input.",
+    )
+    p.add_argument("--config", type=_config_path, default=DEFAULT_CONFIG_PATH, help=config_help)
+    p.add_argument("--door", required=True, help="door id, e.g. room-3")
+    p.add_argument(
+        "--credential",
+        required=True,
+        metavar="KIND:VALUE",
+        help="e.g. nfc:04A2B3C4D5E6F7, wiegand:12:34567, pin:1234, app:<key>",
+    )
+    p.add_argument(
+        "--at",
+        metavar="ISO-TIME",
+        help="instant to decide at (default: now); without an offset it is site-local time",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("access", help="list which doors a member can open, and when")
+    p.add_argument("--config", type=_config_path, default=DEFAULT_CONFIG_PATH, help=config_help)
+    p.add_argument("--member", required=True, help="member id")
+    p.add_argument(
+        "--days", type=_positive_int(366), default=7, help="how many days ahead (default 7)"
+    )
+    p.add_argument("--from", dest="start", metavar="ISO-TIME", help="start (default: now)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("demo", help="load the bundled example site and answer example taps")
+    p.add_argument(
+        "--dir", type=Path, help="keep the demo's config and cache here (default: a temp dir)"
+    )
+
+    p = sub.add_parser("bench", help="benchmarks")
+    bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    b = bench.add_parser(
+        "decide", help="time access decisions on a large cache against bare SQLite lookups"
+    )
+    b.add_argument("--members", type=_positive_int(10_000_000), default=100_000)
+    b.add_argument("--bookings", type=_positive_int(100_000_000), default=1_000_000)
+    b.add_argument("--taps", type=_positive_int(10_000_000), default=20_000)
+    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--dir", type=Path, help="build the cache here (default: a temp dir)")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> int:
+    """Run ``doorgw`` with ``argv``; return the exit status."""
+    args = build_parser().parse_args(argv)
+    clock = clock or SystemClock()
+    try:
+        if args.command == "check-config":
+            return _check_config(args)
+        if args.command == "explain":
+            return _explain(args, clock)
+        if args.command == "access":
+            return _access(args, clock)
+        if args.command == "demo":
+            from gateway.demo import run_demo
+
+            return run_demo(args.dir)
+        if args.command == "bench":
+            from gateway.bench import bench_decide
+
+            return bench_decide(args)
+    except DoorgwError as exc:
+        print(f"doorgw: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    doors = ", ".join(d.id for d in config.doors) or "none"
+    print(
+        f"{args.file}: ok: gateway {config.gateway.id} at site {config.gateway.site_id}, "
+        f"data in {config.gateway.data_dir}, doors: {doors}"
+    )
+    return 0
+
+
+def _open(config: Config) -> CacheReader:
+    return CacheReader(config.cache_path)
+
+
+def _parse_instant(text: str | None, tz: ZoneInfo | None, clock: Clock, option: str) -> int:
+    if text is None:
+        return int(clock.now().timestamp())
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"{option} {text!r} is not an ISO 8601 time (e.g. 2026-03-10T14:05 or "
+            "2026-03-10T14:05:00+00:00)"
+        ) from None
+    if dt.tzinfo is None:
+        if tz is None:
+            raise UsageError(f"{option} {text!r} has no UTC offset and the site's zone is unknown")
+        dt = dt.replace(tzinfo=tz)
+    return int(dt.timestamp())
+
+
+def _site_zone(view: SqliteView, config: Config) -> ZoneInfo | None:
+    site = view.site()
+    if site is not None:
+        return site.tz
+    return ZoneInfo(config.time.timezone) if config.time.timezone else None
+
+
+def _fmt_local(ts: int, tz: ZoneInfo | None) -> str:
+    if tz is None:
+        return to_iso(ts) or ""
+    return to_local(ts, tz).strftime("%a %d %b %Y %H:%M")
+
+
+def decision_json(decision: Decision) -> dict[str, Any]:
+    """A decision as a JSON-ready dict (instants in ISO 8601 UTC)."""
+    return {
+        "granted": decision.granted,
+        "reason": decision.reason.value,
+        "message": decision.message,
+        "door": decision.door_id,
+        "at": to_iso(decision.at),
+        "grant": None
+        if decision.grant is None
+        else {"kind": decision.grant.kind, "id": decision.grant.id},
+        "until": to_iso(decision.until),
+        "member": decision.member_id,
+        "credential": decision.credential_id,
+        "extended_unlock": decision.extended_unlock,
+    }
+
+
+def _explain(args: argparse.Namespace, clock: Clock) -> int:
+    config = load_config(args.config)
+    reader = _open(config)
+    try:
+        with reader.view() as view:
+            tz = _site_zone(view, config)
+            at = _parse_instant(args.at, tz, clock, "--at")
+            read = parse_read(args.credential, site_id=config.gateway.site_id)
+            decision = decide(view, read, args.door, at)
+            door = view.door(args.door)
+            member = view.member(decision.member_id) if decision.member_id else None
+    finally:
+        reader.close()
+    if args.json:
+        print(json.dumps(decision_json(decision)))
+        return 0 if decision.granted else 1
+    verdict = "GRANTED" if decision.granted else "DENIED"
+    grant = f"  ({decision.grant.kind} {decision.grant.id})" if decision.grant else ""
+    shown_value = "<PIN>" if read.kind.value == "pin" else read.value
+    lines = [
+        f"{verdict}  {decision.reason.value}{grant}",
+        f"  {decision.message}",
+        f"  door:       {args.door}" + (f" ({door.name})" if door else ""),
+        f"  credential: {read.kind.value} {shown_value}"
+        + (f" -> {decision.credential_id}" if decision.credential_id else ""),
+    ]
+    if member is not None:
+        lines.append(f"  member:     {member.id} ({member.name}, {member.status.value})")
+    zone = f" {tz.key}" if tz is not None else ""
+    lines.append(f"  at:         {_fmt_local(at, tz)}{zone}  ({to_iso(at)})")
+    if decision.granted:
+        until = "no end" if decision.until is None else _fmt_local(decision.until, tz) + zone
+        lines.append(f"  until:      {until}")
+    lines.append(f"  why:        {REASON_DOCS[decision.reason]}")
+    print("\n".join(lines))
+    return 0 if decision.granted else 1
+
+
+def _span_text(start: int, end: int | None, tz: ZoneInfo, year: int) -> str:
+    """``Tue 10 Mar 08:00 - 20:00``; the year is shown when it is not ``year``."""
+    s = to_local(start, tz)
+    head = s.strftime("%a %d %b %H:%M" if s.year == year else "%a %d %b %Y %H:%M")
+    if end is None:
+        return f"{head} - (no end)"
+    e = to_local(end, tz)
+    if e.date() == s.date():
+        return f"{head} - {e.strftime('%H:%M')}"
+    return f"{head} - {e.strftime('%a %d %b %H:%M' if e.year == year else '%a %d %b %Y %H:%M')}"
+
+
+def _access(args: argparse.Namespace, clock: Clock) -> int:
+    config = load_config(args.config)
+    reader = _open(config)
+    try:
+        with reader.view() as view:
+            tz = _site_zone(view, config) or ZoneInfo("UTC")
+            start = _parse_instant(args.start, tz, clock, "--from")
+            end = start + args.days * 86_400
+            result = member_access(view, args.member, start, end)
+    finally:
+        reader.close()
+    if result is None:
+        raise UsageError(f"no member {args.member!r} in the cache")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "member": result.member.id,
+                    "status": result.member.status.value,
+                    "blocked": None if result.blocked is None else result.blocked.value,
+                    "from": to_iso(start),
+                    "to": to_iso(end),
+                    "credentials": [
+                        {"id": c.id, "kind": c.kind.value, "status": c.status.value}
+                        for c in result.credentials
+                    ],
+                    "windows": [
+                        {
+                            "door": w.door.id,
+                            "start": to_iso(w.start),
+                            "end": to_iso(w.end),
+                            "grant": {"kind": w.grant.kind, "id": w.grant.id},
+                            "label": w.label,
+                        }
+                        for w in result.windows
+                    ],
+                }
+            )
+        )
+        return 0
+    m = result.member
+    print(f"{m.name} ({m.id}): {m.status.value}")
+    creds = ", ".join(f"{c.id} {c.kind.value} {c.status.value}" for c in result.credentials)
+    print(f"credentials: {creds or 'none'}")
+    if not any(c.status.value == "active" for c in result.credentials):
+        print("  no active credential: no door opens until one is issued")
+    if result.blocked is not None:
+        print(f"no access: {REASON_DOCS[result.blocked]}")
+        return 0
+    print(f"windows from {_fmt_local(start, tz)} to {_fmt_local(end, tz)} ({tz.key}):")
+    if not result.windows:
+        print("  none")
+    current = None
+    for w in result.windows:
+        if w.door.id != current:
+            current = w.door.id
+            print(f"  {w.door.name} ({w.door.id})")
+        print(f"    {_span_text(w.start, w.end, tz, to_local(start, tz).year):<36} {w.label}")
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
