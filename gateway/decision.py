@@ -320,7 +320,7 @@ def _evaluate_grants(
             elif ts < b.opens_at:
                 text = f"your booking for {name} starts at {_when(b.start, ts, site)}"
                 if b.grace_before:
-                    text += f"; door opens {_when(b.opens_at, ts, site)}"
+                    text += f"; door opens {_when(b.opens_at, b.start, site)}"
                 refuse(Reason.BOOKING_NOT_STARTED, distance, text)
             else:
                 refuse(

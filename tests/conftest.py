@@ -1,0 +1,168 @@
+"""Shared fixtures: a real SQLite cache built from a dataset document."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.cache import CacheReader, CacheWriter
+from gateway.clock import ManualClock
+from gateway.credentials import pin_digest
+from gateway.dataset import parse_dataset
+
+LONDON = ZoneInfo("Europe/London")
+
+
+def local(text: str) -> int:
+    """A London wall-clock time (``2026-03-10T14:00``) as Unix seconds (earlier fold)."""
+    return int(datetime.fromisoformat(text).replace(tzinfo=LONDON).timestamp())
+
+
+def utc(text: str) -> int:
+    """A UTC time (``2026-03-29T01:00``) as Unix seconds."""
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
+
+
+def _card(cid: str, member: str, value: str, **extra: Any) -> dict[str, Any]:
+    return {"id": cid, "member_id": member, "kind": "nfc_uid", "value": value, **extra}
+
+
+def _ent(eid: str, member: str, plan: str, **extra: Any) -> dict[str, Any]:
+    return {"id": eid, "member_id": member, "plan_id": plan, **extra}
+
+
+def _booking(bid: str, member: str, resource: str, start: str, end: str, payment: str,
+             **extra: Any) -> dict[str, Any]:
+    return {"id": bid, "member_id": member, "resource_id": resource, "start": start,
+            "end": end, "payment": payment, **extra}
+
+
+#: A site in London with every kind of grant; see tests/test_decision.py for the story.
+BASE_DATASET: dict[str, Any] = {
+    "version": 1,
+    "site": {"id": "t", "timezone": "Europe/London", "closures": ["2026-03-13"]},
+    "resources": [{"id": "r1", "name": "Room 1"}, {"id": "r2", "name": "Room 2"}],
+    "doors": [
+        {"id": "front", "name": "Front door", "groups": ["building"]},
+        {"id": "room1", "name": "Room 1", "resources": ["r1"], "groups": ["rooms"]},
+        {"id": "room2", "name": "Room 2", "resources": ["r2"], "groups": ["rooms"]},
+        {"id": "lab", "name": "Lab", "groups": ["lab"]},
+    ],
+    "plans": [
+        {"id": "day", "name": "Day", "door_groups": ["building"],
+         "schedule": ["Mon-Fri 08:00-20:00"]},
+        {"id": "night", "name": "Night", "door_groups": ["building"],
+         "schedule": ["Mon-Fri 22:00-06:00"]},
+        {"id": "always", "name": "Resident", "door_groups": ["building", "lab"],
+         "around_the_clock": True},
+        {"id": "dst", "name": "Sunday early", "door_groups": ["building"],
+         "schedule": ["Sun 00:30-03:00"]},
+        {"id": "gapstart", "name": "Gap start", "door_groups": ["lab"],
+         "schedule": ["Sun 01:30-04:00"]},
+        {"id": "repeated-end", "name": "Repeated end", "door_groups": ["rooms"],
+         "schedule": ["Sun 00:00-01:30"]},
+    ],
+    "members": [
+        {"id": m, "name": m.replace("_", " ").title(), "status": "active"}
+        for m in ("day_m", "night_m", "all_m", "dst_m", "book_m", "pass_m", "future_m",
+                  "past_m", "none_m")
+    ] + [
+        {"id": "sus_m", "name": "Suspended", "status": "suspended"},
+        {"id": "can_m", "name": "Cancelled", "status": "cancelled"},
+    ],
+    "credentials": [
+        _card("c-day", "day_m", "04000001"),
+        _card("c-night", "night_m", "04000002"),
+        _card("c-all", "all_m", "04000003"),
+        _card("c-dst", "dst_m", "04000004"),
+        _card("c-book", "book_m", "04000005"),
+        _card("c-sus", "sus_m", "04000006"),
+        _card("c-can", "can_m", "04000007"),
+        _card("c-revoked", "day_m", "04000008", status="revoked"),
+        _card("c-lost", "day_m", "04000009", status="lost"),
+        _card("c-suspended", "day_m", "0400000A", status="suspended"),
+        _card("c-early", "day_m", "0400000B", valid_from="2026-03-11T00:00:00Z"),
+        _card("c-expired", "day_m", "0400000C", valid_until="2026-03-09T00:00:00Z"),
+        _card("c-pass", "pass_m", "0400000D"),
+        _card("c-future", "future_m", "0400000E"),
+        _card("c-past", "past_m", "0400000F"),
+        _card("c-none", "none_m", "04000010"),
+        {"id": "w-day", "member_id": "day_m", "kind": "wiegand", "value": "12:345"},
+        {"id": "p-day", "member_id": "day_m", "kind": "pin", "value": pin_digest("t", "1234")},
+    ],
+    "entitlements": [
+        _ent("e-day", "day_m", "day", valid_from="2026-01-01T00:00:00Z",
+             valid_until="2027-01-01T00:00:00Z"),
+        _ent("e-night", "night_m", "night"),
+        _ent("e-all", "all_m", "always"),
+        _ent("e-dst", "dst_m", "dst"),
+        _ent("e-gap", "dst_m", "gapstart"),
+        _ent("e-rep", "dst_m", "repeated-end"),
+        _ent("e-book", "book_m", "day"),
+        _ent("e-sus", "sus_m", "day"),
+        _ent("e-future", "future_m", "day", valid_from="2026-04-01T00:00:00+01:00"),
+        _ent("e-past", "past_m", "day", valid_until="2026-02-01T00:00:00Z"),
+    ],
+    "bookings": [
+        _booking("b-paid", "book_m", "r1", "2026-03-10T14:00:00Z", "2026-03-10T16:00:00Z",
+                 "paid", grace_before_min=10, grace_after_min=15),
+        _booking("b-unpaid", "book_m", "r2", "2026-03-10T10:00:00Z", "2026-03-10T11:00:00Z",
+                 "unpaid"),
+        _booking("b-refunded", "book_m", "r2", "2026-03-11T10:00:00Z",
+                 "2026-03-11T11:00:00Z", "refunded"),
+        _booking("b-cancelled", "book_m", "r2", "2026-03-12T10:00:00Z",
+                 "2026-03-12T11:00:00Z", "cancelled"),
+        _booking("b-included", "book_m", "r1", "2026-03-11T09:00:00Z",
+                 "2026-03-11T10:00:00Z", "included_in_plan"),
+    ],
+    "passes": [
+        {"id": "inv-1", "member_id": "pass_m", "kind": "visitor", "name": "visitor invite",
+         "doors": ["front", "room1"], "valid_from": "2026-03-10T09:00:00Z",
+         "valid_until": "2026-03-10T17:00:00Z"},
+    ],
+}
+
+
+def base_dataset() -> dict[str, Any]:
+    """A fresh deep copy of :data:`BASE_DATASET` to modify."""
+    return copy.deepcopy(BASE_DATASET)
+
+
+def write_cache(path: Path, doc: dict[str, Any]) -> None:
+    """Replace the cache at ``path`` with the dataset document ``doc``."""
+
+    async def go() -> None:
+        async with CacheWriter(path, ManualClock(datetime(2026, 3, 1, tzinfo=UTC))) as w:
+            await w.replace_dataset(parse_dataset(doc))
+
+    asyncio.run(go())
+
+
+@pytest.fixture
+def make_reader(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], CacheReader]]:
+    """Build a real cache file from a dataset document and open it for reading."""
+    readers: list[CacheReader] = []
+
+    def make(doc: dict[str, Any]) -> CacheReader:
+        path = tmp_path / f"cache-{len(readers)}.sqlite3"
+        write_cache(path, doc)
+        reader = CacheReader(path)
+        readers.append(reader)
+        return reader
+
+    yield make
+    for reader in readers:
+        reader.close()
+
+
+@pytest.fixture
+def reader(make_reader: Callable[[dict[str, Any]], CacheReader]) -> CacheReader:
+    """A reader over :data:`BASE_DATASET`."""
+    return make_reader(base_dataset())

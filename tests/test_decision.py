@@ -1,0 +1,255 @@
+"""Table-driven tests of the access decision, one row per situation a member meets.
+
+The site (tests/conftest.py) is in Europe/London; Fri 13 Mar 2026 is a
+closure day; the clocks go forward at 01:00 UTC on Sun 29 Mar 2026 and back
+at 01:00 UTC on Sun 25 Oct 2026.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.cache import CacheReader
+from gateway.credentials import parse_read
+from gateway.decision import DENY_PRECEDENCE, REASON_DOCS, Decision, Reason, decide
+
+from .conftest import local, utc
+
+# (id, door, credential, instant, reason, grant id, until)
+CASES: list[tuple[str, str, str, int, Reason, str | None, int | None]] = [
+    # Plans: hours, boundaries, weekends, closure days.
+    ("plan-in-hours", "front", "nfc:04000001", local("2026-03-10T09:00"),
+     Reason.GRANTED_PLAN, "e-day", local("2026-03-10T20:00")),
+    ("plan-opens-at-start", "front", "nfc:04000001", local("2026-03-10T08:00"),
+     Reason.GRANTED_PLAN, "e-day", local("2026-03-10T20:00")),
+    ("plan-shut-at-end", "front", "nfc:04000001", local("2026-03-10T20:00"),
+     Reason.OUTSIDE_PLAN_HOURS, None, None),
+    ("plan-weekend", "front", "nfc:04000001", local("2026-03-14T10:00"),
+     Reason.OUTSIDE_PLAN_HOURS, None, None),
+    ("plan-closure-day", "front", "nfc:04000001", local("2026-03-13T10:00"),
+     Reason.SITE_CLOSED, None, None),
+    ("24-7-on-closure-day", "lab", "nfc:04000003", local("2026-03-13T03:00"),
+     Reason.GRANTED_PLAN, "e-all", None),
+    ("plan-not-started", "front", "nfc:0400000E", local("2026-03-10T10:00"),
+     Reason.PLAN_NOT_STARTED, None, None),
+    ("plan-expired", "front", "nfc:0400000F", local("2026-03-10T10:00"),
+     Reason.PLAN_EXPIRED, None, None),
+    ("door-not-in-plan", "lab", "nfc:04000001", local("2026-03-10T10:00"),
+     Reason.DOOR_NOT_IN_PLAN, None, None),
+    ("no-entitlement", "front", "nfc:04000010", local("2026-03-10T10:00"),
+     Reason.NO_ENTITLEMENT, None, None),
+    # Overnight ranges.
+    ("overnight-before-midnight", "front", "nfc:04000002", local("2026-03-10T23:00"),
+     Reason.GRANTED_PLAN, "e-night", local("2026-03-11T06:00")),
+    ("overnight-after-midnight", "front", "nfc:04000002", local("2026-03-11T03:00"),
+     Reason.GRANTED_PLAN, "e-night", local("2026-03-11T06:00")),
+    ("overnight-not-from-sunday", "front", "nfc:04000002", local("2026-03-09T03:00"),
+     Reason.OUTSIDE_PLAN_HOURS, None, None),
+    ("overnight-cut-by-closure", "front", "nfc:04000002", local("2026-03-12T23:00"),
+     Reason.GRANTED_PLAN, "e-night", local("2026-03-13T00:00")),
+    ("overnight-inside-closure", "front", "nfc:04000002", local("2026-03-13T03:00"),
+     Reason.SITE_CLOSED, None, None),
+    ("overnight-after-closure", "front", "nfc:04000002", local("2026-03-14T03:00"),
+     Reason.GRANTED_PLAN, "e-night", local("2026-03-14T06:00")),
+    # Every credential kind and state.
+    ("wiegand", "front", "wiegand:012:0345", local("2026-03-10T09:00"),
+     Reason.GRANTED_PLAN, "e-day", local("2026-03-10T20:00")),
+    ("pin", "front", "pin:1234", local("2026-03-10T09:00"),
+     Reason.GRANTED_PLAN, "e-day", local("2026-03-10T20:00")),
+    ("wrong-pin", "front", "pin:1235", local("2026-03-10T09:00"),
+     Reason.UNKNOWN_CREDENTIAL, None, None),
+    ("unknown-card", "front", "nfc:04FFFFFF", local("2026-03-10T09:00"),
+     Reason.UNKNOWN_CREDENTIAL, None, None),
+    ("revoked-card", "front", "nfc:04000008", local("2026-03-10T09:00"),
+     Reason.CREDENTIAL_REVOKED, None, None),
+    ("lost-card", "front", "nfc:04000009", local("2026-03-10T09:00"),
+     Reason.CREDENTIAL_LOST, None, None),
+    ("suspended-card", "front", "nfc:0400000A", local("2026-03-10T09:00"),
+     Reason.CREDENTIAL_SUSPENDED, None, None),
+    ("card-not-yet-valid", "front", "nfc:0400000B", local("2026-03-10T09:00"),
+     Reason.CREDENTIAL_NOT_YET_VALID, None, None),
+    ("card-expired", "front", "nfc:0400000C", local("2026-03-10T09:00"),
+     Reason.CREDENTIAL_EXPIRED, None, None),
+    ("member-suspended", "front", "nfc:04000006", local("2026-03-10T09:00"),
+     Reason.MEMBER_SUSPENDED, None, None),
+    ("member-cancelled", "front", "nfc:04000007", local("2026-03-10T09:00"),
+     Reason.MEMBER_CANCELLED, None, None),
+    ("unknown-door", "nope", "nfc:04000001", local("2026-03-10T09:00"),
+     Reason.UNKNOWN_DOOR, None, None),
+    # Bookings: payment states and grace.
+    ("booking-paid", "room1", "nfc:04000005", local("2026-03-10T14:30"),
+     Reason.GRANTED_BOOKING, "b-paid", local("2026-03-10T16:15")),
+    ("booking-grace-before", "room1", "nfc:04000005", local("2026-03-10T13:50"),
+     Reason.GRANTED_BOOKING, "b-paid", local("2026-03-10T16:15")),
+    ("booking-before-grace", "room1", "nfc:04000005", local("2026-03-10T13:49"),
+     Reason.BOOKING_NOT_STARTED, None, None),
+    ("booking-grace-after", "room1", "nfc:04000005", local("2026-03-10T16:14"),
+     Reason.GRANTED_BOOKING, "b-paid", local("2026-03-10T16:15")),
+    ("booking-after-grace", "room1", "nfc:04000005", local("2026-03-10T16:15"),
+     Reason.BOOKING_ENDED, None, None),
+    ("booking-unpaid", "room2", "nfc:04000005", local("2026-03-10T10:30"),
+     Reason.BOOKING_UNPAID, None, None),
+    ("booking-refunded", "room2", "nfc:04000005", local("2026-03-11T10:30"),
+     Reason.BOOKING_REFUNDED, None, None),
+    ("booking-cancelled", "room2", "nfc:04000005", local("2026-03-12T10:30"),
+     Reason.BOOKING_CANCELLED, None, None),
+    ("booking-included", "room1", "nfc:04000005", local("2026-03-11T09:30"),
+     Reason.GRANTED_BOOKING, "b-included", local("2026-03-11T10:00")),
+    ("booking-beats-plan-for-reason", "room1", "nfc:04000005", local("2026-03-10T12:00"),
+     Reason.BOOKING_NOT_STARTED, None, None),
+    ("plan-still-opens-front", "front", "nfc:04000005", local("2026-03-10T14:30"),
+     Reason.GRANTED_PLAN, "e-book", local("2026-03-10T20:00")),
+    # Passes.
+    ("pass-in-window", "room1", "nfc:0400000D", local("2026-03-10T10:00"),
+     Reason.GRANTED_PASS, "inv-1", local("2026-03-10T17:00")),
+    ("pass-not-started", "front", "nfc:0400000D", local("2026-03-10T08:00"),
+     Reason.PASS_NOT_STARTED, None, None),
+    ("pass-expired", "front", "nfc:0400000D", local("2026-03-10T17:00"),
+     Reason.PASS_EXPIRED, None, None),
+    ("pass-other-door", "room2", "nfc:0400000D", local("2026-03-10T10:00"),
+     Reason.NO_ENTITLEMENT, None, None),
+    # Spring forward: 01:00 GMT becomes 02:00 BST on Sun 29 Mar 2026.
+    # "Sun 00:30-03:00" runs from 00:30 GMT to 03:00 BST: 1.5 real hours.
+    ("spring-before-gap", "front", "nfc:04000004", utc("2026-03-29T00:45"),
+     Reason.GRANTED_PLAN, "e-dst", utc("2026-03-29T02:00")),
+    ("spring-after-gap", "front", "nfc:04000004", utc("2026-03-29T01:30"),
+     Reason.GRANTED_PLAN, "e-dst", utc("2026-03-29T02:00")),
+    ("spring-end", "front", "nfc:04000004", utc("2026-03-29T02:00"),
+     Reason.OUTSIDE_PLAN_HOURS, None, None),
+    # "Sun 01:30-04:00": 01:30 does not exist, so it opens at the gap's end (02:00 BST).
+    ("spring-start-in-gap-before", "lab", "nfc:04000004", utc("2026-03-29T00:59"),
+     Reason.OUTSIDE_PLAN_HOURS, None, None),
+    ("spring-start-in-gap-opens", "lab", "nfc:04000004", utc("2026-03-29T01:00"),
+     Reason.GRANTED_PLAN, "e-gap", utc("2026-03-29T03:00")),
+    # Fall back: 02:00 BST becomes 01:00 GMT on Sun 25 Oct 2026.
+    # "Sun 00:30-03:00" runs from 00:30 BST to 03:00 GMT: 3.5 real hours.
+    ("autumn-first-pass", "front", "nfc:04000004", utc("2026-10-25T00:30"),
+     Reason.GRANTED_PLAN, "e-dst", utc("2026-10-25T03:00")),
+    ("autumn-second-pass", "front", "nfc:04000004", utc("2026-10-25T01:30"),
+     Reason.GRANTED_PLAN, "e-dst", utc("2026-10-25T03:00")),
+    ("autumn-end", "front", "nfc:04000004", utc("2026-10-25T03:00"),
+     Reason.OUTSIDE_PLAN_HOURS, None, None),
+    ("autumn-start", "front", "nfc:04000004", utc("2026-10-24T23:30"),
+     Reason.GRANTED_PLAN, "e-dst", utc("2026-10-25T03:00")),
+    # "Sun 00:00-01:30" ends at the *later* 01:30, so it is not cut in two.
+    ("autumn-end-in-repeated-hour", "room1", "nfc:04000004", utc("2026-10-25T00:45"),
+     Reason.GRANTED_PLAN, "e-rep", utc("2026-10-25T01:30")),
+    ("autumn-end-after-repeated-hour", "room1", "nfc:04000004", utc("2026-10-25T01:30"),
+     Reason.OUTSIDE_PLAN_HOURS, None, None),
+]
+
+
+def _decide(reader: CacheReader, door: str, credential: str, at: int) -> Decision:
+    with reader.view() as view:
+        return decide(view, parse_read(credential, site_id="t"), door, at)
+
+
+@pytest.mark.parametrize(
+    ("door", "credential", "at", "reason", "grant", "until"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_decision_table(
+    reader: CacheReader, door: str, credential: str, at: int, reason: Reason,
+    grant: str | None, until: int | None,
+) -> None:
+    d = _decide(reader, door, credential, at)
+    assert (d.reason, d.granted) == (reason, reason.granted)
+    assert (d.grant.id if d.grant else None) == grant
+    assert d.until == until
+    assert d.message
+    assert d.at == at
+
+
+def test_every_reason_code_is_documented_and_reachable() -> None:
+    assert set(REASON_DOCS) == set(Reason)
+    reached = {case[4] for case in CASES} | {Reason.NO_DATA}  # NO_DATA: see test below
+    assert reached == set(Reason)
+    assert all(r in DENY_PRECEDENCE for r in Reason
+               if not r.granted and r.value.split("_")[0] in ("booking", "pass", "plan"))
+
+
+def test_no_data_before_the_first_sync(tmp_path: Any) -> None:
+    from gateway.cache import CacheWriter
+    from gateway.clock import ManualClock
+    import asyncio
+    from datetime import UTC, datetime
+
+    path = tmp_path / "empty.sqlite3"
+
+    async def create() -> None:
+        async with CacheWriter(path, ManualClock(datetime(2026, 3, 1, tzinfo=UTC))):
+            pass
+
+    asyncio.run(create())
+    reader = CacheReader(path)
+    try:
+        d = _decide(reader, "front", "nfc:04000001", local("2026-03-10T09:00"))
+    finally:
+        reader.close()
+    assert (d.granted, d.reason) == (False, Reason.NO_DATA)
+
+
+@pytest.mark.parametrize(
+    ("door", "credential", "at", "message"),
+    [
+        ("room1", "nfc:04000005", local("2026-03-10T12:00"),
+         "your booking for Room 1 starts at 14:00; door opens 13:50"),
+        ("room1", "nfc:04000005", local("2026-03-10T16:20"),
+         "your booking for Room 1 ended at 16:00"),
+        ("room2", "nfc:04000005", local("2026-03-10T10:30"), "booking for Room 2 is unpaid"),
+        ("front", "nfc:04000001", local("2026-03-10T21:00"),
+         "outside plan hours (Mon-Fri 08:00-20:00); opens Wed 11 Mar 08:00"),
+        ("front", "nfc:04000001", local("2026-03-12T21:00"),
+         # Friday is a closure day, so the next opening is Monday.
+         "outside plan hours (Mon-Fri 08:00-20:00); opens Mon 16 Mar 08:00"),
+        ("lab", "nfc:04000001", local("2026-03-10T10:00"), "Lab is not in your plan"),
+        ("front", "nfc:04000008", local("2026-03-10T10:00"), "card revoked"),
+        ("front", "nfc:04FFFFFF", local("2026-03-10T10:00"), "unknown card"),
+        ("front", "pin:9999", local("2026-03-10T10:00"), "unknown PIN"),
+        ("front", "nfc:04000006", local("2026-03-10T10:00"), "member suspended"),
+        ("front", "nfc:04000001", local("2026-03-13T10:00"), "site closed today (Fri 13 Mar)"),
+        ("room1", "nfc:04000001", local("2026-03-10T10:00"), "Room 1 is not in your plan"),
+        # After the spring change, local times are shown in BST.
+        ("front", "nfc:04000001", utc("2026-03-30T06:30"),  # 07:30 BST
+         "outside plan hours (Mon-Fri 08:00-20:00); opens 08:00"),
+    ],
+)
+def test_messages_say_exactly_why(
+    reader: CacheReader, door: str, credential: str, at: int, message: str
+) -> None:
+    assert _decide(reader, door, credential, at).message == message
+
+
+def test_booking_in_another_week_names_the_day(reader: CacheReader) -> None:
+    d = _decide(reader, "room1", "nfc:04000005", local("2026-03-03T10:00"))
+    assert d.reason is Reason.BOOKING_NOT_STARTED
+    assert d.message == "your booking for Room 1 starts at Tue 10 Mar 14:00; door opens 13:50"
+
+
+def test_the_longest_grant_wins_when_several_apply(make_reader: Any) -> None:
+    from .conftest import base_dataset
+
+    doc = base_dataset()
+    doc["entitlements"].append({"id": "e-book-all", "member_id": "book_m", "plan_id": "always"})
+    reader = make_reader(doc)
+    d = _decide(reader, "front", "nfc:04000005", local("2026-03-10T10:00"))
+    assert (d.reason, d.grant and d.grant.id, d.until) == (Reason.GRANTED_PLAN, "e-book-all", None)
+
+
+def test_extended_unlock_is_carried_for_members_who_need_it(make_reader: Any) -> None:
+    from .conftest import base_dataset
+
+    doc = base_dataset()
+    doc["members"][0]["extended_unlock"] = True  # day_m
+    d = _decide(make_reader(doc), "front", "nfc:04000001", local("2026-03-10T10:00"))
+    assert d.granted and d.extended_unlock
+
+
+def test_decide_refuses_a_naive_datetime(reader: CacheReader) -> None:
+    from datetime import datetime
+
+    with reader.view() as view, pytest.raises(ValueError, match="naive"):
+        decide(view, parse_read("nfc:04000001", site_id="t"), "front", datetime(2026, 3, 10))
