@@ -38,10 +38,18 @@ def _ent(eid: str, member: str, plan: str, **extra: Any) -> dict[str, Any]:
     return {"id": eid, "member_id": member, "plan_id": plan, **extra}
 
 
-def _booking(bid: str, member: str, resource: str, start: str, end: str, payment: str,
-             **extra: Any) -> dict[str, Any]:
-    return {"id": bid, "member_id": member, "resource_id": resource, "start": start,
-            "end": end, "payment": payment, **extra}
+def _booking(
+    bid: str, member: str, resource: str, start: str, end: str, payment: str, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "id": bid,
+        "member_id": member,
+        "resource_id": resource,
+        "start": start,
+        "end": end,
+        "payment": payment,
+        **extra,
+    }
 
 
 #: A site in London with every kind of grant; see tests/test_decision.py for the story.
@@ -56,24 +64,58 @@ BASE_DATASET: dict[str, Any] = {
         {"id": "lab", "name": "Lab", "groups": ["lab"]},
     ],
     "plans": [
-        {"id": "day", "name": "Day", "door_groups": ["building"],
-         "schedule": ["Mon-Fri 08:00-20:00"]},
-        {"id": "night", "name": "Night", "door_groups": ["building"],
-         "schedule": ["Mon-Fri 22:00-06:00"]},
-        {"id": "always", "name": "Resident", "door_groups": ["building", "lab"],
-         "around_the_clock": True},
-        {"id": "dst", "name": "Sunday early", "door_groups": ["building"],
-         "schedule": ["Sun 00:30-03:00"]},
-        {"id": "gapstart", "name": "Gap start", "door_groups": ["lab"],
-         "schedule": ["Sun 01:30-04:00"]},
-        {"id": "repeated-end", "name": "Repeated end", "door_groups": ["rooms"],
-         "schedule": ["Sun 00:00-01:30"]},
+        {
+            "id": "day",
+            "name": "Day",
+            "door_groups": ["building"],
+            "schedule": ["Mon-Fri 08:00-20:00"],
+        },
+        {
+            "id": "night",
+            "name": "Night",
+            "door_groups": ["building"],
+            "schedule": ["Mon-Fri 22:00-06:00"],
+        },
+        {
+            "id": "always",
+            "name": "Resident",
+            "door_groups": ["building", "lab"],
+            "around_the_clock": True,
+        },
+        {
+            "id": "dst",
+            "name": "Sunday early",
+            "door_groups": ["building"],
+            "schedule": ["Sun 00:30-03:00"],
+        },
+        {
+            "id": "gapstart",
+            "name": "Gap start",
+            "door_groups": ["lab"],
+            "schedule": ["Sun 01:30-04:00"],
+        },
+        {
+            "id": "repeated-end",
+            "name": "Repeated end",
+            "door_groups": ["rooms"],
+            "schedule": ["Sun 00:00-01:30"],
+        },
     ],
     "members": [
         {"id": m, "name": m.replace("_", " ").title(), "status": "active"}
-        for m in ("day_m", "night_m", "all_m", "dst_m", "book_m", "pass_m", "future_m",
-                  "past_m", "none_m")
-    ] + [
+        for m in (
+            "day_m",
+            "night_m",
+            "all_m",
+            "dst_m",
+            "book_m",
+            "pass_m",
+            "future_m",
+            "past_m",
+            "none_m",
+        )
+    ]
+    + [
         {"id": "sus_m", "name": "Suspended", "status": "suspended"},
         {"id": "can_m", "name": "Cancelled", "status": "cancelled"},
     ],
@@ -98,8 +140,13 @@ BASE_DATASET: dict[str, Any] = {
         {"id": "p-day", "member_id": "day_m", "kind": "pin", "value": pin_digest("t", "1234")},
     ],
     "entitlements": [
-        _ent("e-day", "day_m", "day", valid_from="2026-01-01T00:00:00Z",
-             valid_until="2027-01-01T00:00:00Z"),
+        _ent(
+            "e-day",
+            "day_m",
+            "day",
+            valid_from="2026-01-01T00:00:00Z",
+            valid_until="2027-01-01T00:00:00Z",
+        ),
         _ent("e-night", "night_m", "night"),
         _ent("e-all", "all_m", "always"),
         _ent("e-dst", "dst_m", "dst"),
@@ -111,21 +158,49 @@ BASE_DATASET: dict[str, Any] = {
         _ent("e-past", "past_m", "day", valid_until="2026-02-01T00:00:00Z"),
     ],
     "bookings": [
-        _booking("b-paid", "book_m", "r1", "2026-03-10T14:00:00Z", "2026-03-10T16:00:00Z",
-                 "paid", grace_before_min=10, grace_after_min=15),
-        _booking("b-unpaid", "book_m", "r2", "2026-03-10T10:00:00Z", "2026-03-10T11:00:00Z",
-                 "unpaid"),
-        _booking("b-refunded", "book_m", "r2", "2026-03-11T10:00:00Z",
-                 "2026-03-11T11:00:00Z", "refunded"),
-        _booking("b-cancelled", "book_m", "r2", "2026-03-12T10:00:00Z",
-                 "2026-03-12T11:00:00Z", "cancelled"),
-        _booking("b-included", "book_m", "r1", "2026-03-11T09:00:00Z",
-                 "2026-03-11T10:00:00Z", "included_in_plan"),
+        _booking(
+            "b-paid",
+            "book_m",
+            "r1",
+            "2026-03-10T14:00:00Z",
+            "2026-03-10T16:00:00Z",
+            "paid",
+            grace_before_min=10,
+            grace_after_min=15,
+        ),
+        _booking(
+            "b-unpaid", "book_m", "r2", "2026-03-10T10:00:00Z", "2026-03-10T11:00:00Z", "unpaid"
+        ),
+        _booking(
+            "b-refunded", "book_m", "r2", "2026-03-11T10:00:00Z", "2026-03-11T11:00:00Z", "refunded"
+        ),
+        _booking(
+            "b-cancelled",
+            "book_m",
+            "r2",
+            "2026-03-12T10:00:00Z",
+            "2026-03-12T11:00:00Z",
+            "cancelled",
+        ),
+        _booking(
+            "b-included",
+            "book_m",
+            "r1",
+            "2026-03-11T09:00:00Z",
+            "2026-03-11T10:00:00Z",
+            "included_in_plan",
+        ),
     ],
     "passes": [
-        {"id": "inv-1", "member_id": "pass_m", "kind": "visitor", "name": "visitor invite",
-         "doors": ["front", "room1"], "valid_from": "2026-03-10T09:00:00Z",
-         "valid_until": "2026-03-10T17:00:00Z"},
+        {
+            "id": "inv-1",
+            "member_id": "pass_m",
+            "kind": "visitor",
+            "name": "visitor invite",
+            "doors": ["front", "room1"],
+            "valid_from": "2026-03-10T09:00:00Z",
+            "valid_until": "2026-03-10T17:00:00Z",
+        },
     ],
 }
 

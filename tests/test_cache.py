@@ -1,0 +1,325 @@
+"""The SQLite cache: WAL, migrations, atomic replace and all-or-nothing changes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import model
+from gateway.cache import SCHEMA_VERSION, CacheReader, CacheWriter
+from gateway.clock import ManualClock
+from gateway.credentials import parse_read
+from gateway.dataset import parse_changes, parse_dataset
+from gateway.decision import Reason, decide
+from gateway.errors import CacheError, CacheSchemaError, DatasetError
+
+from .conftest import base_dataset, local, write_cache
+
+CLOCK = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
+AT = local("2026-03-10T10:00")
+
+
+def _reason(reader: CacheReader, credential: str, door: str = "front") -> Reason:
+    with reader.view() as view:
+        return decide(view, parse_read(credential, site_id="t"), door, AT).reason
+
+
+def _apply(path: Path, changes: Any, version: int | None = None) -> None:
+    async def go() -> None:
+        async with CacheWriter(path, CLOCK) as w:
+            await w.apply_changes(parse_changes(changes), version)
+
+    asyncio.run(go())
+
+
+def test_cache_is_wal_with_the_current_schema(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    write_cache(path, base_dataset())
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    plan = " ".join(
+        r[3]
+        for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM bookings WHERE member_id = 'x' AND closes_at >= 0"
+        )
+    )
+    assert "bookings_by_member" in plan
+    conn.close()
+
+
+def test_reader_sees_old_data_until_the_replace_commits(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    write_cache(path, base_dataset())
+    reader = CacheReader(path)
+    newer = base_dataset()
+    newer["version"] = 2
+    newer["credentials"] = [c for c in newer["credentials"] if c["id"] != "c-day"]
+    with reader.view() as view:
+        read = parse_read("nfc:04000001", site_id="t")
+        assert decide(view, read, "front", AT).granted
+        write_cache(path, newer)  # commits while the view is open
+        assert decide(view, read, "front", AT).granted
+        assert view.dataset_version() == 1
+    with reader.view() as view:
+        assert decide(view, read, "front", AT).reason is Reason.UNKNOWN_CREDENTIAL
+        assert view.dataset_version() == 2
+    reader.close()
+
+
+def test_a_failed_replace_leaves_the_previous_data(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    write_cache(path, base_dataset())
+    good = parse_dataset(base_dataset())
+    # Bypass the wire validation to reach the database's own guard: a
+    # credential of an unknown member fails on the last rows of the insert.
+    broken = model.Dataset(
+        version=9,
+        site=good.site,
+        doors=(),
+        resources=(),
+        members=(),
+        credentials=(
+            model.Credential(
+                "x",
+                "ghost",
+                model.CredentialKind.NFC_UID,
+                "04999999",
+                model.CredentialStatus.ACTIVE,
+            ),
+        ),
+        plans=(),
+        entitlements=(),
+        bookings=(),
+        passes=(),
+    )
+
+    async def go() -> None:
+        async with CacheWriter(path, CLOCK) as w:
+            with pytest.raises(DatasetError, match="not in the cache"):
+                await w.replace_dataset(broken)
+            assert await w.dataset_version() == 1
+
+    asyncio.run(go())
+    reader = CacheReader(path)
+    assert _reason(reader, "nfc:04000001") is Reason.GRANTED_PLAN
+    reader.close()
+
+
+def test_changes_revoke_suspend_and_cancel_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    write_cache(path, base_dataset())
+    reader = CacheReader(path)
+    assert _reason(reader, "nfc:04000001") is Reason.GRANTED_PLAN
+    assert _reason(reader, "nfc:0400000D") is Reason.GRANTED_PASS
+    _apply(
+        path,
+        [
+            {
+                "op": "upsert",
+                "entity": "credential",
+                "data": {
+                    "id": "c-day",
+                    "member_id": "day_m",
+                    "kind": "nfc_uid",
+                    "value": "04000001",
+                    "status": "revoked",
+                },
+            },
+            {
+                "op": "upsert",
+                "entity": "member",
+                "data": {"id": "night_m", "name": "Night", "status": "suspended"},
+            },
+            {"op": "delete", "entity": "pass", "id": "inv-1"},
+        ],
+        version=2,
+    )
+    assert _reason(reader, "nfc:04000001") is Reason.CREDENTIAL_REVOKED
+    assert _reason(reader, "nfc:04000002") is Reason.MEMBER_SUSPENDED
+    assert _reason(reader, "nfc:0400000D") is Reason.NO_ENTITLEMENT
+    with reader.view() as view:
+        assert view.dataset_version() == 2
+    reader.close()
+
+
+def test_cancelled_booking_stops_opening_the_door(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    write_cache(path, base_dataset())
+    reader = CacheReader(path)
+    at = local("2026-03-10T14:30")
+    read = parse_read("nfc:04000005", site_id="t")
+    with reader.view() as view:
+        assert decide(view, read, "room1", at).granted
+    booking = next(b for b in base_dataset()["bookings"] if b["id"] == "b-paid")
+    _apply(
+        path, [{"op": "upsert", "entity": "booking", "data": {**booking, "payment": "cancelled"}}]
+    )
+    with reader.view() as view:
+        assert decide(view, read, "room1", at).reason is Reason.BOOKING_CANCELLED
+    reader.close()
+
+
+def test_deleting_a_member_deletes_what_hangs_off_them(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    write_cache(path, base_dataset())
+    _apply(path, [{"op": "delete", "entity": "member", "id": "book_m"}])
+    conn = sqlite3.connect(path)
+    for table in ("credentials", "bookings", "entitlements"):
+        count = conn.execute(f"SELECT count(*) FROM {table} WHERE member_id = 'book_m'")
+        assert count.fetchone()[0] == 0
+    conn.close()
+
+
+def test_a_change_set_with_one_bad_change_applies_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    write_cache(path, base_dataset())
+    with pytest.raises(DatasetError, match="already held"):
+        _apply(
+            path,
+            [
+                {
+                    "op": "upsert",
+                    "entity": "member",
+                    "data": {"id": "day_m", "name": "Day", "status": "suspended"},
+                },
+                # Another member's card: must not be stolen (no INSERT OR REPLACE).
+                {
+                    "op": "upsert",
+                    "entity": "credential",
+                    "data": {
+                        "id": "c-new",
+                        "member_id": "none_m",
+                        "kind": "nfc_uid",
+                        "value": "04000002",
+                    },
+                },
+            ],
+            version=5,
+        )
+    reader = CacheReader(path)
+    assert _reason(reader, "nfc:04000001") is Reason.GRANTED_PLAN
+    assert _reason(reader, "nfc:04000002") is Reason.OUTSIDE_PLAN_HOURS  # still night_m's
+    with reader.view() as view:
+        assert view.dataset_version() == 1
+    reader.close()
+
+
+def test_a_change_naming_a_missing_member_applies_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    write_cache(path, base_dataset())
+    with pytest.raises(DatasetError, match="not in the cache"):
+        _apply(
+            path,
+            [
+                {"op": "delete", "entity": "pass", "id": "inv-1"},
+                {
+                    "op": "upsert",
+                    "entity": "credential",
+                    "data": {
+                        "id": "c-ghost",
+                        "member_id": "ghost",
+                        "kind": "nfc_uid",
+                        "value": "04ABABAB",
+                    },
+                },
+            ],
+        )
+    reader = CacheReader(path)
+    assert _reason(reader, "nfc:0400000D") is Reason.GRANTED_PASS
+    reader.close()
+
+
+def test_the_site_can_be_updated_by_a_change(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    write_cache(path, base_dataset())
+    _apply(
+        path,
+        [
+            {
+                "op": "upsert",
+                "entity": "site",
+                "data": {"id": "t", "timezone": "Europe/London", "closures": ["2026-03-10"]},
+            }
+        ],
+    )
+    reader = CacheReader(path)
+    assert _reason(reader, "nfc:04000001") is Reason.SITE_CLOSED
+    reader.close()
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ("not json", "not JSON"),
+        ('{"op": "upsert"}', "must be a JSON list"),
+        ([{"op": "explode", "entity": "member", "id": "x"}], r"change \[0\]: op"),
+        ([{"op": "delete", "entity": "member"}], "carries 'id'"),
+        ([{"op": "delete", "entity": "site", "id": "t"}], "cannot be deleted"),
+        ([{"op": "upsert", "entity": "booking", "data": {"id": "b"}}], r"change \[0\]"),
+        (
+            [
+                {
+                    "op": "upsert",
+                    "entity": "member",
+                    "data": {"id": "m", "name": "M", "status": "vip"},
+                }
+            ],
+            "status",
+        ),
+    ],
+)
+def test_malformed_changes_are_refused_with_a_reason(changes: Any, match: str) -> None:
+    with pytest.raises(DatasetError, match=match):
+        parse_changes(changes)
+
+
+def test_a_newer_schema_is_refused_not_downgraded(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    write_cache(path, base_dataset())
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+
+    async def go() -> None:
+        async with CacheWriter(path, CLOCK):
+            pass
+
+    with pytest.raises(CacheSchemaError, match="newer than this doorgw"):
+        asyncio.run(go())
+    with pytest.raises(CacheSchemaError, match="schema version"):
+        CacheReader(path)
+
+
+def test_a_file_that_is_not_a_cache_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    path.write_bytes(b"this is not sqlite" * 100)
+
+    async def go() -> None:
+        async with CacheWriter(path, CLOCK):
+            pass
+
+    with pytest.raises(CacheSchemaError, match="not a doorgw cache"):
+        asyncio.run(go())
+    with pytest.raises(CacheSchemaError):
+        CacheReader(path)
+
+
+def test_reader_of_a_missing_cache_says_so(tmp_path: Path) -> None:
+    with pytest.raises(CacheError, match="no cache here yet"):
+        CacheReader(tmp_path / "none.sqlite3")
+
+
+def test_reader_cannot_write(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    write_cache(path, base_dataset())
+    reader = CacheReader(path)
+    with reader.view() as view, pytest.raises(sqlite3.OperationalError, match="readonly"):
+        view._conn.execute("DELETE FROM members")
+    reader.close()

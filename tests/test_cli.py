@@ -1,0 +1,307 @@
+"""The staff commands: explain, access, demo and bench, including their bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.clock import ManualClock
+
+from .conftest import base_dataset, write_cache
+
+CONFIG = """\
+[gateway]
+id = "gw-1"
+site_id = "t"
+data_dir = "."
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "doorgw.toml"
+    path.write_text(CONFIG)
+    write_cache(tmp_path / "cache.sqlite3", base_dataset())
+    return path
+
+
+def run(
+    args: list[str], capsys: pytest.CaptureFixture[str], now: str = "2026-03-10T10:00:00+00:00"
+) -> tuple[int, str, str]:
+    clock = ManualClock(datetime.fromisoformat(now))
+    code = main(args, clock=clock)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_explain_granted(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        [
+            "explain",
+            "--config",
+            str(config),
+            "--door",
+            "room1",
+            "--credential",
+            "nfc:04000005",
+            "--at",
+            "2026-03-10T14:30",
+        ],
+        capsys,
+    )
+    assert code == 0
+    assert out.splitlines()[0] == "GRANTED  granted_booking  (booking b-paid)"
+    assert "until:      Tue 10 Mar 2026 16:15 Europe/London" in out
+
+
+def test_explain_denied_says_why(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        [
+            "explain",
+            "--config",
+            str(config),
+            "--door",
+            "room1",
+            "--credential",
+            "nfc:04-00-00-05",
+            "--at",
+            "2026-03-10T12:00",
+        ],
+        capsys,
+    )
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0] == "DENIED  booking_not_started"
+    assert lines[1] == "  your booking for Room 1 starts at 14:00; door opens 13:50"
+    assert "member:     book_m (Book M, active)" in out
+
+
+def test_explain_defaults_to_the_clock_and_prints_json(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        [
+            "explain",
+            "--config",
+            str(config),
+            "--door",
+            "front",
+            "--credential",
+            "pin:1234",
+            "--json",
+        ],
+        capsys,
+        now="2026-03-10T21:00:00+00:00",
+    )
+    assert code == 1
+    data = json.loads(out)
+    assert data["reason"] == "outside_plan_hours"
+    assert data["at"] == "2026-03-10T21:00:00Z"
+    assert data["member"] == "day_m"
+    assert "1234" not in out
+
+
+def test_explain_with_an_explicit_offset(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        [
+            "explain",
+            "--config",
+            str(config),
+            "--door",
+            "front",
+            "--credential",
+            "nfc:04000001",
+            "--at",
+            "2026-03-10T19:30:00-01:00",
+            "--json",
+        ],
+        capsys,
+    )
+    assert (code, json.loads(out)["reason"]) == (1, "outside_plan_hours")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--door", "front", "--credential", "nfc"], "is not KIND:VALUE"),
+        (["--door", "front", "--credential", "fingerprint:1"], "is not KIND:VALUE"),
+        (["--door", "front", "--credential", "nfc:XYZ"], "is not 4, 7 or 10 bytes of hex"),
+        (["--door", "front", "--credential", "pin:12"], "a PIN is 4 to 12 digits"),
+        (["--door", "front", "--credential", "wiegand:1:2:3"], "is not CARD or FACILITY:CARD"),
+        (["--door", "front", "--credential", "app:short"], "is not a 32-byte Ed25519"),
+        (
+            ["--door", "front", "--credential", "nfc:04000001", "--at", "tomorrow"],
+            "--at 'tomorrow' is not an ISO 8601 time",
+        ),
+    ],
+)
+def test_explain_bad_input_is_one_clear_line(
+    config: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, out, err = run(["explain", "--config", str(config), *args], capsys)
+    assert code == 2
+    assert message in err
+    assert err.startswith("doorgw: error: ")
+    assert "Traceback" not in err and out == ""
+
+
+def test_explain_without_a_cache_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "doorgw.toml"
+    path.write_text(CONFIG)
+    code, _, err = run(
+        ["explain", "--config", str(path), "--door", "front", "--credential", "nfc:04000001"],
+        capsys,
+    )
+    assert code == 2
+    assert "no cache here yet" in err
+
+
+def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["explain", "--door", "front"])
+    assert info.value.code == 2
+    assert "--credential" in capsys.readouterr().err
+
+
+def test_access_lists_windows_per_door(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        [
+            "access",
+            "--config",
+            str(config),
+            "--member",
+            "book_m",
+            "--from",
+            "2026-03-10T00:00",
+            "--days",
+            "2",
+        ],
+        capsys,
+    )
+    assert code == 0
+    assert out.splitlines()[:3] == [
+        "Book M (book_m): active",
+        "credentials: c-book nfc_uid active",
+        "windows from Tue 10 Mar 2026 00:00 to Thu 12 Mar 2026 00:00 (Europe/London):",
+    ]
+    assert "  Front door (front)" in out
+    assert "    Tue 10 Mar 08:00 - 20:00" in out
+    assert "    Tue 10 Mar 13:50 - 16:15" in out
+    assert "booking b-paid for Room 1" in out
+    assert "b-unpaid" not in out  # unpaid bookings open nothing, so they are not listed
+
+
+def test_access_json_and_blocked_members(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["access", "--config", str(config), "--member", "sus_m", "--json"], capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert (data["blocked"], data["windows"]) == ("member_suspended", [])
+
+
+def test_access_unknown_member(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["access", "--config", str(config), "--member", "nobody"], capsys)
+    assert code == 2
+    assert "no member 'nobody' in the cache" in err
+
+
+@pytest.mark.parametrize("days", ["0", "400", "many"])
+def test_access_bad_days(config: Path, days: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["access", "--config", str(config), "--member", "day_m", "--days", days])
+    assert info.value.code == 2
+    assert "--days" in capsys.readouterr().err
+
+
+def test_demo_runs_the_example_site(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["demo", "--dir", str(tmp_path / "demo")], capsys)
+    assert code == 0
+    assert "5 of 14 taps opened a door." in out
+    for expected in (
+        "granted_booking",
+        "booking_unpaid",
+        "outside_plan_hours",
+        "site_closed",
+        "member_suspended",
+        "credential_revoked",
+        "unknown_credential",
+        "granted_pass",
+        "door_not_in_plan",
+    ):
+        assert expected in out
+    # The kept directory is a working config for the staff commands.
+    code, out, _ = run(
+        [
+            "explain",
+            "--config",
+            str(tmp_path / "demo" / "doorgw.toml"),
+            "--door",
+            "room-3",
+            "--credential",
+            "nfc:04A1B2C3D4E5F6",
+            "--at",
+            "2026-03-10T14:30",
+        ],
+        capsys,
+    )
+    assert code == 0 and "granted_booking" in out
+
+
+def test_bench_decide_reports_its_floor(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        ["bench", "decide", "--members", "300", "--bookings", "3000", "--taps", "300", "--json"],
+        capsys,
+    )
+    assert code == 0
+    data = json.loads(out)
+    for key in ("p50_us", "p99_us", "floor_p99_us", "ratio", "members", "bookings"):
+        assert key in data
+    assert (data["members"], data["bookings"]) == (300, 3000)
+    assert data["ratio"] == round(data["p99_us"] / data["floor_p99_us"], 2)
+    assert sum(data["reasons"].values()) == 300
+    assert "granted_booking" in data["reasons"] and "unknown_credential" in data["reasons"]
+
+
+def test_console_entry_point_runs_as_a_module(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[gateway]\nid = 'x'\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == f"doorgw: error: {bad}: gateway.site_id: required setting is missing\n"
+
+
+def test_clock_is_not_read_when_at_is_given(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class NoClock(ManualClock):
+        def now(self) -> datetime:
+            raise AssertionError("clock read")
+
+    code = main(
+        [
+            "explain",
+            "--config",
+            str(config),
+            "--door",
+            "front",
+            "--credential",
+            "nfc:04000001",
+            "--at",
+            "2026-03-10T10:00",
+        ],
+        clock=NoClock(datetime(2026, 1, 1, tzinfo=UTC)),
+    )
+    assert code == 0

@@ -1,0 +1,141 @@
+"""Configuration files: good ones load, bad ones get one clear line and exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.config import load_config
+from gateway.errors import ConfigError
+
+GOOD = """\
+[gateway]
+id = "gw-1"
+site_id = "shoreditch"
+data_dir = "state"
+
+[time]
+timezone = "Europe/London"
+
+[[doors]]
+id = "front"
+name = "Front door"
+
+[[doors]]
+id = "room-3"
+unlock_seconds = 4
+extended_unlock_seconds = 12
+"""
+
+
+def _write(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "doorgw.toml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def test_a_good_config_loads_with_defaults(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, GOOD))
+    assert config.gateway.id == "gw-1"
+    assert config.gateway.data_dir == (tmp_path / "state").resolve()
+    assert config.cache_path == (tmp_path / "state" / "cache.sqlite3").resolve()
+    assert [d.id for d in config.doors] == ["front", "room-3"]
+    assert config.doors[0].unlock_seconds == 5.0
+    door = config.door("room-3")
+    assert door is not None and door.extended_unlock_seconds == 12
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, GOOD))
+    with pytest.raises(ValueError, match="frozen"):
+        config.gateway.id = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        (GOOD.replace('id = "gw-1"\n', ""), "gateway.id", "required setting is missing"),
+        (GOOD.replace("[time]", "[time]\nzone = 1"), "time.zone", "unknown setting"),
+        (
+            GOOD.replace("Europe/London", "Mars/Olympus"),
+            "time.timezone",
+            "'Mars/Olympus' is not an IANA timezone",
+        ),
+        (GOOD.replace('id = "room-3"', 'id = "front"'), "doors", "duplicate door id 'front'"),
+        (
+            GOOD.replace("unlock_seconds = 4", "unlock_seconds = -1"),
+            "doors[1].unlock_seconds",
+            "greater than 0",
+        ),
+        (
+            GOOD.replace("unlock_seconds = 4", 'unlock_seconds = "long"'),
+            "doors[1].unlock_seconds",
+            "valid number",
+        ),
+        (
+            GOOD.replace("extended_unlock_seconds = 12", "extended_unlock_seconds = 2"),
+            "doors",
+            "shorter than unlock_seconds",
+        ),
+        (
+            GOOD.replace('site_id = "shoreditch"', 'site_id = "has spaces"'),
+            "gateway.site_id",
+            "should match pattern",
+        ),
+        (GOOD.replace("[gateway]", "[gateway]\n[gateway]"), None, "not valid TOML"),
+        ("", "gateway", "required setting is missing"),
+    ],
+)
+def test_bad_configs_name_the_key_and_the_problem(
+    tmp_path: Path, text: str, key: str | None, message: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == key
+    assert message in info.value.message
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_check_config_reports_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, GOOD)
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "ok: gateway gw-1 at site shoreditch" in out
+    assert "doors: front, room-3" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            GOOD.replace("Europe/London", "Nowhere/Town"),
+            "doorgw.toml: time.timezone: 'Nowhere/Town' is not an IANA timezone",
+        ),
+        (b"\xff\xfe not utf-8", "doorgw.toml: not UTF-8 text"),
+        ("[gateway\n", "doorgw.toml: not valid TOML"),
+        (
+            GOOD + "\n[[doors]]\nid = 7\n",
+            "doorgw.toml: doors[2].id: Input should be a valid string",
+        ),
+    ],
+)
+def test_check_config_errors_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | bytes, expected: str
+) -> None:
+    path = _write(tmp_path, content)
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_check_config_of_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml: cannot read: No such file or directory" in capsys.readouterr().err
