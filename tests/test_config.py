@@ -47,7 +47,8 @@ def test_a_good_config_loads_with_defaults(tmp_path: Path) -> None:
     assert [d.id for d in config.doors] == ["front", "room-3"]
     assert config.doors[0].unlock_seconds == 5.0
     door = config.door("room-3")
-    assert door is not None and door.extended_unlock_seconds == 12
+    assert door is not None
+    assert door.extended_unlock_seconds == 12
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:

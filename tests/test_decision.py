@@ -558,10 +558,11 @@ def test_every_reason_code_is_documented_and_reachable() -> None:
 
 
 def test_no_data_before_the_first_sync(tmp_path: Any) -> None:
-    from gateway.cache import CacheWriter
-    from gateway.clock import ManualClock
     import asyncio
     from datetime import UTC, datetime
+
+    from gateway.cache import CacheWriter
+    from gateway.clock import ManualClock
 
     path = tmp_path / "empty.sqlite3"
 
@@ -651,7 +652,8 @@ def test_extended_unlock_is_carried_for_members_who_need_it(make_reader: Any) ->
     doc = base_dataset()
     doc["members"][0]["extended_unlock"] = True  # day_m
     d = _decide(make_reader(doc), "front", "nfc:04000001", local("2026-03-10T10:00"))
-    assert d.granted and d.extended_unlock
+    assert d.granted
+    assert d.extended_unlock
 
 
 def test_decide_refuses_a_naive_datetime(reader: CacheReader) -> None:
