@@ -378,7 +378,7 @@ class ChangeDoc(_Wire):
 
 _FRIENDLY = {
     "missing": "required setting is missing",
-    "extra_forbidden": "unknown setting (check its spelling and section)",
+    "extra_forbidden": "not a known field (check its spelling and section)",
 }
 
 
