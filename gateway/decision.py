@@ -109,7 +109,8 @@ REASON_DOCS: dict[Reason, str] = {
 #: rank, the grant nearest in time wins.  Problems with the credential or the
 #: member come first and stop the search, so they are not ranked here.
 DENY_PRECEDENCE: dict[Reason, int] = {
-    # A booking for this door covers the instant but does not pay for it.
+    # A booking for this door covers the instant but does not pay for it
+    # (at other times, an unpaid booking ranks with the bookings below).
     Reason.BOOKING_UNPAID: 0,
     Reason.BOOKING_REFUNDED: 0,
     Reason.BOOKING_CANCELLED: 0,
@@ -292,9 +293,10 @@ def _evaluate_grants(
         if best is None or key > best[:2]:
             best = (key[0], key[1], Grant(kind, grant_id), until)
 
-    def refuse(reason: Reason, distance: int, message: str) -> None:
+    def refuse(reason: Reason, distance: int, message: str, rank: int | None = None) -> None:
         nonlocal worst
-        candidate = (DENY_PRECEDENCE[reason], distance, reason, message)
+        rank = DENY_PRECEDENCE[reason] if rank is None else rank
+        candidate = (rank, distance, reason, message)
         if worst is None or candidate[:2] < worst[:2]:
             worst = candidate
 
@@ -314,8 +316,12 @@ def _evaluate_grants(
             distance = b.opens_at - ts if ts < b.opens_at else ts - b.closes_at
             if not b.payment.opens_doors:
                 reason, state = _PAYMENT_REASON[b.payment]
+                # Not now, so no better than any other booking at another time.
                 refuse(
-                    reason, distance, f"booking for {name} at {_when(b.start, ts, site)} {state}"
+                    reason,
+                    distance,
+                    f"booking for {name} at {_when(b.start, ts, site)} {state}",
+                    rank=DENY_PRECEDENCE[Reason.BOOKING_NOT_STARTED],
                 )
             elif ts < b.opens_at:
                 text = f"your booking for {name} starts at {_when(b.start, ts, site)}"

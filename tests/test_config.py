@@ -140,3 +140,10 @@ def test_check_config_errors_are_one_line_and_exit_2(
 def test_check_config_of_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(tmp_path / "missing.toml")]) == 2
     assert "missing.toml: cannot read: No such file or directory" in capsys.readouterr().err
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    example = Path(__file__).parent.parent / "firmware-config" / "doorgw.example.toml"
+    config = load_config(example)
+    assert config.gateway.site_id == "shoreditch"
+    assert [d.id for d in config.doors] == ["front", "room-3"]

@@ -661,3 +661,26 @@ def test_decide_refuses_a_naive_datetime(reader: CacheReader) -> None:
 
     with reader.view() as view, pytest.raises(ValueError, match="naive"):
         decide(view, parse_read("nfc:04000001", site_id="t"), "front", datetime(2026, 3, 10))
+
+
+def test_a_paid_booking_later_today_beats_an_unpaid_one_tomorrow(make_reader: Any) -> None:
+    from .conftest import base_dataset
+
+    doc = base_dataset()
+    doc["bookings"].append(
+        {
+            "id": "b-tomorrow",
+            "member_id": "book_m",
+            "resource_id": "r1",
+            "start": "2026-03-11T14:00:00Z",
+            "end": "2026-03-11T15:00:00Z",
+            "payment": "unpaid",
+        }
+    )
+    reader = make_reader(doc)
+    d = _decide(reader, "room1", "nfc:04000005", local("2026-03-10T12:00"))
+    assert d.reason is Reason.BOOKING_NOT_STARTED
+    # Once today's booking is over, tomorrow's unpaid one is the nearest news.
+    d = _decide(reader, "room1", "nfc:04000005", local("2026-03-11T12:30"))
+    assert d.reason is Reason.BOOKING_UNPAID
+    assert d.message == "booking for Room 1 at 14:00 is unpaid"
