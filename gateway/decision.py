@@ -130,6 +130,11 @@ DENY_PRECEDENCE: dict[Reason, int] = {
 
 GrantKind = Literal["booking", "plan", "pass"]
 _GRANT_ORDER: dict[str, int] = {"booking": 0, "pass": 1, "plan": 2}
+_GRANT_REASON = {
+    "booking": Reason.GRANTED_BOOKING,
+    "plan": Reason.GRANTED_PLAN,
+    "pass": Reason.GRANTED_PASS,
+}
 
 
 class CacheView(Protocol):
@@ -204,8 +209,14 @@ def _when(ts: int, at: int, site: Site) -> str:
     return local.strftime("%a %d %b %H:%M")
 
 
-def _deny(reason: Reason, message: str, door_id: str, at: int, **kw: object) -> Decision:
-    return Decision(False, reason, message, door_id, at, **kw)  # type: ignore[arg-type]
+def _deny(
+    reason: Reason, message: str, door_id: str, at: int, cred: Credential | None = None
+) -> Decision:
+    if cred is None:
+        return Decision(False, reason, message, door_id, at)
+    return Decision(
+        False, reason, message, door_id, at, member_id=cred.member_id, credential_id=cred.id
+    )
 
 
 _CREDENTIAL_STATUS = {
@@ -250,17 +261,16 @@ def decide(view: CacheView, read: CredentialRead, door_id: str, at: datetime | i
     if cred is None:
         return _deny(Reason.UNKNOWN_CREDENTIAL, f"unknown {noun}", door_id, ts)
 
-    who = {"member_id": cred.member_id, "credential_id": cred.id}
     if cred.status is not CredentialStatus.ACTIVE:
         reason, text = _CREDENTIAL_STATUS[cred.status]
-        return _deny(reason, text.replace("card", noun), door_id, ts, **who)
+        return _deny(reason, text.replace("card", noun), door_id, ts, cred)
     if cred.valid_from is not None and ts < cred.valid_from:
         return _deny(
             Reason.CREDENTIAL_NOT_YET_VALID,
             f"{noun} valid from {_when(cred.valid_from, ts, site)}",
             door_id,
             ts,
-            **who,
+            cred,
         )
     if cred.valid_until is not None and ts >= cred.valid_until:
         return _deny(
@@ -268,13 +278,13 @@ def decide(view: CacheView, read: CredentialRead, door_id: str, at: datetime | i
             f"{noun} expired {_when(cred.valid_until, ts, site)}",
             door_id,
             ts,
-            **who,
+            cred,
         )
     member = view.member(cred.member_id)
     if member is None or member.status is MemberStatus.CANCELLED:
-        return _deny(Reason.MEMBER_CANCELLED, "membership cancelled", door_id, ts, **who)
+        return _deny(Reason.MEMBER_CANCELLED, "membership cancelled", door_id, ts, cred)
     if member.status is MemberStatus.SUSPENDED:
-        return _deny(Reason.MEMBER_SUSPENDED, "member suspended", door_id, ts, **who)
+        return _deny(Reason.MEMBER_SUSPENDED, "member suspended", door_id, ts, cred)
 
     return _evaluate_grants(view, site, door, member, cred, ts)
 
@@ -400,22 +410,23 @@ def _evaluate_grants(
             until = ent.valid_until
         offer("plan", ent.id, until)
 
-    who: dict[str, object] = {
-        "member_id": member.id,
-        "credential_id": cred.id,
-        "extended_unlock": member.extended_unlock,
-    }
     if best is not None:
         grant, until = best[2], best[3]
-        reason = {
-            "booking": Reason.GRANTED_BOOKING,
-            "plan": Reason.GRANTED_PLAN,
-            "pass": Reason.GRANTED_PASS,
-        }[grant.kind]
         message = "welcome" if until is None else f"welcome, until {_when(until, ts, site)}"
-        return Decision(True, reason, message, door.id, ts, grant=grant, until=until, **who)  # type: ignore[arg-type]
+        return Decision(
+            True,
+            _GRANT_REASON[grant.kind],
+            message,
+            door.id,
+            ts,
+            grant=grant,
+            until=until,
+            member_id=member.id,
+            credential_id=cred.id,
+            extended_unlock=member.extended_unlock,
+        )
     if worst is not None:
-        return _deny(worst[2], worst[3], door.id, ts, **who)
+        return _deny(worst[2], worst[3], door.id, ts, cred)
     return _deny(
-        Reason.NO_ENTITLEMENT, f"no booking, plan or pass for {door.name}", door.id, ts, **who
+        Reason.NO_ENTITLEMENT, f"no booking, plan or pass for {door.name}", door.id, ts, cred
     )
