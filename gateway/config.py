@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     ValidationError,
     field_validator,
 )
 
-from gateway.dataset import first_problem
+from gateway.dataset import Id, first_problem
 from gateway.errors import ConfigError
+from gateway.localtime import check_timezone
 
 #: Where the daemon and staff commands look when ``--config`` is not given.
 DEFAULT_CONFIG_PATH = Path("/etc/doorgw/doorgw.toml")
-
-Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")]
 
 
 class _Section(BaseModel):
@@ -50,13 +46,7 @@ class TimeSection(_Section):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA timezone (e.g. Europe/London)") from None
-        return value
+        return None if value is None else check_timezone(value)
 
 
 class DoorConfig(_Section):

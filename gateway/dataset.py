@@ -13,7 +13,7 @@ from collections import Counter
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
@@ -29,8 +29,10 @@ from pydantic import (
 
 from gateway import credentials, model
 from gateway.errors import CredentialFormatError, DatasetError
+from gateway.localtime import check_timezone
 from gateway.schedule import WeeklySchedule
 
+#: The form of every id: 1-128 characters, starting with a letter or digit.
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
@@ -54,14 +56,7 @@ class SiteDoc(_Wire):
     timezone: str = Field(examples=["Europe/London"])
     closures: list[date] = Field(default_factory=list)
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"{value!r} is not an IANA timezone (e.g. Europe/London)") from exc
-        return value
+    _known_zone = field_validator("timezone")(check_timezone)
 
     def to_model(self) -> model.Site:
         """The decision core's :class:`~gateway.model.Site`."""

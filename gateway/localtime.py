@@ -17,20 +17,12 @@ the wall-clock hours it names except where the spring gap removes them.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 def to_local(ts: float, tz: ZoneInfo) -> datetime:
     """The aware local datetime of Unix time ``ts`` in ``tz``."""
     return datetime.fromtimestamp(ts, tz)
-
-
-def from_iso(text: str) -> int:
-    """Parse an ISO 8601 instant with an offset (``Z`` allowed) into Unix seconds."""
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        raise ValueError(f"{text!r} has no UTC offset; instants need one, e.g. 'Z' or '+01:00'")
-    return int(dt.timestamp())
 
 
 def to_iso(ts: int | None) -> str | None:
@@ -74,3 +66,12 @@ def _gap_end(lo: int, hi: int, tz: ZoneInfo) -> int:
         else:
             hi = mid
     return hi
+
+
+def check_timezone(name: str) -> str:
+    """Return ``name`` if it is an IANA zone this machine knows; raise ValueError if not."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA timezone (e.g. Europe/London)") from None
+    return name

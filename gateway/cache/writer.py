@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -219,8 +220,7 @@ class CacheWriter:
         fails, the previous data stays as it was.
         """
         db = self.db
-        try:
-            await db.execute("BEGIN IMMEDIATE")
+        async with self._transaction("dataset not applied"):
             for table in TABLES_CHILDREN_FIRST:
                 await db.execute(f"DELETE FROM {table}")
             groups: list[Sequence[Any]] = [
@@ -244,14 +244,6 @@ class CacheWriter:
                     _insert_sql(table, columns, upsert=False), (row(i) for i in items)
                 )
             await self._set_meta(dataset.version)
-            await db.execute("COMMIT")
-        except sqlite3.IntegrityError as exc:
-            await db.execute("ROLLBACK")
-            raise DatasetError(f"dataset not applied: {_integrity_message(exc)}") from None
-        except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
-            raise
         log.info("cache replaced with dataset version %d", dataset.version)
 
     async def apply_changes(
@@ -259,8 +251,7 @@ class CacheWriter:
     ) -> None:
         """Apply upserts and deletes in order, in one transaction: all or nothing."""
         db = self.db
-        try:
-            await db.execute("BEGIN IMMEDIATE")
+        async with self._transaction("changes not applied"):
             for change in changes:
                 if isinstance(change, model.Upsert):
                     table, columns, row = _TABLES[type(change.item)]
@@ -271,14 +262,23 @@ class CacheWriter:
                         raise DatasetError(f"cannot delete entity of kind {change.entity!r}")
                     await db.execute(f"DELETE FROM {table_name} WHERE id = ?", (change.id,))
             await self._set_meta(version)
-            await db.execute("COMMIT")
+
+    @asynccontextmanager
+    async def _transaction(self, failure: str) -> AsyncIterator[None]:
+        """One write transaction: committed whole, or rolled back whole."""
+        db = self.db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
         except sqlite3.IntegrityError as exc:
             await db.execute("ROLLBACK")
-            raise DatasetError(f"changes not applied: {_integrity_message(exc)}") from None
+            raise DatasetError(f"{failure}: {_integrity_message(exc)}") from None
         except BaseException:
+            # Cancellation included: never leave a transaction open on the connection.
             if db.in_transaction:
                 await db.execute("ROLLBACK")
             raise
+        await db.execute("COMMIT")
 
     async def _set_meta(self, version: int | None) -> None:
         values = {"updated_at": str(int(self._clock.now().timestamp()))}
