@@ -323,3 +323,94 @@ def test_reader_cannot_write(tmp_path: Path) -> None:
     with reader.view() as view, pytest.raises(sqlite3.OperationalError, match="readonly"):
         view._conn.execute("DELETE FROM members")
     reader.close()
+
+
+def test_deltas_apply_while_a_snapshot_is_staged_and_replay_after_the_swap(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.sqlite3"
+    write_cache(path, base_dataset())
+    reader = CacheReader(path)
+    snapshot = parse_dataset({**base_dataset(), "version": 10})
+    revoke = parse_changes(
+        [
+            {
+                "op": "upsert",
+                "entity": "credential",
+                "data": {
+                    "id": "c-day",
+                    "member_id": "day_m",
+                    "kind": "nfc_uid",
+                    "value": "04000001",
+                    "status": "revoked",
+                },
+            }
+        ]
+    )
+
+    async def go() -> None:
+        async with CacheWriter(path, CLOCK) as w:
+            await w.begin_stage()
+            from gateway.cache.writer import _TABLES
+
+            for items in (
+                (snapshot.site,),
+                snapshot.resources,
+                snapshot.doors,
+                snapshot.members,
+                snapshot.credentials,
+                snapshot.plans,
+                snapshot.entitlements,
+                snapshot.bookings,
+                snapshot.passes,
+            ):
+                table, _, row = _TABLES[type(items[0])]
+                await w.stage_rows(table, [row(i) for i in items])
+                if table == "members":
+                    # A revocation lands mid-transfer: it takes effect at once...
+                    await w.apply_changes(revoke, version=2)
+                    assert _reason(reader, "nfc:04000001") is Reason.CREDENTIAL_REVOKED
+            # ...and survives the swap to the (older-content) snapshot as version 11.
+            await w.swap_stage(10, replay=[(11, revoke)])
+            assert await w.dataset_version() == 11
+
+    asyncio.run(go())
+    assert _reason(reader, "nfc:04000001") is Reason.CREDENTIAL_REVOKED
+    assert _reason(reader, "nfc:04000002") is Reason.OUTSIDE_PLAN_HOURS
+    reader.close()
+
+
+def test_a_swap_whose_replay_breaks_references_keeps_the_old_data(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    write_cache(path, base_dataset())
+    snapshot = parse_dataset({**base_dataset(), "version": 10})
+    orphan = [
+        model.Upsert(
+            model.Credential(
+                "c-x",
+                "ghost",
+                model.CredentialKind.NFC_UID,
+                "04ABCDEF",
+                model.CredentialStatus.ACTIVE,
+            )
+        )
+    ]
+
+    async def go() -> None:
+        async with CacheWriter(path, CLOCK) as w:
+            await w.begin_stage()
+            from gateway.cache.writer import _TABLES
+
+            for items in ((snapshot.site,), snapshot.members):
+                table, _, row = _TABLES[type(items[0])]
+                await w.stage_rows(table, [row(i) for i in items])
+            with pytest.raises(DatasetError, match="not in the cache"):
+                await w.swap_stage(10, replay=[(11, orphan)])
+            assert await w.dataset_version() == 1
+            await w.begin_stage()  # a new transfer starts from empty stage tables
+            await w.drop_stage()
+
+    asyncio.run(go())
+    reader = CacheReader(path)
+    assert _reason(reader, "nfc:04000001") is Reason.GRANTED_PLAN
+    reader.close()

@@ -3,80 +3,119 @@
 ``PRAGMA user_version`` holds the number of migrations applied.  Each
 migration runs in one transaction with the version bump, so a crash leaves
 the file at the previous version, never half-migrated.  Append migrations;
-never edit one that has shipped.
+never edit one that has been released.
+
+The entity tables are described once, in :func:`entity_tables`, because a
+snapshot is loaded into a second set of *stage* tables and then swapped in
+by renaming.  Index names cannot be renamed in SQLite, so the live set and
+the stage set use alternating index suffixes (``_a`` / ``_b``).
 """
 
 from __future__ import annotations
 
+#: (table, column definitions, [(index name, indexed columns, unique)]).
+#: Parents before children: the order to create and fill them in.
+ENTITY_TABLES: tuple[tuple[str, str, tuple[tuple[str, str, bool], ...]], ...] = (
+    (
+        "site",
+        "singleton INTEGER PRIMARY KEY CHECK (singleton = 1), id TEXT NOT NULL, "
+        "timezone TEXT NOT NULL, closures TEXT NOT NULL",
+        (),
+    ),
+    ("resources", "id TEXT PRIMARY KEY, name TEXT NOT NULL", ()),
+    (
+        "doors",
+        "id TEXT PRIMARY KEY, name TEXT NOT NULL, resources TEXT NOT NULL, groups TEXT NOT NULL",
+        (),
+    ),
+    (
+        "members",
+        "id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, "
+        "extended_unlock INTEGER NOT NULL",
+        (),
+    ),
+    (
+        "credentials",
+        "id TEXT PRIMARY KEY, "
+        "member_id TEXT NOT NULL REFERENCES {p}members(id) ON DELETE CASCADE, "
+        "kind TEXT NOT NULL, value TEXT NOT NULL, status TEXT NOT NULL, "
+        "valid_from INTEGER, valid_until INTEGER",
+        (
+            ("credentials_by_value", "kind, value", True),
+            ("credentials_by_member", "member_id", False),
+        ),
+    ),
+    (
+        "plans",
+        "id TEXT PRIMARY KEY, name TEXT NOT NULL, door_groups TEXT NOT NULL, "
+        "schedule TEXT NOT NULL, around_the_clock INTEGER NOT NULL",
+        (),
+    ),
+    (
+        "entitlements",
+        "id TEXT PRIMARY KEY, "
+        "member_id TEXT NOT NULL REFERENCES {p}members(id) ON DELETE CASCADE, "
+        "plan_id TEXT NOT NULL REFERENCES {p}plans(id) ON DELETE CASCADE, "
+        "valid_from INTEGER, valid_until INTEGER",
+        (
+            ("entitlements_by_member", "member_id", False),
+            ("entitlements_by_plan", "plan_id", False),
+        ),
+    ),
+    (
+        "bookings",
+        "id TEXT PRIMARY KEY, "
+        "member_id TEXT NOT NULL REFERENCES {p}members(id) ON DELETE CASCADE, "
+        "resource_id TEXT NOT NULL REFERENCES {p}resources(id) ON DELETE CASCADE, "
+        "start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL, payment TEXT NOT NULL, "
+        "grace_before INTEGER NOT NULL, grace_after INTEGER NOT NULL, closes_at INTEGER NOT NULL",
+        # The tap path: a member's bookings that have not long closed.
+        (
+            ("bookings_by_member", "member_id, closes_at", False),
+            ("bookings_by_resource", "resource_id", False),
+        ),
+    ),
+    (
+        "passes",
+        "id TEXT PRIMARY KEY, "
+        "member_id TEXT NOT NULL REFERENCES {p}members(id) ON DELETE CASCADE, "
+        "kind TEXT NOT NULL, name TEXT NOT NULL, doors TEXT NOT NULL, door_groups TEXT NOT NULL, "
+        "valid_from INTEGER NOT NULL, valid_until INTEGER NOT NULL",
+        (("passes_by_member", "member_id, valid_until", False),),
+    ),
+)
+
+#: Child tables before parents: the order to empty or drop them in.
+TABLES_CHILDREN_FIRST = tuple(name for name, _, _ in reversed(ENTITY_TABLES))
+
+#: The prefix of the stage tables a snapshot is loaded into.
+STAGE_PREFIX = "stage_"
+
+
+def entity_tables(prefix: str, suffix: str, *, indexes: bool = True) -> str:
+    """DDL for the entity tables named ``<prefix><table>``, indexes ending ``_<suffix>``."""
+    statements = []
+    for name, columns, index_list in ENTITY_TABLES:
+        statements.append(f"CREATE TABLE {prefix}{name} ({columns.format(p=prefix)});")
+        if indexes:
+            statements.extend(
+                entity_index(prefix, name, index, cols, unique, suffix)
+                for index, cols, unique in index_list
+            )
+    return "\n".join(statements)
+
+
+def entity_index(prefix: str, table: str, index: str, cols: str, unique: bool, suffix: str) -> str:
+    """One CREATE INDEX statement of :data:`ENTITY_TABLES`."""
+    kind = "UNIQUE INDEX" if unique else "INDEX"
+    return f"CREATE {kind} {index}_{suffix} ON {prefix}{table}({cols});"
+
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the initial schema.
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-    CREATE TABLE site (
-        singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
-        id TEXT NOT NULL, timezone TEXT NOT NULL, closures TEXT NOT NULL
-    );
-    CREATE TABLE resources (id TEXT PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID;
-    CREATE TABLE doors (
-        id TEXT PRIMARY KEY, name TEXT NOT NULL, resources TEXT NOT NULL, groups TEXT NOT NULL
-    ) WITHOUT ROWID;
-    CREATE TABLE members (
-        id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL,
-        extended_unlock INTEGER NOT NULL
-    );
-    CREATE TABLE credentials (
-        id TEXT PRIMARY KEY,
-        member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE,
-        kind TEXT NOT NULL, value TEXT NOT NULL, status TEXT NOT NULL,
-        valid_from INTEGER, valid_until INTEGER
-    );
-    CREATE UNIQUE INDEX credentials_by_value ON credentials(kind, value);
-    CREATE INDEX credentials_by_member ON credentials(member_id);
-    CREATE TABLE plans (
-        id TEXT PRIMARY KEY, name TEXT NOT NULL, door_groups TEXT NOT NULL,
-        schedule TEXT NOT NULL, around_the_clock INTEGER NOT NULL
-    ) WITHOUT ROWID;
-    CREATE TABLE entitlements (
-        id TEXT PRIMARY KEY,
-        member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE,
-        plan_id TEXT NOT NULL REFERENCES plans(id) ON DELETE CASCADE,
-        valid_from INTEGER, valid_until INTEGER
-    );
-    CREATE INDEX entitlements_by_member ON entitlements(member_id);
-    CREATE INDEX entitlements_by_plan ON entitlements(plan_id);
-    CREATE TABLE bookings (
-        id TEXT PRIMARY KEY,
-        member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE,
-        resource_id TEXT NOT NULL REFERENCES resources(id) ON DELETE CASCADE,
-        start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL, payment TEXT NOT NULL,
-        grace_before INTEGER NOT NULL, grace_after INTEGER NOT NULL,
-        closes_at INTEGER NOT NULL
-    );
-    -- The tap path: a member's bookings that have not long closed.
-    CREATE INDEX bookings_by_member ON bookings(member_id, closes_at);
-    CREATE INDEX bookings_by_resource ON bookings(resource_id);
-    CREATE TABLE passes (
-        id TEXT PRIMARY KEY,
-        member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE,
-        kind TEXT NOT NULL, name TEXT NOT NULL, doors TEXT NOT NULL, door_groups TEXT NOT NULL,
-        valid_from INTEGER NOT NULL, valid_until INTEGER NOT NULL
-    );
-    CREATE INDEX passes_by_member ON passes(member_id, valid_until);
-    """,
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;\n"
+    + entity_tables("", "a"),
 )
 
 #: The schema version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)
-
-#: Child tables before parents: the order to empty them in.
-TABLES_CHILDREN_FIRST = (
-    "bookings",
-    "passes",
-    "entitlements",
-    "credentials",
-    "plans",
-    "members",
-    "doors",
-    "resources",
-    "site",
-)

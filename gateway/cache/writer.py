@@ -14,7 +14,13 @@ from typing import Any, Self
 import aiosqlite
 
 from gateway import model
-from gateway.cache.schema import MIGRATIONS, SCHEMA_VERSION, TABLES_CHILDREN_FIRST
+from gateway.cache.schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    STAGE_PREFIX,
+    TABLES_CHILDREN_FIRST,
+    entity_tables,
+)
 from gateway.clock import Clock
 from gateway.errors import CacheError, CacheSchemaError, DatasetError
 
@@ -113,6 +119,8 @@ _TABLES: dict[type, tuple[str, tuple[str, ...], Callable[[Any], _Row]]] = {
         ),
     ),
 }
+#: Table -> its columns, in insert order.
+_COLUMNS = {table: columns for table, columns, _ in _TABLES.values()}
 _ENTITY_TABLE = {
     "door": "doors",
     "resource": "resources",
@@ -214,54 +222,127 @@ class CacheWriter:
             )
 
     async def replace_dataset(self, dataset: model.Dataset) -> None:
-        """Replace everything with ``dataset`` in one transaction.
+        """Replace everything with ``dataset``: load it into stage tables, then swap.
 
-        Readers keep seeing the previous data until the commit; if anything
-        fails, the previous data stays as it was.
+        Readers keep seeing the previous data until the swap commits; if
+        anything fails, the previous data stays as it was.
+        """
+        await self.begin_stage()
+        groups: list[Sequence[Any]] = [
+            (dataset.site,),
+            dataset.resources,
+            dataset.doors,
+            dataset.members,
+            dataset.credentials,
+            dataset.plans,
+            dataset.entitlements,
+            dataset.bookings,
+            dataset.passes,
+        ]
+        try:
+            for items in groups:
+                if items:
+                    table, _, row = _TABLES[type(items[0])]
+                    # A generator, so rows are built in aiosqlite's worker thread
+                    # instead of blocking the event loop for a million bookings.
+                    await self.stage_rows(table, (row(i) for i in items))
+            await self.swap_stage(dataset.version)
+        except BaseException:
+            await self.drop_stage()
+            raise
+        log.info("cache replaced with dataset version %d", dataset.version)
+
+    async def begin_stage(self) -> None:
+        """Create empty stage tables for a snapshot, dropping any left from before."""
+        await self.drop_stage()
+        suffix = "b" if await self._live_suffix() == "a" else "a"
+        await self.db.executescript(
+            f"BEGIN IMMEDIATE;\n{entity_tables(STAGE_PREFIX, suffix)}\nCOMMIT;"
+        )
+
+    async def stage_rows(self, table: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Insert database-ready rows into one stage table, in their own transaction.
+
+        Live data is untouched, so deltas can be applied between calls.
+        """
+        columns = _COLUMNS[table]
+        async with self._transaction("snapshot not applied"):
+            await self.db.executemany(
+                _insert_sql(STAGE_PREFIX + table, columns, upsert=False), rows
+            )
+
+    async def swap_stage(
+        self, version: int, replay: Sequence[tuple[int, Sequence[model.Change]]] = ()
+    ) -> None:
+        """Make the stage tables live, at ``version``, then re-apply ``replay``.
+
+        ``replay`` holds (version, changes) of deltas newer than the
+        snapshot that were applied to the old tables meanwhile.  All of it
+        is one transaction: readers see the old data, then the new data
+        with those deltas, never anything in between.
         """
         db = self.db
-        async with self._transaction("dataset not applied"):
-            for table in TABLES_CHILDREN_FIRST:
-                await db.execute(f"DELETE FROM {table}")
-            groups: list[Sequence[Any]] = [
-                (dataset.site,),
-                dataset.resources,
-                dataset.doors,
-                dataset.members,
-                dataset.credentials,
-                dataset.plans,
-                dataset.entitlements,
-                dataset.bookings,
-                dataset.passes,
-            ]
-            for items in groups:
-                if not items:
-                    continue
-                table, columns, row = _TABLES[type(items[0])]
-                # A generator, so rows are built in aiosqlite's worker thread
-                # instead of blocking the event loop for a million bookings.
-                await db.executemany(
-                    _insert_sql(table, columns, upsert=False), (row(i) for i in items)
-                )
-            await self._set_meta(dataset.version)
-        log.info("cache replaced with dataset version %d", dataset.version)
+        # Dropping a parent table with enforcement on would first delete its
+        # rows one by one; referential integrity is checked whole below.
+        await db.execute("PRAGMA foreign_keys=OFF")
+        try:
+            async with self._transaction("snapshot not applied"):
+                for table in TABLES_CHILDREN_FIRST:
+                    await db.execute(f"DROP TABLE {table}")
+                for table in TABLES_CHILDREN_FIRST:
+                    await db.execute(f"ALTER TABLE {STAGE_PREFIX}{table} RENAME TO {table}")
+                await self._set_meta(version)
+                for delta_version, changes in replay:
+                    await self._apply(changes)
+                    await self._set_meta(delta_version)
+                problems = list(await (await db.execute("PRAGMA foreign_key_check")).fetchall())
+                if problems:
+                    table, _, parent, _ = problems[0]
+                    raise sqlite3.IntegrityError(
+                        f"FOREIGN KEY: {len(problems)} rows of {table} name a missing {parent}"
+                    )
+        finally:
+            await db.execute("PRAGMA foreign_keys=ON")
+
+    async def drop_stage(self) -> None:
+        """Drop the stage tables, if any (an abandoned or failed snapshot)."""
+        db = self.db
+        await db.execute("PRAGMA foreign_keys=OFF")
+        try:
+            async with self._transaction("stage not dropped"):
+                for table in TABLES_CHILDREN_FIRST:
+                    await db.execute(f"DROP TABLE IF EXISTS {STAGE_PREFIX}{table}")
+        finally:
+            await db.execute("PRAGMA foreign_keys=ON")
+
+    async def _live_suffix(self) -> str:
+        row = await (
+            await self.db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'bookings' "
+                "AND name LIKE 'bookings_by_member_%'"
+            )
+        ).fetchone()
+        return "a" if row is None else str(row[0])[-1]
 
     async def apply_changes(
         self, changes: Sequence[model.Change], version: int | None = None
     ) -> None:
         """Apply upserts and deletes in order, in one transaction: all or nothing."""
-        db = self.db
         async with self._transaction("changes not applied"):
-            for change in changes:
-                if isinstance(change, model.Upsert):
-                    table, columns, row = _TABLES[type(change.item)]
-                    await db.execute(_insert_sql(table, columns, upsert=True), row(change.item))
-                else:
-                    table_name = _ENTITY_TABLE.get(change.entity)
-                    if table_name is None:
-                        raise DatasetError(f"cannot delete entity of kind {change.entity!r}")
-                    await db.execute(f"DELETE FROM {table_name} WHERE id = ?", (change.id,))
+            await self._apply(changes)
             await self._set_meta(version)
+
+    async def _apply(self, changes: Sequence[model.Change]) -> None:
+        db = self.db
+        for change in changes:
+            if isinstance(change, model.Upsert):
+                table, columns, row = _TABLES[type(change.item)]
+                await db.execute(_insert_sql(table, columns, upsert=True), row(change.item))
+            else:
+                table_name = _ENTITY_TABLE.get(change.entity)
+                if table_name is None:
+                    raise DatasetError(f"cannot delete entity of kind {change.entity!r}")
+                await db.execute(f"DELETE FROM {table_name} WHERE id = ?", (change.id,))
 
     @asynccontextmanager
     async def _transaction(self, failure: str) -> AsyncIterator[None]:
