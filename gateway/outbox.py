@@ -1,0 +1,190 @@
+"""The event outbox: every event stored with a gapless sequence number until acknowledged.
+
+Events (access decisions, door events, system events) are written to their
+own SQLite file with ``synchronous=FULL``: unlike the cache, they cannot be
+fetched again from anywhere.  Sequence numbers are per gateway, start at 1
+and never skip.  The platform acknowledges the highest sequence it has
+stored contiguously; only then are events deleted.
+
+The outbox is bounded (``max_events``).  At ``warn_ratio`` of the bound it
+records an ``outbox_nearly_full`` event, once per crossing.  When full, new
+events are *not* stored and get no sequence number (so there is no gap);
+they are counted, and as soon as there is room again one ``events_dropped``
+event says how many of which type were lost.  Doors keep working throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiosqlite
+
+from gateway.clock import Clock
+from gateway.errors import CacheError
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO outbox_meta VALUES ('last_seq', 0), ('acked_seq', 0);
+"""
+
+
+class Outbox:
+    """The durable, bounded, acknowledged event queue of one gateway."""
+
+    def __init__(
+        self, path: Path, clock: Clock, *, max_events: int = 1_000_000, warn_ratio: float = 0.9
+    ) -> None:
+        if max_events < 10:
+            raise ValueError("an outbox needs room for at least 10 events")
+        self.path = Path(path)
+        self.max_events = max_events
+        self._warn_at = int(max_events * warn_ratio)
+        self._clock = clock
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self.last_seq = 0
+        self.acked_seq = 0
+        self._warned = False
+        self._dropped: Counter[str] = Counter()
+        #: Set whenever events are appended, for the publisher to wake on.
+        self.appended = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=FULL")
+            await self._db.executescript(_SCHEMA)
+            rows = dict(
+                await (await self._db.execute("SELECT key, value FROM outbox_meta")).fetchall()
+            )
+        except (OSError, aiosqlite.Error) as exc:
+            if self._db is not None:
+                await self._db.close()
+            raise CacheError(f"{self.path}: cannot open the event outbox: {exc}") from None
+        self.last_seq, self.acked_seq = int(rows["last_seq"]), int(rows["acked_seq"])
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def depth(self) -> int:
+        """Events stored and not yet acknowledged."""
+        return self.last_seq - self.acked_seq
+
+    async def append(self, type_: str, data: dict[str, Any], at: int | None = None) -> int | None:
+        """Store one event; return its sequence number, or None if the outbox is full."""
+        seqs = await self.append_many([(type_, data, at)])
+        return seqs[0]
+
+    async def append_many(
+        self, events: list[tuple[str, dict[str, Any], int | None]]
+    ) -> list[int | None]:
+        """Store events in one transaction (group commit); sequence numbers in order."""
+        assert self._db is not None, "outbox is not open"
+        now = int(self._clock.now().timestamp())
+        async with self._lock:
+            out: list[int | None] = []
+            rows = []
+            seq = self.last_seq
+            extra: list[tuple[str, dict[str, Any]]] = []
+            if self._dropped and self.depth < self.max_events:
+                extra.append(
+                    (
+                        "events_dropped",
+                        {"count": sum(self._dropped.values()), "types": dict(self._dropped)},
+                    )
+                )
+                self._dropped.clear()
+            for type_, data, at in [(t, d, None) for t, d in extra] + events:
+                if seq - self.acked_seq >= self.max_events:
+                    self._dropped[type_] += 1
+                    out.append(None)
+                    continue
+                seq += 1
+                rows.append(
+                    (seq, now if at is None else at, type_, json.dumps(data, separators=(",", ":")))
+                )
+                out.append(seq)
+                if not self._warned and seq - self.acked_seq >= self._warn_at:
+                    self._warned = True
+                    seq += 1
+                    rows.append(
+                        (
+                            seq,
+                            now,
+                            "outbox_nearly_full",
+                            json.dumps(
+                                {"depth": seq - self.acked_seq, "max_events": self.max_events}
+                            ),
+                        )
+                    )
+                    log.warning(
+                        "event outbox at %d of %d events", seq - self.acked_seq, self.max_events
+                    )
+            if rows:
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    await self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+                    await self._db.execute(
+                        "UPDATE outbox_meta SET value = ? WHERE key = 'last_seq'", (seq,)
+                    )
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    await self._db.execute("ROLLBACK")
+                    raise
+                self.last_seq = seq
+                self.appended.set()
+            return out[len(extra) :]
+
+    async def pending(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` stored events with sequence above ``after``, in order."""
+        assert self._db is not None, "outbox is not open"
+        rows = await (
+            await self._db.execute(
+                "SELECT seq, at, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            )
+        ).fetchall()
+        return [{"seq": r[0], "at": r[1], "type": r[2], "data": json.loads(r[3])} for r in rows]
+
+    async def ack(self, seq: int) -> int:
+        """The platform stored everything up to ``seq``: delete it; return how many."""
+        assert self._db is not None, "outbox is not open"
+        async with self._lock:
+            if seq <= self.acked_seq:
+                return 0
+            if seq > self.last_seq:
+                log.warning("ack %d beyond the last event %d; ignored", seq, self.last_seq)
+                return 0
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = await self._db.execute("DELETE FROM events WHERE seq <= ?", (seq,))
+                await self._db.execute(
+                    "UPDATE outbox_meta SET value = ? WHERE key = 'acked_seq'", (seq,)
+                )
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            self.acked_seq = seq
+            if self.depth < self._warn_at:
+                self._warned = False
+            return cursor.rowcount
