@@ -67,9 +67,8 @@ class Outbox:
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=FULL")
             await self._db.executescript(_SCHEMA)
-            rows = dict(
-                await (await self._db.execute("SELECT key, value FROM outbox_meta")).fetchall()
-            )
+            cursor = await self._db.execute("SELECT key, value FROM outbox_meta")
+            rows = {str(k): int(v) for k, v in await cursor.fetchall()}
         except (OSError, aiosqlite.Error) as exc:
             if self._db is not None:
                 await self._db.close()
