@@ -115,6 +115,10 @@ MIGRATIONS: tuple[str, ...] = (
     # 1: the initial schema.
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;\n"
     + entity_tables("", "a"),
+    # 2: snapshot chunks as they arrive, so a restart resumes the transfer.
+    "CREATE TABLE snapshot_chunks (snapshot_id TEXT NOT NULL, idx INTEGER NOT NULL, "
+    "count INTEGER NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL, "
+    "data BLOB NOT NULL, PRIMARY KEY (snapshot_id, idx));",
 )
 
 #: The schema version this code reads and writes.

@@ -361,6 +361,102 @@ class CacheWriter:
             raise
         await db.execute("COMMIT")
 
+    async def apply_restrictions(self, changes: Sequence[model.Change]) -> int:
+        """Apply only what in ``changes`` takes access away, without a version bump.
+
+        Used for deltas that cannot be applied in order yet (a version gap):
+        deletes, and credentials, members and bookings whose new state opens
+        nothing.  Taking access away early is always safe; the full delta is
+        applied in order later.  Returns how many rows changed.
+        """
+        db = self.db
+        changed = 0
+        async with self._transaction("restrictions not applied"):
+            for change in changes:
+                if isinstance(change, model.Delete):
+                    table = _ENTITY_TABLE.get(change.entity)
+                    if table is None:
+                        continue
+                    cursor = await db.execute(f"DELETE FROM {table} WHERE id = ?", (change.id,))
+                else:
+                    item = change.item
+                    if isinstance(item, model.Credential) and (
+                        item.status is not model.CredentialStatus.ACTIVE
+                    ):
+                        sql, args = (
+                            "UPDATE credentials SET status = ? WHERE id = ?",
+                            (item.status.value, item.id),
+                        )
+                    elif isinstance(item, model.Member) and (
+                        item.status is not model.MemberStatus.ACTIVE
+                    ):
+                        sql, args = (
+                            "UPDATE members SET status = ? WHERE id = ?",
+                            (item.status.value, item.id),
+                        )
+                    elif isinstance(item, model.Booking) and not item.payment.opens_doors:
+                        sql, args = (
+                            "UPDATE bookings SET payment = ? WHERE id = ?",
+                            (item.payment.value, item.id),
+                        )
+                    else:
+                        continue
+                    cursor = await db.execute(sql, args)
+                changed += max(cursor.rowcount, 0)
+        return changed
+
+    async def store_chunk(
+        self, snapshot_id: str, index: int, count: int, version: int, sha256: str, data: bytes
+    ) -> int:
+        """Keep one snapshot chunk (duplicates ignored); return how many of it are stored.
+
+        Chunks of any other snapshot are dropped: one transfer at a time.
+        """
+        async with self._transaction("chunk not stored"):
+            await self.db.execute(
+                "DELETE FROM snapshot_chunks WHERE snapshot_id != ?", (snapshot_id,)
+            )
+            await self.db.execute(
+                "INSERT OR IGNORE INTO snapshot_chunks VALUES (?, ?, ?, ?, ?, ?)",
+                (snapshot_id, index, count, version, sha256, data),
+            )
+            row = await (
+                await self.db.execute(
+                    "SELECT count(*) FROM snapshot_chunks WHERE snapshot_id = ?", (snapshot_id,)
+                )
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    async def pending_snapshot(self) -> tuple[str, int, int, str, list[int]] | None:
+        """The transfer in progress: (id, version, count, sha256, indexes held), if any."""
+        rows = list(
+            await (
+                await self.db.execute(
+                    "SELECT snapshot_id, version, count, sha256, idx FROM snapshot_chunks "
+                    "ORDER BY idx"
+                )
+            ).fetchall()
+        )
+        if not rows:
+            return None
+        sid, version, count, sha = rows[0][:4]
+        return str(sid), int(version), int(count), str(sha), [int(r[4]) for r in rows]
+
+    async def snapshot_chunks(self, snapshot_id: str) -> list[bytes]:
+        """The stored chunks of a snapshot, in index order."""
+        rows = await (
+            await self.db.execute(
+                "SELECT data FROM snapshot_chunks WHERE snapshot_id = ? ORDER BY idx",
+                (snapshot_id,),
+            )
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    async def drop_chunks(self) -> None:
+        """Forget any snapshot transfer."""
+        async with self._transaction("chunks not dropped"):
+            await self.db.execute("DELETE FROM snapshot_chunks")
+
     async def _set_meta(self, version: int | None) -> None:
         values = {"updated_at": str(int(self._clock.now().timestamp()))}
         if version is not None:
