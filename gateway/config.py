@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
 )
@@ -58,12 +60,57 @@ class DoorConfig(_Section):
     extended_unlock_seconds: float = Field(default=15.0, gt=0, le=600)
 
 
+class MqttSection(_Section):
+    """``[mqtt]``: the brokers, the gateway's TLS identity and the topic prefix."""
+
+    #: Tried in order, failing over to the next: ``mqtts://host:port`` (or ``mqtt://``
+    #: for development on loopback only).
+    urls: tuple[Annotated[str, StringConstraints(pattern=r"^mqtts?://[^/:]+(:\d{1,5})?$")], ...] = (
+        Field(min_length=1, max_length=16)
+    )
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    topic_prefix: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
+    ] = "doorgw/v1"
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    reconnect_min: float = Field(default=0.5, gt=0, le=60)
+    reconnect_max: float = Field(default=60.0, gt=0, le=3600)
+    heartbeat_seconds: float = Field(default=60.0, ge=1, le=3600)
+
+
+class StalenessSection(_Section):
+    """``[sync.staleness]``: hours without hearing from the platform before each
+    class of grant stops opening doors (unset: no bound)."""
+
+    plan_hours: float | None = Field(default=72.0, gt=0)
+    booking_hours: float | None = Field(default=72.0, gt=0)
+    pass_hours: float | None = Field(default=24.0, gt=0)
+
+
+class SyncSection(_Section):
+    """``[sync]``: the platform's pinned signing keys and how long data stays good."""
+
+    keys_file: Path
+    staleness: StalenessSection = StalenessSection()
+
+
+class OutboxSection(_Section):
+    """``[outbox]``: how many unacknowledged events the gateway keeps at most."""
+
+    max_events: int = Field(default=1_000_000, ge=100, le=100_000_000)
+
+
 class Config(_Section):
     """The whole configuration file."""
 
     gateway: GatewaySection
     time: TimeSection = TimeSection()
     doors: tuple[DoorConfig, ...] = Field(default=(), max_length=64)
+    mqtt: MqttSection | None = None
+    sync: SyncSection | None = None
+    outbox: OutboxSection = OutboxSection()
 
     @field_validator("doors")
     @classmethod
@@ -79,6 +126,11 @@ class Config(_Section):
                 )
             seen.add(door.id)
         return doors
+
+    @property
+    def outbox_path(self) -> Path:
+        """The SQLite file of the event outbox."""
+        return self.gateway.data_dir / "events.sqlite3"
 
     @property
     def cache_path(self) -> Path:
@@ -114,9 +166,24 @@ def load_config(path: Path | str) -> Config:
         if more:
             message += f" (and {more} more problem{'s' if more > 1 else ''})"
         raise ConfigError(str(path), message, key=key or None) from None
-    if not config.gateway.data_dir.is_absolute():
-        gateway = config.gateway.model_copy(
-            update={"data_dir": (path.parent / config.gateway.data_dir).resolve()}
+    base = path.parent
+    gateway = config.gateway.model_copy(update={"data_dir": _under(base, config.gateway.data_dir)})
+    update: dict[str, object] = {"gateway": gateway}
+    if config.mqtt is not None:
+        update["mqtt"] = config.mqtt.model_copy(
+            update={
+                name: _under(base, getattr(config.mqtt, name))
+                for name in ("ca_file", "cert_file", "key_file")
+                if getattr(config.mqtt, name) is not None
+            }
         )
-        config = config.model_copy(update={"gateway": gateway})
-    return config
+    if config.sync is not None:
+        update["sync"] = config.sync.model_copy(
+            update={"keys_file": _under(base, config.sync.keys_file)}
+        )
+    return config.model_copy(update=update)
+
+
+def _under(base: Path, path: Path) -> Path:
+    """``path`` as given if absolute, else relative to the config file's directory."""
+    return path if path.is_absolute() else (base / path).resolve()

@@ -68,6 +68,7 @@ class Reason(StrEnum):
     PLAN_EXPIRED = "plan_expired"
     DOOR_NOT_IN_PLAN = "door_not_in_plan"
     NO_ENTITLEMENT = "no_entitlement"
+    DATA_STALE = "data_stale"
 
     @property
     def granted(self) -> bool:
@@ -103,6 +104,8 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.PLAN_EXPIRED: "the plan that includes this door has ended",
     Reason.DOOR_NOT_IN_PLAN: "the member's plan does not include this door",
     Reason.NO_ENTITLEMENT: "no booking, plan or pass relates to this door",
+    Reason.DATA_STALE: "a grant matched, but the gateway has not heard from the platform "
+    "for longer than that kind of grant may be trusted",
 }
 
 #: Among deny reasons about the member's grants, lower ranks win; within a
@@ -237,11 +240,20 @@ _PAYMENT_REASON = {
 }
 
 
-def decide(view: CacheView, read: CredentialRead, door_id: str, at: datetime | int) -> Decision:
+def decide(
+    view: CacheView,
+    read: CredentialRead,
+    door_id: str,
+    at: datetime | int,
+    *,
+    stale: frozenset[str] = frozenset(),
+) -> Decision:
     """Decide whether ``read`` opens ``door_id`` at instant ``at``.
 
-    ``at`` is an aware datetime or Unix seconds.  The result always carries
-    one :class:`Reason`; denials carry the most useful one for the member.
+    ``at`` is an aware datetime or Unix seconds.  ``stale`` names the grant
+    kinds (``booking``, ``plan``, ``pass``) that may not open doors because
+    the data behind them is too old.  The result always carries one
+    :class:`Reason`; denials carry the most useful one for the member.
     """
     if isinstance(at, datetime):
         if at.tzinfo is None:
@@ -286,19 +298,30 @@ def decide(view: CacheView, read: CredentialRead, door_id: str, at: datetime | i
     if member.status is MemberStatus.SUSPENDED:
         return _deny(Reason.MEMBER_SUSPENDED, "member suspended", door_id, ts, cred)
 
-    return _evaluate_grants(view, site, door, member, cred, ts)
+    return _evaluate_grants(view, site, door, member, cred, ts, stale)
 
 
 def _evaluate_grants(
-    view: CacheView, site: Site, door: Door, member: Member, cred: Credential, ts: int
+    view: CacheView,
+    site: Site,
+    door: Door,
+    member: Member,
+    cred: Credential,
+    ts: int,
+    stale: frozenset[str],
 ) -> Decision:
     # Best grant: the longest-holding one (None = open-ended), then booking > pass > plan.
     best: tuple[float, int, Grant, int | None] | None = None
     # Best denial: (rank, distance in seconds, reason, message).
     worst: tuple[int, int, Reason, str] | None = None
 
+    stale_match = False
+
     def offer(kind: GrantKind, grant_id: str, until: int | None) -> None:
-        nonlocal best
+        nonlocal best, stale_match
+        if kind in stale:
+            stale_match = True
+            return
         key = (float("inf") if until is None else until, -_GRANT_ORDER[kind])
         if best is None or key > best[:2]:
             best = (key[0], key[1], Grant(kind, grant_id), until)
@@ -424,6 +447,10 @@ def _evaluate_grants(
             member_id=member.id,
             credential_id=cred.id,
             extended_unlock=member.extended_unlock,
+        )
+    if stale_match:
+        return _deny(
+            Reason.DATA_STALE, "access data out of date; please ask staff", door.id, ts, cred
         )
     if worst is not None:
         return _deny(worst[2], worst[3], door.id, ts, cred)

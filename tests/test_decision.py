@@ -548,7 +548,8 @@ def test_decision_table(
 
 def test_every_reason_code_is_documented_and_reachable() -> None:
     assert set(REASON_DOCS) == set(Reason)
-    reached = {case[4] for case in CASES} | {Reason.NO_DATA}  # NO_DATA: see test below
+    # NO_DATA and DATA_STALE have tests of their own below.
+    reached = {case[4] for case in CASES} | {Reason.NO_DATA, Reason.DATA_STALE}
     assert reached == set(Reason)
     assert all(
         r in DENY_PRECEDENCE
@@ -684,3 +685,26 @@ def test_a_paid_booking_later_today_beats_an_unpaid_one_tomorrow(make_reader: An
     d = _decide(reader, "room1", "nfc:04000005", local("2026-03-11T12:30"))
     assert d.reason is Reason.BOOKING_UNPAID
     assert d.message == "booking for Room 1 at 14:00 is unpaid"
+
+
+def test_stale_grant_kinds_do_not_open_but_fresh_ones_do(make_reader: Any) -> None:
+    from .conftest import base_dataset
+
+    reader = make_reader(base_dataset())
+    read = parse_read("nfc:04000005", site_id="t")
+    at = local("2026-03-10T14:30")
+    with reader.view() as view:
+        # book_m has a paid booking for room1 and a plan for the front door.
+        assert decide(view, read, "room1", at, stale=frozenset({"plan"})).granted
+        stale = decide(view, read, "room1", at, stale=frozenset({"booking"}))
+        assert (stale.granted, stale.reason) == (False, Reason.DATA_STALE)
+        assert stale.message == "access data out of date; please ask staff"
+        # Denials that need no fresh data are unchanged.
+        other = decide(
+            view,
+            parse_read("nfc:04000008", site_id="t"),
+            "front",
+            at,
+            stale=frozenset({"booking", "plan", "pass"}),
+        )
+        assert other.reason is Reason.CREDENTIAL_REVOKED

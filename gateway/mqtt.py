@@ -1,0 +1,169 @@
+"""The one module that talks to the MQTT library (aiomqtt over paho-mqtt).
+
+:class:`MqttLink` keeps one persistent session up: it connects over TLS
+with the gateway's client certificate, fails over across broker URLs,
+reconnects with exponential backoff and jitter, re-subscribes, sets the
+retained presence (with an "offline" last will) and hands every message to
+one callback.  paho's errors become :class:`LinkDownError`; nothing a message
+contains can stop the link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+from gateway.errors import DoorgwError
+
+log = logging.getLogger(__name__)
+
+OnMessage = Callable[[str, bytes], Awaitable[object]]
+OnConnect = Callable[[], Awaitable[object]]
+
+
+class LinkDownError(DoorgwError, ConnectionError):
+    """The broker is not reachable right now."""
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    """Everything :class:`MqttLink` needs; built from the ``[mqtt]`` config section."""
+
+    urls: Sequence[str]
+    client_id: str
+    subscriptions: Sequence[str]
+    will_topic: str
+    will_payload: bytes
+    online_payload: bytes
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive: int = 30
+    reconnect_min: float = 0.5
+    reconnect_max: float = 60.0
+
+
+def tls_context(
+    ca_file: Path | None, cert_file: Path | None, key_file: Path | None
+) -> ssl.SSLContext:
+    """A client TLS context verifying the broker against ``ca_file``, with our certificate."""
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        if cert_file is not None:
+            context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise DoorgwError(f"cannot load the MQTT TLS files: {exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def backoff(attempt: int, low: float, high: float, rng: random.Random) -> float:
+    """Exponential backoff with "equal jitter": between half and all of the step."""
+    step: float = min(high, low * (2.0 ** min(attempt, 30)))
+    return step / 2 + rng.uniform(0.0, step / 2)
+
+
+class MqttLink:
+    """One gateway's MQTT session, kept up for as long as :meth:`run` runs."""
+
+    def __init__(
+        self,
+        settings: LinkSettings,
+        on_message: OnMessage,
+        on_connect: OnConnect | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self._on_message = on_message
+        self._on_connect = on_connect
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._client: aiomqtt.Client | None = None
+        #: Set while a session is up.
+        self.connected = asyncio.Event()
+        #: The URL of the broker in use, for status reports.
+        self.broker: str | None = None
+        self._tls: ssl.SSLContext | None = None
+        if any(u.startswith("mqtts://") for u in settings.urls):
+            self._tls = tls_context(settings.ca_file, settings.cert_file, settings.key_file)
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> None:
+        """Publish and, for QoS 1, wait for the broker's acknowledgement."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise LinkDownError("not connected to a broker")
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain, timeout=10.0)
+        except aiomqtt.MqttError as exc:
+            raise LinkDownError(f"publish failed: {exc}") from None
+
+    async def run(self) -> None:
+        """Connect, serve and reconnect until cancelled."""
+        attempt = 0
+        urls = list(self.settings.urls)
+        while True:
+            url = urls[attempt % len(urls)]
+            try:
+                await self._session(url)
+                attempt = 0  # a session that was up resets the backoff
+            except aiomqtt.MqttError as exc:
+                log.warning("MQTT %s: %s", url, exc)
+            finally:
+                self.connected.clear()
+                self._client = None
+                self.broker = None
+            delay = backoff(
+                attempt, self.settings.reconnect_min, self.settings.reconnect_max, self._rng
+            )
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _session(self, url: str) -> None:
+        parts = urlsplit(url)
+        secure = parts.scheme == "mqtts"
+        s = self.settings
+        client = aiomqtt.Client(
+            parts.hostname or "localhost",
+            parts.port or (8883 if secure else 1883),
+            identifier=s.client_id,
+            clean_session=False,
+            keepalive=s.keepalive,
+            tls_context=self._tls if secure else None,
+            will=aiomqtt.Will(s.will_topic, s.will_payload, qos=1, retain=True),
+            protocol=aiomqtt.ProtocolVersion.V311,
+            timeout=10,
+            max_inflight_messages=64,
+            max_queued_outgoing_messages=10_000,
+        )
+        async with client:
+            self._client = client
+            self.broker = url
+            await client.subscribe([(topic, 1) for topic in s.subscriptions])
+            await client.publish(s.will_topic, s.online_payload, qos=1, retain=True)
+            self.connected.set()
+            log.info("MQTT connected to %s", url)
+            if self._on_connect is not None:
+                await self._on_connect()
+            async for message in client.messages:
+                payload = message.payload
+                data = payload if isinstance(payload, bytes) else str(payload).encode()
+                try:
+                    await self._on_message(str(message.topic), data)
+                except Exception:
+                    # A bug in a handler must not take the link down with it.
+                    log.exception("handling a message on %s failed", message.topic)
