@@ -87,8 +87,12 @@ class MqttLink:
         self._on_connect = on_connect
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._client: aiomqtt.Client | None = None
-        #: Set while a session is up.
+        #: Set while a session is up; ``disconnected`` is its opposite, to wait on.
         self.connected = asyncio.Event()
+        self.disconnected = asyncio.Event()
+        self.disconnected.set()
+        #: How many sessions have started; a change means "resend what was in flight".
+        self.sessions = 0
         #: The URL of the broker in use, for status reports.
         self.broker: str | None = None
         self._tls: ssl.SSLContext | None = None
@@ -107,8 +111,21 @@ class MqttLink:
         client = self._client
         if client is None or not self.connected.is_set():
             raise LinkDownError("not connected to a broker")
+        publish = asyncio.ensure_future(
+            client.publish(topic, payload, qos=qos, retain=retain, timeout=30.0)
+        )
+        # A publish in flight when the session drops would otherwise wait out its
+        # timeout: give up as soon as the link is down, and let the caller resend.
+        down = asyncio.ensure_future(self.disconnected.wait())
         try:
-            await client.publish(topic, payload, qos=qos, retain=retain, timeout=10.0)
+            await asyncio.wait((publish, down), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            down.cancel()
+        if not publish.done():
+            publish.cancel()
+            raise LinkDownError("the broker went away during a publish")
+        try:
+            publish.result()
         except aiomqtt.MqttError as exc:
             raise LinkDownError(f"publish failed: {exc}") from None
 
@@ -125,6 +142,7 @@ class MqttLink:
                 log.warning("MQTT %s: %s", url, exc)
             finally:
                 self.connected.clear()
+                self.disconnected.set()
                 self._client = None
                 self.broker = None
             delay = backoff(
@@ -155,7 +173,9 @@ class MqttLink:
             self.broker = url
             await client.subscribe([(topic, 1) for topic in s.subscriptions])
             await client.publish(s.will_topic, s.online_payload, qos=1, retain=True)
+            self.sessions += 1
             self.connected.set()
+            self.disconnected.clear()
             log.info("MQTT connected to %s", url)
             if self._on_connect is not None:
                 await self._on_connect()

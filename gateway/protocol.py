@@ -240,7 +240,7 @@ class HeartbeatMsg(BaseModel):
     outbox_depth: int
     acked_seq: int
     stale_classes: list[str]
-    clock: Literal["trusted", "untrusted"]
+    clock: Literal["trusted", "untrusted", "unknown"]
     doors: dict[str, str]
 
 

@@ -98,6 +98,7 @@ class SyncEngine:
     async def start(self) -> None:
         """Load the live version; ask to resume a transfer a restart interrupted."""
         self.version = await self._writer.dataset_version()
+        self.last_contact = await self._writer.updated_at()
         pending = await self._writer.pending_snapshot()
         if pending is not None:
             sid, version, count, _sha, held = pending
@@ -108,6 +109,25 @@ class SyncEngine:
                 self._start_snapshot_apply(sid, version)
         elif self.version is None:
             await self._resync("no_data")
+
+    async def on_connected(self) -> None:
+        """A broker session started: repeat a resync request the outage may have lost."""
+        if self.version is None or await self._writer.pending_snapshot() is not None:
+            pending = await self._writer.pending_snapshot()
+            if pending is not None:
+                sid, _, count, _, held = pending
+                await self._resync(
+                    "resume",
+                    snapshot_id=sid,
+                    missing=sorted(set(range(count)) - set(held)),
+                    force=True,
+                )
+            else:
+                await self._resync("no_data", force=True)
+
+    async def request_resync(self, reason: str) -> None:
+        """Ask the platform for a snapshot now (a command, or staff)."""
+        await self._resync(reason, force=True)
 
     async def handle(self, payload: bytes, topic: str = "") -> str:
         """Verify and apply one message; return a short outcome code (for tests and logs)."""

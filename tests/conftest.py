@@ -241,3 +241,14 @@ def make_reader(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], CacheRead
 def reader(make_reader: Callable[[dict[str, Any]], CacheReader]) -> CacheReader:
     """A reader over :data:`BASE_DATASET`."""
     return make_reader(base_dataset())
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Any]:
+    """A running Mosquitto with TLS, client certificates and an ACL for gw-1 and gw-2."""
+    from .broker import Broker
+
+    b = Broker(tmp_path / "broker", site="t", gateways=["gw-1", "gw-2"])
+    b.start()
+    yield b
+    b.stop()

@@ -467,6 +467,13 @@ class CacheWriter:
             list(values.items()),
         )
 
+    async def updated_at(self) -> int | None:
+        """When the cache last took data from the platform (Unix seconds), if ever."""
+        row = await (
+            await self.db.execute("SELECT value FROM meta WHERE key = 'updated_at'")
+        ).fetchone()
+        return None if row is None else int(row[0])
+
     async def dataset_version(self) -> int | None:
         """The version of the data in the cache, or None when it holds none."""
         row = await (

@@ -1,0 +1,307 @@
+"""The composition root: one gateway's parts, opened in order and run as named tasks.
+
+Start-up opens the cache (migrating it), the event outbox and the sync
+engine, then runs the MQTT link, the outbox publisher and the heartbeat in
+one :class:`asyncio.TaskGroup`.  Taps are decided from the cache in the
+caller's thread and never wait on the network; their events go to the
+outbox, which the publisher drains whenever a broker is reachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from gateway.cache import CacheReader, CacheWriter
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.credentials import CredentialRead
+from gateway.decision import Decision, decide
+from gateway.errors import ConfigError
+from gateway.jws import KeySet
+from gateway.mqtt import LinkDownError, LinkSettings, MqttLink
+from gateway.outbox import Outbox
+from gateway.protocol import (
+    CommandMsg,
+    HeartbeatMsg,
+    ResyncRequestMsg,
+    StatusMsg,
+    Topics,
+)
+from gateway.sync import SyncEngine
+
+log = logging.getLogger(__name__)
+
+#: Events per published batch, and batches in flight before waiting for an ack.
+BATCH_EVENTS = 1000
+WINDOW_BATCHES = 16
+#: Seconds without an ack before unacknowledged events are sent again.
+ACK_TIMEOUT = 10.0
+
+
+def load_keys(config: Config) -> KeySet:
+    """The platform's pinned signing keys, from ``[sync] keys_file`` (a JWKS)."""
+    if config.sync is None:
+        raise ConfigError("config", "the daemon needs a [sync] section with keys_file", "sync")
+    path = config.sync.keys_file
+    try:
+        return KeySet.from_jwks(json.loads(path.read_bytes()))
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(str(path), f"not a usable JWKS: {exc}") from None
+
+
+class Gateway:
+    """One running gateway.  Use ``async with Gateway(...) as gw: await gw.run()``."""
+
+    def __init__(self, config: Config, clock: Clock, *, keys: KeySet | None = None) -> None:
+        if config.mqtt is None:
+            raise ConfigError("config", "the daemon needs an [mqtt] section", "mqtt")
+        self.config = config
+        self.clock = clock
+        self.keys = keys or load_keys(config)
+        self.topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
+        self.writer = CacheWriter(config.cache_path, clock)
+        self.outbox = Outbox(config.outbox_path, clock, max_events=config.outbox.max_events)
+        self.reader: CacheReader | None = None
+        self.engine = SyncEngine(
+            self.writer,
+            self.keys,
+            site_id=config.gateway.site_id,
+            gateway_id=config.gateway.id,
+            clock=clock,
+            record=self.record,
+            request_resync=self._send_resync,
+            on_ack=self._on_ack,
+            on_command=self._on_command,
+        )
+        mqtt = config.mqtt
+        offline = StatusMsg(gateway=config.gateway.id, state="offline")
+        online = StatusMsg(gateway=config.gateway.id, state="online")
+        self.link = MqttLink(
+            LinkSettings(
+                urls=mqtt.urls,
+                client_id=config.gateway.id,
+                subscriptions=self.topics.inbound(),
+                will_topic=self.topics.status,
+                will_payload=offline.model_dump_json().encode(),
+                online_payload=online.model_dump_json().encode(),
+                ca_file=mqtt.ca_file,
+                cert_file=mqtt.cert_file,
+                key_file=mqtt.key_file,
+                keepalive=mqtt.keepalive,
+                reconnect_min=mqtt.reconnect_min,
+                reconnect_max=mqtt.reconnect_max,
+            ),
+            self._on_message,
+            self._on_connect,
+        )
+        self._acked = asyncio.Event()
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Gateway:
+        await self._stack.enter_async_context(self.writer)
+        await self._stack.enter_async_context(self.outbox)
+        self.reader = CacheReader(self.config.cache_path)
+        self._stack.callback(self.reader.close)
+        await self.engine.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def run(self) -> None:
+        """Run the link, the outbox publisher and the heartbeat until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.link.run(), name="mqtt-link")
+            tasks.create_task(self._publish_outbox(), name="outbox-publisher")
+            tasks.create_task(self._heartbeat(), name="heartbeat")
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Gateway]:
+        """Open the gateway and run it in the background for the ``with`` block."""
+        async with self:
+            task = asyncio.create_task(self.run(), name=f"gateway-{self.config.gateway.id}")
+            try:
+                yield self
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    # The tap path.
+
+    def stale_kinds(self) -> frozenset[str]:
+        """Grant kinds whose data is older than its configured bound."""
+        age = self.data_age()
+        limits = self.config.sync.staleness if self.config.sync else None
+        if age is None or limits is None:
+            return frozenset()
+        kinds = {
+            "plan": limits.plan_hours,
+            "booking": limits.booking_hours,
+            "pass": limits.pass_hours,
+        }
+        return frozenset(
+            k for k, hours in kinds.items() if hours is not None and age > hours * 3600
+        )
+
+    def data_age(self) -> int | None:
+        """Seconds since the platform was last heard from (None: never)."""
+        if self.engine.last_contact is None:
+            return None
+        return max(0, int(self.clock.now().timestamp()) - self.engine.last_contact)
+
+    async def tap(self, read: CredentialRead, door_id: str) -> Decision:
+        """Decide one credential read at one door now, and record the event."""
+        assert self.reader is not None, "gateway is not open"
+        with self.reader.view() as view:
+            decision = decide(view, read, door_id, self.clock.now(), stale=self.stale_kinds())
+        await self.record(
+            "access",
+            {
+                "door": decision.door_id,
+                "granted": decision.granted,
+                "reason": decision.reason.value,
+                "member": decision.member_id,
+                "credential": decision.credential_id,
+                "grant": None
+                if decision.grant is None
+                else {"kind": decision.grant.kind, "id": decision.grant.id},
+                "until": decision.until,
+                "dataset_version": self.engine.version,
+                "data_age_s": self.data_age(),
+            },
+            at=decision.at,
+        )
+        return decision
+
+    async def record(self, type_: str, data: dict[str, Any], at: int | None = None) -> None:
+        """Store one event in the outbox."""
+        await self.outbox.append(type_, data, at)
+
+    # Messages from the platform.
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        await self.engine.handle(payload, topic)
+
+    async def _on_connect(self) -> None:
+        await self.engine.on_connected()
+
+    async def _on_ack(self, seq: int) -> None:
+        await self.outbox.ack(seq)
+        self._acked.set()
+
+    async def _on_command(self, command: CommandMsg) -> None:
+        now = int(self.clock.now().timestamp())
+        if command.exp < now:
+            await self.record(
+                "command_refused", {"command_id": command.command_id, "reason": "expired"}
+            )
+            return
+        if command.action == "resync":
+            await self.record(
+                "command_accepted", {"command_id": command.command_id, "action": "resync"}
+            )
+            await self.engine.request_resync("command")
+            return
+        # Door commands need the door controller (doors-and-readers issue).
+        await self.record(
+            "command_refused",
+            {"command_id": command.command_id, "action": command.action, "reason": "unsupported"},
+        )
+
+    async def _send_resync(self, msg: ResyncRequestMsg) -> None:
+        try:
+            await self.link.publish(self.topics.resync, msg.model_dump_json().encode())
+        except LinkDownError:
+            log.info("resync request not sent: no broker; it is repeated on reconnect")
+
+    # The outbox publisher.
+
+    async def _publish_outbox(self) -> None:
+        while True:
+            await self.link.connected.wait()
+            try:
+                await self._drain()
+            except LinkDownError:
+                continue
+
+    async def _drain(self) -> None:
+        # After every (re)connect, send again everything not acknowledged:
+        # the platform de-duplicates by (gateway, seq).
+        sent = self.outbox.acked_seq
+        session = self.link.sessions
+        while self.link.connected.is_set():
+            if self.link.sessions != session:
+                # Reconnected while waiting: what was in flight may be lost.
+                session, sent = self.link.sessions, self.outbox.acked_seq
+            if sent - self.outbox.acked_seq >= BATCH_EVENTS * WINDOW_BATCHES:
+                self._acked.clear()
+                try:
+                    async with asyncio.timeout(ACK_TIMEOUT):
+                        await _first(self._acked.wait(), self.link.disconnected.wait())
+                except TimeoutError:
+                    sent = self.outbox.acked_seq
+                continue
+            sent = max(sent, self.outbox.acked_seq)
+            events = await self.outbox.pending(sent, BATCH_EVENTS)
+            if not events:
+                self.outbox.appended.clear()
+                self._acked.clear()
+                try:
+                    async with asyncio.timeout(ACK_TIMEOUT):
+                        await _first(
+                            self.outbox.appended.wait(),
+                            self._acked.wait(),
+                            self.link.disconnected.wait(),
+                        )
+                except TimeoutError:
+                    if self.outbox.depth:
+                        sent = self.outbox.acked_seq  # no ack came: send again
+                continue
+            # The EventsMsg shape, serialised directly: these rows came out of our own outbox.
+            batch = {"v": 1, "gateway": self.config.gateway.id, "events": events}
+            log.debug("publishing events %d..%d", events[0]["seq"], events[-1]["seq"])
+            await self.link.publish(
+                self.topics.events, json.dumps(batch, separators=(",", ":")).encode()
+            )
+            log.debug("published events up to %d", events[-1]["seq"])
+            sent = events[-1]["seq"]
+
+    async def _heartbeat(self) -> None:
+        assert self.config.mqtt is not None
+        while True:
+            await self.link.connected.wait()
+            beat = HeartbeatMsg(
+                gateway=self.config.gateway.id,
+                at=int(self.clock.now().timestamp()),
+                dataset_version=self.engine.version,
+                data_age_s=self.data_age(),
+                outbox_depth=self.outbox.depth,
+                acked_seq=self.outbox.acked_seq,
+                stale_classes=sorted(self.stale_kinds()),
+                clock="unknown",
+                doors={d.id: "not_driven" for d in self.config.doors},
+            )
+            with contextlib.suppress(LinkDownError):
+                await self.link.publish(
+                    self.topics.heartbeat, beat.model_dump_json().encode(), qos=0
+                )
+            await asyncio.sleep(self.config.mqtt.heartbeat_seconds)
+
+
+async def _first(*aws: Any) -> None:
+    """Wait until the first of ``aws`` completes; cancel the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()

@@ -1,0 +1,245 @@
+"""A stand-in for the platform, speaking the real protocol over a real broker.
+
+:class:`CloudPeer` holds a site's dataset, signs and publishes snapshots and
+deltas, answers resync requests, receives event batches, stores each event
+once per (gateway, seq) and acknowledges the highest contiguous sequence.
+Tests, benchmarks and the simulator use it as "the cloud".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import logging
+import ssl
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from gateway.cloudkit import CloudSigner
+from gateway.dataset import parse_dataset
+from gateway.jws import Signer
+from gateway.mqtt import tls_context
+
+log = logging.getLogger(__name__)
+
+_SECTIONS = {
+    "door": "doors",
+    "resource": "resources",
+    "member": "members",
+    "credential": "credentials",
+    "plan": "plans",
+    "entitlement": "entitlements",
+    "booking": "bookings",
+    "pass": "passes",
+}
+_CASCADE = {
+    "member": ("credentials", "entitlements", "bookings", "passes"),
+    "plan": ("entitlements",),
+    "resource": ("bookings",),
+}
+_REF = {"member": "member_id", "plan": "plan_id", "resource": "resource_id"}
+
+
+def apply_change(doc: dict[str, Any], change: dict[str, Any]) -> None:
+    """Apply one change document to a dataset document, as the gateway's cache would."""
+    entity = change["entity"]
+    if entity == "site":
+        doc["site"] = change["data"]
+        return
+    items = doc.setdefault(_SECTIONS[entity], [])
+    key = change["data"]["id"] if change["op"] == "upsert" else change["id"]
+    doc[_SECTIONS[entity]] = [i for i in items if i["id"] != key]
+    if change["op"] == "upsert":
+        doc[_SECTIONS[entity]].append(change["data"])
+        return
+    for section in _CASCADE.get(entity, ()):
+        doc[section] = [i for i in doc.get(section, []) if i.get(_REF[entity]) != key]
+
+
+@dataclass
+class Received:
+    """What the cloud has stored of one gateway's events."""
+
+    events: dict[int, dict[str, Any]] = field(default_factory=dict)
+    contiguous: int = 0
+    duplicates: int = 0
+    batches: int = 0
+
+
+class CloudPeer:
+    """The platform's side of one site, connected to a broker as ``client_id``."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        site_id: str,
+        signer: Signer,
+        dataset: dict[str, Any],
+        prefix: str = "doorgw/v1",
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        client_id: str = "cloud",
+        now: Callable[[], Any] | None = None,
+    ) -> None:
+        self.host, self.port, self.site_id, self.prefix = host, port, site_id, prefix
+        self.client_id = client_id
+        self.cloud = CloudSigner(signer, site_id, now)
+        self.dataset = copy.deepcopy(dataset)
+        self.version: int = int(dataset["version"])
+        self.received: dict[str, Received] = defaultdict(Received)
+        self.status: dict[str, dict[str, Any]] = {}
+        self.heartbeats: dict[str, dict[str, Any]] = {}
+        self.resync_requests: list[dict[str, Any]] = []
+        self.answer_resyncs = True
+        self.chunk_bytes = 192 * 1024
+        self._tls: ssl.SSLContext | None = (
+            tls_context(ca_file, cert_file, key_file) if ca_file else None
+        )
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self.event_arrived = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # Publishing.
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish with QoS 1 and wait for the broker."""
+        assert self._client is not None, "cloud peer is not connected"
+        await self._client.publish(topic, payload, qos=1, retain=retain, timeout=30)
+
+    async def send_delta(
+        self,
+        changes: list[dict[str, Any]],
+        *,
+        base: int | None = None,
+        version: int | None = None,
+        gateway: str | None = None,
+    ) -> int:
+        """Apply ``changes`` to the dataset and publish them as the next version."""
+        base = self.version if base is None else base
+        version = self.version + 1 if version is None else version
+        for change in changes:
+            apply_change(self.dataset, change)
+        self.version = max(self.version, version)
+        self.dataset["version"] = self.version
+        topic = (
+            f"{self.prefix}/gw/{gateway}/delta"
+            if gateway
+            else f"{self.prefix}/site/{self.site_id}/delta"
+        )
+        await self.publish(topic, self.cloud.delta(base, version, changes, gateway))
+        return version
+
+    async def send_snapshot(self, gateway: str | None = None) -> None:
+        """Publish a snapshot of the current dataset (to one gateway or the site)."""
+        dataset = parse_dataset(self.dataset)
+        topic = (
+            f"{self.prefix}/gw/{gateway}/snapshot"
+            if gateway
+            else f"{self.prefix}/site/{self.site_id}/snapshot"
+        )
+        for chunk in self.cloud.snapshot(dataset, gateway=gateway, chunk_bytes=self.chunk_bytes):
+            await self.publish(topic, chunk)
+
+    async def _answer(self, gateway: str) -> None:
+        try:
+            await self.send_snapshot(gateway)
+        except aiomqtt.MqttError as exc:
+            log.info("cloud peer: snapshot for %s not sent: %s", gateway, exc)
+
+    async def send_beacon(self) -> None:
+        """Announce the current version to the site."""
+        await self.publish(
+            f"{self.prefix}/site/{self.site_id}/beacon", self.cloud.beacon(self.version)
+        )
+
+    # Receiving.
+
+    async def run(self) -> None:
+        """Stay connected and serve until cancelled (reconnecting after broker restarts)."""
+        while True:
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                log.info("cloud peer: %s", exc)
+            finally:
+                self.connected.clear()
+                self._client = None
+            await asyncio.sleep(0.2)
+
+    async def _session(self) -> None:
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            identifier=self.client_id,
+            clean_session=False,
+            tls_context=self._tls,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            timeout=30,
+            max_inflight_messages=100,
+            max_queued_outgoing_messages=100_000,
+        )
+        async with client:
+            self._client = client
+            for leaf in ("events", "resync", "status", "heartbeat"):
+                await client.subscribe(f"{self.prefix}/gw/+/{leaf}", qos=1)
+            self.connected.set()
+            async for message in client.messages:
+                topic = str(message.topic)
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                gateway, leaf = topic.split("/")[-2:]
+                try:
+                    body = json.loads(payload)
+                except ValueError:
+                    log.warning("cloud peer: bad JSON on %s", topic)
+                    continue
+                if leaf == "events":
+                    await self._events(gateway, body)
+                elif leaf == "resync":
+                    self.resync_requests.append(body)
+                    if self.answer_resyncs:
+                        self._spawn(self._answer(gateway))
+                elif leaf == "status":
+                    self.status[gateway] = body
+                else:
+                    self.heartbeats[gateway] = body
+
+    async def _events(self, gateway: str, body: dict[str, Any]) -> None:
+        got = self.received[gateway]
+        got.batches += 1
+        for event in body.get("events", []):
+            seq = int(event["seq"])
+            if seq in got.events or seq <= got.contiguous:
+                got.duplicates += 1
+                continue
+            got.events[seq] = event
+        while got.contiguous + 1 in got.events:
+            got.contiguous += 1
+        self.event_arrived.set()
+        # Acks are cumulative, so they need not be awaited in order; awaiting them
+        # here would stall receiving whenever the broker goes away mid-publish.
+        self._spawn(self._ack(gateway, got.contiguous))
+
+    async def _ack(self, gateway: str, seq: int) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self.publish(f"{self.prefix}/gw/{gateway}/ack", self.cloud.ack(gateway, seq))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)  # keep a reference until done
+        task.add_done_callback(self._tasks.discard)
+
+    def events_of(self, gateway: str) -> list[dict[str, Any]]:
+        """Every event stored for ``gateway``, in sequence order."""
+        got = self.received[gateway]
+        return [got.events[s] for s in sorted(got.events)]

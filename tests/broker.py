@@ -1,0 +1,153 @@
+"""A real Mosquitto for the tests: mutual TLS, certificate identities, per-gateway ACL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from gateway.jws import Signer
+from gateway.pki import issue, make_ca
+
+PREFIX = "doorgw/v1"
+
+
+def find_mosquitto() -> str:
+    """The mosquitto binary (Debian puts it in /usr/sbin, often not on PATH)."""
+    found = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/bin")
+    if found is None:
+        raise RuntimeError("mosquitto is not installed; .ci/run installs it with apt-get")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    """One Mosquitto process on a free loopback port, restartable, with its PKI."""
+
+    def __init__(
+        self, directory: Path, *, site: str, gateways: list[str], max_queued: int = 1000
+    ) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.site = site
+        self.port = free_port()
+        ca = make_ca()
+        _, self.ca_file = ca.write(self.dir, "ca")
+        self.server_key, self.server_cert = issue(
+            ca, "localhost", server=True, hosts=("127.0.0.1", "localhost")
+        ).write(self.dir, "server")
+        self.certs: dict[str, tuple[Path, Path]] = {}
+        for name in ["cloud", *gateways]:
+            key, cert = issue(ca, name).write(self.dir, name)
+            self.certs[name] = (cert, key)
+        self.signer = Signer.generate("platform-test")
+        acl = [
+            # Every gateway may use its own per-gateway topics, nothing else there.
+            *(
+                f"pattern read {PREFIX}/gw/%u/{leaf}"
+                for leaf in ("snapshot", "delta", "command", "ack")
+            ),
+            *(f"pattern write {PREFIX}/gw/%u/{leaf}" for leaf in ("events", "heartbeat", "resync")),
+            f"pattern readwrite {PREFIX}/gw/%u/status",
+            "user cloud",
+            f"topic readwrite {PREFIX}/#",
+        ]
+        for gw in gateways:
+            acl += [f"user {gw}", f"topic read {PREFIX}/site/{site}/#"]
+        (self.dir / "acl").write_text("\n".join(acl) + "\n")
+        persistence = self.dir / "persist"
+        persistence.mkdir(exist_ok=True)
+        conf = [
+            "per_listener_settings false",
+            "persistence true",
+            f"persistence_location {persistence}/",
+            f"max_queued_messages {max_queued}",
+            "allow_anonymous false",
+            f"acl_file {self.dir / 'acl'}",
+            f"log_dest file {self.dir / 'mosquitto.log'}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            f"listener {self.port} 127.0.0.1",
+            f"cafile {self.ca_file}",
+            f"certfile {self.server_cert}",
+            f"keyfile {self.server_key}",
+            "require_certificate true",
+            "use_identity_as_username true",
+        ]
+        if os.geteuid() == 0:
+            conf.insert(0, "user root")  # else it drops to 'mosquitto' and cannot read 0600 keys
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text("\n".join(conf) + "\n")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            [find_mosquitto(), "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode() if self._proc.stderr else ""
+                log = self.dir / "mosquitto.log"
+                raise RuntimeError(
+                    f"mosquitto exited: {err} {log.read_text() if log.exists() else ''}"
+                )
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start listening")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            if self._proc.stderr:
+                self._proc.stderr.close()
+            self._proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.port}"
+
+    def keys_file(self) -> Path:
+        path = self.dir / "platform-keys.json"
+        path.write_text(json.dumps({"keys": [self.signer.public_jwk()]}))
+        return path
+
+    def gateway_config(self, gateway: str, data_dir: Path, **mqtt: object) -> Path:
+        """A complete gateway config file for ``gateway`` on this broker."""
+        cert, key = self.certs[gateway]
+        extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in mqtt.items())
+        path = data_dir / "doorgw.toml"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f'[gateway]\nid = "{gateway}"\nsite_id = "{self.site}"\ndata_dir = "{data_dir}"\n\n'
+            f'[[doors]]\nid = "front"\n\n'
+            f'[mqtt]\nurls = ["{self.url}"]\nca_file = "{self.ca_file}"\n'
+            f'cert_file = "{cert}"\nkey_file = "{key}"\nreconnect_min = 0.05\n'
+            f"reconnect_max = 0.5\n{extra}\n"
+            f'[sync]\nkeys_file = "{self.keys_file()}"\n'
+        )
+        return path

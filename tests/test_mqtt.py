@@ -1,0 +1,219 @@
+"""End to end over a real Mosquitto: TLS with client certificates, ACL, the cloud peer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from gateway.clock import ManualClock, SystemClock
+from gateway.config import load_config
+from gateway.credentials import parse_read
+from gateway.daemon import Gateway
+from gateway.decision import Reason
+from gateway.jws import Signer
+from gateway.mqtt import tls_context
+from sim.cloud import CloudPeer
+
+from .broker import Broker
+from .conftest import base_dataset, local
+
+
+async def until(predicate: Callable[[], object], what: str, limit: float = 30.0) -> None:
+    """Wait for ``predicate``; fail the test (not hang) if it never holds."""
+    async with asyncio.timeout(limit):
+        # Polling on purpose: the state checked belongs to several components.
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert predicate(), what
+
+
+def cloud_for(broker: Broker, doc: dict[str, Any] | None = None, **kw: Any) -> CloudPeer:
+    cert, key = broker.certs["cloud"]
+    kw.setdefault("signer", broker.signer)
+    return CloudPeer(
+        host="127.0.0.1",
+        port=broker.port,
+        site_id="t",
+        dataset=doc or base_dataset(),
+        ca_file=broker.ca_file,
+        cert_file=cert,
+        key_file=key,
+        **kw,
+    )
+
+
+def gateway_for(broker: Broker, tmp_path: Path, name: str = "gw-1", clock: Any = None) -> Gateway:
+    config = load_config(broker.gateway_config(name, tmp_path / name, heartbeat_seconds=1))
+    return Gateway(
+        config, clock or ManualClock(datetime.fromtimestamp(local("2026-03-10T10:00"), UTC))
+    )
+
+
+def types(cloud: CloudPeer, gateway: str = "gw-1") -> list[str]:
+    return [e["type"] for e in cloud.events_of(gateway)]
+
+
+def test_a_new_gateway_syncs_decides_and_reports(broker: Broker, tmp_path: Path) -> None:
+    async def go() -> None:
+        cloud = cloud_for(broker)
+        cloud_task = asyncio.create_task(cloud.run())
+        await cloud.connected.wait()
+        gw = gateway_for(broker, tmp_path)
+        async with gw.running():
+            await until(lambda: gw.engine.version == 1, "snapshot applied")
+            card = parse_read("nfc:04000001", site_id="t")
+            assert (await gw.tap(card, "front")).reason is Reason.GRANTED_PLAN
+            # A revocation published by the platform changes the next decision.
+            await cloud.send_delta(
+                [
+                    {
+                        "op": "upsert",
+                        "entity": "credential",
+                        "data": {
+                            "id": "c-day",
+                            "member_id": "day_m",
+                            "kind": "nfc_uid",
+                            "value": "04000001",
+                            "status": "revoked",
+                        },
+                    }
+                ]
+            )
+            await until(lambda: gw.engine.version == 2, "delta applied")
+            assert (await gw.tap(card, "front")).reason is Reason.CREDENTIAL_REVOKED
+            await until(
+                lambda: gw.outbox.depth == 0 and "access" in types(cloud), "events acknowledged"
+            )
+            await until(
+                lambda: cloud.status.get("gw-1", {}).get("state") == "online", "presence online"
+            )
+            await until(
+                lambda: cloud.heartbeats.get("gw-1", {}).get("dataset_version") == 2,
+                "heartbeat with the new version",
+            )
+            beat = cloud.heartbeats["gw-1"]
+            assert (beat["outbox_depth"], beat["stale_classes"]) == (0, [])
+        access = [e["data"] for e in cloud.events_of("gw-1") if e["type"] == "access"]
+        assert [a["reason"] for a in access] == ["granted_plan", "credential_revoked"]
+        assert access[0]["data_age_s"] == 0
+        seqs = [e["seq"] for e in cloud.events_of("gw-1")]
+        assert seqs == list(range(1, len(seqs) + 1))
+        cloud_task.cancel()
+
+    asyncio.run(go())
+
+
+def test_messages_signed_by_others_are_refused_and_reported(broker: Broker, tmp_path: Path) -> None:
+    async def go() -> None:
+        cloud = cloud_for(broker)
+        task = asyncio.create_task(cloud.run())
+        await cloud.connected.wait()
+        gw = gateway_for(broker, tmp_path)
+        async with gw.running():
+            await until(lambda: gw.engine.version == 1, "snapshot applied")
+            impostor = cloud_for(broker, client_id="cloud-2", signer=Signer.generate("evil"))
+            itask = asyncio.create_task(impostor.run())
+            await impostor.connected.wait()
+            impostor.version = 1
+            await impostor.send_delta([{"op": "delete", "entity": "member", "id": "day_m"}])
+            await until(lambda: "message_rejected" in types(cloud), "rejection reported")
+            rejected = [
+                e["data"] for e in cloud.events_of("gw-1") if e["type"] == "message_rejected"
+            ]
+            assert rejected[0]["reason"] == "unknown_key"
+            assert gw.engine.version == 1
+            card = parse_read("nfc:04000001", site_id="t")
+            assert (await gw.tap(card, "front")).granted
+            itask.cancel()
+        task.cancel()
+
+    asyncio.run(go())
+
+
+def test_the_acl_keeps_a_gateway_out_of_other_gateways_topics(broker: Broker) -> None:
+    def client(name: str, ident: str) -> aiomqtt.Client:
+        cert, key = broker.certs[name]
+        return aiomqtt.Client(
+            "127.0.0.1",
+            broker.port,
+            identifier=ident,
+            tls_context=tls_context(broker.ca_file, cert, key),
+        )
+
+    async def first_payload(c: aiomqtt.Client) -> bytes:
+        async for message in c.messages:
+            return message.payload if isinstance(message.payload, bytes) else b""
+        raise AssertionError("no message")
+
+    async def go() -> None:
+        async with (
+            client("cloud", "cloud-probe") as cloud,
+            client("gw-1", "gw-1-probe") as gw1,
+            client("gw-2", "gw-2-probe") as gw2,
+        ):
+            # gw-2 may not read gw-1's commands: only its own arrive.
+            await gw2.subscribe("doorgw/v1/gw/gw-1/command", qos=1)
+            await gw2.subscribe("doorgw/v1/gw/gw-2/command", qos=1)
+            await cloud.publish("doorgw/v1/gw/gw-1/command", b"for gw-1", qos=1)
+            await cloud.publish("doorgw/v1/gw/gw-2/command", b"for gw-2", qos=1)
+            async with asyncio.timeout(10):
+                assert await first_payload(gw2) == b"for gw-2"
+            # A gateway may not publish to the site's topics: only the cloud's arrives.
+            await gw1.subscribe("doorgw/v1/site/t/delta", qos=1)
+            await gw2.publish("doorgw/v1/site/t/delta", b"forged by gw-2", qos=1)
+            await cloud.publish("doorgw/v1/site/t/delta", b"from the cloud", qos=1)
+            async with asyncio.timeout(10):
+                assert await first_payload(gw1) == b"from the cloud"
+
+    asyncio.run(go())
+
+
+def test_a_gateway_without_a_valid_certificate_cannot_connect(broker: Broker) -> None:
+    async def go() -> None:
+        client = aiomqtt.Client(
+            "127.0.0.1",
+            broker.port,
+            identifier="nobody",
+            timeout=3,
+            tls_context=tls_context(broker.ca_file, None, None),
+        )
+        with pytest.raises(aiomqtt.MqttError):
+            async with client:
+                pass
+
+    asyncio.run(go())
+
+
+def test_broker_restart_while_draining_loses_and_duplicates_nothing(
+    broker: Broker, tmp_path: Path
+) -> None:
+    async def go() -> None:
+        cloud = cloud_for(broker)
+        task = asyncio.create_task(cloud.run())
+        await cloud.connected.wait()
+        gw = gateway_for(broker, tmp_path, clock=SystemClock())
+        async with gw:
+            # Events pile up while the gateway is not connected.
+            await gw.outbox.append_many([("door_opened", {"n": i}, None) for i in range(20_000)])
+            run = asyncio.create_task(gw.run())
+            await until(lambda: cloud.received["gw-1"].contiguous > 2_000, "draining")
+            broker.restart()  # mid-drain
+            await until(lambda: gw.outbox.depth == 0, "all acknowledged", limit=120)
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+            last = gw.outbox.last_seq
+        got = cloud.received["gw-1"]
+        assert got.contiguous == last
+        seqs = sorted(got.events)
+        assert seqs == list(range(1, last + 1))
+        numbers = [e["data"]["n"] for e in cloud.events_of("gw-1") if e["type"] == "door_opened"]
+        assert numbers == list(range(20_000))
+        task.cancel()
+
+    asyncio.run(go())
