@@ -11,6 +11,7 @@ contains can stop the link.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
@@ -177,13 +178,21 @@ class MqttLink:
             self.connected.set()
             self.disconnected.clear()
             log.info("MQTT connected to %s", url)
-            if self._on_connect is not None:
-                await self._on_connect()
-            async for message in client.messages:
-                payload = message.payload
-                data = payload if isinstance(payload, bytes) else str(payload).encode()
-                try:
-                    await self._on_message(str(message.topic), data)
-                except Exception:
-                    # A bug in a handler must not take the link down with it.
-                    log.exception("handling a message on %s failed", message.topic)
+            try:
+                if self._on_connect is not None:
+                    await self._on_connect()
+                async for message in client.messages:
+                    payload = message.payload
+                    data = payload if isinstance(payload, bytes) else str(payload).encode()
+                    try:
+                        await self._on_message(str(message.topic), data)
+                    except Exception:
+                        # A bug in a handler must not take the link down with it.
+                        log.exception("handling a message on %s failed", message.topic)
+            except asyncio.CancelledError:
+                # A clean stop sends no last will, so say "offline" ourselves.
+                self.connected.clear()
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    async with asyncio.timeout(2):
+                        await client.publish(s.will_topic, s.will_payload, qos=1, retain=True)
+                raise

@@ -217,3 +217,64 @@ def test_broker_restart_while_draining_loses_and_duplicates_nothing(
         task.cancel()
 
     asyncio.run(go())
+
+
+def test_deltas_the_broker_dropped_while_offline_are_recovered_by_resync(
+    tmp_path: Path,
+) -> None:
+    # Mosquitto keeps at most max_queued_messages (1000 by default) for an offline
+    # persistent session; the rest of 1,500 deltas never arrive.
+    broker = Broker(tmp_path / "broker", site="t", gateways=["gw-1"], max_queued=1000)
+    broker.start()
+
+    def rename(i: int) -> dict[str, Any]:
+        return {
+            "op": "upsert",
+            "entity": "member",
+            "data": {"id": "none_m", "name": f"name {i}", "status": "active"},
+        }
+
+    async def go() -> None:
+        cloud = cloud_for(broker)
+        task = asyncio.create_task(cloud.run())
+        await cloud.connected.wait()
+        async with gateway_for(broker, tmp_path).running() as gw:
+            await until(lambda: gw.engine.version == 1, "first snapshot")
+            await until(lambda: cloud.status.get("gw-1", {}).get("state") == "online", "online")
+        await until(
+            lambda: cloud.status.get("gw-1", {}).get("state") == "offline",
+            "offline announced on a clean stop",
+        )
+        for i in range(1500):
+            await cloud.send_delta([rename(i)])
+        # The last of them revokes a card: it is among the deltas the broker dropped.
+        await cloud.send_delta(
+            [
+                {
+                    "op": "upsert",
+                    "entity": "credential",
+                    "data": {
+                        "id": "c-day",
+                        "member_id": "day_m",
+                        "kind": "nfc_uid",
+                        "value": "04000001",
+                        "status": "revoked",
+                    },
+                }
+            ]
+        )
+        assert cloud.version == 1502
+        async with gateway_for(broker, tmp_path).running() as gw:
+            await until(lambda: gw.engine.version == 1001, "the queued 1,000 deltas applied")
+            await cloud.send_beacon()
+            await cloud.send_beacon()
+            await until(lambda: gw.engine.version == 1502, "resynced to the platform's version")
+            card = parse_read("nfc:04000001", site_id="t")
+            assert (await gw.tap(card, "front")).reason is Reason.CREDENTIAL_REVOKED
+            assert any(r["reason"] == "behind" for r in cloud.resync_requests)
+        task.cancel()
+
+    try:
+        asyncio.run(go())
+    finally:
+        broker.stop()
