@@ -105,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--dir", type=Path, help="build the cache here (default: a temp dir)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
+    b = bench.add_parser(
+        "sync", help="snapshot throughput, revocation lag and outbox drain over a real Mosquitto"
+    )
+    b.add_argument("--members", type=_positive_int(10_000_000), default=100_000)
+    b.add_argument("--bookings", type=_positive_int(100_000_000), default=1_000_000)
+    b.add_argument("--revocations", type=_positive_int(100_000), default=200)
+    b.add_argument("--events", type=_positive_int(10_000_000), default=100_000)
+    b.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -123,6 +131,10 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
             from gateway.demo import run_demo
 
             return run_demo(args.dir)
+        if args.command == "bench" and args.bench == "sync":
+            from gateway.bench_sync import bench_sync
+
+            return bench_sync(args)
         if args.command == "bench":
             from gateway.bench import bench_decide
 

@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -94,7 +95,7 @@ class Outbox:
         return seqs[0]
 
     async def append_many(
-        self, events: list[tuple[str, dict[str, Any], int | None]]
+        self, events: Sequence[tuple[str, Mapping[str, Any], int | None]]
     ) -> list[int | None]:
         """Store events in one transaction (group commit); sequence numbers in order."""
         assert self._db is not None, "outbox is not open"
@@ -103,7 +104,7 @@ class Outbox:
             out: list[int | None] = []
             rows = []
             seq = self.last_seq
-            extra: list[tuple[str, dict[str, Any]]] = []
+            extra: list[tuple[str, Mapping[str, Any]]] = []
             if self._dropped and self.depth < self.max_events:
                 extra.append(
                     (
@@ -112,7 +113,7 @@ class Outbox:
                     )
                 )
                 self._dropped.clear()
-            for type_, data, at in [(t, d, None) for t, d in extra] + events:
+            for type_, data, at in [(t, d, None) for t, d in extra] + list(events):
                 if seq - self.acked_seq >= self.max_events:
                     self._dropped[type_] += 1
                     out.append(None)

@@ -31,6 +31,7 @@ from gateway.dataset import parse_changes
 from gateway.errors import DatasetError
 from gateway.jws import KeySet, SignatureError
 from gateway.protocol import (
+    WIRE_VALUES,
     AckMsg,
     BeaconMsg,
     CommandMsg,
@@ -326,11 +327,20 @@ class SyncEngine:
         self._applied_while_staging = []
         await self._writer.begin_stage()
         seen: set[str] = set()
-        for chunk in chunks:
-            # Decoding is CPU work; it runs in a thread so taps are not held up.
-            table, rows = await asyncio.to_thread(decode_part, chunk)
-            seen.add(table)
-            await self._writer.stage_rows(table, rows)
+        # Decoding is CPU work: it runs in a thread, so taps are not held up, and
+        # one chunk ahead, so it overlaps with inserting the previous one.
+        ahead = asyncio.ensure_future(asyncio.to_thread(decode_part, chunks[0]))
+        try:
+            for i in range(len(chunks)):
+                table, rows = await ahead
+                if i + 1 < len(chunks):
+                    ahead = asyncio.ensure_future(asyncio.to_thread(decode_part, chunks[i + 1]))
+                seen.add(table)
+                await self._writer.stage_rows(table, rows, WIRE_VALUES.get(table))
+        finally:
+            if not ahead.done():
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
         if "site" not in seen:
             raise DatasetError("snapshot has no site row")
         async with self._lock:

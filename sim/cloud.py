@@ -25,7 +25,7 @@ import aiomqtt
 from gateway.cloudkit import CloudSigner
 from gateway.dataset import parse_dataset
 from gateway.jws import Signer
-from gateway.mqtt import tls_context
+from gateway.mqtt import NO_DELAY, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,7 @@ class CloudPeer:
             protocol=aiomqtt.ProtocolVersion.V311,
             timeout=30,
             max_inflight_messages=100,
+            socket_options=[NO_DELAY],
             max_queued_outgoing_messages=100_000,
         )
         async with client:

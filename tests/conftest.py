@@ -246,7 +246,7 @@ def reader(make_reader: Callable[[dict[str, Any]], CacheReader]) -> CacheReader:
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Any]:
     """A running Mosquitto with TLS, client certificates and an ACL for gw-1 and gw-2."""
-    from .broker import Broker
+    from sim.broker import Broker
 
     b = Broker(tmp_path / "broker", site="t", gateways=["gw-1", "gw-2"])
     b.start()

@@ -18,9 +18,9 @@ from gateway.daemon import Gateway
 from gateway.decision import Reason
 from gateway.jws import Signer
 from gateway.mqtt import tls_context
+from sim.broker import Broker
 from sim.cloud import CloudPeer
 
-from .broker import Broker
 from .conftest import base_dataset, local
 
 

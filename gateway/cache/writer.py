@@ -260,16 +260,21 @@ class CacheWriter:
             f"BEGIN IMMEDIATE;\n{entity_tables(STAGE_PREFIX, suffix)}\nCOMMIT;"
         )
 
-    async def stage_rows(self, table: str, rows: Iterable[Sequence[Any]]) -> None:
-        """Insert database-ready rows into one stage table, in their own transaction.
+    async def stage_rows(
+        self, table: str, rows: Iterable[Sequence[Any]], values: str | None = None
+    ) -> None:
+        """Insert rows into one stage table, in their own transaction.
 
-        Live data is untouched, so deltas can be applied between calls.
+        ``values`` is the SQL VALUES expression when the rows are not already
+        in column order (see ``gateway.protocol.WIRE_VALUES``).  Live data is
+        untouched, so deltas can be applied between calls.
         """
         columns = _COLUMNS[table]
+        sql = _insert_sql(STAGE_PREFIX + table, columns, upsert=False)
+        if values is not None:
+            sql = sql.rsplit(" VALUES ", 1)[0] + f" VALUES ({values})"
         async with self._transaction("snapshot not applied"):
-            await self.db.executemany(
-                _insert_sql(STAGE_PREFIX + table, columns, upsert=False), rows
-            )
+            await self.db.executemany(sql, rows)
 
     async def swap_stage(
         self, version: int, replay: Sequence[tuple[int, Sequence[model.Change]]] = ()
@@ -295,7 +300,13 @@ class CacheWriter:
                 for delta_version, changes in replay:
                     await self._apply(changes)
                     await self._set_meta(delta_version)
-                problems = list(await (await db.execute("PRAGMA foreign_key_check")).fetchall())
+                # The stage tables were filled with enforcement on; only replayed
+                # deltas (applied with it off, above) can have broken a reference.
+                problems = (
+                    list(await (await db.execute("PRAGMA foreign_key_check")).fetchall())
+                    if replay
+                    else []
+                )
                 if problems:
                     table, _, parent, _ = problems[0]
                     raise sqlite3.IntegrityError(
