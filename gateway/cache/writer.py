@@ -26,6 +26,10 @@ from gateway.errors import CacheError, CacheSchemaError, DatasetError
 
 log = logging.getLogger(__name__)
 
+#: WAL pages between automatic checkpoints: SQLite's default, and while a snapshot loads.
+CHECKPOINT_PAGES = 1000
+BULK_CHECKPOINT_PAGES = 20_000
+
 
 def _list(values: Iterable[str]) -> str:
     return json.dumps(sorted(values))
@@ -256,6 +260,10 @@ class CacheWriter:
         """Create empty stage tables for a snapshot, dropping any left from before."""
         await self.drop_stage()
         suffix = "b" if await self._live_suffix() == "a" else "a"
+        # A snapshot commits chunk by chunk; checkpointing the WAL every 4 MB
+        # (SQLite's default) costs ~12 % of a 1M-booking load, every 80 MB
+        # does not.  Restored when the stage is swapped in or dropped.
+        await self.db.execute(f"PRAGMA wal_autocheckpoint={BULK_CHECKPOINT_PAGES}")
         await self.db.executescript(
             f"BEGIN IMMEDIATE;\n{entity_tables(STAGE_PREFIX, suffix)}\nCOMMIT;"
         )
@@ -314,6 +322,7 @@ class CacheWriter:
                     )
         finally:
             await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
 
     async def drop_stage(self) -> None:
         """Drop the stage tables, if any (an abandoned or failed snapshot)."""
@@ -325,6 +334,7 @@ class CacheWriter:
                     await db.execute(f"DROP TABLE IF EXISTS {STAGE_PREFIX}{table}")
         finally:
             await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
 
     async def _live_suffix(self) -> str:
         row = await (
