@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", type=Path, help="keep the demo's config and cache here (default: a temp dir)"
     )
 
+    p = sub.add_parser("schemas", help="write the sync protocol's JSON Schema files")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+
+    p = sub.add_parser("run", help="run the gateway daemon")
+    p.add_argument("--config", type=_config_path, default=DEFAULT_CONFIG_PATH, help=config_help)
+
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     b = bench.add_parser(
@@ -131,6 +137,16 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
             from gateway.demo import run_demo
 
             return run_demo(args.dir)
+        if args.command == "schemas":
+            from gateway.schemas import write_schemas
+
+            for path in write_schemas(args.out):
+                print(path)
+            return 0
+        if args.command == "run":
+            from gateway.daemon import run_daemon
+
+            return run_daemon(load_config(args.config), clock)
         if args.command == "bench" and args.bench == "sync":
             from gateway.bench_sync import bench_sync
 

@@ -305,3 +305,22 @@ async def _first(*aws: Any) -> None:
     finally:
         for t in tasks:
             t.cancel()
+
+
+def run_daemon(config: Config, clock: Clock) -> int:
+    """Run one gateway until SIGTERM or SIGINT; return the exit status."""
+    import signal
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with Gateway(config, clock).running():
+            log.info("gateway %s running", config.gateway.id)
+            await stop.wait()
+            log.info("stopping")
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    asyncio.run(main())
+    return 0
