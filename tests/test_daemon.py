@@ -1,0 +1,136 @@
+"""The gateway daemon with no broker reachable: taps, staleness, commands, bad config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.cli import main
+from gateway.clock import ManualClock
+from gateway.cloudkit import CloudSigner
+from gateway.config import load_config
+from gateway.credentials import parse_read
+from gateway.daemon import Gateway
+from gateway.dataset import parse_dataset
+from gateway.decision import Reason
+from gateway.errors import ConfigError
+from gateway.jws import Signer
+from sim.broker import free_port
+
+from .conftest import base_dataset, local
+
+SIGNER = Signer.generate("platform")
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [SIGNER.public_jwk()]}))
+    path = tmp_path / "doorgw.toml"
+    path.write_text(
+        f'[gateway]\nid = "gw-1"\nsite_id = "t"\ndata_dir = "data"\n\n'
+        # Nothing listens here: the broker is unreachable for the whole test.
+        f'[mqtt]\nurls = ["mqtt://127.0.0.1:{free_port()}"]\nreconnect_min = 0.05\n\n'
+        f'[sync]\nkeys_file = "keys.json"\n{extra}'
+    )
+    return path
+
+
+async def synced(gw: Gateway, clock: ManualClock) -> CloudSigner:
+    cloud = CloudSigner(SIGNER, "t", clock.now)
+    for chunk in cloud.snapshot(parse_dataset(base_dataset())):
+        await gw.engine.handle(chunk)
+    await gw.engine.wait_snapshot()
+    return cloud
+
+
+def run(tmp_path: Path, body: Any, extra: str = "") -> None:
+    clock = ManualClock(datetime.fromtimestamp(local("2026-03-10T10:00"), UTC))
+
+    async def go() -> None:
+        async with Gateway(load_config(write_config(tmp_path, extra)), clock).running() as gw:
+            await body(gw, clock)
+
+    asyncio.run(go())
+
+
+async def events(gw: Gateway) -> list[dict[str, Any]]:
+    return await gw.outbox.pending(0, 1000)
+
+
+def test_taps_are_decided_and_recorded_with_no_broker(tmp_path: Path) -> None:
+    async def body(gw: Gateway, clock: ManualClock) -> None:
+        await synced(gw, clock)
+        assert not gw.link.connected.is_set()
+        d = await gw.tap(parse_read("nfc:04000001", site_id="t"), "front")
+        assert d.reason is Reason.GRANTED_PLAN
+        access = [e for e in await events(gw) if e["type"] == "access"]
+        assert access[-1]["data"]["reason"] == "granted_plan"
+        assert access[-1]["data"]["data_age_s"] == 0
+        assert access[-1]["data"]["dataset_version"] == 1
+
+    run(tmp_path, body)
+
+
+def test_stale_data_stops_grants_per_kind_and_says_so(tmp_path: Path) -> None:
+    async def body(gw: Gateway, clock: ManualClock) -> None:
+        await synced(gw, clock)
+        clock.advance(5 * 3600)  # five hours without a word from the platform
+        assert gw.stale_kinds() == frozenset({"pass"})
+        card = parse_read("nfc:04000001", site_id="t")
+        assert (await gw.tap(card, "front")).granted
+        clock.advance(48 * 3600)  # Thu 12 Mar 15:00, inside plan hours
+        assert gw.stale_kinds() == frozenset({"pass", "plan", "booking"})
+        d = await gw.tap(card, "front")
+        assert (d.granted, d.reason) == (False, Reason.DATA_STALE)
+        last = [e for e in await events(gw) if e["type"] == "access"][-1]["data"]
+        assert last["data_age_s"] == 53 * 3600
+
+    run(tmp_path, body, "[sync.staleness]\nplan_hours = 48\nbooking_hours = 48\npass_hours = 4\n")
+
+
+def test_commands_expired_unsupported_and_resync(tmp_path: Path) -> None:
+    async def body(gw: Gateway, clock: ManualClock) -> None:
+        cloud = await synced(gw, clock)
+        now = int(clock.now().timestamp())
+        await gw.engine.handle(cloud.command("gw-1", "unlock", now - 1, door="front", seconds=5))
+        await gw.engine.handle(cloud.command("gw-1", "unlock", now + 60, door="front", seconds=5))
+        await gw.engine.handle(cloud.command("gw-1", "resync", now + 60))
+        got = [
+            (e["type"], e["data"].get("reason"))
+            for e in await events(gw)
+            if e["type"].startswith(("command", "resync"))
+        ]
+        assert got == [
+            ("resync_requested", "no_data"),
+            ("command_refused", "expired"),
+            ("command_refused", "unsupported"),
+            ("command_accepted", None),
+            ("resync_requested", "command"),
+        ]
+
+    run(tmp_path, body)
+
+
+def test_the_daemon_needs_its_sections_and_a_usable_key_set(tmp_path: Path) -> None:
+    path = tmp_path / "doorgw.toml"
+    path.write_text('[gateway]\nid = "gw-1"\nsite_id = "t"\n')
+    with pytest.raises(ConfigError, match=r"\[mqtt\]"):
+        Gateway(load_config(path), ManualClock(datetime(2026, 3, 1, tzinfo=UTC)))
+    config_path = write_config(tmp_path)
+    (tmp_path / "keys.json").write_text('{"keys": [{"kty": "RSA"}]}')
+    with pytest.raises(ConfigError, match="only OKP keys on Ed25519"):
+        Gateway(load_config(config_path), ManualClock(datetime(2026, 3, 1, tzinfo=UTC)))
+
+
+def test_doorgw_run_with_a_bad_key_file_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path = write_config(tmp_path)
+    (tmp_path / "keys.json").write_text("not json")
+    assert main(["run", "--config", str(config_path)]) == 2
+    assert "keys.json: not a usable JWKS" in capsys.readouterr().err

@@ -1,0 +1,80 @@
+"""The event outbox: gapless sequences, acks, restarts, and what happens when it is full."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gateway.clock import ManualClock
+from gateway.outbox import Outbox
+
+CLOCK = ManualClock(datetime(2026, 3, 10, 10, tzinfo=UTC))
+
+
+def test_sequences_are_gapless_and_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite3"
+
+    async def go() -> None:
+        async with Outbox(path, CLOCK) as box:
+            assert await box.append("a", {"n": 1}) == 1
+            assert await box.append_many([("b", {}, None), ("c", {}, 5)]) == [2, 3]
+            assert await box.ack(2) == 2
+            assert (box.depth, box.acked_seq) == (1, 2)
+        async with Outbox(path, CLOCK) as box:
+            assert (box.last_seq, box.acked_seq, box.depth) == (3, 2, 1)
+            assert await box.append("d", {}) == 4
+            pending = await box.pending(box.acked_seq, 10)
+            assert [(e["seq"], e["type"], e["at"]) for e in pending] == [
+                (3, "c", 5),
+                (4, "d", int(CLOCK.now().timestamp())),
+            ]
+
+    asyncio.run(go())
+
+
+def test_acks_out_of_range_are_ignored(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Outbox(tmp_path / "e.sqlite3", CLOCK) as box:
+            await box.append_many([("x", {}, None)] * 3)
+            assert await box.ack(10) == 0  # beyond what exists: a confused platform
+            assert await box.ack(2) == 2
+            assert await box.ack(1) == 0  # older: harmless
+            assert box.acked_seq == 2
+
+    asyncio.run(go())
+
+
+def test_a_full_outbox_warns_then_counts_what_it_drops_without_gaps(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with Outbox(tmp_path / "e.sqlite3", CLOCK, max_events=10, warn_ratio=0.5) as box:
+            seqs = await box.append_many([("access", {"i": i}, None) for i in range(12)])
+            # Event 5 crosses the warning line, so a warning takes seq 6.
+            assert seqs == [1, 2, 3, 4, 5, 7, 8, 9, 10, None, None, None]
+            events = await box.pending(0, 100)
+            assert events[5]["type"] == "outbox_nearly_full"
+            assert [e["seq"] for e in events] == list(range(1, 11))
+            await box.ack(10)
+            assert await box.append("access", {"i": 99}) == 12
+            tail = await box.pending(10, 10)
+            assert tail[0]["type"] == "events_dropped"
+            assert tail[0]["data"] == {"count": 3, "types": {"access": 3}}
+            assert tail[0]["seq"] == 11
+
+    asyncio.run(go())
+
+
+def test_an_unusable_outbox_path_is_a_clear_error(tmp_path: Path) -> None:
+    from gateway.errors import CacheError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+
+    async def go() -> None:
+        async with Outbox(blocker / "events.sqlite3", CLOCK):
+            pass
+
+    with pytest.raises(CacheError, match="cannot open the event outbox"):
+        asyncio.run(go())
