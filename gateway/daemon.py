@@ -108,6 +108,8 @@ class Gateway:
     async def __aenter__(self) -> Gateway:
         await self._stack.enter_async_context(self.writer)
         await self._stack.enter_async_context(self.outbox)
+        # Closed first (exit stacks unwind backwards): no load may outlive the writer.
+        self._stack.push_async_callback(self.engine.close)
         self.reader = CacheReader(self.config.cache_path)
         self._stack.callback(self.reader.close)
         await self.engine.start()

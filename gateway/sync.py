@@ -293,6 +293,13 @@ class SyncEngine:
             self._apply_snapshot(snapshot_id, version), name=f"snapshot-{snapshot_id}"
         )
 
+    async def close(self) -> None:
+        """Stop a snapshot load in progress (its chunks stay stored: it resumes later)."""
+        task = self._snapshot_task
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def wait_snapshot(self) -> None:
         """Wait until a snapshot being applied is done (for tests and shutdown)."""
         if self._snapshot_task is not None:

@@ -62,6 +62,7 @@ class Harness:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.engine.close()
         await self.writer.__aexit__(None, None, None)
 
     async def snapshot(self, doc: dict[str, Any], **kw: Any) -> None:
@@ -409,3 +410,44 @@ def test_a_million_booking_snapshot_syncs(tmp_path: Path) -> None:
         "bookings": 1_000_000,
         "snapshot_chunks": 0,
     }
+
+
+def test_a_revocation_during_a_long_snapshot_load_applies_at_once_and_survives_it(
+    tmp_path: Path,
+) -> None:
+    import random
+
+    from gateway.bench import build_dataset
+
+    big = build_dataset(20_000, 200_000, random.Random(5))
+    chunks = CloudSigner(SIGNER, "bench").snapshot(
+        type(big)(**{**{f: getattr(big, f) for f in big.__dataclass_fields__}, "version": 7}),
+        snapshot_id="big",
+    )
+    card = {"id": "c5", "member_id": "m5", "kind": "nfc_uid", "value": "04000000000005"}
+
+    async def body(h: Harness) -> None:
+        h.engine.site_id = "bench"
+        h.cloud = CloudSigner(SIGNER, "bench", h.clock.now)
+        for chunk in CloudSigner(SIGNER, "bench").snapshot(big, snapshot_id="small-first"):
+            await h.engine.handle(chunk)
+        await h.engine.wait_snapshot()
+        assert h.engine.version == 1
+        for chunk in chunks[:-1]:
+            await h.engine.handle(chunk)
+        assert await h.engine.handle(chunks[-1]) == "snapshot_complete"
+        # The load of version 7 is under way; a revocation on top of version 1 arrives.
+        revoke = {"op": "upsert", "entity": "credential", "data": {**card, "status": "revoked"}}
+        assert await h.engine.handle(h.cloud.delta(1, 2, [revoke])) == "applied"
+        assert h.engine._snapshot_task is not None, "the delta did not wait for the load"
+        # The platform's next delta after the snapshot's version also revokes.
+        assert await h.engine.handle(h.cloud.delta(7, 8, [revoke])) == "buffered_gap"
+        await h.engine.wait_snapshot()
+        assert h.engine.version == 8
+
+    run(tmp_path / "c.sqlite3", body)
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "c.sqlite3")
+    assert conn.execute("SELECT status FROM credentials WHERE id = 'c5'").fetchone() == ("revoked",)
+    conn.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -168,6 +169,7 @@ class CacheWriter:
         self.path = Path(path)
         self._clock = clock
         self._db: aiosqlite.Connection | None = None
+        self._tx_lock = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
         try:
@@ -263,10 +265,11 @@ class CacheWriter:
         # A snapshot commits chunk by chunk; checkpointing the WAL every 4 MB
         # (SQLite's default) costs ~12 % of a 1M-booking load, every 80 MB
         # does not.  Restored when the stage is swapped in or dropped.
-        await self.db.execute(f"PRAGMA wal_autocheckpoint={BULK_CHECKPOINT_PAGES}")
-        await self.db.executescript(
-            f"BEGIN IMMEDIATE;\n{entity_tables(STAGE_PREFIX, suffix)}\nCOMMIT;"
-        )
+        async with self._tx_lock:
+            await self.db.execute(f"PRAGMA wal_autocheckpoint={BULK_CHECKPOINT_PAGES}")
+            await self.db.executescript(
+                f"BEGIN IMMEDIATE;\n{entity_tables(STAGE_PREFIX, suffix)}\nCOMMIT;"
+            )
 
     async def stage_rows(
         self, table: str, rows: Iterable[Sequence[Any]], values: str | None = None
@@ -296,10 +299,12 @@ class CacheWriter:
         """
         db = self.db
         # Dropping a parent table with enforcement on would first delete its
-        # rows one by one; referential integrity is checked whole below.
+        # rows one by one; referential integrity is checked whole below.  The
+        # lock spans the pragmas: no delta may run while enforcement is off.
+        await self._tx_lock.acquire()
         await db.execute("PRAGMA foreign_keys=OFF")
         try:
-            async with self._transaction("snapshot not applied"):
+            async with self._unlocked_transaction("snapshot not applied"):
                 for table in TABLES_CHILDREN_FIRST:
                     await db.execute(f"DROP TABLE {table}")
                 for table in TABLES_CHILDREN_FIRST:
@@ -323,18 +328,20 @@ class CacheWriter:
         finally:
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
+            self._tx_lock.release()
 
     async def drop_stage(self) -> None:
         """Drop the stage tables, if any (an abandoned or failed snapshot)."""
         db = self.db
-        await db.execute("PRAGMA foreign_keys=OFF")
-        try:
-            async with self._transaction("stage not dropped"):
-                for table in TABLES_CHILDREN_FIRST:
-                    await db.execute(f"DROP TABLE IF EXISTS {STAGE_PREFIX}{table}")
-        finally:
-            await db.execute("PRAGMA foreign_keys=ON")
-            await db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
+        async with self._tx_lock:
+            await db.execute("PRAGMA foreign_keys=OFF")
+            try:
+                async with self._unlocked_transaction("stage not dropped"):
+                    for table in TABLES_CHILDREN_FIRST:
+                        await db.execute(f"DROP TABLE IF EXISTS {STAGE_PREFIX}{table}")
+            finally:
+                await db.execute("PRAGMA foreign_keys=ON")
+                await db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
 
     async def _live_suffix(self) -> str:
         row = await (
@@ -367,7 +374,16 @@ class CacheWriter:
 
     @asynccontextmanager
     async def _transaction(self, failure: str) -> AsyncIterator[None]:
-        """One write transaction: committed whole, or rolled back whole."""
+        """One write transaction: committed whole, or rolled back whole.
+
+        The connection is shared by the snapshot loader and the deltas, so
+        transactions take turns; a delta waits at most for one chunk.
+        """
+        async with self._tx_lock, self._unlocked_transaction(failure):
+            yield
+
+    @asynccontextmanager
+    async def _unlocked_transaction(self, failure: str) -> AsyncIterator[None]:
         db = self.db
         await db.execute("BEGIN IMMEDIATE")
         try:
