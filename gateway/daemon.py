@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 #: Events per published batch, and batches in flight before waiting for an ack.
 BATCH_EVENTS = 1000
 WINDOW_BATCHES = 16
+#: Commands may not be valid for longer than this (seconds).
+MAX_COMMAND_LIFETIME = 3600
 #: Seconds without an ack before unacknowledged events are sent again.
 ACK_TIMEOUT = 10.0
 
@@ -202,9 +204,17 @@ class Gateway:
 
     async def _on_command(self, command: CommandMsg) -> None:
         now = int(self.clock.now().timestamp())
+        refused = None
         if command.exp < now:
+            refused = "expired"
+        elif command.exp > now + MAX_COMMAND_LIFETIME:
+            refused = "expiry_too_far"  # bounds how long nonces must be kept
+        elif not await self.writer.claim_nonce(command.nonce, command.exp, now):
+            refused = "replayed"
+        if refused is not None:
             await self.record(
-                "command_refused", {"command_id": command.command_id, "reason": "expired"}
+                "command_refused",
+                {"command_id": command.command_id, "action": command.action, "reason": refused},
             )
             return
         if command.action == "resync":

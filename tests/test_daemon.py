@@ -99,7 +99,10 @@ def test_commands_expired_unsupported_and_resync(tmp_path: Path) -> None:
         now = int(clock.now().timestamp())
         await gw.engine.handle(cloud.command("gw-1", "unlock", now - 1, door="front", seconds=5))
         await gw.engine.handle(cloud.command("gw-1", "unlock", now + 60, door="front", seconds=5))
-        await gw.engine.handle(cloud.command("gw-1", "resync", now + 60))
+        resync = cloud.command("gw-1", "resync", now + 60)
+        await gw.engine.handle(resync)
+        await gw.engine.handle(resync)  # the same signed command again: a replay
+        await gw.engine.handle(cloud.command("gw-1", "resync", now + 86_400))
         got = [
             (e["type"], e["data"].get("reason"))
             for e in await events(gw)
@@ -111,6 +114,8 @@ def test_commands_expired_unsupported_and_resync(tmp_path: Path) -> None:
             ("command_refused", "unsupported"),
             ("command_accepted", None),
             ("resync_requested", "command"),
+            ("command_refused", "replayed"),
+            ("command_refused", "expiry_too_far"),
         ]
 
     run(tmp_path, body)

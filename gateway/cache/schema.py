@@ -119,6 +119,8 @@ MIGRATIONS: tuple[str, ...] = (
     "CREATE TABLE snapshot_chunks (snapshot_id TEXT NOT NULL, idx INTEGER NOT NULL, "
     "count INTEGER NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL, "
     "data BLOB NOT NULL, PRIMARY KEY (snapshot_id, idx));",
+    # 3: command nonces already used, kept until their command expires.
+    "CREATE TABLE seen_nonces (nonce TEXT PRIMARY KEY, exp INTEGER NOT NULL) WITHOUT ROWID;",
 )
 
 #: The schema version this code reads and writes.

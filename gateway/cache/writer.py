@@ -489,6 +489,19 @@ class CacheWriter:
         ).fetchall()
         return [bytes(r[0]) for r in rows]
 
+    async def claim_nonce(self, nonce: str, exp: int, now: int) -> bool:
+        """Record a command's one-time nonce; False if it was seen before (a replay).
+
+        Nonces are kept until their command's expiry, after which the expiry
+        check alone refuses the command.
+        """
+        async with self._transaction("nonce not recorded"):
+            await self.db.execute("DELETE FROM seen_nonces WHERE exp < ?", (now,))
+            cursor = await self.db.execute(
+                "INSERT OR IGNORE INTO seen_nonces VALUES (?, ?)", (nonce, exp)
+            )
+        return cursor.rowcount == 1
+
     async def drop_chunks(self) -> None:
         """Forget any snapshot transfer."""
         async with self._transaction("chunks not dropped"):
