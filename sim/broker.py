@@ -140,16 +140,19 @@ class Broker:
         path.write_text(json.dumps({"keys": [self.signer.public_jwk()]}))
         return path
 
-    def gateway_config(self, gateway: str, data_dir: Path, **mqtt: object) -> Path:
-        """A complete gateway config file for ``gateway`` on this broker."""
+    def gateway_config(
+        self, gateway: str, data_dir: Path, *, urls: list[str] | None = None, **mqtt: object
+    ) -> Path:
+        """A complete gateway config file for ``gateway`` on this broker (or ``urls``)."""
         cert, key = self.certs[gateway]
+        url_list = json.dumps(urls or [self.url])
         extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in mqtt.items())
         path = data_dir / "doorgw.toml"
         data_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(
             f'[gateway]\nid = "{gateway}"\nsite_id = "{self.site}"\ndata_dir = "{data_dir}"\n\n'
             f'[[doors]]\nid = "front"\n\n'
-            f'[mqtt]\nurls = ["{self.url}"]\nca_file = "{self.ca_file}"\n'
+            f'[mqtt]\nurls = {url_list}\nca_file = "{self.ca_file}"\n'
             f'cert_file = "{cert}"\nkey_file = "{key}"\nreconnect_min = 0.05\n'
             f"reconnect_max = 0.5\n{extra}\n"
             f'[sync]\nkeys_file = "{self.keys_file()}"\n'

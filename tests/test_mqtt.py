@@ -278,3 +278,23 @@ def test_deltas_the_broker_dropped_while_offline_are_recovered_by_resync(
         asyncio.run(go())
     finally:
         broker.stop()
+
+
+def test_a_dead_first_broker_fails_over_to_the_next(broker: Broker, tmp_path: Path) -> None:
+    from sim.broker import free_port
+
+    async def go() -> None:
+        cloud = cloud_for(broker)
+        task = asyncio.create_task(cloud.run())
+        await cloud.connected.wait()
+        dead = f"mqtts://127.0.0.1:{free_port()}"
+        config = load_config(
+            broker.gateway_config("gw-1", tmp_path / "gw-1", urls=[dead, broker.url])
+        )
+        gw = Gateway(config, ManualClock(datetime.fromtimestamp(local("2026-03-10T10:00"), UTC)))
+        async with gw.running():
+            await until(lambda: gw.engine.version == 1, "synced through the second broker")
+            assert gw.link.broker == broker.url
+        task.cancel()
+
+    asyncio.run(go())
