@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import random
 import tempfile
 import time
@@ -30,8 +31,7 @@ import aiomqtt
 
 from gateway.bench import build_dataset
 from gateway.cache import CacheWriter
-from gateway.cache.schema import STAGE_PREFIX
-from gateway.cache.writer import _TABLES, _insert_sql
+from gateway.cache.writer import stage_insert_sql, table_rows
 from gateway.clock import ManualClock, SystemClock
 from gateway.cloudkit import CloudSigner
 from gateway.config import load_config
@@ -52,17 +52,7 @@ async def snapshot_figures(members: int, bookings: int, directory: Path) -> dict
     dataset = build_dataset(members, bookings, random.Random(3))  # noqa: S311 - synthetic data
     signer = Signer.generate("bench")
     chunks = CloudSigner(signer, dataset.site.id).snapshot(dataset, snapshot_id="bench")
-    rows = (
-        1
-        + len(dataset.resources)
-        + len(dataset.doors)
-        + len(dataset.members)
-        + len(dataset.credentials)
-        + len(dataset.plans)
-        + len(dataset.entitlements)
-        + len(dataset.bookings)
-        + len(dataset.passes)
-    )
+    rows = sum(len(items) for items in dataset.tables())
     clock = ManualClock(datetime(2026, 3, 11, tzinfo=UTC))
 
     async def ignore(*_: Any) -> None:
@@ -73,29 +63,16 @@ async def snapshot_figures(members: int, bookings: int, directory: Path) -> dict
     floor_path = directory / "bench-floor.sqlite3"
     floor_path.unlink(missing_ok=True)
     async with CacheWriter(floor_path, clock) as writer:
-        groups: list[Any] = [
-            (dataset.site,),
-            dataset.resources,
-            dataset.doors,
-            dataset.members,
-            dataset.credentials,
-            dataset.plans,
-            dataset.entitlements,
-            dataset.bookings,
-            dataset.passes,
-        ]
         prepared = []
-        for items in groups:
-            table, columns, row = _TABLES[type(items[0])]
-            prepared.append(
-                (_insert_sql(STAGE_PREFIX + table, columns, upsert=False), [row(i) for i in items])
-            )
+        for items in dataset.tables():
+            table, rows_of_table = table_rows(items)
+            prepared.append((stage_insert_sql(table), list(rows_of_table)))
         await writer.begin_stage()
         db = writer.db
         t0 = time.perf_counter()
-        for sql, table_rows in prepared:
+        for sql, table_rows_list in prepared:
             await db.execute("BEGIN IMMEDIATE")
-            await db.executemany(sql, table_rows)
+            await db.executemany(sql, table_rows_list)
             await db.execute("COMMIT")
         floor_s = time.perf_counter() - t0
         del prepared
@@ -142,23 +119,12 @@ def _example_doc() -> dict[str, Any]:
 async def mqtt_figures(directory: Path, revocations: int, events: int) -> dict[str, Any]:
     """Revocation lag and outbox drain over a real Mosquitto, each with its floor."""
     from sim.broker import Broker
-    from sim.cloud import CloudPeer
 
     doc = _example_doc()
     broker = Broker(directory / "broker", site=doc["site"]["id"], gateways=["gw-bench"])
     broker.start()
     try:
-        cert, key = broker.certs["cloud"]
-        cloud = CloudPeer(
-            host="127.0.0.1",
-            port=broker.port,
-            site_id=doc["site"]["id"],
-            signer=broker.signer,
-            dataset=doc,
-            ca_file=broker.ca_file,
-            cert_file=cert,
-            key_file=key,
-        )
+        cloud = broker.cloud_peer(doc)
         cloud_task = asyncio.create_task(cloud.run())
         await cloud.connected.wait()
         config = load_config(broker.gateway_config("gw-bench", directory / "gw-bench"))
@@ -241,11 +207,17 @@ def _client(broker: Any, name: str, ident: str) -> aiomqtt.Client:
         max_inflight_messages=100,
         socket_options=[NO_DELAY],
         max_queued_outgoing_messages=100_000,
+        # The floor publishes all batches at once on purpose; aiomqtt would warn.
+        logger=_QUIET,
     )
 
 
+_QUIET = logging.getLogger("doorgw.bench.floor")
+_QUIET.setLevel(logging.ERROR)
+
+
 async def _bare_round_trips(broker: Any, count: int, size: int) -> list[float]:
-    """QoS 1 publish (cloud identity) to receipt (gateway identity) on the site's delta topic."""
+    """QoS 1 publish (cloud identity) to receipt (gateway identity) through the same broker."""
     # A topic of the site that gateways may read but do not subscribe to.
     topic = f"doorgw/v1/site/{broker.site}/bench-floor"
     out = []
@@ -265,21 +237,8 @@ async def _bare_round_trips(broker: Any, count: int, size: int) -> list[float]:
 
 async def _drain(broker: Any, directory: Path, events: int) -> tuple[float, float]:
     """Seconds to drain ``events`` queued events, and to publish them bare."""
-    from sim.cloud import CloudPeer
-
     doc = _example_doc()
-    cert, key = broker.certs["cloud"]
-    cloud = CloudPeer(
-        host="127.0.0.1",
-        port=broker.port,
-        site_id=doc["site"]["id"],
-        signer=broker.signer,
-        dataset=doc,
-        ca_file=broker.ca_file,
-        cert_file=cert,
-        key_file=key,
-        client_id="cloud-drain",
-    )
+    cloud = broker.cloud_peer(doc, client_id="cloud-drain")
     cloud.answer_resyncs = False
     task = asyncio.create_task(cloud.run())
     await cloud.connected.wait()

@@ -9,6 +9,7 @@ to share.  Instants are integer Unix seconds (UTC); local dates are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -207,6 +208,20 @@ class Dataset:
     bookings: tuple[Booking, ...]
     passes: tuple[Pass, ...]
 
+    def tables(self) -> tuple[Sequence[Entity], ...]:
+        """Every entity, one sequence per table, parents before children."""
+        return (
+            (self.site,),
+            self.resources,
+            self.doors,
+            self.members,
+            self.credentials,
+            self.plans,
+            self.entitlements,
+            self.bookings,
+            self.passes,
+        )
+
 
 Entity = Site | Door | Resource | Member | Credential | Plan | Entitlement | Booking | Pass
 
@@ -231,3 +246,15 @@ class Delete:
 
 
 Change = Upsert | Delete
+
+#: Entity name (in changes) -> its table and dataset section (the same word).
+ENTITY_TABLES: dict[str, str] = {
+    "door": "doors",
+    "resource": "resources",
+    "member": "members",
+    "credential": "credentials",
+    "plan": "plans",
+    "entitlement": "entitlements",
+    "booking": "bookings",
+    "pass": "passes",
+}

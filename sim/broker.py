@@ -10,9 +10,13 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from gateway.jws import Signer
 from gateway.pki import issue, make_ca
+
+if TYPE_CHECKING:
+    from sim.cloud import CloudPeer
 
 PREFIX = "doorgw/v1"
 
@@ -134,6 +138,23 @@ class Broker:
     @property
     def url(self) -> str:
         return f"mqtts://127.0.0.1:{self.port}"
+
+    def cloud_peer(self, dataset: dict[str, Any], **kw: Any) -> CloudPeer:
+        """A platform stand-in connected as ``cloud`` (signing with this broker's test key)."""
+        from sim.cloud import CloudPeer
+
+        cert, key = self.certs["cloud"]
+        kw.setdefault("signer", self.signer)
+        return CloudPeer(
+            host="127.0.0.1",
+            port=self.port,
+            site_id=self.site,
+            dataset=dataset,
+            ca_file=self.ca_file,
+            cert_file=cert,
+            key_file=key,
+            **kw,
+        )
 
     def keys_file(self) -> Path:
         path = self.dir / "platform-keys.json"

@@ -25,20 +25,12 @@ import aiomqtt
 from gateway.cloudkit import CloudSigner
 from gateway.dataset import parse_dataset
 from gateway.jws import Signer
+from gateway.model import ENTITY_TABLES
 from gateway.mqtt import NO_DELAY, tls_context
 
 log = logging.getLogger(__name__)
 
-_SECTIONS = {
-    "door": "doors",
-    "resource": "resources",
-    "member": "members",
-    "credential": "credentials",
-    "plan": "plans",
-    "entitlement": "entitlements",
-    "booking": "bookings",
-    "pass": "passes",
-}
+_SECTIONS = ENTITY_TABLES
 _CASCADE = {
     "member": ("credentials", "entitlements", "bookings", "passes"),
     "plan": ("entitlements",),

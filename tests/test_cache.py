@@ -12,6 +12,7 @@ import pytest
 
 from gateway import model
 from gateway.cache import SCHEMA_VERSION, CacheReader, CacheWriter
+from gateway.cache.writer import table_rows
 from gateway.clock import ManualClock
 from gateway.credentials import parse_read
 from gateway.dataset import parse_changes, parse_dataset
@@ -351,21 +352,9 @@ def test_deltas_apply_while_a_snapshot_is_staged_and_replay_after_the_swap(
     async def go() -> None:
         async with CacheWriter(path, CLOCK) as w:
             await w.begin_stage()
-            from gateway.cache.writer import _TABLES
-
-            for items in (
-                (snapshot.site,),
-                snapshot.resources,
-                snapshot.doors,
-                snapshot.members,
-                snapshot.credentials,
-                snapshot.plans,
-                snapshot.entitlements,
-                snapshot.bookings,
-                snapshot.passes,
-            ):
-                table, _, row = _TABLES[type(items[0])]
-                await w.stage_rows(table, [row(i) for i in items])
+            for items in snapshot.tables():
+                table, rows = table_rows(items)
+                await w.stage_rows(table, rows)
                 if table == "members":
                     # A revocation lands mid-transfer: it takes effect at once...
                     await w.apply_changes(revoke, version=2)
@@ -399,11 +388,8 @@ def test_a_swap_whose_replay_breaks_references_keeps_the_old_data(tmp_path: Path
     async def go() -> None:
         async with CacheWriter(path, CLOCK) as w:
             await w.begin_stage()
-            from gateway.cache.writer import _TABLES
-
             for items in ((snapshot.site,), snapshot.members):
-                table, _, row = _TABLES[type(items[0])]
-                await w.stage_rows(table, [row(i) for i in items])
+                await w.stage_rows(*table_rows(items))
             with pytest.raises(DatasetError, match="not in the cache"):
                 await w.swap_stage(10, replay=[(11, orphan)])
             assert await w.dataset_version() == 1

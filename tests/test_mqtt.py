@@ -34,18 +34,7 @@ async def until(predicate: Callable[[], object], what: str, limit: float = 30.0)
 
 
 def cloud_for(broker: Broker, doc: dict[str, Any] | None = None, **kw: Any) -> CloudPeer:
-    cert, key = broker.certs["cloud"]
-    kw.setdefault("signer", broker.signer)
-    return CloudPeer(
-        host="127.0.0.1",
-        port=broker.port,
-        site_id="t",
-        dataset=doc or base_dataset(),
-        ca_file=broker.ca_file,
-        cert_file=cert,
-        key_file=key,
-        **kw,
-    )
+    return broker.cloud_peer(doc or base_dataset(), **kw)
 
 
 def gateway_for(broker: Broker, tmp_path: Path, name: str = "gw-1", clock: Any = None) -> Gateway:

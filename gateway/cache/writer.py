@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -126,16 +126,18 @@ _TABLES: dict[type, tuple[str, tuple[str, ...], Callable[[Any], _Row]]] = {
 }
 #: Table -> its columns, in insert order.
 _COLUMNS = {table: columns for table, columns, _ in _TABLES.values()}
-_ENTITY_TABLE = {
-    "door": "doors",
-    "resource": "resources",
-    "member": "members",
-    "credential": "credentials",
-    "plan": "plans",
-    "entitlement": "entitlements",
-    "booking": "bookings",
-    "pass": "passes",
-}
+_ENTITY_TABLE = model.ENTITY_TABLES
+
+
+def table_rows(items: Sequence[Any]) -> tuple[str, Iterator[_Row]]:
+    """The table of a non-empty sequence of one entity type, and its database rows."""
+    table, _, row = _TABLES[type(items[0])]
+    return table, (row(i) for i in items)
+
+
+def stage_insert_sql(table: str) -> str:
+    """The plain INSERT into a stage table, columns in :func:`table_rows` order."""
+    return _insert_sql(STAGE_PREFIX + table, _COLUMNS[table], upsert=False)
 
 
 def _insert_sql(table: str, columns: Sequence[str], *, upsert: bool) -> str:
@@ -234,24 +236,12 @@ class CacheWriter:
         anything fails, the previous data stays as it was.
         """
         await self.begin_stage()
-        groups: list[Sequence[Any]] = [
-            (dataset.site,),
-            dataset.resources,
-            dataset.doors,
-            dataset.members,
-            dataset.credentials,
-            dataset.plans,
-            dataset.entitlements,
-            dataset.bookings,
-            dataset.passes,
-        ]
         try:
-            for items in groups:
+            for items in dataset.tables():
                 if items:
-                    table, _, row = _TABLES[type(items[0])]
                     # A generator, so rows are built in aiosqlite's worker thread
                     # instead of blocking the event loop for a million bookings.
-                    await self.stage_rows(table, (row(i) for i in items))
+                    await self.stage_rows(*table_rows(items))
             await self.swap_stage(dataset.version)
         except BaseException:
             await self.drop_stage()
@@ -280,8 +270,7 @@ class CacheWriter:
         in column order (see ``gateway.protocol.WIRE_VALUES``).  Live data is
         untouched, so deltas can be applied between calls.
         """
-        columns = _COLUMNS[table]
-        sql = _insert_sql(STAGE_PREFIX + table, columns, upsert=False)
+        sql = stage_insert_sql(table)
         if values is not None:
             sql = sql.rsplit(" VALUES ", 1)[0] + f" VALUES ({values})"
         async with self._transaction("snapshot not applied"):
