@@ -90,6 +90,15 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         ),
         (GOOD.replace("[gateway]", "[gateway]\n[gateway]"), None, "not valid TOML"),
         ("", "gateway", "required setting is missing"),
+        (GOOD + '[mqtt]\nurls = ["http://broker:80"]\n', "mqtt.urls[0]", "should match pattern"),
+        (GOOD + "[mqtt]\nurls = []\n", "mqtt.urls", "at least 1 item"),
+        (
+            GOOD + '[mqtt]\nurls = ["mqtts://b:8883"]\ntopic_prefix = "a/#"\n',
+            "mqtt.topic_prefix",
+            "should match pattern",
+        ),
+        (GOOD + "[sync]\n", "sync.keys_file", "required setting is missing"),
+        (GOOD + "[outbox]\nmax_events = 5\n", "outbox.max_events", "greater than or equal"),
     ],
 )
 def test_bad_configs_name_the_key_and_the_problem(

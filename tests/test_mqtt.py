@@ -287,3 +287,48 @@ def test_a_dead_first_broker_fails_over_to_the_next(broker: Broker, tmp_path: Pa
         task.cancel()
 
     asyncio.run(go())
+
+
+def test_doorgw_run_stops_cleanly_on_sigterm(broker: Broker, tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    async def go() -> None:
+        cloud = cloud_for(broker)
+        task = asyncio.create_task(cloud.run())
+        await cloud.connected.wait()
+        config = broker.gateway_config("gw-1", tmp_path / "gw-1")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "run",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            await until(
+                lambda: cloud.status.get("gw-1", {}).get("state") == "online", "daemon online"
+            )
+            await until(
+                lambda: any(r.get("reason") == "no_data" for r in cloud.resync_requests),
+                "asked for data",
+            )
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                code = await proc.wait()
+            await until(
+                lambda: cloud.status.get("gw-1", {}).get("state") == "offline", "offline announced"
+            )
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        out = (await proc.stdout.read()).decode() if proc.stdout else ""
+        assert code == 0, out
+        assert "Traceback" not in out
+        task.cancel()
+
+    asyncio.run(go())
