@@ -87,6 +87,8 @@ class StalenessSection(_Section):
     plan_hours: float | None = Field(default=72.0, gt=0)
     booking_hours: float | None = Field(default=72.0, gt=0)
     pass_hours: float | None = Field(default=24.0, gt=0)
+    #: For staff members, every kind of grant; unset: staff keep their access.
+    staff_hours: float | None = Field(default=None, gt=0)
 
 
 class SyncSection(_Section):

@@ -141,17 +141,20 @@ class Gateway:
 
     # The tap path.
 
-    def stale_kinds(self) -> frozenset[str]:
-        """Grant kinds whose data is older than its configured bound."""
+    def stale_kinds(self, *, staff: bool = False) -> frozenset[str]:
+        """Grant kinds whose data is older than its configured bound (for staff, or not)."""
         age = self.data_age()
         limits = self.config.sync.staleness if self.config.sync else None
         if age is None or limits is None:
             return frozenset()
-        kinds = {
-            "plan": limits.plan_hours,
-            "booking": limits.booking_hours,
-            "pass": limits.pass_hours,
-        }
+        if staff:
+            kinds = dict.fromkeys(("plan", "booking", "pass"), limits.staff_hours)
+        else:
+            kinds = {
+                "plan": limits.plan_hours,
+                "booking": limits.booking_hours,
+                "pass": limits.pass_hours,
+            }
         return frozenset(
             k for k, hours in kinds.items() if hours is not None and age > hours * 3600
         )
@@ -166,7 +169,14 @@ class Gateway:
         """Decide one credential read at one door now, and record the event."""
         assert self.reader is not None, "gateway is not open"
         with self.reader.view() as view:
-            decision = decide(view, read, door_id, self.clock.now(), stale=self.stale_kinds())
+            decision = decide(
+                view,
+                read,
+                door_id,
+                self.clock.now(),
+                stale=self.stale_kinds(),
+                stale_staff=self.stale_kinds(staff=True),
+            )
         await self.record(
             "access",
             {

@@ -94,10 +94,11 @@ class MemberDoc(_Wire):
     name: Name
     status: model.MemberStatus
     extended_unlock: bool = False
+    staff: bool = False
 
     def to_model(self) -> model.Member:
         """The decision core's :class:`~gateway.model.Member`."""
-        return model.Member(self.id, self.name, self.status, self.extended_unlock)
+        return model.Member(self.id, self.name, self.status, self.extended_unlock, self.staff)
 
 
 class CredentialDoc(_Wire):

@@ -247,12 +247,14 @@ def decide(
     at: datetime | int,
     *,
     stale: frozenset[str] = frozenset(),
+    stale_staff: frozenset[str] | None = None,
 ) -> Decision:
     """Decide whether ``read`` opens ``door_id`` at instant ``at``.
 
     ``at`` is an aware datetime or Unix seconds.  ``stale`` names the grant
     kinds (``booking``, ``plan``, ``pass``) that may not open doors because
-    the data behind them is too old.  The result always carries one
+    the data behind them is too old; ``stale_staff`` does the same for staff
+    members (default: as ``stale``).  The result always carries one
     :class:`Reason`; denials carry the most useful one for the member.
     """
     if isinstance(at, datetime):
@@ -298,6 +300,8 @@ def decide(
     if member.status is MemberStatus.SUSPENDED:
         return _deny(Reason.MEMBER_SUSPENDED, "member suspended", door_id, ts, cred)
 
+    if member.staff and stale_staff is not None:
+        stale = stale_staff
     return _evaluate_grants(view, site, door, member, cred, ts, stale)
 
 

@@ -96,12 +96,17 @@ class Resource:
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """A person with an account; ``extended_unlock`` asks doors to stay open longer."""
+    """A person with an account.
+
+    ``extended_unlock`` asks doors to stay open longer; ``staff`` marks site
+    staff, whose access may be configured to outlast stale data.
+    """
 
     id: str
     name: str
     status: MemberStatus
     extended_unlock: bool = False
+    staff: bool = False
 
 
 @dataclass(frozen=True, slots=True)

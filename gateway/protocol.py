@@ -271,7 +271,7 @@ ROW_TYPES: dict[str, Any] = {
     "site": tuple[Id, str, list[date]],
     "resources": tuple[Id, _Name],
     "doors": tuple[Id, _Name, list[Id], list[Id]],
-    "members": tuple[Id, _Name, _MStatus, bool],
+    "members": tuple[Id, _Name, _MStatus, bool, bool],
     "credentials": tuple[
         Id,
         Id,
@@ -361,7 +361,7 @@ def _to_db_rows(table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]
     if table == "doors":
         return [(r[0], r[1], dumps(sorted(r[2])), dumps(sorted(r[3]))) for r in rows]
     if table == "members":
-        return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+        return [(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
     if table == "plans":
         return [
             (r[0], r[1], dumps(sorted(r[2])), dumps(WeeklySchedule.parse(r[3]).texts()), int(r[4]))
@@ -403,7 +403,10 @@ def dataset_parts(ds: model.Dataset) -> list[tuple[str, list[list[Any]]]]:
         ("site", [[ds.site.id, ds.site.timezone, sorted(d.isoformat() for d in ds.site.closures)]]),
         ("resources", [[r.id, r.name] for r in ds.resources]),
         ("doors", [[d.id, d.name, sorted(d.resources), sorted(d.groups)] for d in ds.doors]),
-        ("members", [[m.id, m.name, m.status.value, m.extended_unlock] for m in ds.members]),
+        (
+            "members",
+            [[m.id, m.name, m.status.value, m.extended_unlock, m.staff] for m in ds.members],
+        ),
         (
             "credentials",
             [

@@ -118,6 +118,7 @@ BASE_DATASET: dict[str, Any] = {
     + [
         {"id": "sus_m", "name": "Suspended", "status": "suspended"},
         {"id": "can_m", "name": "Cancelled", "status": "cancelled"},
+        {"id": "staff_m", "name": "Staff", "status": "active", "staff": True},
     ],
     "credentials": [
         _card("c-day", "day_m", "04000001"),
@@ -138,6 +139,7 @@ BASE_DATASET: dict[str, Any] = {
         _card("c-none", "none_m", "04000010"),
         {"id": "w-day", "member_id": "day_m", "kind": "wiegand", "value": "12:345"},
         {"id": "p-day", "member_id": "day_m", "kind": "pin", "value": pin_digest("t", "1234")},
+        _card("c-staff", "staff_m", "04000011"),
     ],
     "entitlements": [
         _ent(
@@ -156,6 +158,7 @@ BASE_DATASET: dict[str, Any] = {
         _ent("e-sus", "sus_m", "day"),
         _ent("e-future", "future_m", "day", valid_from="2026-04-01T00:00:00+01:00"),
         _ent("e-past", "past_m", "day", valid_until="2026-02-01T00:00:00Z"),
+        _ent("e-staff", "staff_m", "day"),
     ],
     "bookings": [
         _booking(

@@ -400,3 +400,35 @@ def test_a_swap_whose_replay_breaks_references_keeps_the_old_data(tmp_path: Path
     reader = CacheReader(path)
     assert _reason(reader, "nfc:04000001") is Reason.GRANTED_PLAN
     reader.close()
+
+
+def test_stage_tables_match_the_migrated_live_tables() -> None:
+    # Snapshots are swapped in by renaming stage tables, so they must have
+    # exactly the live tables' columns, keys and indexes.
+    from gateway.cache.schema import ENTITY_TABLES, MIGRATIONS, STAGE_PREFIX, entity_tables
+
+    conn = sqlite3.connect(":memory:")
+    for migration in MIGRATIONS:
+        conn.executescript(migration)
+    conn.executescript(entity_tables(STAGE_PREFIX, "b"))
+
+    def shape(table: str) -> tuple[object, ...]:
+        columns = conn.execute(f"PRAGMA table_info({table})").fetchall()
+        keys = [
+            (r[2].removeprefix(STAGE_PREFIX), r[3], r[4], r[6])
+            for r in conn.execute(f"PRAGMA foreign_key_list({table})")
+        ]
+        indexes = sorted(
+            (
+                r[1].rsplit("_", 1)[0],
+                r[2],
+                tuple(c[2] for c in conn.execute(f"PRAGMA index_info({r[1]})")),
+            )
+            for r in conn.execute(f"PRAGMA index_list({table})")
+            if r[3] == "c"
+        )
+        return (columns, sorted(keys), indexes)
+
+    for table, _, _ in ENTITY_TABLES:
+        assert shape(table) == shape(STAGE_PREFIX + table), table
+    conn.close()

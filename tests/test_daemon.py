@@ -87,6 +87,9 @@ def test_stale_data_stops_grants_per_kind_and_says_so(tmp_path: Path) -> None:
         assert gw.stale_kinds() == frozenset({"pass", "plan", "booking"})
         d = await gw.tap(card, "front")
         assert (d.granted, d.reason) == (False, Reason.DATA_STALE)
+        # Staff keep their access: no staff_hours bound is configured.
+        staff = await gw.tap(parse_read("nfc:04000011", site_id="t"), "front")
+        assert (staff.granted, staff.reason) == (True, Reason.GRANTED_PLAN)
         last = [e for e in await events(gw) if e["type"] == "access"][-1]["data"]
         assert last["data_age_s"] == 53 * 3600
 

@@ -40,7 +40,7 @@ HOT_PATH_SQL: dict[str, str] = {
     "site": "SELECT id, timezone, closures FROM site",
     "door": "SELECT id, name, resources, groups FROM doors WHERE id = ?",
     "credential": _CREDENTIAL_SQL,
-    "member": "SELECT id, name, status, extended_unlock FROM members WHERE id = ?",
+    "member": "SELECT id, name, status, extended_unlock, staff FROM members WHERE id = ?",
     "bookings": _BOOKINGS_SQL,
     "passes": _PASSES_SQL,
     "entitlements": _ENTITLEMENTS_SQL,
@@ -139,7 +139,7 @@ class SqliteView:
         row = self._conn.execute(HOT_PATH_SQL["member"], (member_id,)).fetchone()
         if row is None:
             return None
-        return model.Member(row[0], row[1], _MEMBER_STATUS[row[2]], bool(row[3]))
+        return model.Member(row[0], row[1], _MEMBER_STATUS[row[2]], bool(row[3]), bool(row[4]))
 
     def bookings(self, member_id: str, since: int) -> Sequence[model.Booking]:
         """The member's bookings closing at or after ``since``, soonest first."""

@@ -31,7 +31,7 @@ ENTITY_TABLES: tuple[tuple[str, str, tuple[tuple[str, str, bool], ...]], ...] = 
     (
         "members",
         "id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, "
-        "extended_unlock INTEGER NOT NULL",
+        "extended_unlock INTEGER NOT NULL, staff INTEGER NOT NULL",
         (),
     ),
     (
@@ -113,8 +113,26 @@ def entity_index(prefix: str, table: str, index: str, cols: str, unique: bool, s
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the initial schema.
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;\n"
-    + entity_tables("", "a"),
+    # Frozen text: ENTITY_TABLES may change later only together with a migration.
+    """\
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE site (singleton INTEGER PRIMARY KEY CHECK (singleton = 1), id TEXT NOT NULL, timezone TEXT NOT NULL, closures TEXT NOT NULL);
+CREATE TABLE resources (id TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE doors (id TEXT PRIMARY KEY, name TEXT NOT NULL, resources TEXT NOT NULL, groups TEXT NOT NULL);
+CREATE TABLE members (id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, extended_unlock INTEGER NOT NULL, staff INTEGER NOT NULL);
+CREATE TABLE credentials (id TEXT PRIMARY KEY, member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE, kind TEXT NOT NULL, value TEXT NOT NULL, status TEXT NOT NULL, valid_from INTEGER, valid_until INTEGER);
+CREATE UNIQUE INDEX credentials_by_value_a ON credentials(kind, value);
+CREATE INDEX credentials_by_member_a ON credentials(member_id);
+CREATE TABLE plans (id TEXT PRIMARY KEY, name TEXT NOT NULL, door_groups TEXT NOT NULL, schedule TEXT NOT NULL, around_the_clock INTEGER NOT NULL);
+CREATE TABLE entitlements (id TEXT PRIMARY KEY, member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE, plan_id TEXT NOT NULL REFERENCES plans(id) ON DELETE CASCADE, valid_from INTEGER, valid_until INTEGER);
+CREATE INDEX entitlements_by_member_a ON entitlements(member_id);
+CREATE INDEX entitlements_by_plan_a ON entitlements(plan_id);
+CREATE TABLE bookings (id TEXT PRIMARY KEY, member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE, resource_id TEXT NOT NULL REFERENCES resources(id) ON DELETE CASCADE, start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL, payment TEXT NOT NULL, grace_before INTEGER NOT NULL, grace_after INTEGER NOT NULL, closes_at INTEGER NOT NULL);
+CREATE INDEX bookings_by_member_a ON bookings(member_id, closes_at);
+CREATE INDEX bookings_by_resource_a ON bookings(resource_id);
+CREATE TABLE passes (id TEXT PRIMARY KEY, member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE, kind TEXT NOT NULL, name TEXT NOT NULL, doors TEXT NOT NULL, door_groups TEXT NOT NULL, valid_from INTEGER NOT NULL, valid_until INTEGER NOT NULL);
+CREATE INDEX passes_by_member_a ON passes(member_id, valid_until);
+""",
     # 2: snapshot chunks as they arrive, so a restart resumes the transfer.
     "CREATE TABLE snapshot_chunks (snapshot_id TEXT NOT NULL, idx INTEGER NOT NULL, "
     "count INTEGER NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL, "

@@ -52,8 +52,8 @@ _TABLES: dict[type, tuple[str, tuple[str, ...], Callable[[Any], _Row]]] = {
     ),
     model.Member: (
         "members",
-        ("id", "name", "status", "extended_unlock"),
-        lambda m: (m.id, m.name, m.status.value, int(m.extended_unlock)),
+        ("id", "name", "status", "extended_unlock", "staff"),
+        lambda m: (m.id, m.name, m.status.value, int(m.extended_unlock), int(m.staff)),
     ),
     model.Credential: (
         "credentials",
