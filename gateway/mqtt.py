@@ -70,6 +70,18 @@ def tls_context(
     return context
 
 
+def raise_if_cancelling(exc: BaseException) -> None:
+    """Re-raise cancellation that the MQTT library turned into an error.
+
+    aiomqtt can report a cancelled session as "disconnected during message
+    iteration"; a reconnect loop that took that at face value would never
+    stop, and shutdown would wait for it forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
+
+
 def backoff(attempt: int, low: float, high: float, rng: random.Random) -> float:
     """Exponential backoff with "equal jitter": between half and all of the step."""
     step: float = min(high, low * (2.0 ** min(attempt, 30)))
@@ -144,6 +156,7 @@ class MqttLink:
                 await self._session(url)
                 attempt = 0  # a session that was up resets the backoff
             except aiomqtt.MqttError as exc:
+                raise_if_cancelling(exc)
                 log.warning("MQTT %s: %s", url, exc)
             finally:
                 self.connected.clear()

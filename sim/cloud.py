@@ -26,7 +26,7 @@ from gateway.cloudkit import CloudSigner
 from gateway.dataset import parse_dataset
 from gateway.jws import Signer
 from gateway.model import ENTITY_TABLES
-from gateway.mqtt import NO_DELAY, tls_context
+from gateway.mqtt import NO_DELAY, raise_if_cancelling, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ class CloudPeer:
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
+                raise_if_cancelling(exc)
                 log.info("cloud peer: %s", exc)
             finally:
                 self.connected.clear()
