@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,7 +23,7 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.credentials import CredentialRead
 from gateway.decision import Decision, decide
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, DoorgwError
 from gateway.jws import KeySet
 from gateway.mqtt import LinkDownError, LinkSettings, MqttLink
 from gateway.outbox import Outbox
@@ -44,6 +45,26 @@ WINDOW_BATCHES = 16
 MAX_COMMAND_LIFETIME = 3600
 #: Seconds without an ack before unacknowledged events are sent again.
 ACK_TIMEOUT = 10.0
+
+
+#: Seconds the tasks get to stop after a stop request, before it is an error.
+STOP_TIMEOUT = 15.0
+
+
+class StopTimeoutError(DoorgwError, TimeoutError):
+    """The gateway's tasks did not stop in time; the message shows where they were."""
+
+
+def _describe_tasks() -> str:
+    lines = ["tasks still running after the stop timeout:"]
+    for task in asyncio.all_tasks():
+        if task is asyncio.current_task():
+            continue
+        frames = " <- ".join(
+            f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(task.get_stack(limit=12))
+        )
+        lines.append(f"  {task.get_name()}: {frames}")
+    return "\n".join(lines)
 
 
 def load_keys(config: Config) -> KeySet:
@@ -129,13 +150,20 @@ class Gateway:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
-        """Open the gateway and run it in the background for the ``with`` block."""
+        """Open the gateway and run it in the background for the ``with`` block.
+
+        Leaving the block stops the tasks; if they have not stopped within
+        :data:`STOP_TIMEOUT` seconds, :class:`StopTimeoutError` names them.
+        """
         async with self:
             task = asyncio.create_task(self.run(), name=f"gateway-{self.config.gateway.id}")
             try:
                 yield self
             finally:
                 task.cancel()
+                done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT)
+                if not done:
+                    raise StopTimeoutError(_describe_tasks())
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
@@ -338,10 +366,18 @@ def run_daemon(config: Config, clock: Clock) -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with Gateway(config, clock).running():
-            log.info("gateway %s running", config.gateway.id)
-            await stop.wait()
-            log.info("stopping")
+        try:
+            async with Gateway(config, clock).running():
+                log.info("gateway %s running", config.gateway.id)
+                await stop.wait()
+                log.info("stopping")
+        except StopTimeoutError as exc:
+            # Like systemd's final SIGKILL, but with a report. Events are already
+            # durable, and asyncio's own clean-up would wait for the stuck task
+            # forever, so leave from here.
+            log.error("%s", exc)
+            logging.shutdown()
+            os._exit(1)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     asyncio.run(main())

@@ -205,7 +205,9 @@ class MqttLink:
                     data = payload if isinstance(payload, bytes) else str(payload).encode()
                     try:
                         await self._on_message(str(message.topic), data)
-                    except Exception:
+                    except Exception as exc:
+                        # An error raised while being cancelled is the cancellation.
+                        raise_if_cancelling(exc)
                         # A bug in a handler must not take the link down with it.
                         log.exception("handling a message on %s failed", message.topic)
             except asyncio.CancelledError:

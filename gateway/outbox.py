@@ -19,10 +19,10 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiosqlite
 
@@ -30,6 +30,8 @@ from gateway.clock import Clock
 from gateway.errors import CacheError
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -58,6 +60,7 @@ class Outbox:
         self.acked_seq = 0
         self._warned = False
         self._dropped: Counter[str] = Counter()
+        self._inflight: set[asyncio.Future[Any]] = set()
         #: Set whenever events are appended, for the publisher to wake on.
         self.appended = asyncio.Event()
 
@@ -80,6 +83,8 @@ class Outbox:
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=10)
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -97,7 +102,16 @@ class Outbox:
     async def append_many(
         self, events: Sequence[tuple[str, Mapping[str, Any], int | None]]
     ) -> list[int | None]:
-        """Store events in one transaction (group commit); sequence numbers in order."""
+        """Store events in one transaction (group commit); sequence numbers in order.
+
+        Shielded from cancellation: a caller that is cancelled mid-write must
+        not leave the stored sequence and the one in memory apart.
+        """
+        return await self._shielded(self._append_many(events))
+
+    async def _append_many(
+        self, events: Sequence[tuple[str, Mapping[str, Any], int | None]]
+    ) -> list[int | None]:
         assert self._db is not None, "outbox is not open"
         now = int(self._clock.now().timestamp())
         async with self._lock:
@@ -148,7 +162,8 @@ class Outbox:
                     )
                     await self._db.execute("COMMIT")
                 except BaseException:
-                    await self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:
+                        await self._db.execute("ROLLBACK")
                     raise
                 self.last_seq = seq
                 self.appended.set()
@@ -167,6 +182,16 @@ class Outbox:
 
     async def ack(self, seq: int) -> int:
         """The platform stored everything up to ``seq``: delete it; return how many."""
+        return await self._shielded(self._ack(seq))
+
+    async def _shielded(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        # The write finishes even if the caller is cancelled; closing waits for it.
+        task = asyncio.ensure_future(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(task)
+
+    async def _ack(self, seq: int) -> int:
         assert self._db is not None, "outbox is not open"
         async with self._lock:
             if seq <= self.acked_seq:
@@ -182,7 +207,8 @@ class Outbox:
                 )
                 await self._db.execute("COMMIT")
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    await self._db.execute("ROLLBACK")
                 raise
             self.acked_seq = seq
             if self.depth < self._warn_at:

@@ -350,7 +350,7 @@ def test_doorgw_run_stops_cleanly_on_sigterm(broker: Broker, tmp_path: Path) -> 
                 await proc.wait()
         out = (await proc.stdout.read()).decode() if proc.stdout else ""
         assert code == 0, out
-        assert "Traceback" not in out
+        assert "Traceback" not in out, out
         task.cancel()
 
     run_async(go())
