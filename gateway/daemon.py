@@ -188,7 +188,7 @@ class Gateway:
         )
 
     def data_age(self) -> int | None:
-        """Seconds since the platform was last heard from (None: never)."""
+        """Seconds since the newest message the platform signed (None: never heard)."""
         if self.engine.last_contact is None:
             return None
         return max(0, int(self.clock.now().timestamp()) - self.engine.last_contact)

@@ -85,7 +85,7 @@ class SyncEngine:
         self._on_command = on_command
         #: The version of the live data (None: none yet).
         self.version: int | None = None
-        #: Last time (Unix seconds) a verified message arrived from the platform.
+        #: The newest signing time (Unix seconds, capped at now) of a verified message.
         self.last_contact: int | None = None
         #: The latest version the platform has announced.
         self.cloud_version: int | None = None
@@ -145,7 +145,11 @@ class SyncEngine:
             return await self._reject(
                 "wrong_gateway", f"message for gateway {msg.gateway!r}", topic
             )
-        self.last_contact = int(self._clock.now().timestamp())
+        # Freshness follows when the platform signed, not when a message arrived:
+        # replaying old signed messages must not make stale data look fresh.  A
+        # platform clock ahead of ours counts as now.
+        now = int(self._clock.now().timestamp())
+        self.last_contact = max(self.last_contact or 0, min(msg.iat, now))
         if isinstance(msg, DeltaMsg):
             return await self._delta(msg)
         if isinstance(msg, SnapshotChunkMsg):

@@ -142,3 +142,17 @@ def test_doorgw_run_with_a_bad_key_file_exits_2(
     (tmp_path / "keys.json").write_text("not json")
     assert main(["run", "--config", str(config_path)]) == 2
     assert "keys.json: not a usable JWKS" in capsys.readouterr().err
+
+
+def test_replayed_old_messages_do_not_refresh_the_data(tmp_path: Path) -> None:
+    async def body(gw: Gateway, clock: ManualClock) -> None:
+        cloud = await synced(gw, clock)
+        old_beacon = cloud.beacon(1)  # signed now, kept by an attacker
+        clock.advance(30 * 3600)  # past the default 24 h bound for passes
+        assert await gw.engine.handle(old_beacon) == "current"
+        assert gw.data_age() == 30 * 3600
+        assert "pass" in gw.stale_kinds()
+        await gw.engine.handle(cloud.beacon(1))  # a fresh one does
+        assert gw.data_age() == 0
+
+    run(tmp_path, body)
