@@ -49,6 +49,8 @@ RequestResync = Callable[[ResyncRequestMsg], Awaitable[object]]
 
 #: At most this many out-of-order deltas are held while waiting for a resync.
 MAX_BUFFERED_DELTAS = 10_000
+#: At most one ``message_rejected`` event per reason this often (seconds).
+REJECT_INTERVAL = 10.0
 #: A new resync request is sent at most this often (seconds, monotonic).
 RESYNC_INTERVAL = 10.0
 
@@ -92,6 +94,7 @@ class SyncEngine:
         self._buffer: dict[int, tuple[int, list[model.Change]]] = {}
         self._applied_while_staging: list[tuple[int, list[model.Change]]] | None = None
         self._last_resync: float | None = None
+        self._rejections: dict[str, tuple[float | None, int]] = {}
         self._behind_beacons = 0
         self._snapshot_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -165,9 +168,23 @@ class SyncEngine:
         return "command"
 
     async def _reject(self, reason: str, detail: str, topic: str) -> str:
+        # Whoever can publish to our topics could otherwise fill the outbox with
+        # rejections: one event per reason per REJECT_INTERVAL, with a count.
+        now = self._clock.monotonic()
+        last, suppressed = self._rejections.get(reason, (None, 0))
+        if last is not None and now - last < REJECT_INTERVAL:
+            self._rejections[reason] = (last, suppressed + 1)
+            return f"rejected:{reason}"
+        self._rejections[reason] = (now, 0)
         log.warning("rejected a message on %s: %s", topic or "?", detail)
         await self._record(
-            "message_rejected", {"reason": reason, "detail": detail[:300], "topic": topic}
+            "message_rejected",
+            {
+                "reason": reason,
+                "detail": detail[:300],
+                "topic": topic,
+                "suppressed_before": suppressed,
+            },
         )
         return f"rejected:{reason}"
 

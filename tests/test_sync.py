@@ -451,3 +451,19 @@ def test_a_revocation_during_a_long_snapshot_load_applies_at_once_and_survives_i
     conn = sqlite3.connect(tmp_path / "c.sqlite3")
     assert conn.execute("SELECT status FROM credentials WHERE id = 'c5'").fetchone() == ("revoked",)
     conn.close()
+
+
+def test_a_flood_of_bad_messages_is_recorded_once_per_interval_with_a_count(
+    tmp_path: Path,
+) -> None:
+    async def body(h: Harness) -> None:
+        await h.snapshot(base_dataset())
+        for _ in range(500):
+            assert await h.engine.handle(b"garbage") == "rejected:malformed"
+        assert h.rejected() == ["malformed"]
+        h.clock.advance(11)
+        await h.engine.handle(b"garbage")
+        rejected = [d for t, d in h.events if t == "message_rejected"]
+        assert [d["suppressed_before"] for d in rejected] == [0, 499]
+
+    run(tmp_path / "c.sqlite3", body)
