@@ -8,6 +8,7 @@ to, so a day-long scenario runs in milliseconds.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -24,6 +25,10 @@ class Clock(Protocol):
         """Return seconds from an arbitrary origin that never go backwards."""
         ...
 
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's monotonic time."""
+        ...
+
 
 class SystemClock:
     """The machine's real-time and monotonic clocks."""
@@ -35,6 +40,10 @@ class SystemClock:
     def monotonic(self) -> float:
         """Return :func:`time.monotonic`."""
         return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        """:func:`asyncio.sleep`."""
+        await asyncio.sleep(seconds)
 
 
 class ManualClock:
@@ -49,6 +58,7 @@ class ManualClock:
             raise ValueError("ManualClock needs an aware datetime, got a naive one")
         self._now = start.astimezone(UTC)
         self._mono = 0.0
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
 
     def now(self) -> datetime:
         """Return the clock's current instant."""
@@ -64,6 +74,35 @@ class ManualClock:
             raise ValueError(f"a clock cannot go back: advance({seconds})")
         self._now += timedelta(seconds=seconds)
         self._mono += seconds
+        due = [f for deadline, f in self._sleepers if deadline <= self._mono]
+        self._sleepers = [(d, f) for d, f in self._sleepers if d > self._mono]
+        for future in due:
+            if not future.done():
+                future.set_result(None)
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait until :meth:`advance` has moved the clock ``seconds`` further."""
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self._mono + seconds, future))
+        await future
+
+    async def run_for(self, seconds: float, step: float = 0.05) -> None:
+        """Advance ``seconds`` in steps, letting tasks run at each step.
+
+        Timers due in a step fire in that step, so behaviour is resolved to
+        ``step`` seconds of simulated time.
+        """
+        remaining = seconds
+        while remaining > 1e-9:
+            delta = min(step, remaining)
+            self.advance(delta)
+            remaining -= delta
+            # Let woken tasks run (and start new timers) before the next step.
+            for _ in range(5):
+                await asyncio.sleep(0)
 
     def set(self, instant: datetime) -> None:
         """Step the wall clock to ``instant``, as NTP might; monotonic time is unchanged."""
