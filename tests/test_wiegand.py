@@ -1,0 +1,84 @@
+"""Wiegand frames: every supported format, its parity checks, keypads, garbage."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.credentials import normalize
+from gateway.model import CredentialKind
+from gateway.readers.wiegand import (
+    FORMATS,
+    CardRead,
+    KeyPress,
+    WiegandError,
+    decode_frame,
+    encode_card,
+)
+
+
+def bits(text: str) -> list[int]:
+    return [int(c) for c in text.replace(" ", "")]
+
+
+def test_a_known_26_bit_frame() -> None:
+    # Facility 12, card 34567, as H10301 puts them on the wire.
+    frame = encode_card(26, 12, 34567)
+    assert "".join(map(str, frame)) == "00000110010000111000001110"
+    read = decode_frame(frame)
+    assert read == CardRead(26, 12, 34567)
+    assert isinstance(read, CardRead)
+    assert normalize(CredentialKind.WIEGAND, read.value) == "12:34567"
+
+
+@given(length=st.sampled_from(sorted(FORMATS)), data=st.data())
+def test_every_format_round_trips_and_any_single_bit_flip_is_caught(
+    length: int, data: st.DataObject
+) -> None:
+    fmt = FORMATS[length]
+    facility = data.draw(st.integers(0, (1 << fmt.facility[1]) - 1))
+    card = data.draw(st.integers(0, (1 << fmt.card[1]) - 1))
+    frame = encode_card(length, facility, card)
+    assert decode_frame(frame) == CardRead(length, facility, card)
+    flip = data.draw(st.integers(0, length - 1))
+    broken = list(frame)
+    broken[flip] ^= 1
+    with pytest.raises(WiegandError, match="parity fails"):
+        decode_frame(broken)
+
+
+@pytest.mark.parametrize(
+    ("frame", "key"),
+    [
+        ("0000", "0"),
+        ("1001", "9"),
+        ("1010", "*"),
+        ("1011", "#"),
+        ("1111 0000", "0"),
+        ("0110 1001", "9"),
+        ("0100 1011", "#"),
+    ],
+)
+def test_keypad_bursts(frame: str, key: str) -> None:
+    assert decode_frame(bits(frame)) == KeyPress(key)
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        ([], "0-bit frame: not a supported format"),
+        ([1] * 25, "25-bit frame"),
+        ([0, 1, 2, 1], "0 and 1 bits only"),
+        (bits("1100"), "keypad code 12 is not a key"),
+        (bits("0000 0000"), "not the complement"),
+    ],
+)
+def test_bad_frames_say_why(frame: list[int], message: str) -> None:
+    with pytest.raises(WiegandError, match=message):
+        decode_frame(frame)
+
+
+def test_values_that_do_not_fit_are_refused() -> None:
+    with pytest.raises(WiegandError, match="does not fit"):
+        encode_card(26, 256, 1)
