@@ -23,9 +23,11 @@ def bits(text: str) -> list[int]:
 
 
 def test_a_known_26_bit_frame() -> None:
-    # Facility 12, card 34567, as H10301 puts them on the wire.
+    # Facility 12 (00001100), card 34567 (1000011100000111), as H10301 puts them
+    # on the wire: bits 1-12 hold three ones, so the even parity bit is 1; bits
+    # 13-24 hold six, so the odd parity bit is 1.
     frame = encode_card(26, 12, 34567)
-    assert "".join(map(str, frame)) == "00000110010000111000001110"
+    assert "".join(map(str, frame)) == "1" + "00001100" + "1000011100000111" + "1"
     read = decode_frame(frame)
     assert read == CardRead(26, 12, 34567)
     assert isinstance(read, CardRead)
