@@ -1,0 +1,110 @@
+"""Serial scanners: line framing, garbage, and a port that is unplugged and plugged back.
+
+Real pyserial over real pseudo-terminals: the test holds the pty's master
+side as the scanner would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from gateway.clock import SystemClock
+from gateway.readers.lines import Discarded, Line, LineFramer
+from gateway.readers.serial_reader import SerialLineReader
+
+
+def test_framing_across_pieces_and_terminators() -> None:
+    framer = LineFramer()
+    assert framer.feed(b"ab") == []
+    assert framer.feed(b"c\r\nde") == [Line("abc")]
+    assert framer.feed(b"f\n\n\rg\r") == [Line("def"), Line("g")]
+
+
+def test_garbage_is_discarded_with_a_reason_and_reading_goes_on() -> None:
+    framer = LineFramer(max_line=10)
+    out = framer.feed(b"\xff\xfe\n" + b"x" * 25 + b"\n" + b"ok\x07\n" + b"fine\n")
+    assert out == [
+        Discarded("not_utf8", 2),
+        Discarded("too_long", 25),
+        Discarded("control_chars", 3),
+        Line("fine"),
+    ]
+
+
+class Scanner:
+    """A pty whose slave side is reached through a stable path, like /dev/serial/by-id."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.master: int | None = None
+        self.plug()
+
+    def plug(self) -> None:
+        self.master, slave = os.openpty()
+        name = os.ttyname(slave)
+        os.close(slave)
+        self.path.unlink(missing_ok=True)
+        self.path.symlink_to(name)
+
+    def unplug(self) -> None:
+        assert self.master is not None
+        os.close(self.master)
+        self.master = None
+        self.path.unlink()
+
+    def send(self, data: bytes) -> None:
+        assert self.master is not None
+        os.write(self.master, data)
+
+
+async def until(predicate: Any, limit: float = 20.0) -> None:
+    async with asyncio.timeout(limit):
+        while not predicate():  # noqa: ASYNC110 - polling several components' state
+            await asyncio.sleep(0.01)
+
+
+def test_lines_arrive_and_an_unplugged_scanner_comes_back(tmp_path: Path) -> None:
+    scanner = Scanner(tmp_path / "scanner")
+    lines: list[str] = []
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    async def on_line(text: str) -> None:
+        lines.append(text)
+
+    async def record(type_: str, data: dict[str, Any]) -> None:
+        events.append((type_, data))
+
+    async def go() -> None:
+        reader = SerialLineReader(
+            "qr-front",
+            str(scanner.path),
+            on_line=on_line,
+            record=record,
+            clock=SystemClock(),
+            retry_min=0.05,
+            retry_max=0.2,
+        )
+        task = asyncio.create_task(reader.run())
+        try:
+            await until(lambda: reader.online)
+            scanner.send(b"DP1.abc")
+            scanner.send(b".def\r\n\xff\n")
+            await until(lambda: lines == ["DP1.abc.def"])
+            await until(lambda: any(t == "reader_input_discarded" for t, _ in events))
+            scanner.unplug()
+            await until(lambda: not reader.online)
+            scanner.plug()
+            await until(lambda: reader.online)
+            scanner.send(b"second\n")
+            await until(lambda: lines == ["DP1.abc.def", "second"])
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+    kinds = [t for t, _ in events]
+    assert kinds == ["reader_online", "reader_input_discarded", "reader_offline", "reader_online"]
+    assert events[1][1] == {"reader": "qr-front", "reason": "not_utf8", "bytes": 1}
