@@ -1,0 +1,133 @@
+"""A Wiegand reader on two GPIO inputs (DATA0, DATA1), framed on the gap between bits.
+
+Readers pulse DATA0 low for a 0 and DATA1 low for a 1, 20-100 us wide and
+about 2 ms apart; a frame ends when no bit has come for ``gap`` seconds.
+gpiozero calls back from its own threads, so each bit hops onto the event
+loop here, stamped with the injected clock.  Frames decode with
+:func:`gateway.readers.wiegand.decode_frame`; keypad keys are gathered into
+a PIN ended by ``#`` (``*`` clears, and an unfinished PIN is dropped after
+``pin_timeout`` seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gpiozero import DigitalInputDevice
+from gpiozero.pins import Factory
+
+from gateway.clock import Clock
+from gateway.readers.wiegand import CardRead, KeyPress, WiegandError, decode_frame
+
+Record = Callable[[str, dict[str, Any]], Awaitable[object]]
+OnCard = Callable[[CardRead], Awaitable[object]]
+OnPin = Callable[[str], Awaitable[object]]
+
+
+class WiegandReader:
+    """Collects bits from DATA0/DATA1 and hands over cards and PINs."""
+
+    def __init__(
+        self,
+        reader_id: str,
+        *,
+        factory: Factory,
+        clock: Clock,
+        data0: int | str,
+        data1: int | str,
+        on_card: OnCard,
+        on_pin: OnPin,
+        record: Record,
+        gap: float = 0.025,
+        pin_timeout: float = 10.0,
+        max_pin: int = 12,
+    ) -> None:
+        self.reader_id = reader_id
+        self._clock = clock
+        self._on_card = on_card
+        self._on_pin = on_pin
+        self._record = record
+        self.gap = gap
+        self.pin_timeout = pin_timeout
+        self.max_pin = max_pin
+        self._loop = asyncio.get_running_loop()
+        self._bits: asyncio.Queue[int] = asyncio.Queue()
+        # Lines idle high and are pulled low for a bit: active when low.
+        self._lines = [
+            DigitalInputDevice(pin, pull_up=True, pin_factory=factory) for pin in (data0, data1)
+        ]
+        for bit, line in enumerate(self._lines):
+            line.when_activated = self._notifier(bit)
+        self._pin = ""
+        self._pin_started: float | None = None
+
+    def _notifier(self, bit: int) -> Callable[[], None]:
+        def notify() -> None:
+            self._loop.call_soon_threadsafe(self._bits.put_nowait, bit)
+
+        return notify
+
+    async def run(self) -> None:
+        """Frame bits until cancelled."""
+        while True:
+            frame = [await self._bits.get()]
+            while True:
+                try:
+                    # The clock decides when the gap is over (simulated in tests).
+                    frame.append(await _first_bit(self._bits, self._clock, self.gap))
+                except TimeoutError:
+                    break
+            await self._frame(frame)
+
+    async def _frame(self, bits: list[int]) -> None:
+        try:
+            read = decode_frame(bits)
+        except WiegandError as exc:
+            await self._record(
+                "reader_bad_frame",
+                {"reader": self.reader_id, "bits": len(bits), "reason": str(exc)},
+            )
+            return
+        if isinstance(read, CardRead):
+            await self._on_card(read)
+        else:
+            await self._key(read)
+
+    async def _key(self, key: KeyPress) -> None:
+        now = self._clock.monotonic()
+        if self._pin_started is not None and now - self._pin_started > self.pin_timeout:
+            self._pin, self._pin_started = "", None
+        if key.key == "*":
+            self._pin, self._pin_started = "", None
+        elif key.key == "#":
+            pin, self._pin, self._pin_started = self._pin, "", None
+            if pin:
+                await self._on_pin(pin)
+        elif len(self._pin) < self.max_pin:
+            if not self._pin:
+                self._pin_started = now
+            self._pin += key.key
+
+    def close(self) -> None:
+        """Release the pins."""
+        for line in self._lines:
+            line.close()
+
+
+async def _first_bit(queue: asyncio.Queue[int], clock: Clock, gap: float) -> int:
+    """The next bit, or TimeoutError once ``gap`` seconds of the clock pass without one."""
+    if not queue.empty():
+        return queue.get_nowait()
+    getter = asyncio.ensure_future(queue.get())
+    timer = asyncio.ensure_future(clock.sleep(gap))
+    try:
+        done, _ = await asyncio.wait({getter, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+        if not getter.done():
+            getter.cancel()
+    if getter in done:
+        return getter.result()
+    raise TimeoutError

@@ -1,0 +1,120 @@
+"""A Wiegand reader on gpiozero's MockFactory: framing on the gap, cards, PINs, bad frames."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from gpiozero.pins.mock import MockFactory
+
+from gateway.clock import ManualClock
+from gateway.readers.wiegand import CardRead, encode_card
+from gateway.readers.wiegand_gpio import WiegandReader
+
+D0, D1 = 5, 6
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.factory = MockFactory()
+        self.clock = ManualClock(datetime(2026, 3, 10, 10, tzinfo=UTC))
+        self.cards: list[CardRead] = []
+        self.pins: list[str] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def send(self, bits: list[int]) -> None:
+        for bit in bits:
+            pin = self.factory.pin(D1 if bit else D0)
+            pin.drive_low()  # a 50 us pulse, as far as the reader can tell
+            pin.drive_high()
+
+    def key(self, code: int) -> None:
+        self.send([(code >> (3 - i)) & 1 for i in range(4)])
+
+
+def run(body: Callable[[Bench, WiegandReader], Awaitable[None]]) -> Bench:
+    bench = Bench()
+
+    async def on_card(read: CardRead) -> None:
+        bench.cards.append(read)
+
+    async def on_pin(pin: str) -> None:
+        bench.pins.append(pin)
+
+    async def record(type_: str, data: dict[str, Any]) -> None:
+        bench.events.append((type_, data))
+
+    async def go() -> None:
+        for pin in (D0, D1):
+            bench.factory.pin(pin).drive_high()  # idle lines
+        reader = WiegandReader(
+            "wg-front",
+            factory=bench.factory,
+            clock=bench.clock,
+            data0=D0,
+            data1=D1,
+            on_card=on_card,
+            on_pin=on_pin,
+            record=record,
+        )
+        task = asyncio.create_task(reader.run())
+        try:
+            await body(bench, reader)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            reader.close()
+
+    asyncio.run(go())
+    return bench
+
+
+def test_two_cards_framed_on_the_gap() -> None:
+    async def body(bench: Bench, reader: WiegandReader) -> None:
+        bench.send(encode_card(26, 12, 34567))
+        await bench.clock.run_for(0.05, step=0.005)
+        bench.send(encode_card(37, 1000, 500_000))
+        await bench.clock.run_for(0.05, step=0.005)
+
+    bench = run(body)
+    assert bench.cards == [CardRead(26, 12, 34567), CardRead(37, 1000, 500_000)]
+    assert [c.value for c in bench.cards] == ["12:34567", "1000:500000"]
+
+
+def test_a_bad_frame_is_recorded_and_reading_goes_on() -> None:
+    async def body(bench: Bench, reader: WiegandReader) -> None:
+        frame = encode_card(26, 1, 2)
+        frame[5] ^= 1
+        bench.send(frame)
+        await bench.clock.run_for(0.05, step=0.005)
+        bench.send([1, 0, 1])  # a truncated burst
+        await bench.clock.run_for(0.05, step=0.005)
+        bench.send(encode_card(26, 1, 2))
+        await bench.clock.run_for(0.05, step=0.005)
+
+    bench = run(body)
+    assert [d["reason"] for t, d in bench.events if t == "reader_bad_frame"] == [
+        "26-bit frame: even parity fails",
+        "3-bit frame: not a supported format (4, 8, 26, 34 or 37 bits)",
+    ]
+    assert bench.cards == [CardRead(26, 1, 2)]
+
+
+def test_pins_end_with_hash_clear_with_star_and_time_out() -> None:
+    async def body(bench: Bench, reader: WiegandReader) -> None:
+        for code in (1, 2, 3, 4, 11):  # 1234#
+            bench.key(code)
+            await bench.clock.run_for(0.05, step=0.005)
+        for code in (9, 9, 10, 4, 7, 1, 1, 11):  # 99*4711#
+            bench.key(code)
+            await bench.clock.run_for(0.05, step=0.005)
+        bench.key(5)
+        await bench.clock.run_for(11, step=0.5)  # walked away mid-PIN
+        for code in (6, 11):
+            bench.key(code)
+            await bench.clock.run_for(0.05, step=0.005)
+
+    bench = run(body)
+    assert bench.pins == ["1234", "4711", "6"]
