@@ -20,18 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
 
 from gateway.clock import Clock
+from gateway.events import Record
 
 log = logging.getLogger(__name__)
-
-Record = Callable[[str, dict[str, Any]], Awaitable[object]]
 
 
 class LockKind(StrEnum):

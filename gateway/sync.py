@@ -22,13 +22,13 @@ import binascii
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from gateway import model
 from gateway.cache import CacheWriter
 from gateway.clock import Clock
 from gateway.dataset import parse_changes
 from gateway.errors import DatasetError
+from gateway.events import Record
 from gateway.jws import KeySet, SignatureError
 from gateway.protocol import (
     WIRE_VALUES,
@@ -44,7 +44,6 @@ from gateway.protocol import (
 
 log = logging.getLogger(__name__)
 
-Record = Callable[[str, dict[str, Any]], Awaitable[object]]
 RequestResync = Callable[[ResyncRequestMsg], Awaitable[object]]
 
 #: At most this many out-of-order deltas are held while waiting for a resync.

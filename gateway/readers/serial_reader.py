@@ -14,17 +14,16 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import serial
 
 from gateway.clock import Clock
+from gateway.events import Record
 from gateway.mqtt import backoff
 from gateway.readers.lines import Discarded, Line, LineFramer
 
 log = logging.getLogger(__name__)
 
-Record = Callable[[str, dict[str, Any]], Awaitable[object]]
 OnLine = Callable[[str], Awaitable[object]]
 
 

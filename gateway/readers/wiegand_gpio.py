@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from gpiozero import DigitalInputDevice
 from gpiozero.pins import Factory
 
 from gateway.clock import Clock
+from gateway.events import Record
 from gateway.readers.wiegand import CardRead, KeyPress, WiegandError, decode_frame
 
-Record = Callable[[str, dict[str, Any]], Awaitable[object]]
 OnCard = Callable[[CardRead], Awaitable[object]]
 OnPin = Callable[[str], Awaitable[object]]
 
