@@ -77,9 +77,9 @@ class TargetA:
 Frame = Ack | Nack | ErrorFrame | Response | BadFrame
 
 
-def encode(command: int, params: bytes = b"") -> bytes:
-    """The host information frame for ``command`` with ``params``."""
-    body = bytes([HOST_TFI, command]) + params
+def encode(command: int, params: bytes = b"", *, tfi: int = HOST_TFI) -> bytes:
+    """The information frame for ``command`` with ``params`` (a host frame by default)."""
+    body = bytes([tfi, command]) + params
     if len(body) > 255:
         length = len(body).to_bytes(2, "big")
         head = b"\x00\x00\xff\xff\xff" + length + bytes([(-sum(length)) & 0xFF])
@@ -122,10 +122,15 @@ def parse_targets(response: Response) -> list[TargetA]:
 
 
 class FrameParser:
-    """Turns UART bytes into frames; garbage and partial frames never raise."""
+    """Turns UART bytes into frames; garbage and partial frames never raise.
 
-    def __init__(self) -> None:
+    By default it reads what a PN532 sends (TFI ``D5``); with
+    ``tfi=HOST_TFI`` it reads what a host sends, as the simulated PN532 does.
+    """
+
+    def __init__(self, tfi: int = PN532_TFI) -> None:
         self._buf = bytearray()
+        self._tfi = tfi
 
     def feed(self, data: bytes) -> list[Frame]:
         """Take the next bytes; return every frame they complete."""
@@ -195,12 +200,11 @@ class FrameParser:
         if self._buf[:1] == b"\x00" and self._buf[1:2] != b"\xff":
             del self._buf[:1]
 
-    @staticmethod
-    def _body(body: bytes, dcs: int) -> Frame:
+    def _body(self, body: bytes, dcs: int) -> Frame:
         if (sum(body) + dcs) & 0xFF:
             return BadFrame("data checksum")
         if body == b"\x7f":
             return ErrorFrame()
-        if len(body) < 2 or body[0] != PN532_TFI:
-            return BadFrame("not a PN532 to host frame")
+        if len(body) < 2 or body[0] != self._tfi:
+            return BadFrame(f"not a frame with TFI 0x{self._tfi:02X}")
         return Response(body[1], body[2:])

@@ -1,0 +1,100 @@
+"""The PN532 reader task against a simulated PN532 over a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gateway.clock import SystemClock
+from gateway.readers.pn532_reader import Pn532Reader
+from sim.pn532 import SimulatedPn532
+
+UID = bytes.fromhex("04A2B3C4D5E6F7")
+
+
+async def until(predicate: Any, limit: float = 20.0) -> None:
+    async with asyncio.timeout(limit):
+        while not predicate():  # noqa: ASYNC110 - polling several components' state
+            await asyncio.sleep(0.01)
+
+
+def run(body: Any) -> list[tuple[str, dict[str, Any]]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    async def go() -> None:
+        device = SimulatedPn532()
+        uids: list[bytes] = []
+
+        async def on_uid(uid: bytes) -> None:
+            uids.append(uid)
+
+        async def record(type_: str, data: dict[str, Any]) -> None:
+            events.append((type_, data))
+
+        reader = Pn532Reader(
+            "nfc-front",
+            device.port,
+            on_uid=on_uid,
+            record=record,
+            clock=SystemClock(),
+            poll_interval=0.02,
+            timeout=0.3,
+            quiet=0.5,
+            retry_min=0.05,
+            retry_max=0.2,
+        )
+        task = asyncio.create_task(reader.run())
+        try:
+            await body(device, reader, uids)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            device.close()
+
+    asyncio.run(go())
+    return events
+
+
+def test_it_initialises_then_reports_a_card_once_while_it_stays() -> None:
+    async def body(device: SimulatedPn532, reader: Pn532Reader, uids: list[bytes]) -> None:
+        await until(lambda: reader.online)
+        assert device.commands[:2] == [0x14, 0x32]  # SAMConfiguration, RFConfiguration
+        device.card = UID
+        await until(lambda: uids == [UID])
+        await asyncio.sleep(0.3)  # still on the reader: not reported again
+        assert uids == [UID]
+        device.card = None
+        await asyncio.sleep(0.7)  # away for longer than 'quiet'
+        device.card = UID
+        await until(lambda: uids == [UID, UID])
+
+    events = run(body)
+    assert [t for t, _ in events] == ["reader_online"]
+
+
+def test_garbage_before_answers_does_not_stop_it() -> None:
+    async def body(device: SimulatedPn532, reader: Pn532Reader, uids: list[bytes]) -> None:
+        await until(lambda: reader.online)
+        device.garbage = b"\x13\x37\x42"
+        device.card = UID
+        await until(lambda: uids == [UID])
+
+    run(body)
+
+
+def test_a_silent_reader_goes_offline_and_comes_back() -> None:
+    async def body(device: SimulatedPn532, reader: Pn532Reader, uids: list[bytes]) -> None:
+        await until(lambda: reader.online)
+        device.silent = True
+        await until(lambda: not reader.online)
+        device.silent = False
+        await until(lambda: reader.online)
+        device.card = UID
+        await until(lambda: uids == [UID])
+
+    events = run(body)
+    kinds = [t for t, _ in events]
+    assert kinds[0] == "reader_online"
+    assert kinds.count("reader_error") >= 3
+    assert "reader_offline" in kinds
+    assert kinds[-1] == "reader_online"
