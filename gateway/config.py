@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -18,6 +18,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from gateway.dataset import Id, first_problem
@@ -26,6 +27,10 @@ from gateway.localtime import check_timezone
 
 #: Where the daemon and staff commands look when ``--config`` is not given.
 DEFAULT_CONFIG_PATH = Path("/etc/doorgw/doorgw.toml")
+
+
+#: A BCM GPIO number on a Raspberry Pi header.
+Pin = Annotated[int, Field(ge=0, le=27)]
 
 
 class _Section(BaseModel):
@@ -58,6 +63,56 @@ class DoorConfig(_Section):
     name: str | None = None
     unlock_seconds: float = Field(default=5.0, gt=0, le=300)
     extended_unlock_seconds: float = Field(default=15.0, gt=0, le=600)
+    #: The lock relay's GPIO (BCM number); without it the door is not driven.
+    lock_pin: Pin | None = None
+    lock_kind: Literal["fail_secure", "fail_safe"] = "fail_secure"
+    relay_active_high: bool = True
+    contact_pin: Pin | None = None
+    rex_pin: Pin | None = None
+    held_open_seconds: float = Field(default=30.0, gt=0, le=3600)
+    green_led_pin: Pin | None = None
+    red_led_pin: Pin | None = None
+    buzzer_pin: Pin | None = None
+
+    def pins(self) -> list[int]:
+        """Every GPIO this door uses."""
+        return [
+            p
+            for p in (
+                self.lock_pin,
+                self.contact_pin,
+                self.rex_pin,
+                self.green_led_pin,
+                self.red_led_pin,
+                self.buzzer_pin,
+            )
+            if p is not None
+        ]
+
+
+class ReaderConfig(_Section):
+    """``[[readers]]``: a credential reader and the door it opens."""
+
+    id: Id
+    door: Id
+    kind: Literal["pn532", "wiegand"]
+    #: Serial port (pn532): a device path or any pyserial URL.
+    port: str | None = None
+    #: Wiegand DATA0 / DATA1 GPIOs.
+    data0_pin: Pin | None = None
+    data1_pin: Pin | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> ReaderConfig:
+        if self.kind == "pn532" and not self.port:
+            raise ValueError(f"reader {self.id!r}: a pn532 reader needs 'port'")
+        if self.kind == "wiegand" and (self.data0_pin is None or self.data1_pin is None):
+            raise ValueError(f"reader {self.id!r}: a wiegand reader needs data0_pin and data1_pin")
+        return self
+
+    def pins(self) -> list[int]:
+        """Every GPIO this reader uses."""
+        return [p for p in (self.data0_pin, self.data1_pin) if p is not None]
 
 
 class MqttSection(_Section):
@@ -110,6 +165,7 @@ class Config(_Section):
     gateway: GatewaySection
     time: TimeSection = TimeSection()
     doors: tuple[DoorConfig, ...] = Field(default=(), max_length=64)
+    readers: tuple[ReaderConfig, ...] = Field(default=(), max_length=64)
     mqtt: MqttSection | None = None
     sync: SyncSection | None = None
     outbox: OutboxSection = OutboxSection()
@@ -128,6 +184,27 @@ class Config(_Section):
                 )
             seen.add(door.id)
         return doors
+
+    @model_validator(mode="after")
+    def _hardware(self) -> Config:
+        doors = {d.id for d in self.doors}
+        owners: dict[int, str] = {}
+        for reader in self.readers:
+            if reader.door not in doors:
+                raise ValueError(
+                    f"reader {reader.id!r} names door {reader.door!r}, which is not in [[doors]]"
+                )
+        users = [(f"door {d.id!r}", d.pins()) for d in self.doors]
+        users += [(f"reader {r.id!r}", r.pins()) for r in self.readers]
+        for who, pins in users:
+            for pin in pins:
+                if pin in owners:
+                    raise ValueError(f"GPIO {pin} is used by {owners[pin]} and by {who}")
+                owners[pin] = who
+        ids = [r.id for r in self.readers]
+        if len(ids) != len(set(ids)):
+            raise ValueError("reader ids must be unique")
+        return self
 
     @property
     def outbox_path(self) -> Path:

@@ -21,10 +21,13 @@ from typing import Any
 from gateway.cache import CacheReader, CacheWriter
 from gateway.clock import Clock
 from gateway.config import Config
-from gateway.credentials import CredentialRead
+from gateway.credentials import CredentialRead, pin_digest
 from gateway.decision import Decision, decide
+from gateway.door import DoorController, LockKind
 from gateway.errors import ConfigError, DoorgwError
+from gateway.feedback import Feedback
 from gateway.jws import KeySet
+from gateway.model import CredentialKind
 from gateway.mqtt import LinkDownError, LinkSettings, MqttLink
 from gateway.outbox import Outbox
 from gateway.protocol import (
@@ -34,6 +37,9 @@ from gateway.protocol import (
     StatusMsg,
     Topics,
 )
+from gateway.readers.pn532_reader import Pn532Reader
+from gateway.readers.wiegand import CardRead
+from gateway.readers.wiegand_gpio import WiegandReader
 from gateway.sync import SyncEngine
 
 log = logging.getLogger(__name__)
@@ -67,6 +73,20 @@ def _describe_tasks() -> str:
     return "\n".join(lines)
 
 
+def _real_pin_factory() -> Any:
+    """gpiozero's lgpio factory; never a mock: a gateway without GPIO is a config error."""
+    try:
+        from gpiozero.pins.lgpio import LGPIOFactory
+
+        return LGPIOFactory()
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the GPIO chip
+        raise ConfigError(
+            "config",
+            f"doors or Wiegand readers need GPIO, which is not available here: {exc}",
+            "doors",
+        ) from None
+
+
 def load_keys(config: Config) -> KeySet:
     """The platform's pinned signing keys, from ``[sync] keys_file`` (a JWKS)."""
     if config.sync is None:
@@ -83,10 +103,17 @@ def load_keys(config: Config) -> KeySet:
 class Gateway:
     """One running gateway.  Use ``async with Gateway(...) as gw: await gw.run()``."""
 
-    def __init__(self, config: Config, clock: Clock, *, keys: KeySet | None = None) -> None:
+    def __init__(
+        self, config: Config, clock: Clock, *, keys: KeySet | None = None, pin_factory: Any = None
+    ) -> None:
         if config.mqtt is None:
             raise ConfigError("config", "the daemon needs an [mqtt] section", "mqtt")
         self.config = config
+        #: gpiozero pin factory for doors and Wiegand readers (tests pass MockFactory).
+        self.pin_factory = pin_factory
+        self.doors: dict[str, DoorController] = {}
+        self.feedback: dict[str, Feedback] = {}
+        self._reader_tasks: list[tuple[str, Any]] = []
         self.clock = clock
         self.keys = keys or load_keys(config)
         self.topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
@@ -136,7 +163,95 @@ class Gateway:
         self.reader = CacheReader(self.config.cache_path)
         self._stack.callback(self.reader.close)
         await self.engine.start()
+        self._open_hardware()
         return self
+
+    def _open_hardware(self) -> None:
+        """Doors (locks go straight to their safe state) and readers, from the config."""
+        needs_pins = any(d.lock_pin is not None for d in self.config.doors) or any(
+            r.kind == "wiegand" for r in self.config.readers
+        )
+        if needs_pins and self.pin_factory is None:
+            self.pin_factory = _real_pin_factory()
+        for door in self.config.doors:
+            if door.lock_pin is None:
+                continue
+            controller = DoorController(
+                door.id,
+                factory=self.pin_factory,
+                clock=self.clock,
+                record=self.record,
+                lock_pin=door.lock_pin,
+                lock_kind=LockKind(door.lock_kind),
+                relay_active_high=door.relay_active_high,
+                contact_pin=door.contact_pin,
+                rex_pin=door.rex_pin,
+                unlock_seconds=door.unlock_seconds,
+                extended_unlock_seconds=door.extended_unlock_seconds,
+                held_open_seconds=door.held_open_seconds,
+            )
+            self.doors[door.id] = controller
+            self._stack.callback(controller.close)
+            feedback = Feedback(
+                factory=self.pin_factory,
+                clock=self.clock,
+                green=door.green_led_pin,
+                red=door.red_led_pin,
+                buzzer=door.buzzer_pin,
+            )
+            self.feedback[door.id] = feedback
+            self._stack.callback(feedback.close)
+        for cfg in self.config.readers:
+            reader: Any
+            if cfg.kind == "pn532":
+                assert cfg.port is not None
+
+                async def on_uid(uid: bytes, door: str = cfg.door) -> None:
+                    await self.present(
+                        door, CredentialRead(CredentialKind.NFC_UID, uid.hex().upper())
+                    )
+
+                reader = Pn532Reader(
+                    cfg.id, cfg.port, on_uid=on_uid, record=self.record, clock=self.clock
+                )
+            else:
+
+                async def on_card(read: CardRead, door: str = cfg.door) -> None:
+                    await self.present(door, CredentialRead(CredentialKind.WIEGAND, read.value))
+
+                async def on_pin(pin: str, door: str = cfg.door) -> None:
+                    await self.present(
+                        door,
+                        CredentialRead(
+                            CredentialKind.PIN, pin_digest(self.config.gateway.site_id, pin)
+                        ),
+                    )
+
+                assert cfg.data0_pin is not None
+                assert cfg.data1_pin is not None
+                reader = WiegandReader(
+                    cfg.id,
+                    factory=self.pin_factory,
+                    clock=self.clock,
+                    data0=cfg.data0_pin,
+                    data1=cfg.data1_pin,
+                    on_card=on_card,
+                    on_pin=on_pin,
+                    record=self.record,
+                )
+                self._stack.callback(reader.close)
+            self._reader_tasks.append((cfg.id, reader))
+
+    async def present(self, door_id: str, read: CredentialRead) -> Decision:
+        """A credential presented at a door's reader: decide, then drive the door."""
+        decision = await self.tap(read, door_id)
+        door = self.doors.get(door_id)
+        if door is not None and decision.granted:
+            await door.grant(extended=decision.extended_unlock)
+        feedback = self.feedback.get(door_id)
+        if feedback is not None:
+            await feedback.show("granted" if decision.granted else "denied")
+        return decision
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
@@ -147,6 +262,10 @@ class Gateway:
             tasks.create_task(self.link.run(), name="mqtt-link")
             tasks.create_task(self._publish_outbox(), name="outbox-publisher")
             tasks.create_task(self._heartbeat(), name="heartbeat")
+            for door_id, door in self.doors.items():
+                tasks.create_task(door.run(), name=f"door-{door_id}")
+            for reader_id, reader in self._reader_tasks:
+                tasks.create_task(reader.run(), name=f"reader-{reader_id}")
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:

@@ -99,6 +99,28 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         ),
         (GOOD + "[sync]\n", "sync.keys_file", "required setting is missing"),
         (GOOD + "[outbox]\nmax_events = 5\n", "outbox.max_events", "greater than or equal"),
+        (
+            GOOD + '[[readers]]\nid = "r1"\ndoor = "back"\nkind = "pn532"\nport = "/dev/x"\n',
+            None,
+            "reader 'r1' names door 'back', which is not in [[doors]]",
+        ),
+        (
+            GOOD + '[[readers]]\nid = "r1"\ndoor = "front"\nkind = "pn532"\n',
+            "readers[0]",
+            "a pn532 reader needs 'port'",
+        ),
+        (
+            GOOD.replace('name = "Front door"', 'name = "Front door"\nlock_pin = 17')
+            + '[[readers]]\nid = "w1"\ndoor = "front"\nkind = "wiegand"\n'
+            "data0_pin = 17\ndata1_pin = 18\n",
+            None,
+            "GPIO 17 is used by door 'front' and by reader 'w1'",
+        ),
+        (
+            GOOD.replace('name = "Front door"', 'name = "Front door"\nlock_pin = 40'),
+            "doors[0].lock_pin",
+            "less than or equal to 27",
+        ),
     ],
 )
 def test_bad_configs_name_the_key_and_the_problem(

@@ -1,0 +1,110 @@
+"""From a card on a reader to a lock relay: the daemon with mock pins and a simulated PN532."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from gpiozero.pins.mock import MockFactory
+
+from gateway.clock import SystemClock
+from gateway.cloudkit import CloudSigner
+from gateway.config import load_config
+from gateway.daemon import Gateway
+from gateway.dataset import parse_dataset
+from gateway.jws import Signer
+from gateway.readers.wiegand import encode_card
+from sim.broker import free_port
+from sim.pn532 import SimulatedPn532
+
+from .conftest import base_dataset
+
+SIGNER = Signer.generate("platform")
+LOCK, CONTACT, GREEN, RED, BUZZER, D0, D1 = 17, 27, 23, 24, 25, 5, 6
+
+
+def config_file(tmp_path: Path, port: str) -> Path:
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [SIGNER.public_jwk()]}))
+    path = tmp_path / "doorgw.toml"
+    path.write_text(
+        f'[gateway]\nid = "gw-1"\nsite_id = "t"\ndata_dir = "data"\n\n'
+        f'[[doors]]\nid = "front"\nlock_pin = {LOCK}\ncontact_pin = {CONTACT}\n'
+        f"green_led_pin = {GREEN}\nred_led_pin = {RED}\nbuzzer_pin = {BUZZER}\n\n"
+        f'[[readers]]\nid = "nfc-front"\ndoor = "front"\nkind = "pn532"\nport = "{port}"\n\n'
+        f'[[readers]]\nid = "wg-front"\ndoor = "front"\nkind = "wiegand"\n'
+        f"data0_pin = {D0}\ndata1_pin = {D1}\n\n"
+        f'[mqtt]\nurls = ["mqtt://127.0.0.1:{free_port()}"]\n\n'
+        f'[sync]\nkeys_file = "keys.json"\n'
+    )
+    return path
+
+
+async def until(predicate: Any, limit: float = 20.0) -> None:
+    async with asyncio.timeout(limit):
+        while not predicate():  # noqa: ASYNC110 - polling several components' state
+            await asyncio.sleep(0.01)
+
+
+def test_cards_at_the_readers_open_the_door_or_show_red(tmp_path: Path) -> None:
+    doc = base_dataset()
+    # all_m holds a 24/7 plan, so these taps are granted whatever the real time is.
+    doc["credentials"].append(
+        {"id": "w-all", "member_id": "all_m", "kind": "wiegand", "value": "7:4242"}
+    )
+    factory = MockFactory()
+
+    def access() -> list[dict[str, Any]]:
+        return [e["data"] for e in events if e["type"] == "access"]
+
+    events: list[dict[str, Any]] = []
+
+    async def go() -> None:
+        device = SimulatedPn532()
+        config = load_config(config_file(tmp_path, device.port))
+        for pin in (D0, D1):
+            factory.pin(pin).drive_high()
+        gw = Gateway(config, SystemClock(), pin_factory=factory)
+        try:
+            async with gw.running():
+                cloud = CloudSigner(SIGNER, "t")
+                for chunk in cloud.snapshot(parse_dataset(doc)):
+                    await gw.engine.handle(chunk)
+                await gw.engine.wait_snapshot()
+                factory.pin(CONTACT).drive_low()  # the door is shut
+                assert factory.pin(LOCK).state is False  # locked (fail-secure: not energised)
+
+                async def refresh() -> None:
+                    events[:] = await gw.outbox.pending(0, 1000)
+
+                device.card = bytes.fromhex("04000003")
+                while not access():
+                    await refresh()
+                    await asyncio.sleep(0.02)
+                assert access()[0]["reason"] == "granted_plan"
+                await until(lambda: factory.pin(LOCK).state is True)  # unlocked
+                assert factory.pin(GREEN).state is True
+                device.card = None
+
+                for bits in (encode_card(26, 7, 4242), encode_card(26, 7, 4243)):
+                    for bit in bits:
+                        pin = factory.pin(D1 if bit else D0)
+                        pin.drive_low()
+                        pin.drive_high()
+                    await asyncio.sleep(0.1)
+                async with asyncio.timeout(20):
+                    while len(access()) < 3:
+                        await refresh()
+                        await asyncio.sleep(0.02)
+                assert [a["reason"] for a in access()[1:3]] == [
+                    "granted_plan",
+                    "unknown_credential",
+                ]
+                assert factory.pin(RED).state is True  # the last one was refused
+        finally:
+            device.close()
+        assert factory.pin(LOCK).state is False  # locked again after shutdown
+
+    asyncio.run(go())
