@@ -22,7 +22,7 @@ from gateway.cache import CacheReader, CacheWriter
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.credentials import CredentialRead, pin_digest
-from gateway.decision import Decision, decide
+from gateway.decision import Decision, Reason, decide
 from gateway.door import DoorController, LockKind
 from gateway.errors import ConfigError, DoorgwError
 from gateway.feedback import Feedback
@@ -250,8 +250,30 @@ class Gateway:
             await door.grant(extended=decision.extended_unlock)
         feedback = self.feedback.get(door_id)
         if feedback is not None:
-            await feedback.show("granted" if decision.granted else "denied")
+            if decision.granted:
+                pattern = "granted"
+            elif decision.reason is Reason.BOOKING_NOT_STARTED:
+                pattern = "booking_soon"  # "not yet", not "no": the member is early
+            else:
+                pattern = "denied"
+            await feedback.show(pattern)
         return decision
+
+    def door_states(self) -> dict[str, str]:
+        """Each configured door as ``locked|unlocked[/open|/closed][/ALARM]``."""
+        states = {}
+        for door in self.config.doors:
+            controller = self.doors.get(door.id)
+            if controller is None:
+                states[door.id] = "not_driven"
+                continue
+            parts = ["locked" if controller.locked else "unlocked"]
+            if controller.is_open is not None:
+                parts.append("open" if controller.is_open else "closed")
+            if controller.alarm:
+                parts.append(controller.alarm)
+            states[door.id] = "/".join(parts)
+        return states
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
@@ -457,7 +479,7 @@ class Gateway:
                 acked_seq=self.outbox.acked_seq,
                 stale_classes=sorted(self.stale_kinds()),
                 clock="unknown",
-                doors={d.id: "not_driven" for d in self.config.doors},
+                doors=self.door_states(),
             )
             with contextlib.suppress(LinkDownError):
                 await self.link.publish(

@@ -75,6 +75,7 @@ def test_cards_at_the_readers_open_the_door_or_show_red(tmp_path: Path) -> None:
                 await gw.engine.wait_snapshot()
                 factory.pin(CONTACT).drive_low()  # the door is shut
                 assert factory.pin(LOCK).state is False  # locked (fail-secure: not energised)
+                await until(lambda: gw.door_states() == {"front": "locked/closed"})
 
                 async def refresh() -> None:
                     events[:] = await gw.outbox.pending(0, 1000)
@@ -86,6 +87,7 @@ def test_cards_at_the_readers_open_the_door_or_show_red(tmp_path: Path) -> None:
                 assert access()[0]["reason"] == "granted_plan"
                 await until(lambda: factory.pin(LOCK).state is True)  # unlocked
                 assert factory.pin(GREEN).state is True
+                assert gw.door_states() == {"front": "unlocked/closed"}
                 device.card = None
 
                 for bits in (encode_card(26, 7, 4242), encode_card(26, 7, 4243)):
@@ -106,5 +108,47 @@ def test_cards_at_the_readers_open_the_door_or_show_red(tmp_path: Path) -> None:
         finally:
             device.close()
         assert factory.pin(LOCK).state is False  # locked again after shutdown
+
+    asyncio.run(go())
+
+
+def test_an_early_member_sees_booking_soon_not_a_plain_refusal(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.credentials import CredentialRead
+    from gateway.decision import Reason
+    from gateway.model import CredentialKind
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    doc = base_dataset()
+    doc["bookings"].append(
+        {
+            "id": "b-later",
+            "member_id": "book_m",
+            "resource_id": "r1",
+            "start": (now + timedelta(hours=2)).isoformat(),
+            "end": (now + timedelta(hours=3)).isoformat(),
+            "payment": "paid",
+        }
+    )
+    factory = MockFactory()
+    path = config_file(tmp_path, "/dev/null").read_text()
+    # Drive Room 1's door instead of the front door, and no readers.
+    path = path.replace('id = "front"\nlock_pin', 'id = "room1"\nlock_pin')
+    path = path.split("[[readers]]")[0] + "[mqtt]" + path.split("[mqtt]")[1]
+    (tmp_path / "doorgw.toml").write_text(path)
+
+    async def go() -> None:
+        gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
+        async with gw.running():
+            for chunk in CloudSigner(SIGNER, "t").snapshot(parse_dataset(doc)):
+                await gw.engine.handle(chunk)
+            await gw.engine.wait_snapshot()
+            decision = await gw.present("room1", CredentialRead(CredentialKind.NFC_UID, "04000005"))
+            assert decision.reason is Reason.BOOKING_NOT_STARTED
+            assert gw.feedback["room1"].playing == "booking_soon"
+            await asyncio.sleep(0.05)
+            assert (factory.pin(GREEN).state, factory.pin(RED).state) == (True, True)  # amber
+            assert factory.pin(LOCK).state is False  # and the door stays locked
 
     asyncio.run(go())
