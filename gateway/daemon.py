@@ -37,6 +37,7 @@ from gateway.protocol import (
     StatusMsg,
     Topics,
 )
+from gateway.readers.keypad import KeypadGuard
 from gateway.readers.pn532_reader import Pn532Reader
 from gateway.readers.wiegand import CardRead
 from gateway.readers.wiegand_gpio import WiegandReader
@@ -114,6 +115,8 @@ class Gateway:
         self.doors: dict[str, DoorController] = {}
         self.feedback: dict[str, Feedback] = {}
         self._reader_tasks: list[tuple[str, Any]] = []
+        #: Wrong-PIN lockout, per keypad.
+        self.keypads = KeypadGuard()
         self.clock = clock
         self.keys = keys or load_keys(config)
         self.topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
@@ -219,13 +222,8 @@ class Gateway:
                 async def on_card(read: CardRead, door: str = cfg.door) -> None:
                     await self.present(door, CredentialRead(CredentialKind.WIEGAND, read.value))
 
-                async def on_pin(pin: str, door: str = cfg.door) -> None:
-                    await self.present(
-                        door,
-                        CredentialRead(
-                            CredentialKind.PIN, pin_digest(self.config.gateway.site_id, pin)
-                        ),
-                    )
+                async def on_pin(pin: str, door: str = cfg.door, reader_id: str = cfg.id) -> None:
+                    await self.present_pin(door, reader_id, pin)
 
                 assert cfg.data0_pin is not None
                 assert cfg.data1_pin is not None
@@ -257,6 +255,34 @@ class Gateway:
             else:
                 pattern = "denied"
             await feedback.show(pattern)
+        return decision
+
+    async def present_pin(self, door_id: str, reader_id: str, pin: str) -> Decision | None:
+        """A PIN typed on a keypad; wrong ones in a row lock that keypad for a while."""
+        now = self.clock.monotonic()
+        if not self.keypads.allowed(reader_id, now):
+            await self.record(
+                "pin_refused", {"reader": reader_id, "door": door_id, "reason": "keypad_locked"}
+            )
+            feedback = self.feedback.get(door_id)
+            if feedback is not None:
+                await feedback.show("denied")
+            return None
+        read = CredentialRead(CredentialKind.PIN, pin_digest(self.config.gateway.site_id, pin))
+        decision = await self.present(door_id, read)
+        if decision.reason is Reason.UNKNOWN_CREDENTIAL:
+            if self.keypads.failed(reader_id, now):
+                await self.record(
+                    "keypad_locked",
+                    {
+                        "reader": reader_id,
+                        "door": door_id,
+                        "failures": self.keypads.max_failures,
+                        "seconds": self.keypads.lockout,
+                    },
+                )
+        else:
+            self.keypads.succeeded(reader_id)
         return decision
 
     def door_states(self) -> dict[str, str]:

@@ -152,3 +152,32 @@ def test_an_early_member_sees_booking_soon_not_a_plain_refusal(tmp_path: Path) -
             assert factory.pin(LOCK).state is False  # and the door stays locked
 
     asyncio.run(go())
+
+
+def test_wrong_pins_lock_the_keypad_with_an_event(tmp_path: Path) -> None:
+    factory = MockFactory()
+    text = config_file(tmp_path, "/dev/null").read_text()
+    text = text.split("[[readers]]")[0] + "[mqtt]" + text.split("[mqtt]")[1]
+    (tmp_path / "doorgw.toml").write_text(text)
+
+    async def go() -> None:
+        gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
+        async with gw.running():
+            for chunk in CloudSigner(SIGNER, "t").snapshot(parse_dataset(base_dataset())):
+                await gw.engine.handle(chunk)
+            await gw.engine.wait_snapshot()
+            for pin in ("0000", "1111", "2222", "3333", "4444"):
+                await gw.present_pin("front", "kp-front", pin)
+            # Locked now: even the right PIN is not looked at.
+            assert await gw.present_pin("front", "kp-front", "1234") is None
+            types = [e["type"] for e in await gw.outbox.pending(0, 1000)]
+            assert types.count("keypad_locked") == 1
+            assert types[-1] == "pin_refused"
+            access = [
+                e["data"]["reason"]
+                for e in await gw.outbox.pending(0, 1000)
+                if e["type"] == "access"
+            ]
+            assert access == ["unknown_credential"] * 5
+
+    asyncio.run(go())
