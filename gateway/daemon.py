@@ -428,7 +428,26 @@ class Gateway:
             )
             await self.engine.request_resync("command")
             return
-        # Door commands need the door controller (doors-and-readers issue).
+        if command.action == "unlock":
+            door = self.doors.get(command.door or "")
+            if door is None:
+                await self.record(
+                    "command_refused",
+                    {
+                        "command_id": command.command_id,
+                        "action": "unlock",
+                        "door": command.door,
+                        "reason": "door_not_driven",
+                    },
+                )
+                return
+            await self.record(
+                "command_accepted",
+                {"command_id": command.command_id, "action": "unlock", "door": command.door},
+            )
+            await door.grant(reason="command", seconds=command.seconds)
+            return
+        # Lockdown and door modes arrive with the door modes (doors-and-readers issue).
         await self.record(
             "command_refused",
             {"command_id": command.command_id, "action": command.action, "reason": "unsupported"},

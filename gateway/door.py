@@ -122,9 +122,12 @@ class DoorController:
             return None
         return not self._contact.is_active
 
-    async def grant(self, *, extended: bool = False, reason: str = "grant") -> None:
-        """Unlock now for the normal (or extended) time; a repeat extends the time."""
-        seconds = self.extended_unlock_seconds if extended else self.unlock_seconds
+    async def grant(
+        self, *, extended: bool = False, reason: str = "grant", seconds: float | None = None
+    ) -> None:
+        """Unlock now for the normal (or extended, or given) time; a repeat extends it."""
+        if seconds is None:
+            seconds = self.extended_unlock_seconds if extended else self.unlock_seconds
         self._relay.value = self._energised(locked=False)
         if self._relock is not None:
             self._relock.cancel()

@@ -114,7 +114,7 @@ def test_commands_expired_unsupported_and_resync(tmp_path: Path) -> None:
         assert got == [
             ("resync_requested", "no_data"),
             ("command_refused", "expired"),
-            ("command_refused", "unsupported"),
+            ("command_refused", "door_not_driven"),
             ("command_accepted", None),
             ("resync_requested", "command"),
             ("command_refused", "replayed"),

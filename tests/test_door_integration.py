@@ -181,3 +181,36 @@ def test_wrong_pins_lock_the_keypad_with_an_event(tmp_path: Path) -> None:
             assert access == ["unknown_credential"] * 5
 
     asyncio.run(go())
+
+
+def test_a_signed_unlock_command_opens_the_door_for_its_seconds(tmp_path: Path) -> None:
+    import time
+
+    factory = MockFactory()
+    text = config_file(tmp_path, "/dev/null").read_text()
+    text = text.split("[[readers]]")[0] + "[mqtt]" + text.split("[mqtt]")[1]
+    (tmp_path / "doorgw.toml").write_text(text)
+
+    async def go() -> None:
+        gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
+        async with gw.running():
+            cloud = CloudSigner(SIGNER, "t")
+            for chunk in cloud.snapshot(parse_dataset(base_dataset())):
+                await gw.engine.handle(chunk)
+            await gw.engine.wait_snapshot()
+            command = cloud.command(
+                "gw-1", "unlock", int(time.time()) + 60, door="front", seconds=0.3
+            )
+            assert await gw.engine.handle(command) == "command"
+            assert factory.pin(LOCK).state is True
+            await until(lambda: factory.pin(LOCK).state is False)  # relocked after 0.3 s
+            assert await gw.engine.handle(command) == "command"  # the same one again
+            assert factory.pin(LOCK).state is False
+            events = [
+                (e["type"], e["data"].get("reason"))
+                for e in await gw.outbox.pending(0, 1000)
+                if "command" in e["type"]
+            ]
+            assert events == [("command_accepted", None), ("command_refused", "replayed")]
+
+    asyncio.run(go())
