@@ -117,6 +117,8 @@ class Gateway:
         self._reader_tasks: list[tuple[str, Any]] = []
         #: Wrong-PIN lockout, per keypad.
         self.keypads = KeypadGuard()
+        #: Lockdown: every door locked, only staff credentials open them.
+        self.lockdown = False
         self.clock = clock
         self.keys = keys or load_keys(config)
         self.topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
@@ -285,6 +287,16 @@ class Gateway:
             self.keypads.succeeded(reader_id)
         return decision
 
+    async def set_lockdown(self, on: bool, *, by: str) -> None:
+        """Enter or leave lockdown; entering locks every door at once."""
+        if on == self.lockdown:
+            return
+        self.lockdown = on
+        await self.record("mode_changed", {"mode": "lockdown" if on else "normal", "by": by})
+        if on:
+            for door in self.doors.values():
+                await door.lock_now()
+
     def door_states(self) -> dict[str, str]:
         """Each configured door as ``locked|unlocked[/open|/closed][/ALARM]``."""
         states = {}
@@ -371,6 +383,7 @@ class Gateway:
                 self.clock.now(),
                 stale=self.stale_kinds(),
                 stale_staff=self.stale_kinds(staff=True),
+                lockdown=self.lockdown,
             )
         await self.record(
             "access",
@@ -447,7 +460,24 @@ class Gateway:
             )
             await door.grant(reason="command", seconds=command.seconds)
             return
-        # Lockdown and door modes arrive with the door modes (doors-and-readers issue).
+        if command.action == "lockdown":
+            if command.on is None:
+                await self.record(
+                    "command_refused",
+                    {
+                        "command_id": command.command_id,
+                        "action": "lockdown",
+                        "reason": "missing 'on'",
+                    },
+                )
+                return
+            await self.record(
+                "command_accepted",
+                {"command_id": command.command_id, "action": "lockdown", "on": command.on},
+            )
+            await self.set_lockdown(command.on, by=f"command {command.command_id}")
+            return
+        # Door modes (scheduled unlock, first staff in) arrive later (doors-and-readers issue).
         await self.record(
             "command_refused",
             {"command_id": command.command_id, "action": command.action, "reason": "unsupported"},

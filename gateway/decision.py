@@ -69,6 +69,7 @@ class Reason(StrEnum):
     DOOR_NOT_IN_PLAN = "door_not_in_plan"
     NO_ENTITLEMENT = "no_entitlement"
     DATA_STALE = "data_stale"
+    LOCKDOWN = "lockdown"
 
     @property
     def granted(self) -> bool:
@@ -106,6 +107,7 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.NO_ENTITLEMENT: "no booking, plan or pass relates to this door",
     Reason.DATA_STALE: "a grant matched, but the gateway has not heard from the platform "
     "for longer than that kind of grant may be trusted",
+    Reason.LOCKDOWN: "the site is in lockdown: only staff credentials open doors",
 }
 
 #: Among deny reasons about the member's grants, lower ranks win; within a
@@ -248,13 +250,15 @@ def decide(
     *,
     stale: frozenset[str] = frozenset(),
     stale_staff: frozenset[str] | None = None,
+    lockdown: bool = False,
 ) -> Decision:
     """Decide whether ``read`` opens ``door_id`` at instant ``at``.
 
     ``at`` is an aware datetime or Unix seconds.  ``stale`` names the grant
     kinds (``booking``, ``plan``, ``pass``) that may not open doors because
     the data behind them is too old; ``stale_staff`` does the same for staff
-    members (default: as ``stale``).  The result always carries one
+    members (default: as ``stale``).  During a ``lockdown`` only staff
+    members' grants open doors.  The result always carries one
     :class:`Reason`; denials carry the most useful one for the member.
     """
     if isinstance(at, datetime):
@@ -300,6 +304,8 @@ def decide(
     if member.status is MemberStatus.SUSPENDED:
         return _deny(Reason.MEMBER_SUSPENDED, "member suspended", door_id, ts, cred)
 
+    if lockdown and not member.staff:
+        return _deny(Reason.LOCKDOWN, "site in lockdown", door_id, ts, cred)
     if member.staff and stale_staff is not None:
         stale = stale_staff
     return _evaluate_grants(view, site, door, member, cred, ts, stale)

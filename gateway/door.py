@@ -143,6 +143,13 @@ class DoorController:
         await self._clock.sleep(seconds)
         await self._lock()
 
+    async def lock_now(self) -> None:
+        """Lock at once, whatever unlock time was running (lockdown)."""
+        if self._relock is not None:
+            self._relock.cancel()
+            self._relock = None
+        await self._lock()
+
     async def _lock(self) -> None:
         self._relay.value = self._energised(locked=True)
         if not self.locked:

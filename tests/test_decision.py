@@ -549,7 +549,7 @@ def test_decision_table(
 def test_every_reason_code_is_documented_and_reachable() -> None:
     assert set(REASON_DOCS) == set(Reason)
     # NO_DATA and DATA_STALE have tests of their own below.
-    reached = {case[4] for case in CASES} | {Reason.NO_DATA, Reason.DATA_STALE}
+    reached = {case[4] for case in CASES} | {Reason.NO_DATA, Reason.DATA_STALE, Reason.LOCKDOWN}
     assert reached == set(Reason)
     assert all(
         r in DENY_PRECEDENCE
@@ -708,3 +708,18 @@ def test_stale_grant_kinds_do_not_open_but_fresh_ones_do(make_reader: Any) -> No
             stale=frozenset({"booking", "plan", "pass"}),
         )
         assert other.reason is Reason.CREDENTIAL_REVOKED
+
+
+def test_lockdown_lets_only_staff_through(reader: CacheReader) -> None:
+    at = local("2026-03-10T10:00")
+    with reader.view() as view:
+        member = decide(view, parse_read("nfc:04000001", site_id="t"), "front", at, lockdown=True)
+        staff = decide(view, parse_read("nfc:04000011", site_id="t"), "front", at, lockdown=True)
+        revoked = decide(view, parse_read("nfc:04000008", site_id="t"), "front", at, lockdown=True)
+    assert (member.granted, member.reason, member.message) == (
+        False,
+        Reason.LOCKDOWN,
+        "site in lockdown",
+    )
+    assert (staff.granted, staff.reason) == (True, Reason.GRANTED_PLAN)
+    assert revoked.reason is Reason.CREDENTIAL_REVOKED

@@ -214,3 +214,48 @@ def test_a_signed_unlock_command_opens_the_door_for_its_seconds(tmp_path: Path) 
             assert events == [("command_accepted", None), ("command_refused", "replayed")]
 
     asyncio.run(go())
+
+
+def test_lockdown_locks_every_door_at_once_and_only_staff_get_in(tmp_path: Path) -> None:
+    import time
+
+    from gateway.credentials import CredentialRead
+    from gateway.decision import Reason
+    from gateway.model import CredentialKind
+
+    factory = MockFactory()
+    text = config_file(tmp_path, "/dev/null").read_text()
+    text = text.split("[[readers]]")[0] + "[mqtt]" + text.split("[mqtt]")[1]
+    (tmp_path / "doorgw.toml").write_text(text)
+    doc = base_dataset()
+    doc["entitlements"].append({"id": "e-staff-all", "member_id": "staff_m", "plan_id": "always"})
+
+    async def go() -> None:
+        gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
+        async with gw.running():
+            cloud = CloudSigner(SIGNER, "t")
+            for chunk in cloud.snapshot(parse_dataset(doc)):
+                await gw.engine.handle(chunk)
+            await gw.engine.wait_snapshot()
+            resident = CredentialRead(CredentialKind.NFC_UID, "04000003")
+            assert (await gw.present("front", resident)).granted
+            assert factory.pin(LOCK).state is True  # unlocked for the resident
+            await gw.engine.handle(
+                cloud.command("gw-1", "lockdown", int(time.time()) + 60, on=True)
+            )
+            assert factory.pin(LOCK).state is False  # locked at once
+            assert (await gw.present("front", resident)).reason is Reason.LOCKDOWN
+            staff = CredentialRead(CredentialKind.NFC_UID, "04000011")
+            assert (await gw.present("front", staff)).granted
+            await gw.engine.handle(
+                cloud.command("gw-1", "lockdown", int(time.time()) + 60, on=False)
+            )
+            assert (await gw.present("front", resident)).granted
+            modes = [
+                e["data"]["mode"]
+                for e in await gw.outbox.pending(0, 1000)
+                if e["type"] == "mode_changed"
+            ]
+            assert modes == ["lockdown", "normal"]
+
+    asyncio.run(go())
