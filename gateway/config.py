@@ -24,6 +24,7 @@ from pydantic import (
 from gateway.dataset import Id, first_problem
 from gateway.errors import ConfigError
 from gateway.localtime import check_timezone
+from gateway.schedule import WeeklySchedule
 
 #: Where the daemon and staff commands look when ``--config`` is not given.
 DEFAULT_CONFIG_PATH = Path("/etc/doorgw/doorgw.toml")
@@ -73,6 +74,16 @@ class DoorConfig(_Section):
     green_led_pin: Pin | None = None
     red_led_pin: Pin | None = None
     buzzer_pin: Pin | None = None
+    #: Site-local hours the door stands unlocked (open-plan hours), e.g. "Mon-Fri 09:00-17:00".
+    unlocked_schedule: tuple[str, ...] = ()
+    #: ...but only once a staff member has badged in that day.
+    unlock_after_first_staff: bool = False
+
+    @field_validator("unlocked_schedule")
+    @classmethod
+    def _schedule(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
+        WeeklySchedule.parse(list(entries))  # ScheduleFormatError is a ValueError
+        return entries
 
     def pins(self) -> list[int]:
         """Every GPIO this door uses."""

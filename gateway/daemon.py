@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import date
 from typing import Any
 
 from gateway.cache import CacheReader, CacheWriter
@@ -27,6 +28,7 @@ from gateway.door import DoorController, LockKind
 from gateway.errors import ConfigError, DoorgwError
 from gateway.feedback import Feedback
 from gateway.jws import KeySet
+from gateway.localtime import to_local
 from gateway.model import CredentialKind
 from gateway.mqtt import LinkDownError, LinkSettings, MqttLink
 from gateway.outbox import Outbox
@@ -41,6 +43,7 @@ from gateway.readers.keypad import KeypadGuard
 from gateway.readers.pn532_reader import Pn532Reader
 from gateway.readers.wiegand import CardRead
 from gateway.readers.wiegand_gpio import WiegandReader
+from gateway.schedule import WeeklySchedule
 from gateway.sync import SyncEngine
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,8 @@ log = logging.getLogger(__name__)
 #: Events per published batch, and batches in flight before waiting for an ack.
 BATCH_EVENTS = 1000
 WINDOW_BATCHES = 16
+#: How often (seconds) scheduled door modes are re-evaluated.
+DOOR_MODE_INTERVAL = 30.0
 #: Commands may not be valid for longer than this (seconds).
 MAX_COMMAND_LIFETIME = 3600
 #: Seconds without an ack before unacknowledged events are sent again.
@@ -119,6 +124,8 @@ class Gateway:
         self.keypads = KeypadGuard()
         #: Lockdown: every door locked, only staff credentials open them.
         self.lockdown = False
+        #: The local date a staff member last came in, per door.
+        self._staff_in: dict[str, date] = {}
         self.clock = clock
         self.keys = keys or load_keys(config)
         self.topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
@@ -245,6 +252,12 @@ class Gateway:
     async def present(self, door_id: str, read: CredentialRead) -> Decision:
         """A credential presented at a door's reader: decide, then drive the door."""
         decision = await self.tap(read, door_id)
+        if decision.granted and decision.member_id and self.reader is not None:
+            with self.reader.view() as view:
+                member, site = view.member(decision.member_id), view.site()
+            if member is not None and member.staff and site is not None:
+                # Remembered for doors that open for the day once staff are in.
+                self._staff_in[door_id] = to_local(decision.at, site.tz).date()
         door = self.doors.get(door_id)
         if door is not None and decision.granted:
             await door.grant(extended=decision.extended_unlock)
@@ -287,6 +300,34 @@ class Gateway:
             self.keypads.succeeded(reader_id)
         return decision
 
+    async def _door_mode(
+        self, door_id: str, schedule: WeeklySchedule, after_first_staff: bool
+    ) -> None:
+        """Hold a door unlocked during its scheduled hours (after the first staff member in)."""
+        door = self.doors[door_id]
+        while True:
+            held = False
+            assert self.reader is not None
+            with self.reader.view() as view:
+                site = view.site()
+            if site is not None and not self.lockdown:
+                ts = int(self.clock.now().timestamp())
+                open_now = schedule.span_at(ts, site.tz, site.closures.__contains__) is not None
+                today = to_local(ts, site.tz).date()
+                staff_ok = not after_first_staff or self._staff_in.get(door_id) == today
+                held = open_now and staff_ok
+            if held != door.held:
+                await door.set_held(held)
+                await self.record(
+                    "mode_changed",
+                    {
+                        "door": door_id,
+                        "mode": "scheduled_unlocked" if held else "normal",
+                        "by": "schedule",
+                    },
+                )
+            await self.clock.sleep(DOOR_MODE_INTERVAL)
+
     async def set_lockdown(self, on: bool, *, by: str) -> None:
         """Enter or leave lockdown; entering locks every door at once."""
         if on == self.lockdown:
@@ -324,6 +365,16 @@ class Gateway:
             tasks.create_task(self._heartbeat(), name="heartbeat")
             for door_id, door in self.doors.items():
                 tasks.create_task(door.run(), name=f"door-{door_id}")
+            for cfg in self.config.doors:
+                if cfg.unlocked_schedule and cfg.id in self.doors:
+                    tasks.create_task(
+                        self._door_mode(
+                            cfg.id,
+                            WeeklySchedule.parse(list(cfg.unlocked_schedule)),
+                            cfg.unlock_after_first_staff,
+                        ),
+                        name=f"door-mode-{cfg.id}",
+                    )
             for reader_id, reader in self._reader_tasks:
                 tasks.create_task(reader.run(), name=f"reader-{reader_id}")
 

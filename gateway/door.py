@@ -100,6 +100,8 @@ class DoorController:
                 device.when_activated = self._notifier(f"{name}_on")
                 device.when_deactivated = self._notifier(f"{name}_off")
         self.locked = True
+        #: Held unlocked by a door mode (scheduled open hours) rather than a grant.
+        self.held = False
         self.alarm: str | None = None
         self._relock: asyncio.Task[None] | None = None
         self._held: asyncio.Task[None] | None = None
@@ -143,14 +145,35 @@ class DoorController:
         await self._clock.sleep(seconds)
         await self._lock()
 
+    async def set_held(self, held: bool) -> None:
+        """Hold the door unlocked (a door mode), or end the hold and lock."""
+        if held == self.held:
+            return
+        self.held = held
+        if held:
+            if self._relock is not None:
+                self._relock.cancel()
+                self._relock = None
+            self._relay.value = self._energised(locked=False)
+            if self.locked:
+                self.locked = False
+                await self._record(
+                    "door_unlocked", {"door": self.door_id, "seconds": None, "reason": "schedule"}
+                )
+        else:
+            await self._lock()
+
     async def lock_now(self) -> None:
-        """Lock at once, whatever unlock time was running (lockdown)."""
+        """Lock at once, whatever unlock time or hold was running (lockdown)."""
         if self._relock is not None:
             self._relock.cancel()
             self._relock = None
+        self.held = False
         await self._lock()
 
     async def _lock(self) -> None:
+        if self.held:
+            return  # a door mode holds it open; a grant ending does not lock it
         self._relay.value = self._energised(locked=True)
         if not self.locked:
             self.locked = True

@@ -121,6 +121,13 @@ def test_config_is_frozen(tmp_path: Path) -> None:
             "doors[0].lock_pin",
             "less than or equal to 27",
         ),
+        (
+            GOOD.replace(
+                'name = "Front door"', 'name = "Front door"\nunlocked_schedule = ["weekdays 9-5"]'
+            ),
+            "doors[0].unlocked_schedule",
+            "is not of the form 'DAYS HH:MM-HH:MM'",
+        ),
     ],
 )
 def test_bad_configs_name_the_key_and_the_problem(

@@ -259,3 +259,78 @@ def test_lockdown_locks_every_door_at_once_and_only_staff_get_in(tmp_path: Path)
             assert modes == ["lockdown", "normal"]
 
     asyncio.run(go())
+
+
+def _scheduled(tmp_path: Path, extra: str) -> Path:
+    text = config_file(tmp_path, "/dev/null").read_text()
+    text = text.split("[[readers]]")[0] + "[mqtt]" + text.split("[mqtt]")[1]
+    text = text.replace(
+        f"buzzer_pin = {BUZZER}\n",
+        f'buzzer_pin = {BUZZER}\nunlocked_schedule = ["Mon-Fri 09:00-17:00"]\n' + extra,
+    )
+    (tmp_path / "doorgw.toml").write_text(text)
+    return tmp_path / "doorgw.toml"
+
+
+def _run_scheduled(path: Path, body: Any, expected: int) -> list[str]:
+    from datetime import UTC, datetime
+
+    from gateway.clock import ManualClock
+
+    factory = MockFactory()
+    clock = ManualClock(datetime(2026, 3, 10, 8, 55, tzinfo=UTC))  # Tue, GMT
+    modes: list[str] = []
+
+    async def go() -> None:
+        gw = Gateway(load_config(path), clock, pin_factory=factory)
+        async with gw.running():
+            for chunk in CloudSigner(SIGNER, "t", clock.now).snapshot(
+                parse_dataset(base_dataset())
+            ):
+                await gw.engine.handle(chunk)
+            await gw.engine.wait_snapshot()
+            factory.pin(CONTACT).drive_low()
+            await body(gw, clock, factory)
+            # Events are written by the outbox's thread: give them a moment (real time).
+            for _ in range(100):
+                modes[:] = [
+                    e["data"]["mode"]
+                    for e in await gw.outbox.pending(0, 1000)
+                    if e["type"] == "mode_changed"
+                ]
+                if len(modes) >= expected:
+                    break
+                await asyncio.sleep(0.02)
+
+    asyncio.run(go())
+    return modes
+
+
+def test_a_door_stands_unlocked_in_its_scheduled_hours(tmp_path: Path) -> None:
+    async def body(gw: Gateway, clock: Any, factory: MockFactory) -> None:
+        await clock.run_for(60, step=5)  # 08:56
+        assert factory.pin(LOCK).state is False
+        await clock.run_for(5 * 60, step=5)  # 09:01
+        assert factory.pin(LOCK).state is True
+        assert gw.door_states() == {"front": "unlocked/closed"}
+        await clock.run_for(8 * 3600, step=15)  # 17:01
+        assert factory.pin(LOCK).state is False
+
+    assert _run_scheduled(_scheduled(tmp_path, ""), body, 2) == ["scheduled_unlocked", "normal"]
+
+
+def test_after_first_staff_the_door_waits_for_a_staff_member(tmp_path: Path) -> None:
+    from gateway.credentials import CredentialRead
+    from gateway.model import CredentialKind
+
+    async def body(gw: Gateway, clock: Any, factory: MockFactory) -> None:
+        await clock.run_for(15 * 60, step=5)  # 09:10, nobody from staff yet
+        assert factory.pin(LOCK).state is False
+        decision = await gw.present("front", CredentialRead(CredentialKind.NFC_UID, "04000011"))
+        assert decision.granted
+        await clock.run_for(60, step=5)  # the grant has ended; the schedule holds it open
+        assert factory.pin(LOCK).state is True
+        assert gw.doors["front"].held
+
+    path = _scheduled(tmp_path, "unlock_after_first_staff = true\n")
+    assert _run_scheduled(path, body, 1) == ["scheduled_unlocked"]
