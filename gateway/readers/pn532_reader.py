@@ -11,7 +11,6 @@ once, and again only after it has been away for ``quiet`` seconds.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from collections.abc import Awaitable, Callable
 
@@ -19,7 +18,6 @@ import serial
 
 from gateway.clock import Clock
 from gateway.events import Record
-from gateway.mqtt import backoff
 from gateway.readers.pn532 import (
     SAM_CONFIGURATION,
     WAKE_UP,
@@ -31,18 +29,17 @@ from gateway.readers.pn532 import (
     parse_targets,
     sam_configuration,
 )
-
-log = logging.getLogger(__name__)
+from gateway.readers.serial_port import SerialPortTask, SessionError
 
 OnUid = Callable[[bytes], Awaitable[object]]
 RF_CONFIGURATION = 0x32
 
 
-class ExchangeError(Exception):
+class ExchangeError(SessionError):
     """One command got no proper ACK and response."""
 
 
-class Pn532Reader:
+class Pn532Reader(SerialPortTask):
     """Polls one PN532 for ISO 14443A cards until cancelled."""
 
     def __init__(
@@ -61,42 +58,24 @@ class Pn532Reader:
         retry_max: float = 30.0,
         rng: random.Random | None = None,
     ) -> None:
-        self.reader_id = reader_id
-        self.url = url
+        super().__init__(
+            reader_id,
+            url,
+            record=record,
+            clock=clock,
+            baudrate=115200,
+            read_timeout=0.02,
+            retry_min=retry_min,
+            retry_max=retry_max,
+            rng=rng,
+        )
         self._on_uid = on_uid
-        self._record = record
-        self._clock = clock
         self.poll_interval = poll_interval
         self.timeout = timeout
         self.max_failures = max_failures
         self.quiet = quiet
-        self._retry = (retry_min, retry_max)
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-        self.online = False
         self._last_uid: bytes | None = None
         self._last_seen = 0.0
-
-    async def run(self) -> None:
-        """Open, initialise and poll; start over after failures, until cancelled."""
-        attempt = 0
-        while True:
-            try:
-                port = await asyncio.to_thread(
-                    serial.serial_for_url, self.url, baudrate=115200, timeout=0.02
-                )
-            except (serial.SerialException, OSError, ValueError) as exc:
-                log.debug("reader %s: cannot open %s: %s", self.reader_id, self.url, exc)
-            else:
-                try:
-                    await self._session(port)
-                    attempt = 0
-                except (serial.SerialException, OSError, ExchangeError) as exc:
-                    log.warning("reader %s: %s", self.reader_id, exc)
-                finally:
-                    await asyncio.to_thread(port.close)
-                await self._set_online(False)
-            await self._clock.sleep(backoff(attempt, *self._retry, self._rng))
-            attempt += 1
 
     async def _session(self, port: serial.SerialBase) -> None:
         parser = FrameParser()
@@ -145,11 +124,3 @@ class Pn532Reader:
                 else:
                     raise ExchangeError(f"unexpected {item!r} after command 0x{command:02X}")
         raise ExchangeError(f"no {'response' if acked else 'ACK'} to command 0x{command:02X}")
-
-    async def _set_online(self, online: bool) -> None:
-        if online != self.online:
-            self.online = online
-            await self._record(
-                "reader_online" if online else "reader_offline",
-                {"reader": self.reader_id, "port": self.url},
-            )

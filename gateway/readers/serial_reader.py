@@ -11,7 +11,6 @@ say when.  Nothing a scanner sends can stop the task.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from collections.abc import Awaitable, Callable
 
@@ -19,15 +18,13 @@ import serial
 
 from gateway.clock import Clock
 from gateway.events import Record
-from gateway.mqtt import backoff
 from gateway.readers.lines import Discarded, Line, LineFramer
-
-log = logging.getLogger(__name__)
+from gateway.readers.serial_port import SerialPortTask
 
 OnLine = Callable[[str], Awaitable[object]]
 
 
-class SerialLineReader:
+class SerialLineReader(SerialPortTask):
     """Reads lines from one serial scanner until cancelled."""
 
     def __init__(
@@ -43,49 +40,21 @@ class SerialLineReader:
         retry_max: float = 30.0,
         rng: random.Random | None = None,
     ) -> None:
-        self.reader_id = reader_id
-        self.url = url
-        self.baudrate = baudrate
+        super().__init__(
+            reader_id,
+            url,
+            record=record,
+            clock=clock,
+            baudrate=baudrate,
+            read_timeout=0.2,
+            retry_min=retry_min,
+            retry_max=retry_max,
+            rng=rng,
+        )
         self._on_line = on_line
-        self._record = record
-        self._clock = clock
-        self._retry = (retry_min, retry_max)
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-        #: True while the port is open and reading.
-        self.online = False
 
-    async def run(self) -> None:
-        """Open, read, and reopen after failures, until cancelled."""
-        attempt = 0
-        while True:
-            try:
-                port = await asyncio.to_thread(
-                    serial.serial_for_url, self.url, baudrate=self.baudrate, timeout=0.2
-                )
-            except (serial.SerialException, OSError, ValueError) as exc:
-                log.debug("reader %s: cannot open %s: %s", self.reader_id, self.url, exc)
-            else:
-                attempt = 0
-                await self._set_online(True)
-                try:
-                    await self._read(port)
-                except (serial.SerialException, OSError) as exc:
-                    log.warning("reader %s: %s", self.reader_id, exc)
-                finally:
-                    await asyncio.to_thread(port.close)
-                await self._set_online(False)
-            await self._clock.sleep(backoff(attempt, *self._retry, self._rng))
-            attempt += 1
-
-    async def _set_online(self, online: bool) -> None:
-        if online != self.online:
-            self.online = online
-            await self._record(
-                "reader_online" if online else "reader_offline",
-                {"reader": self.reader_id, "port": self.url},
-            )
-
-    async def _read(self, port: serial.SerialBase) -> None:
+    async def _session(self, port: serial.SerialBase) -> None:
+        await self._set_online(True)
         framer = LineFramer()
         while True:
             data = await asyncio.to_thread(port.read, 4096)
