@@ -126,6 +126,7 @@ class Gateway:
         self.lockdown = False
         #: The local date a staff member last came in, per door.
         self._staff_in: dict[str, date] = {}
+        self._waits_for_staff = any(d.unlock_after_first_staff for d in config.doors)
         self.clock = clock
         self.keys = keys or load_keys(config)
         self.topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
@@ -252,7 +253,14 @@ class Gateway:
     async def present(self, door_id: str, read: CredentialRead) -> Decision:
         """A credential presented at a door's reader: decide, then drive the door."""
         decision = await self.tap(read, door_id)
-        if decision.granted and decision.member_id and self.reader is not None:
+        # Only doors that open once staff are in need to know who was staff: the
+        # extra lookup stays off the tap path everywhere else.
+        if (
+            decision.granted
+            and decision.member_id
+            and self.reader is not None
+            and self._waits_for_staff
+        ):
             with self.reader.view() as view:
                 member, site = view.member(decision.member_id), view.site()
             if member is not None and member.staff and site is not None:

@@ -25,6 +25,14 @@ SIGNER = Signer.generate("platform")
 LOCK, CONTACT, GREEN, RED, BUZZER, D0, D1 = 17, 27, 23, 24, 25, 5, 6
 
 
+def door_only_config(tmp_path: Path) -> Path:
+    """The same gateway with its door but without readers."""
+    text = config_file(tmp_path, "/dev/null").read_text()
+    text = text.split("[[readers]]")[0] + "[mqtt]" + text.split("[mqtt]")[1]
+    (tmp_path / "doorgw.toml").write_text(text)
+    return tmp_path / "doorgw.toml"
+
+
 def config_file(tmp_path: Path, port: str) -> Path:
     keys = tmp_path / "keys.json"
     keys.write_text(json.dumps({"keys": [SIGNER.public_jwk()]}))
@@ -132,11 +140,11 @@ def test_an_early_member_sees_booking_soon_not_a_plain_refusal(tmp_path: Path) -
         }
     )
     factory = MockFactory()
-    path = config_file(tmp_path, "/dev/null").read_text()
-    # Drive Room 1's door instead of the front door, and no readers.
-    path = path.replace('id = "front"\nlock_pin', 'id = "room1"\nlock_pin')
-    path = path.split("[[readers]]")[0] + "[mqtt]" + path.split("[mqtt]")[1]
-    (tmp_path / "doorgw.toml").write_text(path)
+    # Drive Room 1's door instead of the front door.
+    path = door_only_config(tmp_path).read_text()
+    (tmp_path / "doorgw.toml").write_text(
+        path.replace('id = "front"\nlock_pin', 'id = "room1"\nlock_pin')
+    )
 
     async def go() -> None:
         gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
@@ -156,9 +164,7 @@ def test_an_early_member_sees_booking_soon_not_a_plain_refusal(tmp_path: Path) -
 
 def test_wrong_pins_lock_the_keypad_with_an_event(tmp_path: Path) -> None:
     factory = MockFactory()
-    text = config_file(tmp_path, "/dev/null").read_text()
-    text = text.split("[[readers]]")[0] + "[mqtt]" + text.split("[mqtt]")[1]
-    (tmp_path / "doorgw.toml").write_text(text)
+    door_only_config(tmp_path)
 
     async def go() -> None:
         gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
@@ -187,9 +193,7 @@ def test_a_signed_unlock_command_opens_the_door_for_its_seconds(tmp_path: Path) 
     import time
 
     factory = MockFactory()
-    text = config_file(tmp_path, "/dev/null").read_text()
-    text = text.split("[[readers]]")[0] + "[mqtt]" + text.split("[mqtt]")[1]
-    (tmp_path / "doorgw.toml").write_text(text)
+    door_only_config(tmp_path)
 
     async def go() -> None:
         gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
@@ -224,9 +228,7 @@ def test_lockdown_locks_every_door_at_once_and_only_staff_get_in(tmp_path: Path)
     from gateway.model import CredentialKind
 
     factory = MockFactory()
-    text = config_file(tmp_path, "/dev/null").read_text()
-    text = text.split("[[readers]]")[0] + "[mqtt]" + text.split("[mqtt]")[1]
-    (tmp_path / "doorgw.toml").write_text(text)
+    door_only_config(tmp_path)
     doc = base_dataset()
     doc["entitlements"].append({"id": "e-staff-all", "member_id": "staff_m", "plan_id": "always"})
 
@@ -262,8 +264,7 @@ def test_lockdown_locks_every_door_at_once_and_only_staff_get_in(tmp_path: Path)
 
 
 def _scheduled(tmp_path: Path, extra: str) -> Path:
-    text = config_file(tmp_path, "/dev/null").read_text()
-    text = text.split("[[readers]]")[0] + "[mqtt]" + text.split("[mqtt]")[1]
+    text = door_only_config(tmp_path).read_text()
     text = text.replace(
         f"buzzer_pin = {BUZZER}\n",
         f'buzzer_pin = {BUZZER}\nunlocked_schedule = ["Mon-Fri 09:00-17:00"]\n' + extra,
