@@ -46,8 +46,21 @@ def test_every_format_round_trips_and_any_single_bit_flip_is_caught(
     flip = data.draw(st.integers(0, length - 1))
     broken = list(frame)
     broken[flip] ^= 1
-    with pytest.raises(WiegandError, match="parity fails"):
+    with pytest.raises(WiegandError, match=r"parity \(bit \d+\) fails"):
         decode_frame(broken)
+
+
+def test_a_known_35_bit_corporate_1000_frame() -> None:
+    # Company 1234, card 567890, as an HID Corporate 1000 reader sends it (the
+    # frame was checked against an independent implementation of the format).
+    frame = bits("1 1 010011010010 10001010101001010010 0")
+    assert encode_card(35, 1234, 567890) == frame
+    assert decode_frame(frame) == CardRead(35, 1234, 567890)
+    for bit, kind in ((0, "odd"), (1, "even"), (34, "odd")):
+        broken = list(frame)
+        broken[bit] ^= 1
+        with pytest.raises(WiegandError, match=f"35-bit frame: {kind} parity \\(bit {bit}\\)"):
+            decode_frame(broken)
 
 
 @pytest.mark.parametrize(

@@ -96,8 +96,8 @@ def test_a_bad_frame_is_recorded_and_reading_goes_on() -> None:
 
     bench = run(body)
     assert [d["reason"] for t, d in bench.events if t == "reader_bad_frame"] == [
-        "26-bit frame: even parity fails",
-        "3-bit frame: not a supported format (4, 8, 26, 34 or 37 bits)",
+        "26-bit frame: even parity (bit 0) fails",
+        "3-bit frame: not a supported format (4, 8, 26, 34, 35 or 37 bits)",
     ]
     assert bench.cards == [CardRead(26, 1, 2)]
 

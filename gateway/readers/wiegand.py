@@ -9,6 +9,10 @@ not a valid one.  Formats (bit 0 is the first bit on the wire):
   16-bit card, odd parity (bit 25) over bits 13-24;
 * 34-bit (H10306): even parity over bits 1-16, 16-bit facility, 16-bit
   card, odd parity over bits 17-32;
+* 35-bit HID Corporate 1000: bit 1 even parity over bits 2-3, 5-6, ...,
+  32-33; 12-bit company id (bits 2-13), 20-bit card (bits 14-33); bit 34
+  odd parity over bits 1-2, 4-5, ..., 31-32; bit 0 odd parity over the
+  whole frame;
 * 37-bit H10304: even parity over bits 1-18, 16-bit facility, 19-bit card,
   odd parity over bits 18-35 (bit 18 counts in both halves);
 * keypads: 4-bit bursts (one key) and 8-bit bursts (a key and its
@@ -51,18 +55,54 @@ class KeyPress:
 
 
 @dataclass(frozen=True, slots=True)
+class _Parity:
+    bit: int  # where the parity bit sits
+    odd: bool  # odd parity (the ones, this bit included, are odd) or even
+    covers: tuple[int, ...]  # the bits it is computed over, itself excluded
+
+
+@dataclass(frozen=True, slots=True)
 class _Format:
     length: int
     facility: tuple[int, int]  # first bit, bit count
     card: tuple[int, int]
-    even: tuple[int, int]  # bits covered by the even parity bit 0 (inclusive range)
-    odd: tuple[int, int]  # bits covered by the odd parity bit (the last one)
+    #: In the order an encoder computes them: a later one may cover an earlier one.
+    parity: tuple[_Parity, ...]
+
+
+def _span(first: int, last: int) -> tuple[int, ...]:
+    return tuple(range(first, last + 1))
+
+
+def _linear(length: int, facility: tuple[int, int], card: tuple[int, int], half: int) -> _Format:
+    """A format with an even parity bit first over bits 1..half and an odd one last."""
+    return _Format(
+        length,
+        facility,
+        card,
+        (
+            _Parity(0, odd=False, covers=_span(1, half)),
+            _Parity(length - 1, odd=True, covers=_span(length - 1 - half, length - 2)),
+        ),
+    )
 
 
 FORMATS: dict[int, _Format] = {
-    26: _Format(26, (1, 8), (9, 16), (1, 12), (13, 24)),
-    34: _Format(34, (1, 16), (17, 16), (1, 16), (17, 32)),
-    37: _Format(37, (1, 16), (17, 19), (1, 18), (18, 35)),
+    26: _linear(26, (1, 8), (9, 16), 12),
+    34: _linear(34, (1, 16), (17, 16), 16),
+    # HID Corporate 1000: 12-bit company id, 20-bit card; three parity bits, two
+    # over interleaved two-of-every-three bit sets and one over the whole frame.
+    35: _Format(
+        35,
+        (2, 12),
+        (14, 20),
+        (
+            _Parity(1, odd=False, covers=tuple(b for b in range(2, 34) if (b - 2) % 3 != 2)),
+            _Parity(34, odd=True, covers=tuple(b for b in range(1, 34) if (b - 1) % 3 != 2)),
+            _Parity(0, odd=True, covers=_span(1, 34)),
+        ),
+    ),
+    37: _linear(37, (1, 16), (17, 19), 18),
 }
 
 
@@ -87,13 +127,12 @@ def decode_frame(bits: Sequence[int]) -> CardRead | KeyPress:
         return _key(low)
     fmt = FORMATS.get(n)
     if fmt is None:
-        raise WiegandError(f"{n}-bit frame: not a supported format (4, 8, 26, 34 or 37 bits)")
-    even_ones = bits[0] + sum(bits[fmt.even[0] : fmt.even[1] + 1])
-    if even_ones % 2:
-        raise WiegandError(f"{n}-bit frame: even parity fails")
-    odd_ones = bits[n - 1] + sum(bits[fmt.odd[0] : fmt.odd[1] + 1])
-    if odd_ones % 2 == 0:
-        raise WiegandError(f"{n}-bit frame: odd parity fails")
+        raise WiegandError(f"{n}-bit frame: not a supported format (4, 8, 26, 34, 35 or 37 bits)")
+    for check in fmt.parity:
+        ones = bits[check.bit] + sum(bits[b] for b in check.covers)
+        if ones % 2 != check.odd:
+            kind = "odd" if check.odd else "even"
+            raise WiegandError(f"{n}-bit frame: {kind} parity (bit {check.bit}) fails")
     return CardRead(n, _field(bits, *fmt.facility), _field(bits, *fmt.card))
 
 
@@ -108,8 +147,8 @@ def encode_card(length: int, facility: int, card: int) -> list[int]:
     for start, count, value in ((*fmt.facility, facility), (*fmt.card, card)):
         for i in range(count):
             bits[start + i] = (value >> (count - 1 - i)) & 1
-    bits[0] = sum(bits[fmt.even[0] : fmt.even[1] + 1]) % 2
-    bits[-1] = 1 - sum(bits[fmt.odd[0] : fmt.odd[1] + 1]) % 2
+    for check in fmt.parity:
+        bits[check.bit] = (sum(bits[b] for b in check.covers) + check.odd) % 2
     return bits
 
 
