@@ -78,6 +78,10 @@ class DoorConfig(_Section):
     unlocked_schedule: tuple[str, ...] = ()
     #: ...but only once a staff member has badged in that day.
     unlock_after_first_staff: bool = False
+    #: Card and PIN: a card that would open the door waits for its holder's PIN
+    #: on this door's keypad (a Wiegand reader with keys) for pin_timeout_seconds.
+    card_and_pin: bool = False
+    pin_timeout_seconds: float = Field(default=10.0, ge=2, le=120)
 
     @field_validator("unlocked_schedule")
     @classmethod
@@ -215,6 +219,13 @@ class Config(_Section):
         ids = [r.id for r in self.readers]
         if len(ids) != len(set(ids)):
             raise ValueError("reader ids must be unique")
+        keypad_doors = {r.door for r in self.readers if r.kind == "wiegand"}
+        for door in self.doors:
+            if door.card_and_pin and door.id not in keypad_doors:
+                raise ValueError(
+                    f"door {door.id!r} is card_and_pin, but no keypad (a wiegand reader) "
+                    "is configured for it"
+                )
         return self
 
     @property

@@ -51,6 +51,19 @@ log = logging.getLogger(__name__)
 #: Events per published batch, and batches in flight before waiting for an ack.
 BATCH_EVENTS = 1000
 WINDOW_BATCHES = 16
+#: A PIN that is not a usable PIN counts towards locking its keypad; a good PIN
+#: that does not open this door now (outside plan hours, say) does not.
+_PIN_FAILURES = frozenset(
+    {
+        Reason.UNKNOWN_CREDENTIAL,
+        Reason.PIN_MISMATCH,
+        Reason.CREDENTIAL_REVOKED,
+        Reason.CREDENTIAL_LOST,
+        Reason.CREDENTIAL_SUSPENDED,
+        Reason.CREDENTIAL_NOT_YET_VALID,
+        Reason.CREDENTIAL_EXPIRED,
+    }
+)
 #: How often (seconds) scheduled door modes are re-evaluated.
 DOOR_MODE_INTERVAL = 30.0
 #: Commands may not be valid for longer than this (seconds).
@@ -127,6 +140,8 @@ class Gateway:
         #: The local date a staff member last came in, per door.
         self._staff_in: dict[str, date] = {}
         self._waits_for_staff = any(d.unlock_after_first_staff for d in config.doors)
+        #: Card and PIN doors: the card awaiting its PIN, and until when (monotonic).
+        self._awaiting_pin: dict[str, tuple[CredentialRead, float]] = {}
         self.clock = clock
         self.keys = keys or load_keys(config)
         self.topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
@@ -250,9 +265,25 @@ class Gateway:
                 self._stack.callback(reader.close)
             self._reader_tasks.append((cfg.id, reader))
 
-    async def present(self, door_id: str, read: CredentialRead) -> Decision:
-        """A credential presented at a door's reader: decide, then drive the door."""
-        decision = await self.tap(read, door_id)
+    async def present(
+        self, door_id: str, read: CredentialRead, *, pin: CredentialRead | None = None
+    ) -> Decision:
+        """A credential presented at a door's reader: decide, then drive the door.
+
+        At a card and PIN door a card that would open it is held for
+        ``pin_timeout_seconds`` while its holder types the PIN
+        (:meth:`present_pin`); ``pin`` is that PIN.
+        """
+        door_cfg = self.config.door(door_id)
+        pin_required = door_cfg is not None and door_cfg.card_and_pin
+        self._awaiting_pin.pop(door_id, None)  # a new card replaces one awaiting its PIN
+        decision = await self.tap(read, door_id, pin_required=pin_required, pin=pin)
+        if decision.reason is Reason.PIN_REQUIRED:
+            assert door_cfg is not None
+            self._awaiting_pin[door_id] = (
+                read,
+                self.clock.monotonic() + door_cfg.pin_timeout_seconds,
+            )
         # Only doors that open once staff are in need to know who was staff: the
         # extra lookup stays off the tap path everywhere else.
         if (
@@ -275,13 +306,19 @@ class Gateway:
                 pattern = "granted"
             elif decision.reason is Reason.BOOKING_NOT_STARTED:
                 pattern = "booking_soon"  # "not yet", not "no": the member is early
+            elif decision.reason is Reason.PIN_REQUIRED:
+                pattern = "pin_needed"
             else:
                 pattern = "denied"
             await feedback.show(pattern)
         return decision
 
     async def present_pin(self, door_id: str, reader_id: str, pin: str) -> Decision | None:
-        """A PIN typed on a keypad; wrong ones in a row lock that keypad for a while."""
+        """A PIN typed on a keypad; wrong ones in a row lock that keypad for a while.
+
+        At a card and PIN door the PIN completes the card presented just before
+        it; without one (or after its timeout) the PIN alone is refused.
+        """
         now = self.clock.monotonic()
         if not self.keypads.allowed(reader_id, now):
             await self.record(
@@ -292,8 +329,12 @@ class Gateway:
                 await feedback.show("denied")
             return None
         read = CredentialRead(CredentialKind.PIN, pin_digest(self.config.gateway.site_id, pin))
-        decision = await self.present(door_id, read)
-        if decision.reason is Reason.UNKNOWN_CREDENTIAL:
+        awaiting = self._awaiting_pin.pop(door_id, None)
+        if awaiting is not None and now <= awaiting[1]:
+            decision = await self.present(door_id, awaiting[0], pin=read)
+        else:
+            decision = await self.present(door_id, read)
+        if decision.reason in _PIN_FAILURES:
             if self.keypads.failed(reader_id, now):
                 await self.record(
                     "keypad_locked",
@@ -304,7 +345,7 @@ class Gateway:
                         "seconds": self.keypads.lockout,
                     },
                 )
-        else:
+        elif decision.reason is not Reason.CARD_REQUIRED:
             self.keypads.succeeded(reader_id)
         return decision
 
@@ -431,7 +472,14 @@ class Gateway:
             return None
         return max(0, int(self.clock.now().timestamp()) - self.engine.last_contact)
 
-    async def tap(self, read: CredentialRead, door_id: str) -> Decision:
+    async def tap(
+        self,
+        read: CredentialRead,
+        door_id: str,
+        *,
+        pin_required: bool = False,
+        pin: CredentialRead | None = None,
+    ) -> Decision:
         """Decide one credential read at one door now, and record the event."""
         assert self.reader is not None, "gateway is not open"
         with self.reader.view() as view:
@@ -443,6 +491,8 @@ class Gateway:
                 stale=self.stale_kinds(),
                 stale_staff=self.stale_kinds(staff=True),
                 lockdown=self.lockdown,
+                pin_required=pin_required,
+                pin=pin,
             )
         await self.record(
             "access",

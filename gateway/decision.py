@@ -70,6 +70,9 @@ class Reason(StrEnum):
     NO_ENTITLEMENT = "no_entitlement"
     DATA_STALE = "data_stale"
     LOCKDOWN = "lockdown"
+    PIN_REQUIRED = "pin_required"
+    PIN_MISMATCH = "pin_mismatch"
+    CARD_REQUIRED = "card_required"
 
     @property
     def granted(self) -> bool:
@@ -108,6 +111,11 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.DATA_STALE: "a grant matched, but the gateway has not heard from the platform "
     "for longer than that kind of grant may be trusted",
     Reason.LOCKDOWN: "the site is in lockdown: only staff credentials open doors",
+    Reason.PIN_REQUIRED: "card and PIN door: the card would open it; the member's PIN is "
+    "awaited on the keypad",
+    Reason.PIN_MISMATCH: "card and PIN door: the PIN typed is not the card holder's active PIN",
+    Reason.CARD_REQUIRED: "card and PIN door: a PIN alone does not open it; present the card "
+    "first, then type the PIN",
 }
 
 #: Among deny reasons about the member's grants, lower ranks win; within a
@@ -251,6 +259,8 @@ def decide(
     stale: frozenset[str] = frozenset(),
     stale_staff: frozenset[str] | None = None,
     lockdown: bool = False,
+    pin_required: bool = False,
+    pin: CredentialRead | None = None,
 ) -> Decision:
     """Decide whether ``read`` opens ``door_id`` at instant ``at``.
 
@@ -260,6 +270,11 @@ def decide(
     members (default: as ``stale``).  During a ``lockdown`` only staff
     members' grants open doors.  The result always carries one
     :class:`Reason`; denials carry the most useful one for the member.
+
+    At a card and PIN door (``pin_required``) ``read`` is the card and
+    ``pin`` the PIN typed after it: a card that would open the door gives
+    ``pin_required`` until a ``pin`` is given, and then opens only if that PIN
+    is an active PIN credential of the same member.
     """
     if isinstance(at, datetime):
         if at.tzinfo is None:
@@ -274,6 +289,10 @@ def decide(
     door = view.door(door_id)
     if door is None:
         return _deny(Reason.UNKNOWN_DOOR, f"door {door_id!r} is not configured", door_id, ts)
+    if pin_required and read.kind is CredentialKind.PIN:
+        return _deny(
+            Reason.CARD_REQUIRED, "present your card first, then type your PIN", door_id, ts
+        )
     cred = view.credential(read.kind, read.value)
     noun = _CREDENTIAL_NOUN[read.kind]
     if cred is None:
@@ -308,7 +327,21 @@ def decide(
         return _deny(Reason.LOCKDOWN, "site in lockdown", door_id, ts, cred)
     if member.staff and stale_staff is not None:
         stale = stale_staff
-    return _evaluate_grants(view, site, door, member, cred, ts, stale)
+    decision = _evaluate_grants(view, site, door, member, cred, ts, stale)
+    if not (pin_required and decision.granted):
+        return decision
+    if pin is None:
+        return _deny(Reason.PIN_REQUIRED, "enter your PIN", door_id, ts, cred)
+    second = view.credential(pin.kind, pin.value) if pin.kind is CredentialKind.PIN else None
+    if (
+        second is None
+        or second.member_id != member.id
+        or second.status is not CredentialStatus.ACTIVE
+        or (second.valid_from is not None and ts < second.valid_from)
+        or (second.valid_until is not None and ts >= second.valid_until)
+    ):
+        return _deny(Reason.PIN_MISMATCH, "wrong PIN for this card", door_id, ts, cred)
+    return decision
 
 
 def _evaluate_grants(

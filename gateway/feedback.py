@@ -59,6 +59,17 @@ PATTERNS: dict[str, tuple[Step, ...]] = {
         Step(Colour.OFF, False, 0.2),
         Step(Colour.AMBER, False, 1.0),
     ),
+    # A rising double chirp, green blinking: "card accepted, now your PIN".
+    "pin_needed": (
+        Step(Colour.GREEN, True, 0.05),
+        Step(Colour.OFF, False, 0.05),
+        Step(Colour.GREEN, True, 0.05),
+        Step(Colour.OFF, False, 0.35),
+        Step(Colour.GREEN, False, 0.5),
+        Step(Colour.OFF, False, 0.5),
+        Step(Colour.GREEN, False, 0.5),
+        Step(Colour.OFF, False, 0.5),
+    ),
     # Slow red blink, silent, repeated while the gateway is at fault.
     "fault": (Step(Colour.RED, False, 0.5), Step(Colour.OFF, False, 0.5)),
 }

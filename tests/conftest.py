@@ -139,6 +139,14 @@ BASE_DATASET: dict[str, Any] = {
         _card("c-none", "none_m", "04000010"),
         {"id": "w-day", "member_id": "day_m", "kind": "wiegand", "value": "12:345"},
         {"id": "p-day", "member_id": "day_m", "kind": "pin", "value": pin_digest("t", "1234")},
+        {"id": "p-all", "member_id": "all_m", "kind": "pin", "value": pin_digest("t", "5678")},
+        {
+            "id": "p-day-old",
+            "member_id": "day_m",
+            "kind": "pin",
+            "value": pin_digest("t", "1111"),
+            "status": "revoked",
+        },
         _card("c-staff", "staff_m", "04000011"),
     ],
     "entitlements": [

@@ -117,6 +117,12 @@ def test_config_is_frozen(tmp_path: Path) -> None:
             "GPIO 17 is used by door 'front' and by reader 'w1'",
         ),
         (
+            GOOD.replace('name = "Front door"', 'name = "Front door"\ncard_and_pin = true')
+            + '[[readers]]\nid = "r1"\ndoor = "front"\nkind = "pn532"\nport = "/dev/x"\n',
+            None,
+            "door 'front' is card_and_pin, but no keypad (a wiegand reader) is configured for it",
+        ),
+        (
             GOOD.replace('name = "Front door"', 'name = "Front door"\nlock_pin = 40'),
             "doors[0].lock_pin",
             "less than or equal to 27",

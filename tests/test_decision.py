@@ -13,7 +13,7 @@ import pytest
 
 from gateway.cache import CacheReader
 from gateway.credentials import parse_read
-from gateway.decision import DENY_PRECEDENCE, REASON_DOCS, Decision, Reason, decide
+from gateway.decision import DENY_PRECEDENCE, REASON_DOCS, Decision, Grant, Reason, decide
 
 from .conftest import local, utc
 
@@ -549,7 +549,14 @@ def test_decision_table(
 def test_every_reason_code_is_documented_and_reachable() -> None:
     assert set(REASON_DOCS) == set(Reason)
     # NO_DATA and DATA_STALE have tests of their own below.
-    reached = {case[4] for case in CASES} | {Reason.NO_DATA, Reason.DATA_STALE, Reason.LOCKDOWN}
+    reached = {case[4] for case in CASES} | {
+        Reason.NO_DATA,
+        Reason.DATA_STALE,
+        Reason.LOCKDOWN,
+        Reason.PIN_REQUIRED,
+        Reason.PIN_MISMATCH,
+        Reason.CARD_REQUIRED,
+    }
     assert reached == set(Reason)
     assert all(
         r in DENY_PRECEDENCE
@@ -723,3 +730,48 @@ def test_lockdown_lets_only_staff_through(reader: CacheReader) -> None:
     )
     assert (staff.granted, staff.reason) == (True, Reason.GRANTED_PLAN)
     assert revoked.reason is Reason.CREDENTIAL_REVOKED
+
+
+def test_card_and_pin_doors_want_the_card_holders_own_pin(reader: CacheReader) -> None:
+    at = local("2026-03-10T10:00")
+
+    def card_then(pin: str | None, card: str = "nfc:04000001") -> Decision:
+        with reader.view() as view:
+            return decide(
+                view,
+                parse_read(card, site_id="t"),
+                "front",
+                at,
+                pin_required=True,
+                pin=None if pin is None else parse_read(pin, site_id="t"),
+            )
+
+    awaiting = card_then(None)
+    assert (awaiting.granted, awaiting.reason, awaiting.message) == (
+        False,
+        Reason.PIN_REQUIRED,
+        "enter your PIN",
+    )
+    assert (awaiting.member_id, awaiting.credential_id) == ("day_m", "c-day")
+    opened = card_then("pin:1234")
+    assert (opened.granted, opened.reason, opened.grant) == (
+        True,
+        Reason.GRANTED_PLAN,
+        Grant("plan", "e-day"),
+    )
+    # Someone else's PIN, a revoked PIN of the holder's, an unknown PIN: all wrong.
+    for pin in ("pin:5678", "pin:1111", "pin:9999"):
+        wrong = card_then(pin)
+        assert (wrong.granted, wrong.reason, wrong.message) == (
+            False,
+            Reason.PIN_MISMATCH,
+            "wrong PIN for this card",
+        ), pin
+        assert wrong.credential_id == "c-day"
+    # A card that would not open the door says why; no PIN is asked for.
+    assert card_then(None, card="nfc:04000008").reason is Reason.CREDENTIAL_REVOKED
+    assert card_then("pin:5678", card="nfc:04000002").reason is Reason.OUTSIDE_PLAN_HOURS
+    # A PIN on its own is not enough at such a door.
+    with reader.view() as view:
+        alone = decide(view, parse_read("pin:1234", site_id="t"), "front", at, pin_required=True)
+    assert (alone.granted, alone.reason) == (False, Reason.CARD_REQUIRED)

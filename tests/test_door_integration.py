@@ -15,9 +15,9 @@ from gateway.config import load_config
 from gateway.daemon import Gateway
 from gateway.dataset import parse_dataset
 from gateway.jws import Signer
-from gateway.readers.wiegand import encode_card
 from sim.broker import free_port
 from sim.pn532 import SimulatedPn532
+from sim.wiegand import SimulatedWiegand
 
 from .conftest import base_dataset
 
@@ -72,8 +72,6 @@ def test_cards_at_the_readers_open_the_door_or_show_red(tmp_path: Path) -> None:
     async def go() -> None:
         device = SimulatedPn532()
         config = load_config(config_file(tmp_path, device.port))
-        for pin in (D0, D1):
-            factory.pin(pin).drive_high()
         gw = Gateway(config, SystemClock(), pin_factory=factory)
         try:
             async with gw.running():
@@ -98,11 +96,9 @@ def test_cards_at_the_readers_open_the_door_or_show_red(tmp_path: Path) -> None:
                 assert gw.door_states() == {"front": "unlocked/closed"}
                 device.card = None
 
-                for bits in (encode_card(26, 7, 4242), encode_card(26, 7, 4243)):
-                    for bit in bits:
-                        pin = factory.pin(D1 if bit else D0)
-                        pin.drive_low()
-                        pin.drive_high()
+                reader = SimulatedWiegand(factory, D0, D1)
+                for number in (4242, 4243):
+                    reader.card(7, number)
                     await asyncio.sleep(0.1)
                 async with asyncio.timeout(20):
                     while len(access()) < 3:
@@ -184,7 +180,72 @@ def test_wrong_pins_lock_the_keypad_with_an_event(tmp_path: Path) -> None:
                 for e in await gw.outbox.pending(0, 1000)
                 if e["type"] == "access"
             ]
-            assert access == ["unknown_credential"] * 5
+            # 1111 was day_m's PIN once: a revoked PIN counts as a wrong one too.
+            assert (
+                access == ["unknown_credential", "credential_revoked"] + ["unknown_credential"] * 3
+            )
+
+    asyncio.run(go())
+
+
+def test_a_card_and_pin_door_opens_for_the_card_then_its_holders_pin(tmp_path: Path) -> None:
+    doc = base_dataset()
+    # all_m holds a 24/7 plan and PIN 5678; day_m's PIN is 1234.
+    doc["credentials"].append(
+        {"id": "w-all", "member_id": "all_m", "kind": "wiegand", "value": "7:4242"}
+    )
+    text = door_only_config(tmp_path).read_text()
+    text = text.replace(
+        "[mqtt]",
+        "card_and_pin = true\npin_timeout_seconds = 2\n\n"
+        f'[[readers]]\nid = "kp-front"\ndoor = "front"\nkind = "wiegand"\n'
+        f"data0_pin = {D0}\ndata1_pin = {D1}\n\n[mqtt]",
+    )
+    (tmp_path / "doorgw.toml").write_text(text)
+    factory = MockFactory()
+
+    async def go() -> None:
+        gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
+        reader = SimulatedWiegand(factory, D0, D1)
+        async with gw.running():
+            for chunk in CloudSigner(SIGNER, "t").snapshot(parse_dataset(doc)):
+                await gw.engine.handle(chunk)
+            await gw.engine.wait_snapshot()
+            seen = 0
+
+            async def next_access(*keys: str, card: bool = False) -> str:
+                nonlocal seen
+                if card:
+                    reader.card(7, 4242)
+                for key in keys:
+                    await asyncio.sleep(0.05)  # the gap between key bursts
+                    reader.key(key)
+                async with asyncio.timeout(20):
+                    while True:
+                        access = [
+                            e["data"]["reason"]
+                            for e in await gw.outbox.pending(0, 1000)
+                            if e["type"] == "access"
+                        ]
+                        if len(access) > seen:
+                            seen += 1
+                            return access[seen - 1]
+                        await asyncio.sleep(0.02)
+
+            assert await next_access(card=True) == "pin_required"
+            assert gw.feedback["front"].playing == "pin_needed"
+            assert factory.pin(LOCK).state is False  # the card alone does not open it
+            assert await next_access(*"5678#") == "granted_plan"
+            await until(lambda: factory.pin(LOCK).state is True)
+
+            assert await next_access(card=True) == "pin_required"
+            assert await next_access(*"1234#") == "pin_mismatch"  # somebody else's PIN
+            assert gw.feedback["front"].playing == "denied"
+            # The PIN alone, and the PIN after the card's wait ran out.
+            assert await next_access(*"5678#") == "card_required"
+            assert await next_access(card=True) == "pin_required"
+            await asyncio.sleep(2.1)
+            assert await next_access(*"5678#") == "card_required"
 
     asyncio.run(go())
 
