@@ -12,6 +12,7 @@ from gpiozero.pins.mock import MockFactory
 from gateway.clock import ManualClock
 from gateway.readers.wiegand import CardRead, encode_card
 from gateway.readers.wiegand_gpio import WiegandReader
+from sim.wiegand import SimulatedWiegand
 
 D0, D1 = 5, 6
 
@@ -24,11 +25,10 @@ class Bench:
         self.pins: list[str] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
 
+        self.wire = SimulatedWiegand(self.factory, D0, D1)
+
     def send(self, bits: list[int]) -> None:
-        for bit in bits:
-            pin = self.factory.pin(D1 if bit else D0)
-            pin.drive_low()  # a 50 us pulse, as far as the reader can tell
-            pin.drive_high()
+        self.wire.send(bits)
 
     def key(self, code: int) -> None:
         self.send([(code >> (3 - i)) & 1 for i in range(4)])
@@ -47,8 +47,6 @@ def run(body: Callable[[Bench, WiegandReader], Awaitable[None]]) -> Bench:
         bench.events.append((type_, data))
 
     async def go() -> None:
-        for pin in (D0, D1):
-            bench.factory.pin(pin).drive_high()  # idle lines
         reader = WiegandReader(
             "wg-front",
             factory=bench.factory,
@@ -81,6 +79,21 @@ def test_two_cards_framed_on_the_gap() -> None:
     bench = run(body)
     assert bench.cards == [CardRead(26, 12, 34567), CardRead(37, 1000, 500_000)]
     assert [c.value for c in bench.cards] == ["12:34567", "1000:500000"]
+
+
+def test_frames_that_reach_a_busy_loop_together_are_split_on_their_edge_times() -> None:
+    import time
+
+    async def body(bench: Bench, reader: WiegandReader) -> None:
+        # The loop is blocked while both frames arrive (nothing awaits in
+        # between), 40 ms of silence apart on the wire, as the edge ticks show.
+        bench.send(encode_card(26, 12, 34567))
+        time.sleep(0.04)  # noqa: ASYNC251 - blocking the loop is the point
+        bench.send(encode_card(35, 1234, 567890))
+        await bench.clock.run_for(0.05, step=0.005)
+
+    bench = run(body)
+    assert bench.cards == [CardRead(26, 12, 34567), CardRead(35, 1234, 567890)]
 
 
 def test_a_bad_frame_is_recorded_and_reading_goes_on() -> None:

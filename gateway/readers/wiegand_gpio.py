@@ -2,8 +2,12 @@
 
 Readers pulse DATA0 low for a 0 and DATA1 low for a 1, 20-100 us wide and
 about 2 ms apart; a frame ends when no bit has come for ``gap`` seconds.
-gpiozero calls back from its own threads, so each bit hops onto the event
-loop here, stamped with the injected clock.  Frames decode with
+Each bit carries the tick of its falling edge as the pin factory reports it
+(lgpio stamps edges in the kernel; the mock factory stamps them when driven),
+so two frames that reach a busy event loop together are still told apart by
+the silence between them on the wire.  gpiozero calls back from its own
+threads, so each bit hops onto the event loop; the end of the last frame is
+noticed with the injected clock.  Frames decode with
 :func:`gateway.readers.wiegand.decode_frame`; keypad keys are gathered into
 a PIN ended by ``#`` (``*`` clears, and an unfinished PIN is dropped after
 ``pin_timeout`` seconds).
@@ -52,32 +56,48 @@ class WiegandReader:
         self.pin_timeout = pin_timeout
         self.max_pin = max_pin
         self._loop = asyncio.get_running_loop()
-        self._bits: asyncio.Queue[int] = asyncio.Queue()
-        # Lines idle high and are pulled low for a bit: active when low.
+        self._factory = factory
+        #: (bit, tick of its edge), in arrival order.
+        self._bits: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
+        # Lines idle high and are pulled low for a bit.  The devices reserve the
+        # pins; the edges are taken from the pins themselves, which report the
+        # tick of each edge (gpiozero's Pin.when_changed).
         self._lines = [
             DigitalInputDevice(pin, pull_up=True, pin_factory=factory) for pin in (data0, data1)
         ]
-        for bit, line in enumerate(self._lines):
-            line.when_activated = self._notifier(bit)
+        # Pins hold their callbacks weakly: these references keep them alive.
+        self._notifiers = [self._notifier(bit) for bit in (0, 1)]
+        for line, notify in zip(self._lines, self._notifiers, strict=True):
+            line.pin.edges = "falling"
+            line.pin.when_changed = notify
         self._pin = ""
         self._pin_started: float | None = None
 
-    def _notifier(self, bit: int) -> Callable[[], None]:
-        def notify() -> None:
-            self._loop.call_soon_threadsafe(self._bits.put_nowait, bit)
+    def _notifier(self, bit: int) -> Callable[[float, bool], None]:
+        def notify(ticks: float, state: bool) -> None:
+            if not state:  # pulled low: one bit
+                self._loop.call_soon_threadsafe(self._bits.put_nowait, (bit, ticks))
 
         return notify
 
     async def run(self) -> None:
         """Frame bits until cancelled."""
+        carried: tuple[int, float] | None = None
         while True:
-            frame = [await self._bits.get()]
+            bit, last = carried if carried is not None else await self._bits.get()
+            carried = None
+            frame = [bit]
             while True:
                 try:
                     # The clock decides when the gap is over (simulated in tests).
-                    frame.append(await _first_bit(self._bits, self._clock, self.gap))
+                    bit, ticks = await _first_bit(self._bits, self._clock, self.gap)
                 except TimeoutError:
                     break
+                if self._factory.ticks_diff(ticks, last) > self.gap:
+                    carried = (bit, ticks)  # the wire was silent: a new frame began
+                    break
+                frame.append(bit)
+                last = ticks
             await self._frame(frame)
 
     async def _frame(self, bits: list[int]) -> None:
@@ -112,10 +132,14 @@ class WiegandReader:
     def close(self) -> None:
         """Release the pins."""
         for line in self._lines:
+            if line.pin is not None:
+                line.pin.when_changed = None
             line.close()
 
 
-async def _first_bit(queue: asyncio.Queue[int], clock: Clock, gap: float) -> int:
+async def _first_bit(
+    queue: asyncio.Queue[tuple[int, float]], clock: Clock, gap: float
+) -> tuple[int, float]:
     """The next bit, or TimeoutError once ``gap`` seconds of the clock pass without one."""
     if not queue.empty():
         return queue.get_nowait()
