@@ -106,23 +106,42 @@ class DoorConfig(_Section):
 
 
 class ReaderConfig(_Section):
-    """``[[readers]]``: a credential reader and the door it opens."""
+    """``[[readers]]``: a credential reader and the door it opens.
+
+    Kinds: ``pn532`` (NFC over UART), ``wiegand`` (two GPIOs, cards and
+    keypads), ``osdp`` (RS-485, secure channel) and ``scanner`` (a QR or
+    barcode scanner writing lines on a serial port).
+    """
 
     id: Id
     door: Id
-    kind: Literal["pn532", "wiegand"]
-    #: Serial port (pn532): a device path or any pyserial URL.
+    kind: Literal["pn532", "wiegand", "osdp", "scanner"]
+    #: Serial port (pn532, osdp, scanner): a device path or any pyserial URL.
     port: str | None = None
+    #: Serial speed; unset: 115200 for pn532, 9600 for osdp and scanner.
+    baudrate: Literal[9600, 19200, 38400, 57600, 115200] | None = None
     #: Wiegand DATA0 / DATA1 GPIOs.
     data0_pin: Pin | None = None
     data1_pin: Pin | None = None
+    #: OSDP: the reader's address on the bus.
+    address: int = Field(default=0, ge=0, le=126)
+    #: OSDP: the reader's secure-channel key (mode 0600); unset:
+    #: ``<data_dir>/secrets/osdp-<id>.key``.
+    key_file: Path | None = None
+    #: OSDP: provisioning only. Accept a reader on the public install-mode key,
+    #: give it its own key (made if key_file does not exist yet), and report it.
+    install_mode: bool = False
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> ReaderConfig:
-        if self.kind == "pn532" and not self.port:
-            raise ValueError(f"reader {self.id!r}: a pn532 reader needs 'port'")
+        if self.kind in ("pn532", "osdp", "scanner") and not self.port:
+            raise ValueError(f"reader {self.id!r}: a {self.kind} reader needs 'port'")
         if self.kind == "wiegand" and (self.data0_pin is None or self.data1_pin is None):
             raise ValueError(f"reader {self.id!r}: a wiegand reader needs data0_pin and data1_pin")
+        if self.kind != "osdp" and (self.key_file is not None or self.install_mode):
+            raise ValueError(
+                f"reader {self.id!r}: key_file and install_mode are for osdp readers only"
+            )
         return self
 
     def pins(self) -> list[int]:
@@ -219,6 +238,16 @@ class Config(_Section):
         ids = [r.id for r in self.readers]
         if len(ids) != len(set(ids)):
             raise ValueError("reader ids must be unique")
+        ports: dict[str, str] = {}
+        for reader in self.readers:
+            if reader.port is None:
+                continue
+            if reader.port in ports:
+                raise ValueError(
+                    f"serial port {reader.port} is used by reader {ports[reader.port]!r} and "
+                    f"by reader {reader.id!r} (one reader per port)"
+                )
+            ports[reader.port] = reader.id
         keypad_doors = {r.door for r in self.readers if r.kind == "wiegand"}
         for door in self.doors:
             if door.card_and_pin and door.id not in keypad_doors:
@@ -237,6 +266,12 @@ class Config(_Section):
     def cache_path(self) -> Path:
         """The SQLite file of the local cache."""
         return self.gateway.data_dir / "cache.sqlite3"
+
+    def osdp_key_file(self, reader: ReaderConfig) -> Path:
+        """Where an OSDP reader's secure-channel key is kept."""
+        if reader.key_file is not None:
+            return reader.key_file
+        return self.gateway.data_dir / "secrets" / f"osdp-{reader.id}.key"
 
     def door(self, door_id: str) -> DoorConfig | None:
         """The configured door with this id, if any."""
@@ -278,6 +313,10 @@ def load_config(path: Path | str) -> Config:
                 if getattr(config.mqtt, name) is not None
             }
         )
+    update["readers"] = tuple(
+        r if r.key_file is None else r.model_copy(update={"key_file": _under(base, r.key_file)})
+        for r in config.readers
+    )
     if config.sync is not None:
         update["sync"] = config.sync.model_copy(
             update={"keys_file": _under(base, config.sync.keys_file)}

@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway.cache import CacheReader, CacheWriter
 from gateway.clock import Clock
-from gateway.config import Config
+from gateway.config import Config, ReaderConfig
 from gateway.credentials import CredentialRead, pin_digest
 from gateway.decision import Decision, Reason, decide
 from gateway.door import DoorController, LockKind
@@ -40,7 +40,10 @@ from gateway.protocol import (
     Topics,
 )
 from gateway.readers.keypad import KeypadGuard
+from gateway.readers.osdp_keys import KeyFileError, load_or_create_key
+from gateway.readers.osdp_reader import OsdpReader
 from gateway.readers.pn532_reader import Pn532Reader
+from gateway.readers.serial_reader import SerialLineReader
 from gateway.readers.wiegand import CardRead
 from gateway.readers.wiegand_gpio import WiegandReader
 from gateway.schedule import WeeklySchedule
@@ -133,6 +136,9 @@ class Gateway:
         self.doors: dict[str, DoorController] = {}
         self.feedback: dict[str, Feedback] = {}
         self._reader_tasks: list[tuple[str, Any]] = []
+        self._osdp_readers: dict[str, list[OsdpReader]] = {}
+        #: Problems found while opening the hardware, recorded once the gateway runs.
+        self._startup_events: list[tuple[str, dict[str, Any]]] = []
         #: Wrong-PIN lockout, per keypad.
         self.keypads = KeypadGuard()
         #: Lockdown: every door locked, only staff credentials open them.
@@ -240,7 +246,31 @@ class Gateway:
                     )
 
                 reader = Pn532Reader(
-                    cfg.id, cfg.port, on_uid=on_uid, record=self.record, clock=self.clock
+                    cfg.id,
+                    cfg.port,
+                    on_uid=on_uid,
+                    record=self.record,
+                    clock=self.clock,
+                    baudrate=cfg.baudrate or 115200,
+                )
+            elif cfg.kind == "osdp":
+                reader = self._osdp_reader(cfg)
+                if reader is None:
+                    continue
+                self._osdp_readers.setdefault(cfg.door, []).append(reader)
+            elif cfg.kind == "scanner":
+                assert cfg.port is not None
+
+                async def on_line(text: str, door: str = cfg.door, reader_id: str = cfg.id) -> None:
+                    await self.present_code(door, reader_id, text)
+
+                reader = SerialLineReader(
+                    cfg.id,
+                    cfg.port,
+                    on_line=on_line,
+                    record=self.record,
+                    clock=self.clock,
+                    baudrate=cfg.baudrate or 9600,
                 )
             else:
 
@@ -264,6 +294,74 @@ class Gateway:
                 )
                 self._stack.callback(reader.close)
             self._reader_tasks.append((cfg.id, reader))
+
+    def _osdp_reader(self, cfg: ReaderConfig) -> OsdpReader | None:
+        """An OSDP reader with its key, or None (and a recorded reason) if it cannot run."""
+        assert cfg.port is not None
+        path = self.config.osdp_key_file(cfg)
+        try:
+            import osdp  # noqa: F401 - only to say clearly when libosdp is missing
+        except ImportError:
+            raise ConfigError(
+                "config",
+                f"reader {cfg.id!r} is an OSDP reader, but libosdp is not installed "
+                "(pip install 'doorgw[osdp]')",
+                "readers",
+            ) from None
+        try:
+            key, created = load_or_create_key(path, create=cfg.install_mode)
+        except KeyFileError as exc:
+            self._startup_events.append(
+                (
+                    "reader_insecure",
+                    {"reader": cfg.id, "reason": "key_file", "detail": str(exc)},
+                )
+            )
+            return None
+        if created:
+            self._startup_events.append(
+                ("reader_key_created", {"reader": cfg.id, "key_file": str(path)})
+            )
+
+        async def on_read(read: CredentialRead, door: str = cfg.door) -> None:
+            await self.present(door, read)
+
+        return OsdpReader(
+            cfg.id,
+            cfg.port,
+            address=cfg.address,
+            key=key,
+            install_mode=cfg.install_mode,
+            on_read=on_read,
+            record=self.record,
+            clock=self.clock,
+            baudrate=cfg.baudrate or 9600,
+        )
+
+    async def present_code(self, door_id: str, reader_id: str, text: str) -> None:
+        """A line from a QR / barcode scanner.
+
+        Signed passes and member-app codes are the QR credentials issue's work;
+        until then a scanned code is refused with an event saying so.
+        """
+        await self.record(
+            "code_rejected",
+            {
+                "reader": reader_id,
+                "door": door_id,
+                "reason": "unsupported_code",
+                "chars": len(text),
+            },
+        )
+        await self._show(door_id, "denied")
+
+    async def _show(self, door_id: str, pattern: str) -> None:
+        """Feedback at a door: its LEDs and buzzer, and its OSDP readers' own."""
+        feedback = self.feedback.get(door_id)
+        if feedback is not None:
+            await feedback.show(pattern)
+        for reader in self._osdp_readers.get(door_id, ()):
+            await reader.show(pattern)
 
     async def present(
         self, door_id: str, read: CredentialRead, *, pin: CredentialRead | None = None
@@ -300,17 +398,15 @@ class Gateway:
         door = self.doors.get(door_id)
         if door is not None and decision.granted:
             await door.grant(extended=decision.extended_unlock)
-        feedback = self.feedback.get(door_id)
-        if feedback is not None:
-            if decision.granted:
-                pattern = "granted"
-            elif decision.reason is Reason.BOOKING_NOT_STARTED:
-                pattern = "booking_soon"  # "not yet", not "no": the member is early
-            elif decision.reason is Reason.PIN_REQUIRED:
-                pattern = "pin_needed"
-            else:
-                pattern = "denied"
-            await feedback.show(pattern)
+        if decision.granted:
+            pattern = "granted"
+        elif decision.reason is Reason.BOOKING_NOT_STARTED:
+            pattern = "booking_soon"  # "not yet", not "no": the member is early
+        elif decision.reason is Reason.PIN_REQUIRED:
+            pattern = "pin_needed"
+        else:
+            pattern = "denied"
+        await self._show(door_id, pattern)
         return decision
 
     async def present_pin(self, door_id: str, reader_id: str, pin: str) -> Decision | None:
@@ -324,9 +420,7 @@ class Gateway:
             await self.record(
                 "pin_refused", {"reader": reader_id, "door": door_id, "reason": "keypad_locked"}
             )
-            feedback = self.feedback.get(door_id)
-            if feedback is not None:
-                await feedback.show("denied")
+            await self._show(door_id, "denied")
             return None
         read = CredentialRead(CredentialKind.PIN, pin_digest(self.config.gateway.site_id, pin))
         awaiting = self._awaiting_pin.pop(door_id, None)
@@ -387,6 +481,17 @@ class Gateway:
             for door in self.doors.values():
                 await door.lock_now()
 
+    def readers_online(self) -> dict[str, bool]:
+        """Each reader that runs as a task, and whether it is up now.
+
+        Wiegand readers are wired inputs with no way to tell "silent" from
+        "gone", so they always count as up.
+        """
+        return {
+            reader_id: bool(getattr(reader, "online", True))
+            for reader_id, reader in self._reader_tasks
+        }
+
     def door_states(self) -> dict[str, str]:
         """Each configured door as ``locked|unlocked[/open|/closed][/ALARM]``."""
         states = {}
@@ -408,6 +513,9 @@ class Gateway:
 
     async def run(self) -> None:
         """Run the link, the outbox publisher and the heartbeat until cancelled."""
+        for type_, data in self._startup_events:
+            await self.record(type_, data)
+        self._startup_events.clear()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.link.run(), name="mqtt-link")
             tasks.create_task(self._publish_outbox(), name="outbox-publisher")

@@ -250,6 +250,101 @@ def test_a_card_and_pin_door_opens_for_the_card_then_its_holders_pin(tmp_path: P
     asyncio.run(go())
 
 
+def test_an_osdp_reader_opens_the_door_and_shows_the_answer_on_its_own_led(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    import osdp
+
+    from sim.osdp import SimulatedOsdpReader
+
+    key = bytes.fromhex("00112233445566778899aabbccddeeff")
+    (tmp_path / "front.key").write_text(key.hex())
+    os.chmod(tmp_path / "front.key", 0o600)
+    (tmp_path / "bad.key").write_text(key.hex())
+    os.chmod(tmp_path / "bad.key", 0o644)
+    factory = MockFactory()
+
+    async def go() -> None:
+        device = SimulatedOsdpReader(address=3, key=key)
+        text = door_only_config(tmp_path).read_text()
+        text = text.replace(
+            "[mqtt]",
+            f'[[readers]]\nid = "osdp-front"\ndoor = "front"\nkind = "osdp"\n'
+            f'port = "{device.port}"\naddress = 3\nkey_file = "front.key"\n\n'
+            f'[[readers]]\nid = "osdp-spare"\ndoor = "front"\nkind = "osdp"\n'
+            f'port = "/dev/null"\nkey_file = "bad.key"\n\n[mqtt]',
+        )
+        (tmp_path / "doorgw.toml").write_text(text)
+        gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
+        try:
+            async with gw.running():
+                for chunk in CloudSigner(SIGNER, "t").snapshot(parse_dataset(base_dataset())):
+                    await gw.engine.handle(chunk)
+                await gw.engine.wait_snapshot()
+                await until(lambda: device.secure)
+                await asyncio.sleep(0.3)
+                device.card(bytes.fromhex("04000003"))  # all_m: a 24/7 plan
+                await until(lambda: factory.pin(LOCK).state is True)
+                await until(lambda: device.sent(osdp.Command.LED))
+                assert device.sent(osdp.Command.LED)[0]["on_color"] == osdp.CommandLEDColor.Green
+                events = await gw.outbox.pending(0, 1000)
+        finally:
+            device.close()
+        insecure = [e["data"] for e in events if e["type"] == "reader_insecure"]
+        assert insecure == [
+            {
+                "reader": "osdp-spare",
+                "reason": "key_file",
+                "detail": f"{tmp_path / 'bad.key'}: mode 0644 lets others read the key; "
+                "it must be 0600",
+            }
+        ]
+        access = [e["data"] for e in events if e["type"] == "access"]
+        assert [(a["reason"], a["credential"]) for a in access] == [("granted_plan", "c-all")]
+
+    asyncio.run(go())
+
+
+def test_a_scanned_code_is_refused_with_an_event_until_qr_credentials_exist(
+    tmp_path: Path,
+) -> None:
+    from sim.scanner import SimulatedScanner
+
+    factory = MockFactory()
+    scanner = SimulatedScanner(tmp_path / "scanner")
+    text = door_only_config(tmp_path).read_text()
+    text = text.replace(
+        "[mqtt]",
+        f'[[readers]]\nid = "qr-front"\ndoor = "front"\nkind = "scanner"\n'
+        f'port = "{scanner.path}"\n\n[mqtt]',
+    )
+    (tmp_path / "doorgw.toml").write_text(text)
+
+    async def go() -> None:
+        gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
+        async with gw.running():
+            await until(lambda: gw.readers_online().get("qr-front"))
+            scanner.scan("HC1:NOT-A-DOORGW-CODE")
+            async with asyncio.timeout(20):
+                while True:
+                    events = await gw.outbox.pending(0, 1000)
+                    rejected = [e["data"] for e in events if e["type"] == "code_rejected"]
+                    if rejected:
+                        break
+                    await asyncio.sleep(0.02)
+        assert rejected == [
+            {"reader": "qr-front", "door": "front", "reason": "unsupported_code", "chars": 21}
+        ]
+        assert factory.pin(LOCK).state is False
+
+    try:
+        asyncio.run(go())
+    finally:
+        scanner.unplug()
+
+
 def test_a_signed_unlock_command_opens_the_door_for_its_seconds(tmp_path: Path) -> None:
     import time
 

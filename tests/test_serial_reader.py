@@ -7,13 +7,13 @@ side as the scanner would.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
 from gateway.clock import SystemClock
 from gateway.readers.lines import Discarded, Line, LineFramer
 from gateway.readers.serial_reader import SerialLineReader
+from sim.scanner import SimulatedScanner
 
 
 def test_framing_across_pieces_and_terminators() -> None:
@@ -34,30 +34,7 @@ def test_garbage_is_discarded_with_a_reason_and_reading_goes_on() -> None:
     ]
 
 
-class Scanner:
-    """A pty whose slave side is reached through a stable path, like /dev/serial/by-id."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.master: int | None = None
-        self.plug()
-
-    def plug(self) -> None:
-        self.master, slave = os.openpty()
-        name = os.ttyname(slave)
-        os.close(slave)
-        self.path.unlink(missing_ok=True)
-        self.path.symlink_to(name)
-
-    def unplug(self) -> None:
-        assert self.master is not None
-        os.close(self.master)
-        self.master = None
-        self.path.unlink()
-
-    def send(self, data: bytes) -> None:
-        assert self.master is not None
-        os.write(self.master, data)
+Scanner = SimulatedScanner
 
 
 async def until(predicate: Any, limit: float = 20.0) -> None:
