@@ -24,6 +24,7 @@ from pydantic import (
 from gateway.dataset import Id, first_problem
 from gateway.errors import ConfigError
 from gateway.localtime import check_timezone
+from gateway.profiles import check_reserved, resolve
 from gateway.schedule import WeeklySchedule
 
 #: Where the daemon and staff commands look when ``--config`` is not given.
@@ -295,6 +296,12 @@ def load_config(path: Path | str) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from None
     try:
+        data, board = resolve(data, path.parent)
+    except ConfigError as exc:
+        if exc.path != "config":
+            raise
+        raise ConfigError(str(path), exc.message, exc.key) from None
+    try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         key, message = first_problem(exc)
@@ -302,6 +309,13 @@ def load_config(path: Path | str) -> Config:
         if more:
             message += f" (and {more} more problem{'s' if more > 1 else ''})"
         raise ConfigError(str(path), message, key=key or None) from None
+    if board is not None:
+        used = [(f"door {d.id!r}", d.pins()) for d in config.doors]
+        used += [(f"reader {r.id!r}", r.pins()) for r in config.readers]
+        try:
+            check_reserved(board, used)
+        except ConfigError as exc:
+            raise ConfigError(str(path), exc.message) from None
     base = path.parent
     gateway = config.gateway.model_copy(update={"data_dir": _under(base, config.gateway.data_dir)})
     update: dict[str, object] = {"gateway": gateway}

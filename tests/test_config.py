@@ -191,3 +191,141 @@ def test_the_shipped_example_config_is_valid() -> None:
     config = load_config(example)
     assert config.gateway.site_id == "shoreditch"
     assert [d.id for d in config.doors] == ["front", "room-3"]
+
+
+BOARD = """\
+[gateway]
+id = "gw-1"
+site_id = "shoreditch"
+board = "rpi4-relay-hat-2ch"
+
+[[doors]]
+id = "front"
+lock = "relay1"
+contact = "in1"
+rex = "in2"
+green_led = "led_green"
+red_led = "led_red"
+buzzer = "buzzer"
+card_and_pin = true
+
+[[readers]]
+id = "nfc-front"
+door = "front"
+profile = "pn532-hsu"
+
+[[readers]]
+id = "kp-front"
+door = "front"
+profile = "wiegand-keypad"
+
+[[readers]]
+id = "osdp-front"
+door = "front"
+profile = "osdp-rs485"
+port = "/dev/ttyUSB0"
+address = 7
+"""
+
+
+def test_board_and_reader_profiles_become_pins_and_settings(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, BOARD))
+    door = config.doors[0]
+    assert (door.lock_pin, door.relay_active_high) == (26, False)  # the HAT's relays: active-low
+    assert (door.contact_pin, door.rex_pin) == (17, 27)
+    assert (door.green_led_pin, door.red_led_pin, door.buzzer_pin) == (23, 24, 25)
+    nfc, keypad, osdp = config.readers
+    assert (nfc.kind, nfc.port, nfc.baudrate) == ("pn532", "/dev/serial0", 115200)
+    assert (keypad.kind, keypad.data0_pin, keypad.data1_pin) == ("wiegand", 5, 6)
+    # The reader's own settings win over its profile's.
+    assert (osdp.kind, osdp.port, osdp.baudrate, osdp.address) == (
+        "osdp",
+        "/dev/ttyUSB0",
+        9600,
+        7,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "message"),
+    [
+        (
+            ('board = "rpi4-relay-hat-2ch"', 'board = "rpi5-poe"'),
+            "gateway.board",
+            "unknown board profile 'rpi5-poe' (known: rpi-bare, rpi4-relay-hat-2ch)",
+        ),
+        (
+            ('lock = "relay1"', 'lock = "in3"'),
+            "doors[0].lock",
+            "board 'rpi4-relay-hat-2ch' has no output 'in3' (that is an input)",
+        ),
+        (
+            ('contact = "in1"', 'contact = "relay2"'),
+            "doors[0].contact",
+            "has no input 'relay2' (that is an output)",
+        ),
+        (
+            ('profile = "pn532-hsu"', 'profile = "acr122u"'),
+            "readers[0].profile",
+            "unknown reader profile 'acr122u'",
+        ),
+        (
+            ('profile = "pn532-hsu"', 'profile = "../../etc/passwd"'),
+            "readers[0].profile",
+            "is not a profile name",
+        ),
+        (
+            ('rex = "in2"', 'rex = "wiegand_d0"'),
+            None,
+            "GPIO 5 is used by door 'front' and by reader 'kp-front'",
+        ),
+        (
+            ('lock = "relay1"', 'lock = "relay1"\nlock_pin = 20'),
+            "doors[0].lock",
+            "set lock or lock_pin, not both",
+        ),
+        (
+            ('lock = "relay1"', "lock_pin = 14"),
+            None,
+            "GPIO 14 is used by door 'front', but board 'Raspberry Pi 4 + 2-channel relay HAT' "
+            "reserves it: UART TX",
+        ),
+        (
+            ('board = "rpi4-relay-hat-2ch"\n', ""),
+            "doors[0].lock",
+            "'relay1' names a board pin, but [gateway] sets no board",
+        ),
+    ],
+)
+def test_bad_profile_references_say_what_exists(
+    tmp_path: Path, change: tuple[str, str], key: str | None, message: str
+) -> None:
+    path = _write(tmp_path, BOARD.replace(*change, 1))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == key
+    assert message in info.value.message
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_every_shipped_profile_is_valid() -> None:
+    from gateway.profiles import SEARCH_PATH, load_board, load_reader_profile
+
+    shipped = Path(__file__).parent.parent / "firmware-config"
+    assert shipped in SEARCH_PATH
+    boards = sorted(p.stem for p in (shipped / "boards").glob("*.toml"))
+    readers = sorted(p.stem for p in (shipped / "readers").glob("*.toml"))
+    assert boards
+    assert readers
+    for name in boards:
+        board = load_board(name, (shipped,))
+        pins = [o.pin for o in board.outputs.values()] + list(board.inputs.values())
+        assert len(pins) == len(set(pins)), name  # no pin named twice
+        assert not set(pins) & set(board.reserved), name
+    for name in readers:
+        assert load_reader_profile(name, (shipped,), "x").kind in (
+            "pn532",
+            "wiegand",
+            "osdp",
+            "scanner",
+        )
