@@ -116,3 +116,11 @@ def test_any_chunking_gives_the_same_frames(cuts: list[int], noise: bytes) -> No
         Response(0x4B, b"\x00"),
         ErrorFrame(),
     ]
+
+
+@given(chunks=st.lists(st.binary(max_size=300), max_size=20))
+def test_arbitrary_bytes_never_break_the_parser(chunks: list[bytes]) -> None:
+    parser = FrameParser()
+    for chunk in chunks:
+        for frame in parser.feed(chunk):
+            assert isinstance(frame, Ack | Nack | Response | BadFrame | ErrorFrame)

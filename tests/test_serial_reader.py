@@ -10,6 +10,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.clock import SystemClock
 from gateway.readers.lines import Discarded, Line, LineFramer
 from gateway.readers.serial_reader import SerialLineReader
@@ -85,3 +88,16 @@ def test_lines_arrive_and_an_unplugged_scanner_comes_back(tmp_path: Path) -> Non
     kinds = [t for t, _ in events]
     assert kinds == ["reader_online", "reader_input_discarded", "reader_offline", "reader_online"]
     assert events[1][1] == {"reader": "qr-front", "reason": "not_utf8", "bytes": 1}
+
+
+@given(chunks=st.lists(st.binary(max_size=200), max_size=30))
+def test_arbitrary_scanner_bytes_give_clean_lines_or_reasons(chunks: list[bytes]) -> None:
+    framer = LineFramer(max_line=64)
+    for chunk in chunks:
+        for item in framer.feed(chunk):
+            if isinstance(item, Line):
+                assert 0 < len(item.text) <= 64
+                assert item.text.isprintable()
+            else:
+                assert isinstance(item, Discarded)
+                assert item.reason in ("not_utf8", "too_long", "control_chars")
