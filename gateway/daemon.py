@@ -67,6 +67,8 @@ _PIN_FAILURES = frozenset(
         Reason.CREDENTIAL_EXPIRED,
     }
 )
+#: How often (seconds) the fault lights are brought up to date.
+FAULT_CHECK_INTERVAL = 5.0
 #: How often (seconds) scheduled door modes are re-evaluated.
 DOOR_MODE_INTERVAL = 30.0
 #: Commands may not be valid for longer than this (seconds).
@@ -400,6 +402,8 @@ class Gateway:
             await door.grant(extended=decision.extended_unlock)
         if decision.granted:
             pattern = "granted"
+        elif decision.reason in (Reason.NO_DATA, Reason.DATA_STALE):
+            pattern = "fault"  # the gateway is at fault, not the member
         elif decision.reason is Reason.BOOKING_NOT_STARTED:
             pattern = "booking_soon"  # "not yet", not "no": the member is early
         elif decision.reason is Reason.PIN_REQUIRED:
@@ -442,6 +446,25 @@ class Gateway:
         elif decision.reason is not Reason.CARD_REQUIRED:
             self.keypads.succeeded(reader_id)
         return decision
+
+    def at_fault(self) -> bool:
+        """True while no grant can open a door for want of data: none yet, or all stale."""
+        return self.engine.version is None or self.stale_kinds() == {"plan", "booking", "pass"}
+
+    async def _fault_lights(self) -> None:
+        """Show the fault pattern at every door while the gateway is at fault."""
+        shown = False
+        while True:
+            fault = self.at_fault()
+            if fault and not shown:
+                for door_id in {*self.feedback, *self._osdp_readers}:
+                    await self._show(door_id, "fault")
+            elif shown and not fault:
+                for feedback in self.feedback.values():
+                    if feedback.playing == "fault":
+                        await feedback.stop()
+            shown = fault
+            await self.clock.sleep(FAULT_CHECK_INTERVAL)
 
     async def _door_mode(
         self, door_id: str, schedule: WeeklySchedule, after_first_staff: bool
@@ -534,6 +557,8 @@ class Gateway:
                     )
             for reader_id, reader in self._reader_tasks:
                 tasks.create_task(reader.run(), name=f"reader-{reader_id}")
+            if self.feedback or self._osdp_readers:
+                tasks.create_task(self._fault_lights(), name="fault-lights")
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:

@@ -345,6 +345,31 @@ def test_a_scanned_code_is_refused_with_an_event_until_qr_credentials_exist(
         scanner.unplug()
 
 
+def test_doors_show_the_fault_pattern_until_the_gateway_has_data(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from gateway.clock import ManualClock
+
+    factory = MockFactory()
+    door_only_config(tmp_path)
+    clock = ManualClock(datetime(2026, 3, 10, 9, tzinfo=UTC))
+
+    async def go() -> None:
+        gw = Gateway(load_config(tmp_path / "doorgw.toml"), clock, pin_factory=factory)
+        async with gw.running():
+            await until(lambda: gw.feedback["front"].playing == "fault")
+            for chunk in CloudSigner(SIGNER, "t", clock.now).snapshot(
+                parse_dataset(base_dataset())
+            ):
+                await gw.engine.handle(chunk)
+            await gw.engine.wait_snapshot()
+            await clock.run_for(6, step=0.5)
+            await until(lambda: gw.feedback["front"].playing is None)
+            assert (factory.pin(RED).state, factory.pin(GREEN).state) == (False, False)
+
+    asyncio.run(go())
+
+
 def test_a_signed_unlock_command_opens_the_door_for_its_seconds(tmp_path: Path) -> None:
     import time
 
