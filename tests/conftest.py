@@ -263,3 +263,18 @@ def broker(tmp_path: Path) -> Iterator[Any]:
     b.start()
     yield b
     b.stop()
+
+
+def revoke_day_card(status: str = "revoked") -> dict[str, Any]:
+    """The change a platform sends to revoke day_m's card (c-day)."""
+    return {
+        "op": "upsert",
+        "entity": "credential",
+        "data": {
+            "id": "c-day",
+            "member_id": "day_m",
+            "kind": "nfc_uid",
+            "value": "04000001",
+            "status": status,
+        },
+    }

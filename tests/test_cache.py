@@ -19,7 +19,7 @@ from gateway.dataset import parse_changes, parse_dataset
 from gateway.decision import Reason, decide
 from gateway.errors import CacheError, CacheSchemaError, DatasetError
 
-from .conftest import base_dataset, local, write_cache
+from .conftest import base_dataset, local, revoke_day_card, write_cache
 
 CLOCK = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
 AT = local("2026-03-10T10:00")
@@ -121,17 +121,7 @@ def test_changes_revoke_suspend_and_cancel_at_once(tmp_path: Path) -> None:
     _apply(
         path,
         [
-            {
-                "op": "upsert",
-                "entity": "credential",
-                "data": {
-                    "id": "c-day",
-                    "member_id": "day_m",
-                    "kind": "nfc_uid",
-                    "value": "04000001",
-                    "status": "revoked",
-                },
-            },
+            revoke_day_card(),
             {
                 "op": "upsert",
                 "entity": "member",
@@ -333,21 +323,7 @@ def test_deltas_apply_while_a_snapshot_is_staged_and_replay_after_the_swap(
     write_cache(path, base_dataset())
     reader = CacheReader(path)
     snapshot = parse_dataset({**base_dataset(), "version": 10})
-    revoke = parse_changes(
-        [
-            {
-                "op": "upsert",
-                "entity": "credential",
-                "data": {
-                    "id": "c-day",
-                    "member_id": "day_m",
-                    "kind": "nfc_uid",
-                    "value": "04000001",
-                    "status": "revoked",
-                },
-            }
-        ]
-    )
+    revoke = parse_changes([revoke_day_card()])
 
     async def go() -> None:
         async with CacheWriter(path, CLOCK) as w:

@@ -21,7 +21,7 @@ from gateway.mqtt import tls_context
 from sim.broker import Broker
 from sim.cloud import CloudPeer
 
-from .conftest import base_dataset, local
+from .conftest import base_dataset, local, revoke_day_card
 
 
 async def until(predicate: Callable[[], object], what: str, limit: float = 30.0) -> None:
@@ -69,21 +69,7 @@ def test_a_new_gateway_syncs_decides_and_reports(broker: Broker, tmp_path: Path)
             card = parse_read("nfc:04000001", site_id="t")
             assert (await gw.tap(card, "front")).reason is Reason.GRANTED_PLAN
             # A revocation published by the platform changes the next decision.
-            await cloud.send_delta(
-                [
-                    {
-                        "op": "upsert",
-                        "entity": "credential",
-                        "data": {
-                            "id": "c-day",
-                            "member_id": "day_m",
-                            "kind": "nfc_uid",
-                            "value": "04000001",
-                            "status": "revoked",
-                        },
-                    }
-                ]
-            )
+            await cloud.send_delta([revoke_day_card()])
             await until(lambda: gw.engine.version == 2, "delta applied")
             assert (await gw.tap(card, "front")).reason is Reason.CREDENTIAL_REVOKED
             await until(
@@ -247,21 +233,7 @@ def test_deltas_the_broker_dropped_while_offline_are_recovered_by_resync(
         for i in range(1500):
             await cloud.send_delta([rename(i)])
         # The last of them revokes a card: it is among the deltas the broker dropped.
-        await cloud.send_delta(
-            [
-                {
-                    "op": "upsert",
-                    "entity": "credential",
-                    "data": {
-                        "id": "c-day",
-                        "member_id": "day_m",
-                        "kind": "nfc_uid",
-                        "value": "04000001",
-                        "status": "revoked",
-                    },
-                }
-            ]
-        )
+        await cloud.send_delta([revoke_day_card()])
         assert cloud.version == 1502
         before = len(cloud.resync_requests)
         async with gateway_for(broker, tmp_path).running() as gw:

@@ -21,7 +21,7 @@ from gateway.jws import Signer, b64url, b64url_decode, keyset_of
 from gateway.protocol import ResyncRequestMsg
 from gateway.sync import SyncEngine
 
-from .conftest import base_dataset, local
+from .conftest import base_dataset, local, revoke_day_card
 
 SIGNER = Signer.generate("platform-2026")
 OTHER = Signer.generate("attacker")
@@ -88,20 +88,6 @@ def run(path: Path, body: Callable[[Harness], Awaitable[None]]) -> None:
             await body(h)
 
     asyncio.run(go())
-
-
-def revoke_day_card(status: str = "revoked") -> dict[str, Any]:
-    return {
-        "op": "upsert",
-        "entity": "credential",
-        "data": {
-            "id": "c-day",
-            "member_id": "day_m",
-            "kind": "nfc_uid",
-            "value": "04000001",
-            "status": status,
-        },
-    }
 
 
 def test_a_fresh_gateway_asks_for_data_then_applies_a_snapshot(tmp_path: Path) -> None:
