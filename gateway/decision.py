@@ -298,25 +298,9 @@ def decide(
     if cred is None:
         return _deny(Reason.UNKNOWN_CREDENTIAL, f"unknown {noun}", door_id, ts)
 
-    if cred.status is not CredentialStatus.ACTIVE:
-        reason, text = _CREDENTIAL_STATUS[cred.status]
-        return _deny(reason, text.replace("card", noun), door_id, ts, cred)
-    if cred.valid_from is not None and ts < cred.valid_from:
-        return _deny(
-            Reason.CREDENTIAL_NOT_YET_VALID,
-            f"{noun} valid from {_when(cred.valid_from, ts, site)}",
-            door_id,
-            ts,
-            cred,
-        )
-    if cred.valid_until is not None and ts >= cred.valid_until:
-        return _deny(
-            Reason.CREDENTIAL_EXPIRED,
-            f"{noun} expired {_when(cred.valid_until, ts, site)}",
-            door_id,
-            ts,
-            cred,
-        )
+    unusable = _unusable(cred, noun, site, door_id, ts)
+    if unusable is not None:
+        return unusable
     member = view.member(cred.member_id)
     if member is None or member.status is MemberStatus.CANCELLED:
         return _deny(Reason.MEMBER_CANCELLED, "membership cancelled", door_id, ts, cred)
@@ -336,12 +320,34 @@ def decide(
     if (
         second is None
         or second.member_id != member.id
-        or second.status is not CredentialStatus.ACTIVE
-        or (second.valid_from is not None and ts < second.valid_from)
-        or (second.valid_until is not None and ts >= second.valid_until)
+        or _unusable(second, "PIN", site, door_id, ts) is not None
     ):
         return _deny(Reason.PIN_MISMATCH, "wrong PIN for this card", door_id, ts, cred)
     return decision
+
+
+def _unusable(cred: Credential, noun: str, site: Site, door_id: str, ts: int) -> Decision | None:
+    """The denial for a credential that is not active or not valid at ``ts``, if any."""
+    if cred.status is not CredentialStatus.ACTIVE:
+        reason, text = _CREDENTIAL_STATUS[cred.status]
+        return _deny(reason, text.replace("card", noun), door_id, ts, cred)
+    if cred.valid_from is not None and ts < cred.valid_from:
+        return _deny(
+            Reason.CREDENTIAL_NOT_YET_VALID,
+            f"{noun} valid from {_when(cred.valid_from, ts, site)}",
+            door_id,
+            ts,
+            cred,
+        )
+    if cred.valid_until is not None and ts >= cred.valid_until:
+        return _deny(
+            Reason.CREDENTIAL_EXPIRED,
+            f"{noun} expired {_when(cred.valid_until, ts, site)}",
+            door_id,
+            ts,
+            cred,
+        )
+    return None
 
 
 def _evaluate_grants(
