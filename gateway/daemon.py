@@ -148,6 +148,8 @@ class Gateway:
         #: The local date a staff member last came in, per door.
         self._staff_in: dict[str, date] = {}
         self._waits_for_staff = any(d.unlock_after_first_staff for d in config.doors)
+        #: Card and PIN doors, and how long a card waits there for its PIN.
+        self._pin_timeouts = {d.id: d.pin_timeout_seconds for d in config.doors if d.card_and_pin}
         #: Card and PIN doors: the card awaiting its PIN, and until when (monotonic).
         self._awaiting_pin: dict[str, tuple[CredentialRead, float]] = {}
         self.clock = clock
@@ -374,16 +376,11 @@ class Gateway:
         ``pin_timeout_seconds`` while its holder types the PIN
         (:meth:`present_pin`); ``pin`` is that PIN.
         """
-        door_cfg = self.config.door(door_id)
-        pin_required = door_cfg is not None and door_cfg.card_and_pin
+        pin_timeout = self._pin_timeouts.get(door_id)
         self._awaiting_pin.pop(door_id, None)  # a new card replaces one awaiting its PIN
-        decision = await self.tap(read, door_id, pin_required=pin_required, pin=pin)
-        if decision.reason is Reason.PIN_REQUIRED:
-            assert door_cfg is not None
-            self._awaiting_pin[door_id] = (
-                read,
-                self.clock.monotonic() + door_cfg.pin_timeout_seconds,
-            )
+        decision = await self.tap(read, door_id, pin_required=pin_timeout is not None, pin=pin)
+        if decision.reason is Reason.PIN_REQUIRED and pin_timeout is not None:
+            self._awaiting_pin[door_id] = (read, self.clock.monotonic() + pin_timeout)
         # Only doors that open once staff are in need to know who was staff: the
         # extra lookup stays off the tap path everywhere else.
         if (
