@@ -40,11 +40,16 @@ SEARCH_PATH = (
     Path(__file__).resolve().parent.parent / "firmware-config",
 )
 
-#: Door keys that name a board output or input, and the fields they fill.
-_DOOR_OUTPUTS = {"lock": "lock_pin", "green_led": "green_led_pin", "red_led": "red_led_pin",
-                 "buzzer": "buzzer_pin"}  # fmt: skip
-_DOOR_INPUTS = {"contact": "contact_pin", "rex": "rex_pin"}
-_READER_INPUTS = {"data0": "data0_pin", "data1": "data1_pin"}
+#: Keys that name a board pin: the field they fill, and whether it is an output.
+_DOOR_PINS = {
+    "lock": ("lock_pin", True),
+    "green_led": ("green_led_pin", True),
+    "red_led": ("red_led_pin", True),
+    "buzzer": ("buzzer_pin", True),
+    "contact": ("contact_pin", False),
+    "rex": ("rex_pin", False),
+}
+_READER_PINS = {"data0": ("data0_pin", False), "data1": ("data1_pin", False)}
 
 
 class _Strict(BaseModel):
@@ -128,49 +133,33 @@ def resolve(data: dict[str, Any], base: Path) -> tuple[dict[str, Any], BoardProf
     data = dict(data)
     data["gateway"] = {k: v for k, v in gateway.items() if k not in ("board", "profiles_dir")}
 
-    def pin_of(table: dict[str, Any], key: str, name: object, where: str, output: bool) -> None:
-        if board is None:
-            raise ConfigError(
-                "config", f"{name!r} names a board pin, but [gateway] sets no board", where
-            )
-        if output:
-            if name not in board.outputs:
-                hint = " (that is an input)" if name in board.inputs else ""
-                known = ", ".join(board.outputs)
-                raise ConfigError(
-                    "config",
-                    f"board {board_name!r} has no output {name!r}{hint}; outputs: {known}",
-                    where,
-                )
-            out = board.outputs[str(name)]
-            table[key] = out.pin
-            if key == "lock_pin":
-                table.setdefault("relay_active_high", out.active_high)
-        else:
-            if name not in board.inputs:
-                hint = " (that is an output)" if name in board.outputs else ""
-                known = ", ".join(board.inputs)
-                raise ConfigError(
-                    "config",
-                    f"board {board_name!r} has no input {name!r}{hint}; inputs: {known}",
-                    where,
-                )
-            table[key] = board.inputs[str(name)]
+    def name_pins(table: dict[str, Any], names: dict[str, tuple[str, bool]], where: str) -> None:
+        """Replace each board pin name in ``table`` by its GPIO (and the lock's polarity)."""
+        for key, (field, output) in names.items():
+            if key not in table:
+                continue
+            name = table.pop(key)
+            if field in table:
+                raise ConfigError("config", f"set {key} or {field}, not both", f"{where}.{key}")
+            table[field] = _board_pin(board, board_name, name, output, f"{where}.{key}")
+            if output and board is not None:
+                active_high = board.outputs[str(name)].active_high
+                if field == "lock_pin":
+                    table.setdefault("relay_active_high", active_high)
+                elif not active_high:
+                    # LEDs and buzzers are driven active-high; saying nothing would
+                    # light them when they should be dark.
+                    raise ConfigError(
+                        "config",
+                        f"board output {name!r} is active-low; only a lock relay may be",
+                        f"{where}.{key}",
+                    )
 
     doors = []
     for i, door in enumerate(data.get("doors") or []):
-        if not isinstance(door, dict):
-            doors.append(door)
-            continue
-        door = dict(door)
-        for names, output in ((_DOOR_OUTPUTS, True), (_DOOR_INPUTS, False)):
-            for key, field in names.items():
-                if key in door:
-                    if field in door:
-                        raise ConfigError(
-                            "config", f"set {key} or {field}, not both", f"doors[{i}].{key}"
-                        )
-                    pin_of(door, field, door.pop(key), f"doors[{i}].{key}", output)
+        if isinstance(door, dict):
+            door = dict(door)
+            name_pins(door, _DOOR_PINS, f"doors[{i}]")
         doors.append(door)
     if "doors" in data:
         data["doors"] = doors
@@ -192,13 +181,31 @@ def resolve(data: dict[str, Any], base: Path) -> tuple[dict[str, Any], BoardProf
                 value = getattr(profile, field)
                 if value is not None and f"{field}_pin" not in reader:
                     reader.setdefault(field, value)
-        for key, field in _READER_INPUTS.items():
-            if key in reader:
-                pin_of(reader, field, reader.pop(key), f"readers[{i}].{key}", False)
+        name_pins(reader, _READER_PINS, f"readers[{i}]")
         readers.append(reader)
     if "readers" in data:
         data["readers"] = readers
     return data, board
+
+
+def _board_pin(
+    board: BoardProfile | None, board_name: object, name: object, output: bool, where: str
+) -> int:
+    """The GPIO of a board's named output or input; ConfigError saying what exists."""
+    if board is None:
+        raise ConfigError(
+            "config", f"{name!r} names a board pin, but [gateway] sets no board", where
+        )
+    pins = {n: o.pin for n, o in board.outputs.items()} if output else board.inputs
+    if name in pins:
+        return pins[str(name)]
+    kind, other = ("output", board.inputs) if output else ("input", board.outputs)
+    hint = f" (that is an {'input' if output else 'output'})" if name in other else ""
+    raise ConfigError(
+        "config",
+        f"board {board_name!r} has no {kind} {name!r}{hint}; {kind}s: {', '.join(pins)}",
+        where,
+    )
 
 
 def check_reserved(board: BoardProfile, used: list[tuple[str, list[int]]]) -> None:

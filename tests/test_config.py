@@ -329,3 +329,46 @@ def test_every_shipped_profile_is_valid() -> None:
             "osdp",
             "scanner",
         )
+
+
+def test_a_site_profiles_dir_and_what_its_board_may_not_do(tmp_path: Path) -> None:
+    boards = tmp_path / "profiles" / "boards"
+    boards.mkdir(parents=True)
+    (boards / "inverted.toml").write_text(
+        'name = "Inverted"\n'
+        "[outputs]\n"
+        "strike = { pin = 17, active_high = false }\n"
+        "led = { pin = 18, active_high = false }\n"
+        "[inputs]\n"
+        "d0 = 5\n"
+        "d1 = 6\n"
+    )
+    text = (
+        '[gateway]\nid = "gw"\nsite_id = "s"\nboard = "inverted"\nprofiles_dir = "profiles"\n\n'
+        '[[doors]]\nid = "front"\nlock = "strike"\n\n'
+        '[[readers]]\nid = "kp"\ndoor = "front"\nkind = "wiegand"\ndata0 = "d0"\ndata1 = "d1"\n'
+    )
+    config = load_config(_write(tmp_path, text))
+    assert (config.doors[0].lock_pin, config.doors[0].relay_active_high) == (17, False)
+    assert (config.readers[0].data0_pin, config.readers[0].data1_pin) == (5, 6)
+
+    for change, key, message in (
+        (
+            ('lock = "strike"', 'lock = "strike"\ngreen_led = "led"'),
+            "doors[0].green_led",
+            "board output 'led' is active-low; only a lock relay may be",
+        ),
+        (
+            ('data0 = "d0"', 'data0 = "d0"\ndata0_pin = 7'),
+            "readers[0].data0",
+            "set data0 or data0_pin, not both",
+        ),
+        (
+            ('profiles_dir = "profiles"', 'profiles_dir = "elsewhere"'),
+            "gateway.board",
+            "unknown board profile 'inverted' (known: none)",
+        ),
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_config(_write(tmp_path, text.replace(*change)))
+        assert (info.value.key, info.value.message) == (key, message)
