@@ -139,10 +139,21 @@ class ReaderConfig(_Section):
             raise ValueError(f"reader {self.id!r}: a {self.kind} reader needs 'port'")
         if self.kind == "wiegand" and (self.data0_pin is None or self.data1_pin is None):
             raise ValueError(f"reader {self.id!r}: a wiegand reader needs data0_pin and data1_pin")
-        if self.kind != "osdp" and (self.key_file is not None or self.install_mode):
-            raise ValueError(
-                f"reader {self.id!r}: key_file and install_mode are for osdp readers only"
-            )
+        only: dict[str, tuple[str, ...]] = {
+            "port": ("pn532", "osdp", "scanner"),
+            "baudrate": ("pn532", "osdp", "scanner"),
+            "data0_pin": ("wiegand",),
+            "data1_pin": ("wiegand",),
+            "address": ("osdp",),
+            "key_file": ("osdp",),
+            "install_mode": ("osdp",),
+        }
+        for field in sorted(self.model_fields_set & only.keys()):
+            if self.kind not in only[field]:
+                raise ValueError(
+                    f"reader {self.id!r}: {field} is for {', '.join(only[field])} readers, "
+                    f"not {self.kind}"
+                )
         return self
 
     def pins(self) -> list[int]:

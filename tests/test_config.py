@@ -117,6 +117,24 @@ def test_config_is_frozen(tmp_path: Path) -> None:
             "GPIO 17 is used by door 'front' and by reader 'w1'",
         ),
         (
+            GOOD + '[[readers]]\nid = "r1"\ndoor = "front"\nkind = "pn532"\nport = "/dev/x"\n'
+            "address = 3\n",
+            "readers[0]",
+            "reader 'r1': address is for osdp readers, not pn532",
+        ),
+        (
+            GOOD + '[[readers]]\nid = "w1"\ndoor = "front"\nkind = "wiegand"\n'
+            "data0_pin = 5\ndata1_pin = 6\nbaudrate = 9600\n",
+            "readers[0]",
+            "reader 'w1': baudrate is for pn532, osdp, scanner readers, not wiegand",
+        ),
+        (
+            GOOD + '[[readers]]\nid = "s1"\ndoor = "front"\nkind = "scanner"\nport = "/dev/x"\n'
+            "install_mode = true\n",
+            "readers[0]",
+            "reader 's1': install_mode is for osdp readers, not scanner",
+        ),
+        (
             GOOD.replace('name = "Front door"', 'name = "Front door"\ncard_and_pin = true')
             + '[[readers]]\nid = "r1"\ndoor = "front"\nkind = "pn532"\nport = "/dev/x"\n',
             None,
