@@ -26,7 +26,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import serial
 
@@ -57,15 +57,27 @@ _CMD_KEYSET = 5
 #: LED colours of osdp_LED.
 _OFF, _RED, _GREEN, _AMBER = 0, 1, 2, 3
 
-#: Feedback patterns (gateway.feedback's names) as osdp_LED and osdp_BUZ
-#: parameters: (on colour, off colour, on and off in 100 ms units, LED timer in
-#: 100 ms units, beeps, beep on and off in 100 ms units).
-_PATTERNS: dict[str, tuple[int, int, int, int, int, int, int, int]] = {
-    "granted": (_GREEN, _GREEN, 20, 0, 20, 1, 1, 1),
-    "denied": (_RED, _RED, 20, 0, 20, 3, 1, 1),
-    "booking_soon": (_AMBER, _OFF, 3, 2, 20, 2, 3, 2),
-    "pin_needed": (_GREEN, _OFF, 5, 5, 100, 2, 1, 1),
-    "fault": (_RED, _OFF, 5, 5, 600, 0, 0, 0),
+
+class _Pattern(NamedTuple):
+    """A feedback pattern as osdp_LED and osdp_BUZ parameters (times in 100 ms units)."""
+
+    on_colour: int
+    off_colour: int
+    on: int
+    off: int
+    timer: int  # how long the LED pattern lasts
+    beeps: int
+    beep_on: int = 1
+    beep_off: int = 1
+
+
+#: gateway.feedback's patterns, as the reader plays them.
+_PATTERNS = {
+    "granted": _Pattern(_GREEN, _GREEN, 20, 0, 20, beeps=1),
+    "denied": _Pattern(_RED, _RED, 20, 0, 20, beeps=3),
+    "booking_soon": _Pattern(_AMBER, _OFF, 3, 2, 20, beeps=2, beep_on=3, beep_off=2),
+    "pin_needed": _Pattern(_GREEN, _OFF, 5, 5, 100, beeps=2),
+    "fault": _Pattern(_RED, _OFF, 5, 5, 600, beeps=0),
 }
 
 
@@ -247,49 +259,48 @@ class OsdpReader(SerialPortTask):
                         "its own key is being set",
                     },
                 )
-            secure = bool(arg0) and not bool(arg1)
-            if secure != self.secure:
-                self.secure = secure
-                await self._record(
-                    "reader_secure_channel", {"reader": self.reader_id, "up": secure}
-                )
-            await self._set_online(secure)
+            await self._set_secure(bool(arg0) and not bool(arg1))
         elif kind == _NOTIFY_PD_STATUS and not arg0:
-            self.secure = False
-            await self._set_online(False)
+            await self._set_secure(False)
         elif kind == _NOTIFY_COMMAND and arg0 == _CMD_KEYSET:
             await self._record("reader_key_set", {"reader": self.reader_id, "ok": bool(arg1)})
+
+    async def _set_secure(self, secure: bool) -> None:
+        """The reader counts as online exactly while its secure channel is up."""
+        if secure != self.secure:
+            self.secure = secure
+            await self._record("reader_secure_channel", {"reader": self.reader_id, "up": secure})
+        await self._set_online(secure)
 
     async def show(self, pattern: str) -> None:
         """Play a feedback pattern on the reader's LED and beeper (if it is up)."""
         cp = self._cp
-        params = _PATTERNS.get(pattern)
-        if cp is None or params is None or not self.secure:
+        shown = _PATTERNS.get(pattern)
+        if cp is None or shown is None or not self.secure:
             return
-        on_colour, off_colour, on, off, timer, beeps, beep_on, beep_off = params
         commands: list[dict[str, Any]] = [
             {
                 "command": _CMD_LED,
                 "reader": 0,
                 "led_number": 0,
                 "control_code": 2,  # temporary state, timer starts now
-                "on_count": on,
-                "off_count": off,
-                "on_color": on_colour,
-                "off_color": off_colour,
-                "timer_count": timer,
+                "on_count": shown.on,
+                "off_count": shown.off,
+                "on_color": shown.on_colour,
+                "off_color": shown.off_colour,
+                "timer_count": shown.timer,
                 "temporary": True,
             }
         ]
-        if beeps:
+        if shown.beeps:
             commands.append(
                 {
                     "command": _CMD_BUZZER,
                     "reader": 0,
                     "control_code": 2,  # default tone
-                    "on_count": beep_on,
-                    "off_count": beep_off,
-                    "rep_count": beeps,
+                    "on_count": shown.beep_on,
+                    "off_count": shown.beep_off,
+                    "rep_count": shown.beeps,
                 }
             )
         for command in commands:
