@@ -194,14 +194,21 @@ class Gateway:
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Gateway:
-        await self._stack.enter_async_context(self.writer)
-        await self._stack.enter_async_context(self.outbox)
-        # Closed first (exit stacks unwind backwards): no load may outlive the writer.
-        self._stack.push_async_callback(self.engine.close)
-        self.reader = CacheReader(self.config.cache_path)
-        self._stack.callback(self.reader.close)
-        await self.engine.start()
-        self._open_hardware()
+        try:
+            await self._stack.enter_async_context(self.writer)
+            await self._stack.enter_async_context(self.outbox)
+            # Closed first (exit stacks unwind backwards): no load may outlive the writer.
+            self._stack.push_async_callback(self.engine.close)
+            self.reader = CacheReader(self.config.cache_path)
+            self._stack.callback(self.reader.close)
+            await self.engine.start()
+            self._open_hardware()
+        except BaseException:
+            # A start-up failure (no GPIO, a missing library...) must still close
+            # what was opened: open databases would keep the process from exiting,
+            # and outputs already made must go back to their safe state.
+            await self._stack.aclose()
+            raise
         return self
 
     def _open_hardware(self) -> None:

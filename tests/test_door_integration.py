@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from gpiozero.pins.mock import MockFactory
 
 from gateway.clock import SystemClock
@@ -516,3 +518,30 @@ def test_after_first_staff_the_door_waits_for_a_staff_member(tmp_path: Path) -> 
 
     path = _scheduled(tmp_path, "unlock_after_first_staff = true\n")
     assert _run_scheduled(path, body, 1) == ["scheduled_unlocked"]
+
+
+def test_an_osdp_reader_without_libosdp_installed_is_a_clear_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "osdp", None)  # as if the osdp extra were not installed
+    text = door_only_config(tmp_path).read_text()
+    text = text.replace(
+        "[mqtt]",
+        '[[readers]]\nid = "osdp-front"\ndoor = "front"\nkind = "osdp"\nport = "/dev/null"\n\n'
+        "[mqtt]",
+    )
+    (tmp_path / "doorgw.toml").write_text(text)
+
+    async def go() -> None:
+        gw = Gateway(
+            load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=MockFactory()
+        )
+        async with gw:
+            pass
+
+    with pytest.raises(
+        ConfigError, match=r"libosdp is not installed \(pip install 'doorgw\[osdp\]'\)"
+    ):
+        asyncio.run(go())
