@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -278,3 +279,21 @@ def revoke_day_card(status: str = "revoked") -> dict[str, Any]:
             "status": status,
         },
     }
+
+
+async def until(predicate: Callable[[], object], limit: float = 20.0) -> None:
+    """Wait (real time) until ``predicate()`` holds; TimeoutError after ``limit`` seconds."""
+    async with asyncio.timeout(limit):
+        while not predicate():  # noqa: ASYNC110 - polling state other threads change
+            await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def background(coro: Coroutine[Any, Any, object]) -> AsyncIterator[asyncio.Task[object]]:
+    """Run ``coro`` as a task for the ``with`` block; cancel it and wait for it on leaving."""
+    task = asyncio.create_task(coro)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -21,7 +21,7 @@ from sim.broker import free_port
 from sim.pn532 import SimulatedPn532
 from sim.wiegand import SimulatedWiegand
 
-from .conftest import base_dataset
+from .conftest import base_dataset, until
 
 SIGNER = Signer.generate("platform")
 LOCK, CONTACT, GREEN, RED, BUZZER, D0, D1 = 17, 27, 23, 24, 25, 5, 6
@@ -50,12 +50,6 @@ def config_file(tmp_path: Path, port: str) -> Path:
         f'[sync]\nkeys_file = "keys.json"\n'
     )
     return path
-
-
-async def until(predicate: Any, limit: float = 20.0) -> None:
-    async with asyncio.timeout(limit):
-        while not predicate():  # noqa: ASYNC110 - polling several components' state
-            await asyncio.sleep(0.01)
 
 
 def test_cards_at_the_readers_open_the_door_or_show_red(tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ from gateway.readers.osdp_reader import OsdpReader, card_read
 from gateway.readers.wiegand import encode_card
 from sim.osdp import SimulatedOsdpReader
 
+from .conftest import background, until
+
 KEY = bytes.fromhex("8f1e2d3c4b5a69788796a5b4c3d2e1f0")
 
 
@@ -33,12 +35,6 @@ class Bench:
 
     def types(self) -> list[str]:
         return [t for t, _ in self.events]
-
-
-async def until(predicate: Callable[[], object], limit: float = 20.0) -> None:
-    async with asyncio.timeout(limit):
-        while not predicate():  # noqa: ASYNC110 - polling libosdp's threads
-            await asyncio.sleep(0.02)
 
 
 def run(
@@ -71,12 +67,10 @@ def run(
             retry_min=0.2,
             retry_max=1.0,
         )
-        task = asyncio.create_task(reader.run())
         try:
-            await body(bench, reader, device)
+            async with background(reader.run()):
+                await body(bench, reader, device)
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
             device.close()
 
     asyncio.run(go())

@@ -9,13 +9,9 @@ from gateway.clock import SystemClock
 from gateway.readers.pn532_reader import Pn532Reader
 from sim.pn532 import SimulatedPn532
 
+from .conftest import background, until
+
 UID = bytes.fromhex("04A2B3C4D5E6F7")
-
-
-async def until(predicate: Any, limit: float = 20.0) -> None:
-    async with asyncio.timeout(limit):
-        while not predicate():  # noqa: ASYNC110 - polling several components' state
-            await asyncio.sleep(0.01)
 
 
 def run(body: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -43,12 +39,10 @@ def run(body: Any) -> list[tuple[str, dict[str, Any]]]:
             retry_min=0.05,
             retry_max=0.2,
         )
-        task = asyncio.create_task(reader.run())
         try:
-            await body(device, reader, uids)
+            async with background(reader.run()):
+                await body(device, reader, uids)
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
             device.close()
 
     asyncio.run(go())

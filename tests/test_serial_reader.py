@@ -18,6 +18,8 @@ from gateway.readers.lines import Discarded, Line, LineFramer
 from gateway.readers.serial_reader import SerialLineReader
 from sim.scanner import SimulatedScanner
 
+from .conftest import background, until
+
 
 def test_framing_across_pieces_and_terminators() -> None:
     framer = LineFramer()
@@ -38,12 +40,6 @@ def test_garbage_is_discarded_with_a_reason_and_reading_goes_on() -> None:
 
 
 Scanner = SimulatedScanner
-
-
-async def until(predicate: Any, limit: float = 20.0) -> None:
-    async with asyncio.timeout(limit):
-        while not predicate():  # noqa: ASYNC110 - polling several components' state
-            await asyncio.sleep(0.01)
 
 
 def test_lines_arrive_and_an_unplugged_scanner_comes_back(tmp_path: Path) -> None:
@@ -67,8 +63,7 @@ def test_lines_arrive_and_an_unplugged_scanner_comes_back(tmp_path: Path) -> Non
             retry_min=0.05,
             retry_max=0.2,
         )
-        task = asyncio.create_task(reader.run())
-        try:
+        async with background(reader.run()):
             await until(lambda: reader.online)
             scanner.send(b"DP1.abc")
             scanner.send(b".def\r\n\xff\n")
@@ -80,9 +75,6 @@ def test_lines_arrive_and_an_unplugged_scanner_comes_back(tmp_path: Path) -> Non
             await until(lambda: reader.online)
             scanner.send(b"second\n")
             await until(lambda: lines == ["DP1.abc.def", "second"])
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(go())
     kinds = [t for t, _ in events]

@@ -14,6 +14,8 @@ from gateway.readers.wiegand import CardRead, encode_card
 from gateway.readers.wiegand_gpio import WiegandReader
 from sim.wiegand import SimulatedWiegand
 
+from .conftest import background
+
 D0, D1 = 5, 6
 
 
@@ -57,12 +59,10 @@ def run(body: Callable[[Bench, WiegandReader], Awaitable[None]]) -> Bench:
             on_pin=on_pin,
             record=record,
         )
-        task = asyncio.create_task(reader.run())
         try:
-            await body(bench, reader)
+            async with background(reader.run()):
+                await body(bench, reader)
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
             reader.close()
 
     asyncio.run(go())
