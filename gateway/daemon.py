@@ -456,18 +456,24 @@ class Gateway:
         return self.engine.version is None or self.stale_kinds() == {"plan", "booking", "pass"}
 
     async def _fault_lights(self) -> None:
-        """Show the fault pattern at every door while the gateway is at fault."""
-        shown = False
+        """Show the fault pattern at every door while the gateway is at fault.
+
+        Door LEDs go back to it once a tap's pattern has played; OSDP readers
+        hold it as their lasting LED state, which taps' patterns play over.
+        """
+        was = False
         while True:
             fault = self.at_fault()
-            if fault and not shown:
-                for door_id in {*self.feedback, *self._osdp_readers}:
-                    await self._show(door_id, "fault")
-            elif shown and not fault:
-                for feedback in self.feedback.values():
-                    if feedback.playing == "fault":
-                        await feedback.stop()
-            shown = fault
+            for feedback in self.feedback.values():
+                if fault and feedback.playing is None:
+                    await feedback.show("fault")
+                elif not fault and feedback.playing == "fault":
+                    await feedback.stop()
+            if fault != was:
+                for readers in self._osdp_readers.values():
+                    for reader in readers:
+                        await (reader.show("fault") if fault else reader.clear_fault())
+            was = fault
             await self.clock.sleep(FAULT_CHECK_INTERVAL)
 
     async def _door_mode(

@@ -102,6 +102,14 @@ class SimulatedOsdpReader:
         with self._lock:
             return [c for c in self.commands if c.get("command") == command]
 
+    def go_silent(self) -> None:
+        """Stop answering, the port staying open (a reader that hangs or loses power)."""
+        self._pd.stop()
+
+    def resume(self) -> None:
+        """Answer again after :meth:`go_silent`."""
+        self._pd.start()
+
     def close(self) -> None:
         """Stop the device and close the pty (as unplugging it would); idempotent."""
         if self.master < 0:

@@ -107,6 +107,24 @@ def test_feedback_patterns_reach_the_reader_as_led_and_beeps() -> None:
     run(KEY, body)
 
 
+def test_the_fault_pattern_is_the_readers_lasting_state_until_cleared() -> None:
+    async def body(bench: Bench, reader: OsdpReader, device: SimulatedOsdpReader) -> None:
+        await reader.show("fault")  # before the reader is up: kept, sent once it is
+        await until(lambda: device.sent(osdp.Command.LED))
+        await reader.show("granted")
+        await until(lambda: len(device.sent(osdp.Command.LED)) == 2)
+        await reader.clear_fault()
+        await until(lambda: len(device.sent(osdp.Command.LED)) == 3)
+        fault, granted, cleared = device.sent(osdp.Command.LED)
+        assert (fault["temporary"], fault["on_color"]) == (False, osdp.CommandLEDColor.Red)
+        assert (granted["temporary"], granted["on_color"]) == (True, osdp.CommandLEDColor.Green)
+        assert (cleared["temporary"], cleared["on_color"]) == (False, osdp.CommandLEDColor.Black)
+        await asyncio.sleep(0.5)
+        assert reader.secure  # every command was accepted: none took the reader offline
+
+    run(KEY, body)
+
+
 def test_a_reader_with_another_key_is_reported_and_its_cards_never_arrive() -> None:
     async def body(bench: Bench, reader: OsdpReader, device: SimulatedOsdpReader) -> None:
         await until(lambda: "reader_insecure" in bench.types())
@@ -152,6 +170,25 @@ def test_an_unplugged_reader_is_reported_offline() -> None:
 
     bench = run(KEY, body)
     assert bench.types().count("reader_online") == 1
+
+
+def test_a_reader_that_stops_answering_is_reported_and_comes_back_when_it_answers() -> None:
+    async def body(bench: Bench, reader: OsdpReader, device: SimulatedOsdpReader) -> None:
+        await until(lambda: reader.secure)
+        device.go_silent()
+        await until(lambda: "reader_offline" in bench.types())
+        device.resume()
+        await until(lambda: bench.types().count("reader_online") == 2)
+        device.card(bytes.fromhex("04a2b3c4"))
+        await until(lambda: bench.reads)
+
+    bench = run(KEY, body)
+    assert [t for t in bench.types() if t.startswith("reader_o")] == [
+        "reader_online",
+        "reader_offline",
+        "reader_online",
+    ]
+    assert "reader_insecure" not in bench.types()  # it lost its channel, not its key
 
 
 # Card data and key files, without a bus.

@@ -65,10 +65,13 @@ class _Pattern(NamedTuple):
     off_colour: int
     on: int
     off: int
-    timer: int  # how long the LED pattern lasts
+    timer: int  # how long a passing LED pattern lasts
     beeps: int
     beep_on: int = 1
     beep_off: int = 1
+    #: The reader's lasting (permanent) LED state rather than a passing one:
+    #: passing patterns play over it and the reader goes back to it after.
+    lasting: bool = False
 
 
 #: gateway.feedback's patterns, as the reader plays them.
@@ -77,8 +80,12 @@ _PATTERNS = {
     "denied": _Pattern(_RED, _RED, 20, 0, 20, beeps=3),
     "booking_soon": _Pattern(_AMBER, _OFF, 3, 2, 20, beeps=2, beep_on=3, beep_off=2),
     "pin_needed": _Pattern(_GREEN, _OFF, 5, 5, 100, beeps=2),
-    "fault": _Pattern(_RED, _OFF, 5, 5, 600, beeps=0),
+    "fault": _Pattern(_RED, _OFF, 5, 5, 0, beeps=0, lasting=True),
 }
+#: The lasting state once the fault is over: LED off.
+#: (Steady means an on time and no off time: readers refuse 0 and 0, and a
+#: refused command takes libosdp's panel offline.)
+_IDLE = _Pattern(_OFF, _OFF, 1, 0, 0, beeps=0, lasting=True)
 
 
 def card_read(event: dict[str, Any]) -> CredentialRead:
@@ -180,6 +187,8 @@ class OsdpReader(SerialPortTask):
         self._cp: Any = None
         #: True while the secure channel is up on this reader's own key.
         self.secure = False
+        #: The reader's lasting LED state (fault, or idle).
+        self._lasting = _IDLE
 
     async def _session(self, port: serial.SerialBase) -> None:
         import osdp  # imported here: only gateways with OSDP readers need libosdp
@@ -202,14 +211,23 @@ class OsdpReader(SerialPortTask):
             await asyncio.to_thread(cp.stop)
 
     async def _serve(self, cp: Any, channel: _SerialChannel) -> None:
-        deadline = self._clock.monotonic() + self.sc_timeout
+        # Without a secure channel for sc_timeout (from the start, or since it
+        # was lost), the session restarts with backoff: libosdp on its own would
+        # wait 300 s before trying an offline reader again.
+        down_since = self._clock.monotonic()
+        ever_secure = False
         while True:
             if channel.failure is not None:
                 raise SessionError(f"serial port failed: {channel.failure}")
             event = await asyncio.to_thread(cp.get_event, self.address, 0.1)
             if event is not None:
                 await self._event(event)
-            if not self.secure and self._clock.monotonic() > deadline:
+            if self.secure:
+                ever_secure = True
+                down_since = self._clock.monotonic()
+            elif self._clock.monotonic() - down_since > self.sc_timeout:
+                if ever_secure:
+                    raise SessionError("the reader's secure channel was lost")
                 answered = await asyncio.to_thread(_answered, cp, self.address)
                 if answered:
                     await self._record(
@@ -270,26 +288,40 @@ class OsdpReader(SerialPortTask):
         if secure != self.secure:
             self.secure = secure
             await self._record("reader_secure_channel", {"reader": self.reader_id, "up": secure})
+            if secure and self._lasting is not _IDLE:
+                await self._play(self._lasting)
         await self._set_online(secure)
 
     async def show(self, pattern: str) -> None:
         """Play a feedback pattern on the reader's LED and beeper (if it is up)."""
-        cp = self._cp
         shown = _PATTERNS.get(pattern)
-        if cp is None or shown is None or not self.secure:
+        if shown is not None:
+            await self._play(shown)
+
+    async def clear_fault(self) -> None:
+        """End the lasting fault pattern: the LED goes back to off."""
+        await self._play(_IDLE)
+
+    async def _play(self, shown: _Pattern) -> None:
+        if shown.lasting:
+            self._lasting = shown  # kept, and sent again whenever the reader comes up
+        cp = self._cp
+        if cp is None or not self.secure:
             return
         commands: list[dict[str, Any]] = [
             {
                 "command": _CMD_LED,
                 "reader": 0,
                 "led_number": 0,
-                "control_code": 2,  # temporary state, timer starts now
+                # Lasting: set the permanent state; passing: the temporary state,
+                # its timer starting now.
+                "control_code": 1 if shown.lasting else 2,
                 "on_count": shown.on,
                 "off_count": shown.off,
                 "on_color": shown.on_colour,
                 "off_color": shown.off_colour,
                 "timer_count": shown.timer,
-                "temporary": True,
+                "temporary": not shown.lasting,
             }
         ]
         if shown.beeps:
