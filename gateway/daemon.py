@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -334,16 +335,13 @@ class Gateway:
                 ("reader_key_created", {"reader": cfg.id, "key_file": str(path)})
             )
 
-        async def on_read(read: CredentialRead, door: str = cfg.door) -> None:
-            await self.present(door, read)
-
         return OsdpReader(
             cfg.id,
             cfg.port,
             address=cfg.address,
             key=key,
             install_mode=cfg.install_mode,
-            on_read=on_read,
+            on_read=functools.partial(self.present, cfg.door),
             record=self.record,
             clock=self.clock,
             baudrate=cfg.baudrate or 9600,
@@ -515,15 +513,8 @@ class Gateway:
                 await door.lock_now()
 
     def readers_online(self) -> dict[str, bool]:
-        """Each reader that runs as a task, and whether it is up now.
-
-        Wiegand readers are wired inputs with no way to tell "silent" from
-        "gone", so they always count as up.
-        """
-        return {
-            reader_id: bool(getattr(reader, "online", True))
-            for reader_id, reader in self._reader_tasks
-        }
+        """Each reader that runs as a task, and whether it is up now (Wiegand: always)."""
+        return {reader_id: bool(reader.online) for reader_id, reader in self._reader_tasks}
 
     def door_states(self) -> dict[str, str]:
         """Each configured door as ``locked|unlocked[/open|/closed][/ALARM]``."""

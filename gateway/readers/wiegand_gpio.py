@@ -32,6 +32,9 @@ OnPin = Callable[[str], Awaitable[object]]
 class WiegandReader:
     """Collects bits from DATA0/DATA1 and hands over cards and PINs."""
 
+    #: Wired inputs cannot tell a silent reader from a missing one: always up.
+    online = True
+
     def __init__(
         self,
         reader_id: str,
