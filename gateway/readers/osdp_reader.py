@@ -23,7 +23,6 @@ other card data is taken as a card serial number (NFC UID).
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
@@ -37,8 +36,6 @@ from gateway.events import Record
 from gateway.model import CredentialKind
 from gateway.readers.serial_port import SerialPortTask, SessionError
 from gateway.readers.wiegand import CardRead, WiegandError, decode_frame
-
-log = logging.getLogger(__name__)
 
 OnRead = Callable[[CredentialRead], Awaitable[object]]
 
