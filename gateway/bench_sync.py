@@ -65,6 +65,8 @@ async def snapshot_figures(members: int, bookings: int, directory: Path) -> dict
     async with CacheWriter(floor_path, clock) as writer:
         prepared = []
         for items in dataset.tables():
+            if not items:
+                continue
             table, rows_of_table = table_rows(items)
             prepared.append((stage_insert_sql(table), list(rows_of_table)))
         await writer.begin_stage()

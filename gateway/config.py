@@ -48,9 +48,18 @@ class GatewaySection(_Section):
 
 
 class TimeSection(_Section):
-    """``[time]``: the site's zone as installed (the synced site's zone is authoritative)."""
+    """``[time]``: the site's zone as installed, and when the clock is trusted.
+
+    The synced site's zone is authoritative.  Time-bound QR codes are only
+    accepted while the clock is trusted: NTP-synchronised (``use_ntp``), or
+    within ``max_skew_seconds`` of a platform-signed timestamp received in the
+    last ``cloud_confirm_hours`` (docs/credentials.md).
+    """
 
     timezone: str | None = None
+    use_ntp: bool = True
+    max_skew_seconds: float = Field(default=60.0, ge=1, le=3600)
+    cloud_confirm_hours: float = Field(default=24.0, gt=0, le=24 * 30)
 
     @field_validator("timezone")
     @classmethod
@@ -199,6 +208,13 @@ class SyncSection(_Section):
     staleness: StalenessSection = StalenessSection()
 
 
+class QrSection(_Section):
+    """``[qr]``: how scanned codes are checked (docs/credentials.md)."""
+
+    #: A member-app code is accepted this many seconds either side of when it was made.
+    app_code_window_seconds: int = Field(default=30, ge=5, le=300)
+
+
 class OutboxSection(_Section):
     """``[outbox]``: how many unacknowledged events the gateway keeps at most."""
 
@@ -215,6 +231,7 @@ class Config(_Section):
     mqtt: MqttSection | None = None
     sync: SyncSection | None = None
     outbox: OutboxSection = OutboxSection()
+    qr: QrSection = QrSection()
 
     @field_validator("doors")
     @classmethod

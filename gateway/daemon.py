@@ -17,14 +17,16 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
 from gateway.cache import CacheReader, CacheWriter
 from gateway.clock import Clock
+from gateway.clocktrust import ClockTrust, TrustState, ntp_synchronised
 from gateway.config import Config, ReaderConfig
 from gateway.credentials import CredentialRead, pin_digest
-from gateway.decision import Decision, Reason, decide
+from gateway.decision import CodeDecision, Decision, Reason, decide, decide_code
 from gateway.door import DoorController, LockKind
 from gateway.errors import ConfigError, DoorgwError
 from gateway.feedback import Feedback
@@ -68,6 +70,11 @@ _PIN_FAILURES = frozenset(
         Reason.CREDENTIAL_EXPIRED,
     }
 )
+#: A scanner repeating the code it just read (continuous-scan mode, a code
+#: held in view) within this many seconds is reading one presentation.
+SCAN_REPEAT_SECONDS = 2.0
+#: How often (seconds) the clock's trust is re-evaluated when nothing else asks.
+CLOCK_CHECK_INTERVAL = 30.0
 #: How often (seconds) the fault lights are brought up to date.
 FAULT_CHECK_INTERVAL = 5.0
 #: How often (seconds) scheduled door modes are re-evaluated.
@@ -129,7 +136,13 @@ class Gateway:
     """One running gateway.  Use ``async with Gateway(...) as gw: await gw.run()``."""
 
     def __init__(
-        self, config: Config, clock: Clock, *, keys: KeySet | None = None, pin_factory: Any = None
+        self,
+        config: Config,
+        clock: Clock,
+        *,
+        keys: KeySet | None = None,
+        pin_factory: Any = None,
+        clock_trust: ClockTrust | None = None,
     ) -> None:
         if config.mqtt is None:
             raise ConfigError("config", "the daemon needs an [mqtt] section", "mqtt")
@@ -154,6 +167,16 @@ class Gateway:
         #: Card and PIN doors: the card awaiting its PIN, and until when (monotonic).
         self._awaiting_pin: dict[str, tuple[CredentialRead, float]] = {}
         self.clock = clock
+        #: Whether time-bound QR codes may be checked against ``clock``.
+        self.clock_trust = clock_trust or ClockTrust(
+            clock,
+            max_skew=config.time.max_skew_seconds,
+            confirm_seconds=config.time.cloud_confirm_hours * 3600,
+            ntp=ntp_synchronised if config.time.use_ntp else None,
+        )
+        self._trust_seen: TrustState | None = None
+        #: The last code each scanner read, and when (monotonic): repeats are one scan.
+        self._last_scan: dict[str, tuple[str, float]] = {}
         self.keys = keys or load_keys(config)
         self.topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
         self.writer = CacheWriter(config.cache_path, clock)
@@ -169,6 +192,7 @@ class Gateway:
             request_resync=self._send_resync,
             on_ack=self._on_ack,
             on_command=self._on_command,
+            on_signed_time=self.clock_trust.observe,
         )
         mqtt = config.mqtt
         offline = StatusMsg(gateway=config.gateway.id, state="offline")
@@ -347,22 +371,72 @@ class Gateway:
             baudrate=cfg.baudrate or 9600,
         )
 
-    async def present_code(self, door_id: str, reader_id: str, text: str) -> None:
-        """A line from a QR / barcode scanner.
+    async def present_code(self, door_id: str, reader_id: str, text: str) -> Decision | None:
+        """A line from a QR scanner: a signed pass or a member-app code, decided offline.
 
-        Signed passes and member-app codes are the QR credentials issue's work;
-        until then a scanned code is refused with an event saying so.
+        A verified app code's nonce is claimed (a second use is
+        ``code_replayed``); a granted pass with a use limit has the use
+        counted (none left is ``pass_used_up``).  Both are kept in the cache
+        file, so they survive restarts.  A repeat of the code the scanner
+        just read is the same presentation and is ignored (returns None).
         """
-        await self.record(
-            "code_rejected",
-            {
-                "reader": reader_id,
-                "door": door_id,
-                "reason": "unsupported_code",
-                "chars": len(text),
-            },
-        )
-        await self._show(door_id, "denied")
+        now_mono = self.clock.monotonic()
+        last = self._last_scan.get(reader_id)
+        if last is not None and last[0] == text and now_mono - last[1] < SCAN_REPEAT_SECONDS:
+            return None
+        self._last_scan[reader_id] = (text, now_mono)
+        trust = await self.check_clock()
+        pin_timeout = self._pin_timeouts.get(door_id)
+        self._awaiting_pin.pop(door_id, None)
+        assert self.reader is not None, "gateway is not open"
+        with self.reader.view() as view:
+            result: CodeDecision = decide_code(
+                view,
+                text,
+                door_id,
+                self.clock.now(),
+                keys=self.keys,
+                window=self.config.qr.app_code_window_seconds,
+                clock_trusted=trust.trusted,
+                stale=self.stale_kinds(),
+                stale_staff=self.stale_kinds(staff=True),
+                lockdown=self.lockdown,
+                pin_required=pin_timeout is not None,
+            )
+        decision = result.decision
+        if result.nonce is not None and not await self.writer.claim_nonce(
+            *result.nonce, decision.at
+        ):
+            decision = _refused(decision, Reason.CODE_REPLAYED, "code already used; show a new one")
+        if decision.granted and result.use is not None:
+            uses = await self.writer.use_pass(*result.use, decision.at)
+            if uses is None:
+                decision = _refused(decision, Reason.PASS_USED_UP, "your pass has been used")
+            else:
+                result.code["use"] = uses
+        await self._record_access(decision, reader=reader_id, code=result.code)
+        if (
+            decision.reason is Reason.PIN_REQUIRED
+            and pin_timeout is not None
+            and result.read is not None
+        ):
+            # An app code stands for the member's card: the PIN comes next.
+            self._awaiting_pin[door_id] = (result.read, now_mono + pin_timeout)
+        await self._act(door_id, decision)
+        return decision
+
+    async def check_clock(self) -> TrustState:
+        """Whether the clock is trusted now; a change is recorded as ``clock_trust_changed``."""
+        state = self.clock_trust.state()
+        seen = self._trust_seen
+        if seen is None or (seen.trusted, seen.source) != (state.trusted, state.source):
+            self._trust_seen = state
+            if seen is not None or not state.trusted:
+                await self.record(
+                    "clock_trust_changed",
+                    {"trusted": state.trusted, "source": state.source, "skew_s": state.skew_s},
+                )
+        return state
 
     async def _show(self, door_id: str, pattern: str) -> None:
         """Feedback at a door: its LEDs and buzzer, and its OSDP readers' own."""
@@ -386,6 +460,11 @@ class Gateway:
         decision = await self.tap(read, door_id, pin_required=pin_timeout is not None, pin=pin)
         if decision.reason is Reason.PIN_REQUIRED and pin_timeout is not None:
             self._awaiting_pin[door_id] = (read, self.clock.monotonic() + pin_timeout)
+        await self._act(door_id, decision)
+        return decision
+
+    async def _act(self, door_id: str, decision: Decision) -> None:
+        """Carry out a decision at the door: the lock, and the member's feedback."""
         # Only doors that open once staff are in need to know who was staff: the
         # extra lookup stays off the tap path everywhere else.
         if (
@@ -404,7 +483,7 @@ class Gateway:
             await door.grant(extended=decision.extended_unlock)
         if decision.granted:
             pattern = "granted"
-        elif decision.reason in (Reason.NO_DATA, Reason.DATA_STALE):
+        elif decision.reason in (Reason.NO_DATA, Reason.DATA_STALE, Reason.CLOCK_UNTRUSTED):
             pattern = "fault"  # the gateway is at fault, not the member
         elif decision.reason is Reason.BOOKING_NOT_STARTED:
             pattern = "booking_soon"  # "not yet", not "no": the member is early
@@ -413,7 +492,6 @@ class Gateway:
         else:
             pattern = "denied"
         await self._show(door_id, pattern)
-        return decision
 
     async def present_pin(self, door_id: str, reader_id: str, pin: str) -> Decision | None:
         """A PIN typed on a keypad; wrong ones in a row lock that keypad for a while.
@@ -448,6 +526,12 @@ class Gateway:
         elif decision.reason is not Reason.CARD_REQUIRED:
             self.keypads.succeeded(reader_id)
         return decision
+
+    async def _clock_watch(self) -> None:
+        """Record changes of the clock's trust even when no code is scanned."""
+        while True:
+            await self.check_clock()
+            await self.clock.sleep(CLOCK_CHECK_INTERVAL)
 
     def at_fault(self) -> bool:
         """True while no grant can open a door for want of data: none yet, or all stale."""
@@ -560,6 +644,7 @@ class Gateway:
                 tasks.create_task(reader.run(), name=f"reader-{reader_id}")
             if self.feedback or self._osdp_readers:
                 tasks.create_task(self._fault_lights(), name="fault-lights")
+            tasks.create_task(self._clock_watch(), name="clock-watch")
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
@@ -628,6 +713,11 @@ class Gateway:
                 pin_required=pin_required,
                 pin=pin,
             )
+        await self._record_access(decision)
+        return decision
+
+    async def _record_access(self, decision: Decision, **extra: Any) -> None:
+        """The ``access`` event of one decision (``extra``: what a scan adds)."""
         await self.record(
             "access",
             {
@@ -642,10 +732,10 @@ class Gateway:
                 "until": decision.until,
                 "dataset_version": self.engine.version,
                 "data_age_s": self.data_age(),
+                **extra,
             },
             at=decision.at,
         )
-        return decision
 
     async def record(self, type_: str, data: dict[str, Any], at: int | None = None) -> None:
         """Store one event in the outbox."""
@@ -796,7 +886,7 @@ class Gateway:
                 outbox_depth=self.outbox.depth,
                 acked_seq=self.outbox.acked_seq,
                 stale_classes=sorted(self.stale_kinds()),
-                clock="unknown",
+                clock="trusted" if self.clock_trust.trusted() else "untrusted",
                 doors=self.door_states(),
             )
             with contextlib.suppress(LinkDownError):
@@ -804,6 +894,11 @@ class Gateway:
                     self.topics.heartbeat, beat.model_dump_json().encode(), qos=0
                 )
             await asyncio.sleep(self.config.mqtt.heartbeat_seconds)
+
+
+def _refused(decision: Decision, reason: Reason, message: str) -> Decision:
+    """``decision`` turned into a denial for ``reason`` (same door, instant and holder)."""
+    return replace(decision, granted=False, reason=reason, message=message, grant=None, until=None)
 
 
 async def _first(*aws: Any) -> None:

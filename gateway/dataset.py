@@ -249,6 +249,17 @@ class PassDoc(_Wire):
         )
 
 
+class RevokedPassDoc(_Wire):
+    """A signed QR pass withdrawn before its end; ``until`` is that end."""
+
+    id: Id
+    until: AwareDatetime
+
+    def to_model(self) -> model.RevokedPass:
+        """The decision core's :class:`~gateway.model.RevokedPass`."""
+        return model.RevokedPass(self.id, int(self.until.timestamp()))
+
+
 def _ordered(start: datetime | None, end: datetime | None) -> None:
     if start is not None and end is not None and end <= start:
         raise ValueError("valid_until must be after valid_from")
@@ -267,6 +278,7 @@ class DatasetDoc(_Wire):
     entitlements: list[EntitlementDoc] = Field(default_factory=list)
     bookings: list[BookingDoc] = Field(default_factory=list)
     passes: list[PassDoc] = Field(default_factory=list)
+    revoked_passes: list[RevokedPassDoc] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetDoc:
@@ -279,6 +291,7 @@ class DatasetDoc(_Wire):
             "entitlements",
             "bookings",
             "passes",
+            "revoked_passes",
         ):
             counts = Counter(item.id for item in getattr(self, section))
             dupes = sorted(k for k, n in counts.items() if n > 1)
@@ -324,6 +337,7 @@ class DatasetDoc(_Wire):
             entitlements=tuple(e.to_model() for e in self.entitlements),
             bookings=tuple(b.to_model() for b in self.bookings),
             passes=tuple(p.to_model() for p in self.passes),
+            revoked_passes=tuple(r.to_model() for r in self.revoked_passes),
         )
 
 
@@ -337,10 +351,20 @@ ENTITY_DOCS: dict[str, type[_Wire]] = {
     "entitlement": EntitlementDoc,
     "booking": BookingDoc,
     "pass": PassDoc,
+    "revoked_pass": RevokedPassDoc,
 }
 
 EntityName = Literal[
-    "site", "door", "resource", "member", "credential", "plan", "entitlement", "booking", "pass"
+    "site",
+    "door",
+    "resource",
+    "member",
+    "credential",
+    "plan",
+    "entitlement",
+    "booking",
+    "pass",
+    "revoked_pass",
 ]
 
 

@@ -19,7 +19,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal, Protocol
 
+from gateway import qr
 from gateway.credentials import CredentialRead
+from gateway.jws import KeySet, b64url_decode
 from gateway.localtime import to_local, wall_to_instant
 from gateway.model import (
     Booking,
@@ -73,6 +75,17 @@ class Reason(StrEnum):
     PIN_REQUIRED = "pin_required"
     PIN_MISMATCH = "pin_mismatch"
     CARD_REQUIRED = "card_required"
+    CODE_UNRECOGNISED = "code_unrecognised"
+    CODE_MALFORMED = "code_malformed"
+    CODE_UNKNOWN_KEY = "code_unknown_key"
+    CODE_BAD_SIGNATURE = "code_bad_signature"
+    CODE_REPLAYED = "code_replayed"
+    CODE_OUTSIDE_WINDOW = "code_outside_window"
+    CLOCK_UNTRUSTED = "clock_untrusted"
+    PASS_WRONG_SITE = "pass_wrong_site"
+    PASS_REVOKED = "pass_revoked"
+    PASS_USED_UP = "pass_used_up"
+    DOOR_NOT_IN_PASS = "door_not_in_pass"
 
     @property
     def granted(self) -> bool:
@@ -114,8 +127,23 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.PIN_REQUIRED: "card and PIN door: the card would open it; the member's PIN is "
     "awaited on the keypad",
     Reason.PIN_MISMATCH: "card and PIN door: the PIN typed is not the card holder's active PIN",
-    Reason.CARD_REQUIRED: "card and PIN door: a PIN alone does not open it; present the card "
-    "first, then type the PIN",
+    Reason.CARD_REQUIRED: "card and PIN door: a PIN alone, or a signed QR pass, does not open "
+    "it; present the card (or app code) first, then type the PIN",
+    Reason.CODE_UNRECOGNISED: "the scanned code is not a doorgw pass or app code",
+    Reason.CODE_MALFORMED: "the scanned code looks like a doorgw code but does not parse "
+    "(damaged, cut short or altered)",
+    Reason.CODE_UNKNOWN_KEY: "the pass is signed with a key that is not in the pinned key set",
+    Reason.CODE_BAD_SIGNATURE: "the code's signature does not verify: forged or altered",
+    Reason.CODE_REPLAYED: "this app code was already used; the app shows a new one every "
+    "few seconds",
+    Reason.CODE_OUTSIDE_WINDOW: "the app code was made too long ago (or too far ahead) for this "
+    "gateway's clock: a screenshot, or a phone with the wrong time",
+    Reason.CLOCK_UNTRUSTED: "the gateway cannot vouch for its clock (no NTP, no recent platform "
+    "timestamp), so time-bound QR codes are refused",
+    Reason.PASS_WRONG_SITE: "the pass was issued for another site",
+    Reason.PASS_REVOKED: "the platform withdrew this pass",
+    Reason.PASS_USED_UP: "the pass has been used as many times as it allows",
+    Reason.DOOR_NOT_IN_PASS: "the pass does not include this door",
 }
 
 #: Among deny reasons about the member's grants, lower ranks win; within a
@@ -140,6 +168,24 @@ DENY_PRECEDENCE: dict[Reason, int] = {
     # A current plan, but for other doors.
     Reason.DOOR_NOT_IN_PLAN: 3,
 }
+
+#: Reasons only a scanned code can get (:func:`decide_code`); they are final,
+#: not ranked against the member's other grants.
+CODE_REASONS = frozenset(
+    {
+        Reason.CODE_UNRECOGNISED,
+        Reason.CODE_MALFORMED,
+        Reason.CODE_UNKNOWN_KEY,
+        Reason.CODE_BAD_SIGNATURE,
+        Reason.CODE_REPLAYED,
+        Reason.CODE_OUTSIDE_WINDOW,
+        Reason.CLOCK_UNTRUSTED,
+        Reason.PASS_WRONG_SITE,
+        Reason.PASS_REVOKED,
+        Reason.PASS_USED_UP,
+        Reason.DOOR_NOT_IN_PASS,
+    }
+)
 
 GrantKind = Literal["booking", "plan", "pass"]
 _GRANT_ORDER: dict[str, int] = {"booking": 0, "pass": 1, "plan": 2}
@@ -506,3 +552,214 @@ def _evaluate_grants(
     return _deny(
         Reason.NO_ENTITLEMENT, f"no booking, plan or pass for {door.name}", door.id, ts, cred
     )
+
+
+# Scanned QR codes (docs/credentials.md).
+
+
+class CodeView(CacheView, Protocol):
+    """What deciding a scanned code reads, beyond :class:`CacheView`."""
+
+    def credential_by_id(self, credential_id: str) -> Credential | None:
+        """One credential by id (app codes name their key this way)."""
+        ...
+
+    def pass_revoked(self, pass_id: str) -> bool:
+        """True when the platform withdrew this signed pass."""
+        ...
+
+    def pass_uses(self, pass_id: str) -> int:
+        """How often this gateway has let this signed pass in."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CodeDecision:
+    """A scanned code decided, and the state the daemon must update for it.
+
+    ``code`` describes what was scanned, for the access event.  ``nonce``
+    (key, keep until) is set for an app code whose signature and window
+    checked out: the daemon claims it, and a nonce already claimed turns the
+    decision into ``code_replayed``.  ``use`` (pass id, max uses, until) is
+    set for a granted pass with a use limit: the daemon counts the use, and
+    finding none left turns the decision into ``pass_used_up``.
+    """
+
+    decision: Decision
+    code: dict[str, object]
+    nonce: tuple[str, int] | None = None
+    use: tuple[str, int, int] | None = None
+    #: A verified app code as the credential it stands for.
+    read: CredentialRead | None = None
+
+
+_CODE_ERROR_REASON = {
+    "not_doorgw": (Reason.CODE_UNRECOGNISED, "not a door code"),
+    "too_long": (Reason.CODE_UNRECOGNISED, "not a door code"),
+    "malformed": (Reason.CODE_MALFORMED, "code damaged or altered; show it again"),
+    "unknown_key": (Reason.CODE_UNKNOWN_KEY, "pass not issued by this operator"),
+    "bad_signature": (Reason.CODE_BAD_SIGNATURE, "code not genuine"),
+}
+
+
+def decide_code(
+    view: CodeView,
+    text: str,
+    door_id: str,
+    at: datetime | int,
+    *,
+    keys: KeySet,
+    window: int,
+    clock_trusted: bool,
+    stale: frozenset[str] = frozenset(),
+    stale_staff: frozenset[str] | None = None,
+    lockdown: bool = False,
+    pin_required: bool = False,
+) -> CodeDecision:
+    """Decide a code scanned at ``door_id``: a signed pass or a member-app code.
+
+    Pure, like :func:`decide`: ``clock_trusted`` says whether time-bound codes
+    may be checked against ``at``; ``window`` is how many seconds either side
+    of its making an app code is accepted.  A verified app code is then
+    decided as its member's credential, with :func:`decide`.
+    """
+    ts = int(at.timestamp()) if isinstance(at, datetime) else at
+    try:
+        scanned = qr.parse(text)
+    except qr.CodeError as exc:
+        reason, message = _CODE_ERROR_REASON[exc.reason]
+        code: dict[str, object] = {"type": "unknown", "error": str(exc)[:200], "chars": len(text)}
+        return CodeDecision(_deny(reason, message, door_id, ts), code)
+    if isinstance(scanned.body, qr.SignedPass):
+        return _decide_pass(
+            view, scanned, door_id, ts, keys, clock_trusted, stale, lockdown, pin_required
+        )
+    return _decide_app_code(
+        view,
+        scanned,
+        door_id,
+        ts,
+        window=window,
+        clock_trusted=clock_trusted,
+        stale=stale,
+        stale_staff=stale_staff,
+        lockdown=lockdown,
+        pin_required=pin_required,
+    )
+
+
+def _decide_pass(
+    view: CodeView,
+    scanned: qr.ScannedCode,
+    door_id: str,
+    ts: int,
+    keys: KeySet,
+    clock_trusted: bool,
+    stale: frozenset[str],
+    lockdown: bool,
+    pin_required: bool,
+) -> CodeDecision:
+    body = scanned.body
+    assert isinstance(body, qr.SignedPass)
+    code: dict[str, object] = {"type": "pass", "pass": body.pass_id, "kind": body.kind.label}
+    if body.holder:
+        code["holder"] = body.holder
+
+    def deny(reason: Reason, message: str) -> CodeDecision:
+        return CodeDecision(_deny(reason, message, door_id, ts), code)
+
+    try:
+        qr.verify_pass(scanned, keys)
+    except qr.CodeError as exc:
+        code["error"] = str(exc)[:200]
+        return deny(*_CODE_ERROR_REASON[exc.reason])
+    site = view.site()
+    if site is None:
+        return deny(Reason.NO_DATA, "gateway has no access data yet")
+    if body.site != site.id:
+        return deny(Reason.PASS_WRONG_SITE, "pass is for another site")
+    door = view.door(door_id)
+    if door is None:
+        return deny(Reason.UNKNOWN_DOOR, f"door {door_id!r} is not configured")
+    if view.pass_revoked(body.pass_id):
+        return deny(Reason.PASS_REVOKED, "pass withdrawn; please ask staff")
+    if not clock_trusted:
+        return deny(Reason.CLOCK_UNTRUSTED, "gateway clock not verified; please ask staff")
+    noun = body.kind.label.replace("_", " ")
+    if ts < body.not_before:
+        return deny(
+            Reason.PASS_NOT_STARTED, f"your {noun} starts at {_when(body.not_before, ts, site)}"
+        )
+    if ts >= body.not_after:
+        return deny(Reason.PASS_EXPIRED, f"your {noun} ended at {_when(body.not_after, ts, site)}")
+    if not body.covers(door.id, door.groups, door.resources):
+        return deny(Reason.DOOR_NOT_IN_PASS, f"your {noun} does not include {door.name}")
+    if pin_required:
+        return deny(Reason.CARD_REQUIRED, "this door needs a member card and PIN")
+    if lockdown:
+        return deny(Reason.LOCKDOWN, "site in lockdown")
+    if "pass" in stale:
+        return deny(Reason.DATA_STALE, "access data out of date; please ask staff")
+    if body.max_uses and view.pass_uses(body.pass_id) >= body.max_uses:
+        return deny(Reason.PASS_USED_UP, f"your {noun} has been used")
+    greeting = f"welcome, {body.holder}" if body.holder else "welcome"
+    decision = Decision(
+        True,
+        Reason.GRANTED_PASS,
+        f"{greeting}, until {_when(body.not_after, ts, site)}",
+        door.id,
+        ts,
+        grant=Grant("pass", body.pass_id),
+        until=body.not_after,
+    )
+    use = (body.pass_id, body.max_uses, body.not_after) if body.max_uses else None
+    return CodeDecision(decision, code, use=use)
+
+
+def _decide_app_code(
+    view: CodeView,
+    scanned: qr.ScannedCode,
+    door_id: str,
+    ts: int,
+    *,
+    window: int,
+    clock_trusted: bool,
+    stale: frozenset[str],
+    stale_staff: frozenset[str] | None,
+    lockdown: bool,
+    pin_required: bool,
+) -> CodeDecision:
+    body = scanned.body
+    assert isinstance(body, qr.AppCode)
+    code: dict[str, object] = {"type": "app_code", "credential": body.credential_id}
+
+    def deny(reason: Reason, message: str, cred: Credential | None = None) -> CodeDecision:
+        return CodeDecision(_deny(reason, message, door_id, ts, cred), code)
+
+    if view.site() is None:
+        return deny(Reason.NO_DATA, "gateway has no access data yet")
+    cred = view.credential_by_id(body.credential_id)
+    if cred is None or cred.kind is not CredentialKind.APP_KEY:
+        return deny(Reason.UNKNOWN_CREDENTIAL, "unknown app key")
+    try:
+        qr.verify_app_code(scanned, b64url_decode(cred.value))
+    except (qr.CodeError, ValueError):
+        return deny(Reason.CODE_BAD_SIGNATURE, "code not genuine", cred)
+    if not clock_trusted:
+        return deny(Reason.CLOCK_UNTRUSTED, "gateway clock not verified; please ask staff", cred)
+    if abs(ts - body.issued_at) > window:
+        code["age_s"] = ts - body.issued_at
+        return deny(Reason.CODE_OUTSIDE_WINDOW, "code out of date; check your phone's clock", cred)
+    nonce = (f"app:{cred.id}:{body.nonce.hex()}", body.issued_at + window)
+    read = CredentialRead(CredentialKind.APP_KEY, cred.value)
+    decision = decide(
+        view,
+        read,
+        door_id,
+        ts,
+        stale=stale,
+        stale_staff=stale_staff,
+        lockdown=lockdown,
+        pin_required=pin_required,
+    )
+    return CodeDecision(decision, code, nonce=nonce, read=read)

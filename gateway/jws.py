@@ -101,6 +101,10 @@ class KeySet:
         """The key set as a JWKS document."""
         return {"keys": [public_jwk(k, kid) for kid, k in sorted(self._keys.items())]}
 
+    def get(self, kid: str) -> Ed25519PublicKey | None:
+        """The pinned key named ``kid``, if there is one."""
+        return self._keys.get(kid)
+
     @property
     def kids(self) -> list[str]:
         """The key ids in the set."""

@@ -191,6 +191,18 @@ class Pass:
 
 
 @dataclass(frozen=True, slots=True)
+class RevokedPass:
+    """A signed QR pass the platform withdrew (docs/credentials.md).
+
+    ``until`` is when the pass would have ended anyway: after it, the entry
+    no longer matters and the platform may delete it.
+    """
+
+    id: str
+    until: int
+
+
+@dataclass(frozen=True, slots=True)
 class EntitlementPlan:
     """An entitlement together with its plan, as the decision reads them."""
 
@@ -212,6 +224,7 @@ class Dataset:
     entitlements: tuple[Entitlement, ...]
     bookings: tuple[Booking, ...]
     passes: tuple[Pass, ...]
+    revoked_passes: tuple[RevokedPass, ...] = ()
 
     def tables(self) -> tuple[Sequence[Entity], ...]:
         """Every entity, one sequence per table, parents before children."""
@@ -225,10 +238,13 @@ class Dataset:
             self.entitlements,
             self.bookings,
             self.passes,
+            self.revoked_passes,
         )
 
 
-Entity = Site | Door | Resource | Member | Credential | Plan | Entitlement | Booking | Pass
+Entity = (
+    Site | Door | Resource | Member | Credential | Plan | Entitlement | Booking | Pass | RevokedPass
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,4 +278,5 @@ ENTITY_TABLES: dict[str, str] = {
     "entitlement": "entitlements",
     "booking": "bookings",
     "pass": "passes",
+    "revoked_pass": "revoked_passes",
 }

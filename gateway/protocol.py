@@ -285,6 +285,7 @@ ROW_TYPES: dict[str, Any] = {
     "entitlements": tuple[Id, Id, Id, Instant | None, Instant | None],
     "bookings": tuple[Id, Id, Id, Instant, Instant, _Pay, _Grace, _Grace],
     "passes": tuple[Id, Id, _PKind, _Name, list[Id], list[Id], Instant, Instant],
+    "revoked_passes": tuple[Id, Instant],
 }
 
 
@@ -465,4 +466,5 @@ def dataset_parts(ds: model.Dataset) -> list[tuple[str, list[list[Any]]]]:
                 for p in ds.passes
             ],
         ),
+        ("revoked_passes", [[r.id, r.until] for r in ds.revoked_passes]),
     ]

@@ -74,6 +74,7 @@ class SyncEngine:
         request_resync: RequestResync,
         on_ack: Callable[[int], Awaitable[object]] | None = None,
         on_command: Callable[[CommandMsg], Awaitable[object]] | None = None,
+        on_signed_time: Callable[[int], object] | None = None,
     ) -> None:
         self._writer = writer
         self._keys = keys
@@ -84,6 +85,8 @@ class SyncEngine:
         self._request_resync = request_resync
         self._on_ack = on_ack
         self._on_command = on_command
+        #: Told the signing time of every verified message (the clock's evidence).
+        self._on_signed_time = on_signed_time
         #: The version of the live data (None: none yet).
         self.version: int | None = None
         #: The newest signing time (Unix seconds, capped at now) of a verified message.
@@ -152,6 +155,8 @@ class SyncEngine:
         # platform clock ahead of ours counts as now.
         now = int(self._clock.now().timestamp())
         self.last_contact = max(self.last_contact or 0, min(msg.iat, now))
+        if self._on_signed_time is not None:
+            self._on_signed_time(msg.iat)
         if isinstance(msg, DeltaMsg):
             return await self._delta(msg)
         if isinstance(msg, SnapshotChunkMsg):

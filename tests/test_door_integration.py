@@ -306,44 +306,6 @@ def test_an_osdp_reader_opens_the_door_and_shows_the_answer_on_its_own_led(
     asyncio.run(go())
 
 
-def test_a_scanned_code_is_refused_with_an_event_until_qr_credentials_exist(
-    tmp_path: Path,
-) -> None:
-    from sim.scanner import SimulatedScanner
-
-    factory = MockFactory()
-    scanner = SimulatedScanner(tmp_path / "scanner")
-    text = door_only_config(tmp_path).read_text()
-    text = text.replace(
-        "[mqtt]",
-        f'[[readers]]\nid = "qr-front"\ndoor = "front"\nkind = "scanner"\n'
-        f'port = "{scanner.path}"\n\n[mqtt]',
-    )
-    (tmp_path / "doorgw.toml").write_text(text)
-
-    async def go() -> None:
-        gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
-        async with gw.running():
-            await until(lambda: gw.readers_online().get("qr-front"))
-            scanner.scan("HC1:NOT-A-DOORGW-CODE")
-            async with asyncio.timeout(20):
-                while True:
-                    events = await gw.outbox.pending(0, 1000)
-                    rejected = [e["data"] for e in events if e["type"] == "code_rejected"]
-                    if rejected:
-                        break
-                    await asyncio.sleep(0.02)
-        assert rejected == [
-            {"reader": "qr-front", "door": "front", "reason": "unsupported_code", "chars": 21}
-        ]
-        assert factory.pin(LOCK).state is False
-
-    try:
-        asyncio.run(go())
-    finally:
-        scanner.unplug()
-
-
 def test_doors_show_the_fault_pattern_until_the_gateway_has_data(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 

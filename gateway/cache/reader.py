@@ -163,6 +163,31 @@ class SqliteView:
             out.append(model.Pass(r[0], r[1], _PASS_KIND[r[2]], r[3], doors, groups, r[6], r[7]))
         return out
 
+    def credential_by_id(self, credential_id: str) -> model.Credential | None:
+        """One credential by its id (how a member-app code names its key)."""
+        row = self._conn.execute(
+            "SELECT id, member_id, kind, value, status, valid_from, valid_until "
+            "FROM credentials WHERE id = ?",
+            (credential_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return model.Credential(
+            row[0], row[1], _CRED_KIND[row[2]], row[3], _CRED_STATUS[row[4]], row[5], row[6]
+        )
+
+    def pass_revoked(self, pass_id: str) -> bool:
+        """True when the platform withdrew the signed pass ``pass_id``."""
+        row = self._conn.execute("SELECT 1 FROM revoked_passes WHERE id = ?", (pass_id,))
+        return row.fetchone() is not None
+
+    def pass_uses(self, pass_id: str) -> int:
+        """How many times this gateway has let the signed pass ``pass_id`` in."""
+        row = self._conn.execute(
+            "SELECT uses FROM pass_uses WHERE pass_id = ?", (pass_id,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
     def dataset_version(self) -> int | None:
         """The version of the data in the cache, or None when it holds none."""
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'dataset_version'").fetchone()

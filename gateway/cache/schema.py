@@ -83,6 +83,8 @@ ENTITY_TABLES: tuple[tuple[str, str, tuple[tuple[str, str, bool], ...]], ...] = 
         "valid_from INTEGER NOT NULL, valid_until INTEGER NOT NULL",
         (("passes_by_member", "member_id, valid_until", False),),
     ),
+    # Signed QR passes withdrawn by the platform (their own ids, no member).
+    ("revoked_passes", "id TEXT PRIMARY KEY, until INTEGER NOT NULL", ()),
 )
 
 #: Child tables before parents: the order to empty or drop them in.
@@ -139,6 +141,11 @@ CREATE INDEX passes_by_member_a ON passes(member_id, valid_until);
     "data BLOB NOT NULL, PRIMARY KEY (snapshot_id, idx));",
     # 3: command nonces already used, kept until their command expires.
     "CREATE TABLE seen_nonces (nonce TEXT PRIMARY KEY, exp INTEGER NOT NULL) WITHOUT ROWID;",
+    # 4: QR credentials: withdrawn signed passes (synced, an entity table), and
+    # the uses counted here of passes with a use limit (local, outlives snapshots).
+    "CREATE TABLE revoked_passes (id TEXT PRIMARY KEY, until INTEGER NOT NULL);\n"
+    "CREATE TABLE pass_uses (pass_id TEXT PRIMARY KEY, uses INTEGER NOT NULL, "
+    "until INTEGER NOT NULL) WITHOUT ROWID;",
 )
 
 #: The schema version this code reads and writes.

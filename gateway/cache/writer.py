@@ -123,6 +123,7 @@ _TABLES: dict[type, tuple[str, tuple[str, ...], Callable[[Any], _Row]]] = {
             p.valid_until,
         ),
     ),
+    model.RevokedPass: ("revoked_passes", ("id", "until"), lambda r: (r.id, r.until)),
 }
 #: Table -> its columns, in insert order.
 _COLUMNS = {table: columns for table, columns, _ in _TABLES.values()}
@@ -401,11 +402,13 @@ class CacheWriter:
             for change in changes:
                 if isinstance(change, model.Delete):
                     table = _ENTITY_TABLE.get(change.entity)
-                    if table is None:
+                    # Deleting a revocation gives a pass back: that waits its turn.
+                    if table is None or table == "revoked_passes":
                         continue
                     cursor = await db.execute(f"DELETE FROM {table} WHERE id = ?", (change.id,))
                 else:
                     item = change.item
+                    args: tuple[object, ...]
                     if isinstance(item, model.Credential) and (
                         item.status is not model.CredentialStatus.ACTIVE
                     ):
@@ -424,6 +427,12 @@ class CacheWriter:
                         sql, args = (
                             "UPDATE bookings SET payment = ? WHERE id = ?",
                             (item.payment.value, item.id),
+                        )
+                    elif isinstance(item, model.RevokedPass):
+                        sql, args = (
+                            "INSERT INTO revoked_passes (id, until) VALUES (?, ?) "
+                            "ON CONFLICT(id) DO UPDATE SET until = excluded.until",
+                            (item.id, item.until),
                         )
                     else:
                         continue
@@ -490,6 +499,24 @@ class CacheWriter:
                 "INSERT OR IGNORE INTO seen_nonces VALUES (?, ?)", (nonce, exp)
             )
         return cursor.rowcount == 1
+
+    async def use_pass(self, pass_id: str, max_uses: int, until: int, now: int) -> int | None:
+        """Count one use of a pass allowed ``max_uses`` uses; None if they are all used.
+
+        Returns the uses so far, this one included.  The count is kept until
+        the pass ends (``until``), after which the pass is refused anyway.
+        """
+        async with self._transaction("pass use not recorded"):
+            await self.db.execute("DELETE FROM pass_uses WHERE until < ?", (now,))
+            row = await (
+                await self.db.execute(
+                    "INSERT INTO pass_uses (pass_id, uses, until) VALUES (?, 1, ?) "
+                    "ON CONFLICT(pass_id) DO UPDATE SET uses = uses + 1 WHERE uses < ? "
+                    "RETURNING uses",
+                    (pass_id, until, max_uses),
+                )
+            ).fetchone()
+        return None if row is None else int(row[0])
 
     async def drop_chunks(self) -> None:
         """Forget any snapshot transfer."""

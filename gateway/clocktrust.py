@@ -1,0 +1,125 @@
+"""Whether the gateway's wall clock can be believed.
+
+Time-bound QR codes (a pass valid until 18:00, an app code made 10 seconds
+ago) are only as good as the clock they are checked against.  A Pi has no
+battery-backed clock: after a power cut it may boot at the time it last
+shut down until NTP corrects it.  Cards keep working on that clock (their
+grants are synced data, and refusing every member for a clock problem is
+worse), but QR codes that carry their own validity are refused with
+``clock_untrusted`` rather than decided on a guess.
+
+The clock is trusted while either
+
+* the kernel says NTP has synchronised it (``adjtimex``), or
+* a message the platform signed recently carried a timestamp within
+  ``max_skew`` of our clock, and the clock has not been stepped since
+  (its offset to the monotonic clock is unchanged).
+
+A signed timestamp *ahead* of our clock by more than ``max_skew`` proves the
+clock is behind, and voids the cloud's confirmation.  Timestamps behind ours
+prove nothing: a message may have waited in a broker queue.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.clock import Clock
+
+log = logging.getLogger(__name__)
+
+#: adjtimex() returns this clock state while the kernel considers the clock unsynchronised.
+_TIME_ERROR = 5
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    except OSError:
+        return None
+
+
+def ntp_synchronised() -> bool | None:
+    """True when the kernel reports the clock NTP-synchronised; None if it cannot be asked."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "adjtimex"):
+        return None
+    # struct timex is under 256 bytes on every Linux ABI; zeroed, its
+    # ``modes`` field is 0, which makes the call read-only.
+    timex = ctypes.create_string_buffer(512)
+    state = int(libc.adjtimex(timex))
+    if state < 0:
+        return None
+    return state != _TIME_ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class TrustState:
+    """The verdict: ``source`` is ``ntp`` or ``cloud`` when trusted, else why not."""
+
+    trusted: bool
+    source: str
+    #: Our clock minus the newest signed timestamp, when that is known (seconds).
+    skew_s: int | None = None
+
+
+class ClockTrust:
+    """Keeps the evidence for and against the wall clock (see the module docs)."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        max_skew: float = 60.0,
+        confirm_seconds: float = 24 * 3600.0,
+        ntp: Callable[[], bool | None] | None = ntp_synchronised,
+    ) -> None:
+        self._clock = clock
+        self.max_skew = max_skew
+        self.confirm_seconds = confirm_seconds
+        self._ntp = ntp
+        #: (monotonic time, wall-minus-monotonic offset) of the last confirmation.
+        self._confirmed: tuple[float, float] | None = None
+        self._skew: int | None = None
+        self._behind = False
+
+    def _offset(self) -> float:
+        return self._clock.now().timestamp() - self._clock.monotonic()
+
+    def observe(self, signed_at: int) -> None:
+        """A verified platform message was signed at ``signed_at`` (Unix seconds)."""
+        skew = self._clock.now().timestamp() - signed_at
+        self._skew = round(skew)
+        if -self.max_skew <= skew <= self.max_skew:
+            self._confirmed = (self._clock.monotonic(), self._offset())
+            self._behind = False
+        elif skew < -self.max_skew:
+            # The platform signed this "in our future": our clock is behind.
+            self._confirmed = None
+            self._behind = True
+
+    def state(self) -> TrustState:
+        """Whether the clock is trusted now, and on what evidence."""
+        ntp = self._ntp() if self._ntp is not None else None
+        if ntp:
+            return TrustState(True, "ntp", self._skew)
+        if self._behind:
+            return TrustState(False, "behind_platform", self._skew)
+        if self._confirmed is not None:
+            at, offset = self._confirmed
+            if abs(self._offset() - offset) > self.max_skew:
+                return TrustState(False, "stepped", self._skew)
+            if self._clock.monotonic() - at <= self.confirm_seconds:
+                return TrustState(True, "cloud", self._skew)
+            return TrustState(False, "unconfirmed", self._skew)
+        return TrustState(False, "unsynchronised" if ntp is False else "unconfirmed", self._skew)
+
+    def trusted(self) -> bool:
+        """Shorthand for ``state().trusted``."""
+        return self.state().trusted

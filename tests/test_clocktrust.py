@@ -1,0 +1,60 @@
+"""When the gateway believes its own clock: NTP, or recent platform-signed timestamps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from gateway.clock import ManualClock
+from gateway.clocktrust import ClockTrust, ntp_synchronised
+
+START = datetime(2026, 3, 10, 12, tzinfo=UTC)
+
+
+def now(clock: ManualClock) -> int:
+    return int(clock.now().timestamp())
+
+
+def test_without_ntp_or_platform_messages_the_clock_is_not_trusted() -> None:
+    clock = ManualClock(START)
+    assert ClockTrust(clock, ntp=None).state().source == "unconfirmed"
+    state = ClockTrust(clock, ntp=lambda: False).state()
+    assert (state.trusted, state.source) == (False, "unsynchronised")
+    assert ClockTrust(clock, ntp=lambda: True).state().source == "ntp"
+
+
+def test_a_recent_signed_timestamp_close_to_the_clock_confirms_it_for_a_while() -> None:
+    clock = ManualClock(START)
+    trust = ClockTrust(clock, max_skew=60, confirm_seconds=3600, ntp=lambda: False)
+    trust.observe(now(clock) - 3)
+    state = trust.state()
+    assert (state.trusted, state.source, state.skew_s) == (True, "cloud", 3)
+    clock.advance(3599)
+    assert trust.trusted()
+    clock.advance(2)
+    assert trust.state().source == "unconfirmed"
+
+
+def test_old_messages_prove_nothing_but_a_platform_ahead_of_us_does() -> None:
+    clock = ManualClock(START)
+    trust = ClockTrust(clock, max_skew=60, ntp=None)
+    trust.observe(now(clock) - 3600)  # queued in a broker for an hour
+    assert trust.state().source == "unconfirmed"
+    trust.observe(now(clock) - 1)
+    assert trust.trusted()
+    trust.observe(now(clock) + 600)  # the platform signed this 10 minutes "from now"
+    state = trust.state()
+    assert (state.trusted, state.source, state.skew_s) == (False, "behind_platform", -600)
+    trust.observe(now(clock) + 2)  # corrected
+    assert trust.trusted()
+
+
+def test_a_clock_stepped_after_the_confirmation_is_no_longer_trusted() -> None:
+    clock = ManualClock(START)
+    trust = ClockTrust(clock, max_skew=60, ntp=None)
+    trust.observe(now(clock))
+    clock.set(clock.now() + timedelta(days=2))  # someone set the date by hand
+    assert trust.state().source == "stepped"
+
+
+def test_the_kernel_can_be_asked_about_ntp() -> None:
+    assert ntp_synchronised() in (True, False, None)
