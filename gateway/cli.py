@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway import __version__
+from gateway import __version__, issuing
 from gateway.access import member_access
 from gateway.cache import CacheReader, SqliteView
 from gateway.clock import Clock, SystemClock
@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the gateway daemon")
     p.add_argument("--config", type=_config_path, default=DEFAULT_CONFIG_PATH, help=config_help)
 
+    issuing.add_parser(sub)
+
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     b = bench.add_parser(
@@ -147,6 +149,8 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
             from gateway.daemon import run_daemon
 
             return run_daemon(load_config(args.config), clock)
+        if args.command == "pass":
+            return issuing.run(args, clock)
         if args.command == "bench" and args.bench == "sync":
             from gateway.bench_sync import bench_sync
 
