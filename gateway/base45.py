@@ -51,10 +51,11 @@ def decode(text: str) -> bytes:
     whole = len(values) - len(values) % 3
     it = iter(values[:whole])
     groups = [c + d * 45 + e * 2025 for c, d, e in zip(it, it, it, strict=True)]
-    if groups and max(groups) > 0xFFFF:
+    try:
+        out = struct.pack(f">{len(groups)}H", *groups)
+    except struct.error:  # a group above 0xFFFF: cheaper to catch than to look for
         i = 3 * next(i for i, n in enumerate(groups) if n > 0xFFFF)
-        raise Base45Error(f"base45 group {text[i : i + 3]!r} is out of range")
-    out = struct.pack(f">{len(groups)}H", *groups)
+        raise Base45Error(f"base45 group {text[i : i + 3]!r} is out of range") from None
     if whole < len(values):
         n = values[whole] + values[whole + 1] * 45
         if n > 0xFF:

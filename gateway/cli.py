@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--revocations", type=_positive_int(100_000), default=200)
     b.add_argument("--events", type=_positive_int(10_000_000), default=100_000)
     b.add_argument("--json", action="store_true", help="print one JSON object")
+    b = bench.add_parser(
+        "qr", help="scanned-code checks per second and latency against a bare Ed25519 verify"
+    )
+    b.add_argument("--members", type=_positive_int(10_000_000), default=20_000)
+    b.add_argument("--bookings", type=_positive_int(100_000_000), default=200_000)
+    b.add_argument("--codes", type=_positive_int(10_000_000), default=20_000)
+    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -151,6 +159,10 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
             return run_daemon(load_config(args.config), clock)
         if args.command == "pass":
             return issuing.run(args, clock)
+        if args.command == "bench" and args.bench == "qr":
+            from gateway.bench_qr import bench_qr
+
+            return bench_qr(args)
         if args.command == "bench" and args.bench == "sync":
             from gateway.bench_sync import bench_sync
 

@@ -564,12 +564,14 @@ class CodeView(CacheView, Protocol):
         """One credential by id (app codes name their key this way)."""
         ...
 
-    def pass_revoked(self, pass_id: str) -> bool:
-        """True when the platform withdrew this signed pass."""
-        ...
+    def pass_context(
+        self, door_id: str, pass_id: str
+    ) -> tuple[Site, Door | None, bool, int] | None:
+        """All a signed pass is checked against, in one read (None before any data).
 
-    def pass_uses(self, pass_id: str) -> int:
-        """How often this gateway has let this signed pass in."""
+        The site, the door, whether the platform withdrew the pass, and how
+        often this gateway has let it in.
+        """
         ...
 
 
@@ -602,6 +604,16 @@ _CODE_ERROR_REASON = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class VerifiedAppCode:
+    """An app code whose signature and time window checked out, not yet decided."""
+
+    credential: Credential
+    #: The nonce to claim, and until when it must be kept (Unix seconds).
+    nonce: tuple[str, int]
+    code: dict[str, object]
+
+
 def decide_code(
     view: CodeView,
     text: str,
@@ -620,10 +632,63 @@ def decide_code(
 
     Pure, like :func:`decide`: ``clock_trusted`` says whether time-bound codes
     may be checked against ``at``; ``window`` is how many seconds either side
-    of its making an app code is accepted.  A verified app code is then
-    decided as its member's credential, with :func:`decide`.
+    of its making an app code is accepted.  The code's own checks are
+    :func:`check_code`; a verified app code is then decided as its member's
+    credential, with :func:`decide`.
     """
-    ts = int(at.timestamp()) if isinstance(at, datetime) else at
+    checked = check_code(
+        view,
+        text,
+        door_id,
+        at,
+        keys=keys,
+        window=window,
+        clock_trusted=clock_trusted,
+        stale=stale,
+        lockdown=lockdown,
+        pin_required=pin_required,
+    )
+    if isinstance(checked, CodeDecision):
+        return checked
+    read = CredentialRead(CredentialKind.APP_KEY, checked.credential.value)
+    decision = decide(
+        view,
+        read,
+        door_id,
+        _instant(at),
+        stale=stale,
+        stale_staff=stale_staff,
+        lockdown=lockdown,
+        pin_required=pin_required,
+    )
+    return CodeDecision(decision, checked.code, nonce=checked.nonce, read=read)
+
+
+def _instant(at: datetime | int) -> int:
+    return int(at.timestamp()) if isinstance(at, datetime) else at
+
+
+def check_code(
+    view: CodeView,
+    text: str,
+    door_id: str,
+    at: datetime | int,
+    *,
+    keys: KeySet,
+    window: int,
+    clock_trusted: bool,
+    stale: frozenset[str] = frozenset(),
+    lockdown: bool = False,
+    pin_required: bool = False,
+) -> CodeDecision | VerifiedAppCode:
+    """The checks of the code itself: its layout, signature and validity.
+
+    A signed pass carries its own grant, so its checks are its whole
+    decision.  An app code that passes (known app key, genuine, within
+    ``window`` of a trusted clock) comes back as a :class:`VerifiedAppCode`
+    for its member's access to be decided; one that fails is a denial.
+    """
+    ts = _instant(at)
     try:
         scanned = qr.parse(text)
     except qr.CodeError as exc:
@@ -634,18 +699,7 @@ def decide_code(
         return _decide_pass(
             view, scanned, door_id, ts, keys, clock_trusted, stale, lockdown, pin_required
         )
-    return _decide_app_code(
-        view,
-        scanned,
-        door_id,
-        ts,
-        window=window,
-        clock_trusted=clock_trusted,
-        stale=stale,
-        stale_staff=stale_staff,
-        lockdown=lockdown,
-        pin_required=pin_required,
-    )
+    return _check_app_code(view, scanned, door_id, ts, window, clock_trusted)
 
 
 def _decide_pass(
@@ -673,15 +727,15 @@ def _decide_pass(
     except qr.CodeError as exc:
         code["error"] = str(exc)[:200]
         return deny(*_CODE_ERROR_REASON[exc.reason])
-    site = view.site()
-    if site is None:
+    context = view.pass_context(door_id, body.pass_id)
+    if context is None:
         return deny(Reason.NO_DATA, "gateway has no access data yet")
+    site, door, revoked, uses = context
     if body.site != site.id:
         return deny(Reason.PASS_WRONG_SITE, "pass is for another site")
-    door = view.door(door_id)
     if door is None:
         return deny(Reason.UNKNOWN_DOOR, f"door {door_id!r} is not configured")
-    if view.pass_revoked(body.pass_id):
+    if revoked:
         return deny(Reason.PASS_REVOKED, "pass withdrawn; please ask staff")
     if not clock_trusted:
         return deny(Reason.CLOCK_UNTRUSTED, "gateway clock not verified; please ask staff")
@@ -700,7 +754,7 @@ def _decide_pass(
         return deny(Reason.LOCKDOWN, "site in lockdown")
     if "pass" in stale:
         return deny(Reason.DATA_STALE, "access data out of date; please ask staff")
-    if body.max_uses and view.pass_uses(body.pass_id) >= body.max_uses:
+    if body.max_uses and uses >= body.max_uses:
         return deny(Reason.PASS_USED_UP, f"your {noun} has been used")
     greeting = f"welcome, {body.holder}" if body.holder else "welcome"
     decision = Decision(
@@ -716,19 +770,14 @@ def _decide_pass(
     return CodeDecision(decision, code, use=use)
 
 
-def _decide_app_code(
+def _check_app_code(
     view: CodeView,
     scanned: qr.ScannedCode,
     door_id: str,
     ts: int,
-    *,
     window: int,
     clock_trusted: bool,
-    stale: frozenset[str],
-    stale_staff: frozenset[str] | None,
-    lockdown: bool,
-    pin_required: bool,
-) -> CodeDecision:
+) -> CodeDecision | VerifiedAppCode:
     body = scanned.body
     assert isinstance(body, qr.AppCode)
     code: dict[str, object] = {"type": "app_code", "credential": body.credential_id}
@@ -750,16 +799,6 @@ def _decide_app_code(
     if abs(ts - body.issued_at) > window:
         code["age_s"] = ts - body.issued_at
         return deny(Reason.CODE_OUTSIDE_WINDOW, "code out of date; check your phone's clock", cred)
-    nonce = (f"app:{cred.id}:{body.nonce.hex()}", body.issued_at + window)
-    read = CredentialRead(CredentialKind.APP_KEY, cred.value)
-    decision = decide(
-        view,
-        read,
-        door_id,
-        ts,
-        stale=stale,
-        stale_staff=stale_staff,
-        lockdown=lockdown,
-        pin_required=pin_required,
+    return VerifiedAppCode(
+        cred, (f"app:{cred.id}:{body.nonce.hex()}", body.issued_at + window), code
     )
-    return CodeDecision(decision, code, nonce=nonce, read=read)

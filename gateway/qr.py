@@ -250,38 +250,23 @@ def app_code(
 # Parsing.
 
 
-class _Cursor:
-    """Reads the layout front to back; any overrun is a malformed code."""
+_PASS_KINDS = {int(k): k for k in PassKind}
+_TARGETS = frozenset(int(t) for t in Target)
 
-    __slots__ = ("data", "pos")
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise CodeError("malformed", "the code ends too early")
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u32(self) -> int:
-        value: int = struct.unpack(">I", self.take(4))[0]
-        return value
-
-    def text(self, what: str, *, empty: bool = False) -> str:
-        raw = self.take(self.u8())
-        if not raw and not empty:
-            raise CodeError("malformed", f"the {what} is empty")
-        try:
-            return raw.decode()
-        except UnicodeDecodeError:
-            raise CodeError("malformed", f"the {what} is not UTF-8") from None
+def _text(data: bytes, pos: int, what: str, *, empty: bool = False) -> tuple[str, int]:
+    """The length-prefixed UTF-8 string at ``pos``, and the position after it."""
+    if pos >= len(data):
+        raise CodeError("malformed", "the code ends too early")
+    end = pos + 1 + data[pos]
+    if end > len(data):
+        raise CodeError("malformed", "the code ends too early")
+    if end == pos + 1 and not empty:
+        raise CodeError("malformed", f"the {what} is empty")
+    try:
+        return data[pos + 1 : end].decode(), end
+    except UnicodeDecodeError:
+        raise CodeError("malformed", f"the {what} is not UTF-8") from None
 
 
 def parse(text: str) -> ScannedCode:
@@ -298,45 +283,49 @@ def parse(text: str) -> ScannedCode:
     if len(data) <= SIGNATURE_BYTES:
         raise CodeError("malformed", "too short to carry a signature")
     signed, signature = data[:-SIGNATURE_BYTES], data[-SIGNATURE_BYTES:]
-    cursor = _Cursor(signed)
-    kind = cursor.u8()
+    kind = signed[0]
     body: SignedPass | AppCode
+    # This runs on every scan: plain offsets rather than a reader object.
     if kind == PASS_TYPE:
-        body = _parse_pass(cursor)
+        body, pos = _parse_pass(signed)
     elif kind == APP_CODE_TYPE:
-        credential_id = cursor.text("credential id")
-        issued_at = cursor.u32()
-        body = AppCode(credential_id, issued_at, cursor.take(NONCE_BYTES))
+        credential_id, pos = _text(signed, 1, "credential id")
+        end = pos + 4 + NONCE_BYTES
+        if end > len(signed):
+            raise CodeError("malformed", "the code ends too early")
+        issued_at = int.from_bytes(signed[pos : pos + 4], "big")
+        body, pos = AppCode(credential_id, issued_at, signed[pos + 4 : end]), end
     else:
         raise CodeError("malformed", f"unknown token type 0x{kind:02X}")
-    if cursor.pos != len(signed):
+    if pos != len(signed):
         raise CodeError("malformed", "unexpected bytes after the token")
     return ScannedCode(body, signed, signature)
 
 
-def _parse_pass(cursor: _Cursor) -> SignedPass:
-    kid = cursor.text("key id")
-    site = cursor.text("site id")
-    pass_id = cursor.text("pass id")
-    try:
-        kind = PassKind(cursor.u8())
-    except ValueError:
-        raise CodeError("malformed", "unknown pass kind") from None
-    not_before, not_after = cursor.u32(), cursor.u32()
-    max_uses = int.from_bytes(cursor.take(2), "big")
-    places: dict[Target, set[str]] = {t: set() for t in Target}
-    for _ in range(cursor.u8()):
-        try:
-            tag = Target(cursor.u8())
-        except ValueError:
-            raise CodeError("malformed", "unknown target type") from None
-        places[tag].add(cursor.text("target id"))
-    if not any(places.values()):
+def _parse_pass(data: bytes) -> tuple[SignedPass, int]:
+    kid, pos = _text(data, 1, "key id")
+    site, pos = _text(data, pos, "site id")
+    pass_id, pos = _text(data, pos, "pass id")
+    if pos + 12 > len(data):
+        raise CodeError("malformed", "the code ends too early")
+    kind = _PASS_KINDS.get(data[pos])
+    if kind is None:
+        raise CodeError("malformed", "unknown pass kind")
+    not_before, not_after, max_uses, count = struct.unpack_from(">IIHB", data, pos + 1)
+    pos += 12
+    places: tuple[set[str], set[str], set[str]] = (set(), set(), set())
+    for _ in range(count):
+        if pos >= len(data) or data[pos] not in _TARGETS:
+            raise CodeError("malformed", "unknown target type")
+        name, end = _text(data, pos + 1, "target id")
+        places[data[pos] - 1].add(name)  # Target values are 1, 2, 3: the tuple's order
+        pos = end
+    if not count:
         raise CodeError("malformed", "the pass names no door, door group or resource")
-    holder = cursor.text("holder", empty=True)
+    holder, pos = _text(data, pos, "holder", empty=True)
     if not_after <= not_before:
         raise CodeError("malformed", "the pass ends before it starts")
-    return SignedPass(
+    body = SignedPass(
         kid=kid,
         site=site,
         pass_id=pass_id,
@@ -344,11 +333,12 @@ def _parse_pass(cursor: _Cursor) -> SignedPass:
         not_before=not_before,
         not_after=not_after,
         max_uses=max_uses,
-        doors=frozenset(places[Target.DOOR]),
-        door_groups=frozenset(places[Target.DOOR_GROUP]),
-        resources=frozenset(places[Target.RESOURCE]),
+        doors=frozenset(places[0]),
+        door_groups=frozenset(places[1]),
+        resources=frozenset(places[2]),
         holder=holder,
     )
+    return body, pos
 
 
 # Verification.

@@ -273,6 +273,22 @@ def test_bench_decide_reports_its_floor(capsys: pytest.CaptureFixture[str]) -> N
     assert "unknown_credential" in data["reasons"]
 
 
+def test_bench_qr_reports_its_rate_and_floor(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        ["bench", "qr", "--members", "300", "--bookings", "3000", "--codes", "300", "--json"],
+        capsys,
+    )
+    assert code == 0
+    data = json.loads(out)
+    for key in ("codes_per_s", "p99_us", "floor_p99_us", "ratio", "decide_p99_us"):
+        assert data[key] > 0
+    assert data["ratio"] == pytest.approx(data["p99_us"] / data["floor_p99_us"], abs=0.02)
+    assert sum(data["reasons"].values()) == 300
+    # Passes and app codes, granted and refused, were all in the mix.
+    assert {"granted_pass", "pass_revoked", "door_not_in_pass"} <= set(data["reasons"])
+    assert data["pass_chars"] <= 178  # QR version 7 at level M
+
+
 def test_console_entry_point_runs_as_a_module(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[gateway]\nid = 'x'\n")
