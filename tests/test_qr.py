@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -173,3 +174,23 @@ def test_issuing_refuses_what_the_format_cannot_carry(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         day_pass(**extra)
+
+
+def test_the_documented_test_vectors_are_what_the_reference_implementation_makes() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "credentials.md").read_text()
+    seed = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    pass_text = qr.PassIssuer(key, "k1").issue(
+        site="shoreditch",
+        pass_id="dp-7Q2K9X",
+        not_before=1_796_115_600,
+        not_after=1_796_148_000,
+        door_groups=["building"],
+        max_uses=1,
+    )
+    code = qr.app_code(key, "app-ada", 1_796_115_600, nonce=bytes.fromhex("0001020304050607"))
+    for text in (pass_text, code):
+        assert f"\n{text}\n" in doc
+    raw = base45.decode(pass_text[4:])
+    assert raw[-64:].hex()[:64] in doc
+    assert " ".join(f"{b:02x}" for b in raw[:26]) in doc
