@@ -13,7 +13,7 @@ import pytest
 from gateway.cli import main
 from gateway.clock import ManualClock
 
-from .conftest import base_dataset, write_cache
+from .conftest import base_dataset, local, write_cache
 
 CONFIG = """\
 [gateway]
@@ -150,6 +150,40 @@ def test_explain_bad_input_is_one_clear_line(
     assert err.startswith("doorgw: error: ")
     assert "Traceback" not in err
     assert out == ""
+
+
+def test_explain_a_scanned_code(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway import qr
+    from gateway.jws import Signer
+
+    signer = Signer.generate("k1")
+    (tmp_path / "keys.json").write_text(json.dumps({"keys": [signer.public_jwk()]}))
+    config.write_text(CONFIG + '\n[sync]\nkeys_file = "keys.json"\n')
+    text = qr.PassIssuer(signer.key, "k1").issue(
+        site="t",
+        pass_id="inv-7",
+        kind=qr.PassKind.VISITOR,
+        not_before=local("2026-03-10T09:00"),
+        not_after=local("2026-03-10T17:00"),
+        doors=["front"],
+        holder="Grace",
+    )
+    base = ["explain", "--config", str(config), "--code", text, "--at", "2026-03-10T12:00"]
+    code, out, _ = run([*base, "--door", "front"], capsys)
+    assert code == 0
+    assert out.splitlines()[:2] == [
+        "GRANTED  granted_pass  (pass inv-7)",
+        "  welcome, Grace, until 17:00",
+    ]
+    assert "  code:       pass (pass inv-7, kind visitor, holder Grace)" in out
+    code, out, _ = run([*base, "--door", "lab", "--json"], capsys)
+    assert code == 1
+    assert json.loads(out)["reason"] == "door_not_in_pass"
+    assert json.loads(out)["code"]["pass"] == "inv-7"
+    code, out, _ = run([*base[:3], "--code", "hello", "--door", "front"], capsys)
+    assert (code, out.splitlines()[0]) == (1, "DENIED  code_unrecognised")
 
 
 def test_explain_without_a_cache_says_so(
