@@ -1,27 +1,36 @@
-"""``doorgw demo``: the bundled example site, answering example taps.
+"""``doorgw demo``: the bundled example site, answering example taps and QR scans.
 
 It builds a real cache from ``gateway/data/example_site.json`` through the
 same writer the sync uses, then runs each tap through :func:`decide` at the
 tap's own (simulated) instant, so the output never depends on today's date.
+QR codes are issued with fresh keys (a platform key for a day pass, an app
+key for Alan's phone) and decided with :func:`decide_code` the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import tempfile
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from gateway import qr
 from gateway.access import member_access
 from gateway.cache import CacheReader, CacheWriter
 from gateway.clock import ManualClock
 from gateway.config import load_config
 from gateway.credentials import parse_read
 from gateway.dataset import parse_dataset
-from gateway.decision import decide
+from gateway.decision import Decision, decide, decide_code
+from gateway.jws import KeySet, Signer, b64url
 from gateway.localtime import to_local
-from gateway.model import Dataset
+from gateway.model import Credential, CredentialKind, CredentialStatus, Dataset
 
 #: (who, door, credential, site-local time) for each example tap.
 DEMO_TAPS: tuple[tuple[str, str, str, str], ...] = (
@@ -41,6 +50,16 @@ DEMO_TAPS: tuple[tuple[str, str, str, str], ...] = (
     ("someone else's card", "front", "nfc:04FFFFFFFFFFFF", "2026-03-10T10:00"),
 )
 
+#: (who, door, which code, site-local time) for each example scan.
+DEMO_SCANS: tuple[tuple[str, str, str, str], ...] = (
+    ("Linus, day pass QR", "front", "day_pass", "2026-03-10T10:00"),
+    ("Linus, day pass QR", "studio", "day_pass", "2026-03-10T10:01"),
+    ("Linus, day pass QR", "front", "day_pass", "2026-03-10T19:00"),
+    ("a forged day pass", "front", "forged", "2026-03-10T10:02"),
+    ("Alan, app code", "office-12", "app_code", "2026-03-10T03:02"),
+    ("Alan's code, screenshot", "office-12", "app_code", "2026-03-10T03:07"),
+)
+
 _CONFIG = """\
 # doorgw demo configuration, written by `doorgw demo`.
 [gateway]
@@ -56,6 +75,10 @@ id = "front"
 
 [[doors]]
 id = "room-3"
+
+[sync]
+# The demo platform's pinned key, for `doorgw explain --code`.
+keys_file = "platform-keys.json"
 """
 
 
@@ -85,6 +108,10 @@ def _run(directory: Path, *, keep: bool) -> int:
     config = load_config(config_path)
     dataset = example_dataset()
     tz = dataset.site.tz
+    platform = Signer.generate("demo-platform")
+    (directory / "platform-keys.json").write_text(json.dumps({"keys": [platform.public_jwk()]}))
+    codes, app_credential = _demo_codes(platform, dataset, tz)
+    dataset = dataclasses.replace(dataset, credentials=(*dataset.credentials, app_credential))
     first = datetime.fromisoformat(DEMO_TAPS[0][3]).replace(tzinfo=tz)
     asyncio.run(_load(config.cache_path, dataset, first))
 
@@ -103,16 +130,26 @@ def _run(directory: Path, *, keep: bool) -> int:
                 decision = decide(view, read, door_id, at)
                 granted += decision.granted
                 door = view.door(door_id)
-                print(
-                    f"{at.strftime('%a %d %b %H:%M')}  {(door.name if door else door_id):<15} "
-                    f"{who:<26} {'OPEN ' if decision.granted else 'SHUT '} "
-                    f"{decision.reason.value:<20} {decision.message}"
+                print(_line(at, door.name if door else door_id, who, decision))
+            print("\nQR codes, verified offline against the pinned key and the member's app key:\n")
+            keys = KeySet({platform.kid: platform.key.public_key()})
+            scanned = 0
+            for who, door_id, name, local in DEMO_SCANS:
+                at = datetime.fromisoformat(local).replace(tzinfo=tz)
+                result = decide_code(
+                    view, codes[name], door_id, at, keys=keys, window=30, clock_trusted=True
                 )
+                scanned += result.decision.granted
+                door = view.door(door_id)
+                print(_line(at, door.name if door else door_id, who, result.decision))
             day = int(datetime(2026, 3, 10, tzinfo=tz).timestamp())
             access = member_access(view, "ada", day, day + 86_400)
     finally:
         reader.close()
-    print(f"\n{granted} of {len(DEMO_TAPS)} taps opened a door.")
+    print(
+        f"\n{granted} of {len(DEMO_TAPS)} taps and {scanned} of {len(DEMO_SCANS)} "
+        "QR codes opened a door."
+    )
     if access is not None:
         print("\nWhat Ada may open on Tue 10 Mar 2026 (doorgw access):")
         for w in access.windows:
@@ -124,6 +161,49 @@ def _run(directory: Path, *, keep: bool) -> int:
             f"\nThe demo cache is kept in {directory}. Try:\n"
             f"  doorgw explain --config {config_path} --door room-3 "
             f"--credential nfc:04A1B2C3D4E5F6 --at 2026-03-10T13:00\n"
-            f"  doorgw access --config {config_path} --member ada --from 2026-03-09T00:00"
+            f"  doorgw access --config {config_path} --member ada --from 2026-03-09T00:00\n"
+            f"  doorgw explain --config {config_path} --door front --at 2026-03-10T12:00 "
+            f"--code '{codes['day_pass']}'"
         )
     return 0
+
+
+def _line(at: datetime, door: str, who: str, decision: Decision) -> str:
+    return (
+        f"{at.strftime('%a %d %b %H:%M')}  {door:<15} {who:<26} "
+        f"{'OPEN ' if decision.granted else 'SHUT '} {decision.reason.value:<20} "
+        f"{decision.message}"
+    )
+
+
+def _demo_codes(
+    platform: Signer, dataset: Dataset, tz: ZoneInfo
+) -> tuple[dict[str, str], Credential]:
+    """The demo's QR codes, and the app-key credential Alan's phone registered."""
+
+    def ts(local: str) -> int:
+        return int(datetime.fromisoformat(local).replace(tzinfo=tz).timestamp())
+
+    def day_pass(issuer: qr.PassIssuer, holder: str = "") -> str:
+        return issuer.issue(
+            site=dataset.site.id,
+            pass_id="dp-0310-linus",  # noqa: S106 - a pass id, not a password
+            door_groups=["building"],
+            not_before=ts("2026-03-10T09:00"),
+            not_after=ts("2026-03-10T18:00"),
+            holder=holder,
+        )
+
+    # A forger can copy everything but the platform's private key.
+    forger = qr.PassIssuer(Signer.generate(platform.kid).key, platform.kid)
+    phone = Signer.generate("alan-phone").key
+    codes = {
+        "day_pass": day_pass(qr.PassIssuer(platform.key, platform.kid), holder="Linus"),
+        "forged": day_pass(forger),
+        "app_code": qr.app_code(phone, "app-alan", ts("2026-03-10T03:02")),
+    }
+    raw = phone.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    credential = Credential(
+        "app-alan", "alan", CredentialKind.APP_KEY, b64url(raw), CredentialStatus.ACTIVE
+    )
+    return codes, credential

@@ -258,7 +258,7 @@ def test_access_bad_days(config: Path, days: str, capsys: pytest.CaptureFixture[
 def test_demo_runs_the_example_site(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["demo", "--dir", str(tmp_path / "demo")], capsys)
     assert code == 0
-    assert "5 of 14 taps opened a door." in out
+    assert "5 of 14 taps and 2 of 6 QR codes opened a door." in out
     for expected in (
         "granted_booking",
         "booking_unpaid",
@@ -269,6 +269,9 @@ def test_demo_runs_the_example_site(tmp_path: Path, capsys: pytest.CaptureFixtur
         "unknown_credential",
         "granted_pass",
         "door_not_in_plan",
+        "door_not_in_pass",
+        "code_bad_signature",
+        "code_outside_window",
     ):
         assert expected in out
     # The kept directory is a working config for the staff commands.
