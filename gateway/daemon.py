@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -75,6 +76,10 @@ _PIN_FAILURES = frozenset(
 SCAN_REPEAT_SECONDS = 2.0
 #: How often (seconds) the clock's trust is re-evaluated when nothing else asks.
 CLOCK_CHECK_INTERVAL = 30.0
+#: Refusals that are the gateway's fault, not the member's: shown as the fault pattern.
+_GATEWAY_FAULTS = frozenset(
+    {Reason.NO_DATA, Reason.DATA_STALE, Reason.CLOCK_UNTRUSTED, Reason.CODE_UNRECORDED}
+)
 #: How often (seconds) the fault lights are brought up to date.
 FAULT_CHECK_INTERVAL = 5.0
 #: How often (seconds) scheduled door modes are re-evaluated.
@@ -404,16 +409,25 @@ class Gateway:
                 pin_required=pin_timeout is not None,
             )
         decision = result.decision
-        if result.nonce is not None and not await self.writer.claim_nonce(
-            *result.nonce, decision.at
-        ):
-            decision = _refused(decision, Reason.CODE_REPLAYED, "code already used; show a new one")
-        if decision.granted and result.use is not None:
-            uses = await self.writer.use_pass(*result.use, decision.at)
-            if uses is None:
-                decision = _refused(decision, Reason.PASS_USED_UP, "your pass has been used")
-            else:
-                result.code["use"] = uses
+        try:
+            if result.nonce is not None and not await self.writer.claim_nonce(
+                *result.nonce, decision.at
+            ):
+                decision = _refused(
+                    decision, Reason.CODE_REPLAYED, "code already used; show a new one"
+                )
+            if decision.granted and result.use is not None:
+                uses = await self.writer.use_pass(*result.use, decision.at)
+                if uses is None:
+                    decision = _refused(decision, Reason.PASS_USED_UP, "your pass has been used")
+                else:
+                    result.code["use"] = uses
+        except (sqlite3.Error, DoorgwError) as exc:
+            # Without the record of nonces and uses, a copy cannot be told from
+            # the original: fail closed, and say why.
+            log.error("cannot record a scanned code's nonce or use: %s", exc)
+            result.code["error"] = str(exc)[:200]
+            decision = _refused(decision, Reason.CODE_UNRECORDED, "gateway fault; please ask staff")
         await self._record_access(decision, reader=reader_id, code=result.code)
         if (
             decision.reason is Reason.PIN_REQUIRED
@@ -483,7 +497,7 @@ class Gateway:
             await door.grant(extended=decision.extended_unlock)
         if decision.granted:
             pattern = "granted"
-        elif decision.reason in (Reason.NO_DATA, Reason.DATA_STALE, Reason.CLOCK_UNTRUSTED):
+        elif decision.reason in _GATEWAY_FAULTS:
             pattern = "fault"  # the gateway is at fault, not the member
         elif decision.reason is Reason.BOOKING_NOT_STARTED:
             pattern = "booking_soon"  # "not yet", not "no": the member is early

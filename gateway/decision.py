@@ -86,6 +86,7 @@ class Reason(StrEnum):
     PASS_REVOKED = "pass_revoked"
     PASS_USED_UP = "pass_used_up"
     DOOR_NOT_IN_PASS = "door_not_in_pass"
+    CODE_UNRECORDED = "code_unrecorded"
 
     @property
     def granted(self) -> bool:
@@ -144,6 +145,8 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.PASS_REVOKED: "the platform withdrew this pass",
     Reason.PASS_USED_UP: "the pass has been used as many times as it allows",
     Reason.DOOR_NOT_IN_PASS: "the pass does not include this door",
+    Reason.CODE_UNRECORDED: "the gateway could not record the code's nonce or use (a storage "
+    "fault), so it cannot rule out a copy: the door stays shut",
 }
 
 #: Among deny reasons about the member's grants, lower ranks win; within a
@@ -184,6 +187,7 @@ CODE_REASONS = frozenset(
         Reason.PASS_REVOKED,
         Reason.PASS_USED_UP,
         Reason.DOOR_NOT_IN_PASS,
+        Reason.CODE_UNRECORDED,
     }
 )
 

@@ -410,3 +410,45 @@ def test_stage_tables_match_the_migrated_live_tables() -> None:
     for table, _, _ in ENTITY_TABLES:
         assert shape(table) == shape(STAGE_PREFIX + table), table
     conn.close()
+
+
+def test_pass_revocations_apply_early_and_their_removal_waits(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite3"
+    write_cache(path, base_dataset())
+    changes = parse_changes(
+        [
+            {
+                "op": "upsert",
+                "entity": "revoked_pass",
+                "data": {"id": "dp-9", "until": "2026-03-11T00:00:00Z"},
+            },
+            {"op": "delete", "entity": "revoked_pass", "id": "dp-8"},
+        ]
+    )
+
+    async def go() -> int:
+        async with CacheWriter(path, CLOCK) as w:
+            await w.apply_changes(
+                parse_changes(
+                    [
+                        {
+                            "op": "upsert",
+                            "entity": "revoked_pass",
+                            "data": {"id": "dp-8", "until": "2026-03-11T00:00:00Z"},
+                        }
+                    ]
+                ),
+                2,
+            )
+            # Over a version gap: the revocation takes effect, giving dp-8 back does not.
+            return await w.apply_restrictions(changes)
+
+    assert asyncio.run(go()) == 1
+    reader = CacheReader(path)
+    try:
+        with reader.view() as view:
+            assert view.pass_context("front", "dp-9")[2:] == (True, 0)
+            assert view.pass_context("front", "dp-8")[2:] == (True, 0)
+            assert view.pass_context("front", "dp-7")[2:] == (False, 0)
+    finally:
+        reader.close()

@@ -337,5 +337,5 @@ def test_every_code_reason_is_reached_here() -> None:
         Reason.PASS_USED_UP,
         Reason.DOOR_NOT_IN_PASS,
     }
-    # code_replayed needs the daemon's nonce store: tests/test_qr_e2e.py.
-    assert reached | {Reason.CODE_REPLAYED} == CODE_REASONS
+    # code_replayed and code_unrecorded need the daemon's store: tests/test_qr_e2e.py.
+    assert reached | {Reason.CODE_REPLAYED, Reason.CODE_UNRECORDED} == CODE_REASONS

@@ -331,3 +331,72 @@ def test_with_an_untrusted_clock_qr_codes_are_refused_until_the_platform_vouches
             assert (trust[-1]["trusted"], trust[-1]["source"]) == (True, "cloud")
 
     asyncio.run(go())
+
+
+def test_a_pass_withdrawn_before_the_snapshot_is_refused(site: Site) -> None:
+    doc = dataset()
+    doc["revoked_passes"] = [{"id": "dp-gone", "until": "2099-01-01T00:00:00Z"}]
+    text = through_a_camera(ISSUER.issue(site="t", pass_id="dp-gone", doors=["front"], **window()))
+
+    async def go() -> None:
+        async with site.gateway().running() as gw:
+            await site.sync(gw, doc)
+            await online(gw)
+            assert (await scan(gw, site.scanners[0], text))["reason"] == "pass_revoked"
+
+    asyncio.run(go())
+
+
+def test_a_scanner_repeating_the_code_in_view_is_one_presentation(site: Site) -> None:
+    text = through_a_camera(ISSUER.issue(site="t", pass_id="dp-held", doors=["front"], **window()))
+    other = through_a_camera(qr.app_code(APP_KEY, "app-all", int(time.time())))
+
+    async def go() -> None:
+        async with site.gateway().running() as gw:
+            await site.sync(gw)
+            await online(gw)
+            before = gw.outbox.last_seq
+            for _ in range(3):  # continuous-scan mode: the same code, again and again
+                site.scanners[0].scan(text)
+            site.scanners[0].scan(other)
+            reasons: list[str] = []
+            async with asyncio.timeout(20):
+                while "granted_plan" not in reasons:
+                    events = await gw.outbox.pending(before, 1000)
+                    reasons = [e["data"]["reason"] for e in events if e["type"] == "access"]
+                    await asyncio.sleep(0.02)
+            assert reasons == ["granted_pass", "granted_plan"]
+
+    asyncio.run(go())
+
+
+def test_if_uses_cannot_be_recorded_the_door_stays_shut_and_the_scanner_keeps_working(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    once = through_a_camera(
+        ISSUER.issue(site="t", pass_id="dp-disk", doors=["front"], max_uses=1, **window())
+    )
+
+    async def go() -> None:
+        async with site.gateway().running() as gw:
+            await site.sync(gw)
+            await online(gw)
+
+            # A failing SD card cannot be had here; its symptom can.
+            async def broken(*args: object) -> int:
+                raise sqlite3.OperationalError("disk I/O error")
+
+            monkeypatch.setattr(gw.writer, "use_pass", broken)
+            refused = await scan(gw, site.scanners[0], once)
+            assert (refused["granted"], refused["reason"]) == (False, "code_unrecorded")
+            assert refused["code"]["error"] == "disk I/O error"
+            await until(lambda: gw.feedback["front"].playing == "fault")
+            assert site.factory.pin(LOCK).state is False
+            monkeypatch.undo()
+            assert gw.readers_online() == {"qr-1": True, "qr-2": True}
+            granted = await scan(gw, site.scanners[1], once)
+            assert (granted["reason"], granted["code"]["use"]) == ("granted_pass", 1)
+
+    asyncio.run(go())
