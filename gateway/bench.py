@@ -204,7 +204,8 @@ def _percentile(sorted_ns: list[int], q: float) -> float:
     return sorted_ns[min(len(sorted_ns) - 1, int(len(sorted_ns) * q))] / 1000
 
 
-async def _write(path: Path, ds: model.Dataset) -> None:
+async def write_bench_cache(path: Path, ds: model.Dataset) -> None:
+    """Write ``ds`` to a new cache at ``path`` through the sync's own writer."""
     async with CacheWriter(path, ManualClock(datetime.fromtimestamp(T0, TZ))) as writer:
         await writer.replace_dataset(ds)
 
@@ -224,7 +225,7 @@ def run(
     ds = build_dataset(members, bookings, rng)
     path = directory / "bench-cache.sqlite3"
     path.unlink(missing_ok=True)
-    asyncio.run(_write(path, ds))
+    asyncio.run(write_bench_cache(path, ds))
     build_s = time.perf_counter() - t
     tap_list = make_taps(ds, taps, rng)
     del ds

@@ -25,7 +25,6 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway import model, qr
-from gateway.bench import T0, TZ, _percentile, build_dataset
-from gateway.cache import CacheReader, CacheWriter
-from gateway.clock import ManualClock
+from gateway.bench import T0, _percentile, build_dataset, write_bench_cache
+from gateway.cache import CacheReader
 from gateway.decision import check_code, decide_code
 from gateway.jws import KeySet, b64url
 
@@ -102,11 +100,6 @@ def _codes(
     return out
 
 
-async def _write(path: Path, ds: model.Dataset) -> None:
-    async with CacheWriter(path, ManualClock(datetime.fromtimestamp(T0, TZ))) as writer:
-        await writer.replace_dataset(ds)
-
-
 def run(
     members: int,
     bookings: int,
@@ -121,7 +114,7 @@ def run(
     ds, apps = _build(members, bookings, min(members, 2000), rng)
     path = directory / "bench-qr.sqlite3"
     path.unlink(missing_ok=True)
-    asyncio.run(_write(path, ds))
+    asyncio.run(write_bench_cache(path, ds))
     platform = Ed25519PrivateKey.generate()
     keys = KeySet({"platform": platform.public_key()})
     progress(f"issuing {count:,} codes ...")

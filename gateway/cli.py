@@ -13,7 +13,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,7 +25,7 @@ from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
 from gateway.credentials import parse_read
 from gateway.decision import REASON_DOCS, Decision, decide, decide_code
 from gateway.errors import DoorgwError, UsageError
-from gateway.localtime import to_iso, to_local
+from gateway.localtime import parse_instant, to_iso, to_local
 
 
 def _config_path(value: str) -> Path:
@@ -202,18 +201,7 @@ def _open(config: Config) -> CacheReader:
 def _parse_instant(text: str | None, tz: ZoneInfo | None, clock: Clock, option: str) -> int:
     if text is None:
         return int(clock.now().timestamp())
-    try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(
-            f"{option} {text!r} is not an ISO 8601 time (e.g. 2026-03-10T14:05 or "
-            "2026-03-10T14:05:00+00:00)"
-        ) from None
-    if dt.tzinfo is None:
-        if tz is None:
-            raise UsageError(f"{option} {text!r} has no UTC offset and the site's zone is unknown")
-        dt = dt.replace(tzinfo=tz)
-    return int(dt.timestamp())
+    return parse_instant(text, tz, option)
 
 
 def _site_zone(view: SqliteView, config: Config) -> ZoneInfo | None:

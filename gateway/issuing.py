@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import stat
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,7 +25,8 @@ from gateway import qr
 from gateway.clock import Clock
 from gateway.errors import DoorgwError, UsageError
 from gateway.jws import b64url, public_jwk
-from gateway.localtime import check_timezone, to_iso
+from gateway.localtime import check_timezone, parse_instant, to_iso
+from gateway.pki import read_private
 
 
 class SigningKeyError(DoorgwError):
@@ -36,18 +35,7 @@ class SigningKeyError(DoorgwError):
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
     """The Ed25519 private key in the PEM file ``path`` (which must be mode 0600)."""
-    try:
-        info = path.stat()
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SigningKeyError(f"{path}: no such key file") from None
-    except OSError as exc:
-        raise SigningKeyError(f"{path}: cannot read: {exc.strerror}") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SigningKeyError(
-            f"{path}: mode {stat.S_IMODE(info.st_mode):04o} lets others read the key; "
-            "it must be 0600"
-        )
+    data = read_private(path, SigningKeyError)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
@@ -155,26 +143,13 @@ def run(args: argparse.Namespace, clock: Clock) -> int:
     return _app_code(args, clock)
 
 
-def _instant(text: str, tz: ZoneInfo, option: str) -> int:
-    try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(
-            f"{option} {text!r} is not an ISO 8601 time (e.g. 2026-12-01T09:00 or "
-            "2026-12-01T09:00:00+00:00)"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=tz)
-    return int(dt.timestamp())
-
-
 def _issue(args: argparse.Namespace) -> int:
     try:
         tz = ZoneInfo(check_timezone(args.tz))
     except ValueError as exc:
         raise UsageError(f"--tz: {exc}") from None
-    start = _instant(args.start, tz, "--from")
-    end = _instant(args.end, tz, "--until")
+    start = parse_instant(args.start, tz, "--from")
+    end = parse_instant(args.end, tz, "--until")
     if end <= start:
         raise UsageError(f"--until ({to_iso(end)}) must be after --from ({to_iso(start)})")
     key = load_signing_key(args.key)
@@ -209,7 +184,7 @@ def _app_code(args: argparse.Namespace, clock: Clock) -> int:
     at = (
         int(clock.now().timestamp())
         if args.at is None
-        else _instant(args.at, ZoneInfo("UTC"), "--at")
+        else parse_instant(args.at, ZoneInfo("UTC"), "--at")
     )
     key = load_signing_key(args.key)
     try:

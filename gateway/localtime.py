@@ -19,6 +19,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gateway.errors import UsageError
+
 
 def to_local(ts: float, tz: ZoneInfo) -> datetime:
     """The aware local datetime of Unix time ``ts`` in ``tz``."""
@@ -75,3 +77,20 @@ def check_timezone(name: str) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"{name!r} is not an IANA timezone (e.g. Europe/London)") from None
     return name
+
+
+def parse_instant(text: str, tz: ZoneInfo | None, option: str) -> int:
+    """Unix seconds of an ISO 8601 time a person typed for ``option``; local to ``tz``
+    when it has no UTC offset.  UsageError names the option and what is wrong."""
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"{option} {text!r} is not an ISO 8601 time (e.g. 2026-03-10T14:05 or "
+            "2026-03-10T14:05:00+00:00)"
+        ) from None
+    if dt.tzinfo is None:
+        if tz is None:
+            raise UsageError(f"{option} {text!r} has no UTC offset and the site's zone is unknown")
+        dt = dt.replace(tzinfo=tz)
+    return int(dt.timestamp())

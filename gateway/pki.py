@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,30 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from gateway.errors import DoorgwError
+
+
+def read_private(path: Path, error: type[DoorgwError]) -> bytes:
+    """The bytes of the private key file ``path``.
+
+    Raises ``error`` when it is missing or unreadable, and when its mode lets
+    anyone but its owner read it: a key others could read is refused, as ssh
+    refuses one, rather than used.
+    """
+    try:
+        info = path.stat()
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: no such key file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise error(
+            f"{path}: mode {stat.S_IMODE(info.st_mode):04o} lets others read the key; "
+            "it must be 0600"
+        )
+    return data
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from pathlib import Path
 
 from gateway.errors import DoorgwError
+from gateway.pki import read_private
 
 #: The public install-mode key of the OSDP specification (SCBK-D): 0x30..0x3F.
 SCBK_D = bytes(range(0x30, 0x40))
@@ -25,21 +25,10 @@ class KeyFileError(DoorgwError):
 
 def load_key(path: Path) -> bytes:
     """The 16-byte key in ``path``; raise KeyFileError saying what is wrong."""
+    data = read_private(path, KeyFileError)
     try:
-        info = path.stat()
-        text = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        raise KeyFileError(f"{path}: no such key file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KeyFileError(f"{path}: cannot read: {exc}") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"{path}: mode {stat.S_IMODE(info.st_mode):04o} lets others read the key; "
-            "it must be 0600"
-        )
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
+        key = bytes.fromhex(data.decode("ascii").strip())
+    except ValueError:  # UnicodeDecodeError included
         key = b""
     if len(key) != 16:
         raise KeyFileError(f"{path}: not a key (32 hex digits)")
