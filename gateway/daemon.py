@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import date
@@ -51,6 +51,7 @@ from gateway.readers.serial_reader import SerialLineReader
 from gateway.readers.wiegand import CardRead
 from gateway.readers.wiegand_gpio import WiegandReader
 from gateway.schedule import WeeklySchedule
+from gateway.sdnotify import Notifier
 from gateway.sync import SyncEngine
 
 log = logging.getLogger(__name__)
@@ -925,20 +926,57 @@ async def _first(*aws: Any) -> None:
             t.cancel()
 
 
-def run_daemon(config: Config, clock: Clock) -> int:
-    """Run one gateway until SIGTERM or SIGINT; return the exit status."""
+async def serve(
+    config: Config,
+    clock: Clock,
+    *,
+    pin_factory: Any = None,
+    notifier: Notifier | None = None,
+    started: Callable[[Gateway], object] | None = None,
+) -> None:
+    """Run one gateway until SIGTERM or SIGINT, telling systemd how it goes.
+
+    systemd hears READY=1 once the cache, the outbox and the hardware are
+    open (doors locked), then watchdog pings from this event loop, then
+    STOPPING=1.  Stopping closes everything in reverse: readers and tasks
+    stop, locks go to their safe state, the MQTT link says "offline"; every
+    event is already in the outbox file.  ``started`` is called with the
+    running gateway (tests, the simulator).
+    """
     import signal
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            async with Gateway(config, clock).running():
-                log.info("gateway %s running", config.gateway.id)
+    notifier = notifier or Notifier()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Gateway(config, clock, pin_factory=pin_factory).running() as gw:
+            log.info("gateway %s running", config.gateway.id)
+            doors = f"{len(gw.doors)} door" + ("" if len(gw.doors) == 1 else "s")
+            notifier.ready(f"running: {doors}, dataset version {gw.engine.version}")
+            # Real time, not the injected clock: systemd's watchdog runs on real time.
+            watchdog = asyncio.create_task(notifier.watchdog(), name="watchdog")
+            if started is not None:
+                started(gw)
+            try:
                 await stop.wait()
+            finally:
                 log.info("stopping")
+                notifier.stopping()
+                watchdog.cancel()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        notifier.close()
+
+
+def run_daemon(config: Config, clock: Clock) -> int:
+    """Run one gateway until SIGTERM or SIGINT; return the exit status."""
+
+    async def main() -> None:
+        try:
+            await serve(config, clock)
         except StopTimeoutError as exc:
             # Like systemd's final SIGKILL, but with a report. Events are already
             # durable, and asyncio's own clean-up would wait for the stuck task

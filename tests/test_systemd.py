@@ -1,0 +1,241 @@
+"""Running under systemd: the notify protocol, the watchdog, SIGTERM and the unit files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from gateway.clock import SystemClock
+from gateway.config import load_config
+from gateway.daemon import Gateway, serve
+from gateway.outbox import Outbox
+from gateway.sdnotify import Notifier
+from sim.broker import Broker
+
+from .conftest import base_dataset
+from .test_mqtt import run_async, until
+
+ROOT = Path(__file__).parent.parent
+
+
+class NotifySocket:
+    """A stand-in for systemd's notify socket: collects datagrams with their arrival time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        # A thread, not the event loop: it must keep listening while the loop is blocked.
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def lines(self) -> list[str]:
+        return [m for _, m in self.messages]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    s = NotifySocket(tmp_path / "notify")
+    yield s
+    s.close()
+
+
+def test_notifications_reach_the_socket_systemd_named(notify: NotifySocket) -> None:
+    n = Notifier({"NOTIFY_SOCKET": str(notify.path)})
+    assert n.enabled
+    n.ready("running: 1 door")
+    n.stopping()
+    n.close()
+    deadline = time.monotonic() + 5
+    while len(notify.messages) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert notify.lines() == ["READY=1\nSTATUS=running: 1 door", "STOPPING=1\nSTATUS=stopping"]
+
+
+def test_outside_systemd_nothing_is_sent_and_nothing_fails() -> None:
+    n = Notifier({})
+    assert not n.enabled
+    assert n.notify(ready=1) is False
+    assert n.watchdog_interval is None
+    # A socket that went away is not the gateway's problem either.
+    gone = Notifier({"NOTIFY_SOCKET": "/nonexistent/notify"})
+    assert gone.notify(ready=1) is False
+    gone.close()
+
+
+def test_the_watchdog_period_is_systemds_and_only_for_its_own_process() -> None:
+    n = Notifier({"NOTIFY_SOCKET": "@doorgw-test", "WATCHDOG_USEC": "20000000"})
+    assert n.watchdog_interval == 10.0  # pinged twice per period
+    other = Notifier({"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "20000000", "WATCHDOG_PID": "1"})
+    assert other.watchdog_interval is None
+    assert Notifier({"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "soon"}).watchdog_interval is None
+
+
+def test_the_watchdog_falls_silent_while_the_event_loop_is_blocked(notify: NotifySocket) -> None:
+    n = Notifier({"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "100000"})
+    assert n.watchdog_interval == 0.05
+
+    async def go() -> tuple[float, float]:
+        task = asyncio.create_task(n.watchdog())
+        await asyncio.sleep(0.3)
+        blocked_from = time.monotonic()
+        time.sleep(1.0)  # noqa: ASYNC251 - the point: a hung loop, a blocking call
+        blocked_until = time.monotonic()
+        await asyncio.sleep(0.3)
+        task.cancel()
+        return blocked_from, blocked_until
+
+    blocked_from, blocked_until = asyncio.run(go())
+    n.close()
+    pings = [t for t, m in notify.messages if m == "WATCHDOG=1"]
+    assert any(t < blocked_from for t in pings)
+    assert any(t > blocked_until for t in pings)
+    # Nothing fed the watchdog while the loop was stuck: systemd would restart us.
+    assert not [t for t in pings if blocked_from + 0.05 < t < blocked_until - 0.05]
+
+
+def test_sigterm_locks_the_doors_keeps_the_events_and_says_offline(
+    broker: Broker, tmp_path: Path, notify: NotifySocket
+) -> None:
+    factory = MockFactory()
+    path = broker.gateway_config("gw-1", tmp_path / "gw-1")
+    path.write_text(path.read_text().replace('id = "front"\n', 'id = "front"\nlock_pin = 17\n'))
+    config = load_config(path)
+
+    async def go() -> None:
+        cloud = broker.cloud_peer(base_dataset())
+        cloud_task = asyncio.create_task(cloud.run())
+        await cloud.connected.wait()
+        started: list[Gateway] = []
+        notifier = Notifier({"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000"})
+        gateway = asyncio.create_task(
+            serve(
+                config,
+                SystemClock(),
+                pin_factory=factory,
+                notifier=notifier,
+                started=started.append,
+            )
+        )
+        await until(lambda: started, "started")
+        await until(lambda: cloud.status.get("gw-1", {}).get("state") == "online", "online")
+        lock = factory.pin(17)
+        await started[0].doors["front"].grant()  # a member was just let in
+        assert lock.state is True  # relay energised: unlocked
+        os.kill(os.getpid(), signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await gateway
+        assert lock.state is False  # fail-secure lock: relay off, locked
+        await until(lambda: cloud.status.get("gw-1", {}).get("state") == "offline", "offline")
+        delivered.extend(e["type"] for e in cloud.events_of("gw-1"))
+        cloud_task.cancel()
+
+    delivered: list[str] = []
+    run_async(go())
+    lines = notify.lines()
+    assert lines[0].startswith("READY=1\nSTATUS=running: 1 door, dataset version")
+    assert "WATCHDOG=1" in lines
+    assert lines[-1] == "STOPPING=1\nSTATUS=stopping"
+
+    # Every event recorded before the stop was either acknowledged by the platform
+    # or is still in the outbox file, to be sent after the next start.
+    async def pending() -> list[str]:
+        async with Outbox(config.outbox_path, SystemClock()) as outbox:
+            return [e["type"] for e in await outbox.pending(0, 1000)]
+
+    kept = asyncio.run(pending())
+    assert "door_unlocked" in delivered + kept
+    assert "resync_requested" in delivered + kept
+
+
+UNIT = ROOT / "systemd" / "doorgw.service"
+
+
+def test_the_unit_is_hardened_as_documented() -> None:
+    text = UNIT.read_text()
+    for line in (
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "StateDirectory=doorgw",
+        "SupplementaryGroups=gpio dialout",
+    ):
+        assert line in text
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+    # verify checks that ExecStart exists: point it at a stand-in with the same path shape.
+    unit = tmp_path / "doorgw.service"
+    exe = tmp_path / "doorgw"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    unit.write_text(UNIT.read_text().replace("/opt/doorgw/.venv/bin/doorgw", str(exe)))
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "doorgw.service" not in proc.stderr, proc.stderr
+
+
+def test_doorgw_run_speaks_the_notify_protocol(
+    broker: Broker, tmp_path: Path, notify: NotifySocket
+) -> None:
+    import sys
+
+    config = broker.gateway_config("gw-1", tmp_path / "gw-1")
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "WATCHDOG=1" not in notify.lines() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    lines = notify.lines()
+    assert lines[0] == "READY=1\nSTATUS=running: 0 doors, dataset version None"
+    assert "WATCHDOG=1" in lines
+    assert lines[-1] == "STOPPING=1\nSTATUS=stopping"
