@@ -107,6 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     issuing.add_parser(sub)
 
+    p = sub.add_parser("token", help="staff API tokens: add (shown once), list, remove")
+    tokens = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    with_config = argparse.ArgumentParser(add_help=False)
+    with_config.add_argument(
+        "--config", type=_config_path, default=DEFAULT_CONFIG_PATH, help=config_help
+    )
+    t = tokens.add_parser(
+        "add", parents=[with_config], help="make a token; it is printed once and stored as a hash"
+    )
+    t.add_argument("name", help="who or what holds it, e.g. front-desk or alice")
+    tokens.add_parser("list", parents=[with_config], help="the tokens' names and ages")
+    t = tokens.add_parser("remove", parents=[with_config], help="revoke a token")
+    t.add_argument("name")
+
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     b = bench.add_parser(
@@ -164,6 +178,8 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
             return run_daemon(load_config(args.config), clock)
         if args.command == "pass":
             return issuing.run(args, clock)
+        if args.command == "token":
+            return _token(args, clock)
         if args.command == "bench" and args.bench == "qr":
             from gateway.bench_qr import bench_qr
 
@@ -182,6 +198,27 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _token(args: argparse.Namespace, clock: Clock) -> int:
+    from gateway.staff_tokens import TokenStore
+
+    store = TokenStore(load_config(args.config).tokens_path)
+    if args.token_command == "add":
+        token = store.add(args.name, int(clock.now().timestamp()))
+        print(token)
+        print(
+            f"# token {args.name!r} saved (as a hash) in {store.path}; "
+            "this is the only time it is shown",
+            file=sys.stderr,
+        )
+    elif args.token_command == "remove":
+        store.remove(args.name)
+        print(f"token {args.name!r} removed")
+    else:
+        for entry in store.tokens():
+            print(f"{entry.name}\tmade {to_iso(entry.created)}")
+    return 0
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -215,6 +215,30 @@ class QrSection(_Section):
     app_code_window_seconds: int = Field(default=30, ge=5, le=300)
 
 
+class ApiSection(_Section):
+    """``[api]``: the local staff API and status page (docs/api.md).
+
+    It listens on loopback unless ``listen`` says otherwise; with
+    ``tls_cert_file`` and ``tls_key_file`` it speaks HTTPS.  Staff tokens are
+    kept as hashes in ``tokens_file`` (default ``<data_dir>/staff-tokens.json``).
+    """
+
+    listen: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    tokens_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: Wrong tokens from one client address before it is refused for a while.
+    max_failures: int = Field(default=5, ge=1, le=1000)
+    lockout_seconds: float = Field(default=60.0, ge=1, le=86400)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSection:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
+
+
 class OutboxSection(_Section):
     """``[outbox]``: how many unacknowledged events the gateway keeps at most."""
 
@@ -232,6 +256,7 @@ class Config(_Section):
     sync: SyncSection | None = None
     outbox: OutboxSection = OutboxSection()
     qr: QrSection = QrSection()
+    api: ApiSection | None = None
 
     @field_validator("doors")
     @classmethod
@@ -295,6 +320,13 @@ class Config(_Section):
     def cache_path(self) -> Path:
         """The SQLite file of the local cache."""
         return self.gateway.data_dir / "cache.sqlite3"
+
+    @property
+    def tokens_path(self) -> Path:
+        """The file of staff token hashes."""
+        if self.api is not None and self.api.tokens_file is not None:
+            return self.api.tokens_file
+        return self.gateway.data_dir / "staff-tokens.json"
 
     def osdp_key_file(self, reader: ReaderConfig) -> Path:
         """Where an OSDP reader's secure-channel key is kept."""
@@ -362,6 +394,14 @@ def load_config(path: Path | str) -> Config:
     if config.sync is not None:
         update["sync"] = config.sync.model_copy(
             update={"keys_file": _under(base, config.sync.keys_file)}
+        )
+    if config.api is not None:
+        update["api"] = config.api.model_copy(
+            update={
+                name: _under(base, getattr(config.api, name))
+                for name in ("tokens_file", "tls_cert_file", "tls_key_file")
+                if getattr(config.api, name) is not None
+            }
         )
     return config.model_copy(update=update)
 

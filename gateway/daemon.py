@@ -10,6 +10,7 @@ outbox, which the publisher drains whenever a broker is reachable.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -81,6 +82,8 @@ CLOCK_CHECK_INTERVAL = 30.0
 _GATEWAY_FAULTS = frozenset(
     {Reason.NO_DATA, Reason.DATA_STALE, Reason.CLOCK_UNTRUSTED, Reason.CODE_UNRECORDED}
 )
+#: Events kept in memory for the staff API's "recent events".
+RECENT_EVENTS = 2000
 #: How often (seconds) the fault lights are brought up to date.
 FAULT_CHECK_INTERVAL = 5.0
 #: How often (seconds) scheduled door modes are re-evaluated.
@@ -183,6 +186,15 @@ class Gateway:
         self._trust_seen: TrustState | None = None
         #: The last code each scanner read, and when (monotonic): repeats are one scan.
         self._last_scan: dict[str, tuple[str, float]] = {}
+        #: Card enrolment (staff API): readers whose next card is reported, until when.
+        self._enrolling: dict[str, float] = {}
+        #: The card each reader enrolled last.
+        self.enrolled: dict[str, dict[str, Any]] = {}
+        #: The latest events, newest last, for the staff API (the outbox keeps only unsent ones).
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_EVENTS)
+        self._event_ids = 0
+        #: Decisions since start, by reason code (for /metrics).
+        self.decisions: collections.Counter[str] = collections.Counter()
         self.keys = keys or load_keys(config)
         self.topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
         self.writer = CacheWriter(config.cache_path, clock)
@@ -282,9 +294,9 @@ class Gateway:
             if cfg.kind == "pn532":
                 assert cfg.port is not None
 
-                async def on_uid(uid: bytes, door: str = cfg.door) -> None:
-                    await self.present(
-                        door, CredentialRead(CredentialKind.NFC_UID, uid.hex().upper())
+                async def on_uid(uid: bytes, door: str = cfg.door, reader_id: str = cfg.id) -> None:
+                    await self.present_card(
+                        door, reader_id, CredentialRead(CredentialKind.NFC_UID, uid.hex().upper())
                     )
 
                 reader = Pn532Reader(
@@ -316,8 +328,12 @@ class Gateway:
                 )
             else:
 
-                async def on_card(read: CardRead, door: str = cfg.door) -> None:
-                    await self.present(door, CredentialRead(CredentialKind.WIEGAND, read.value))
+                async def on_card(
+                    read: CardRead, door: str = cfg.door, reader_id: str = cfg.id
+                ) -> None:
+                    await self.present_card(
+                        door, reader_id, CredentialRead(CredentialKind.WIEGAND, read.value)
+                    )
 
                 async def on_pin(pin: str, door: str = cfg.door, reader_id: str = cfg.id) -> None:
                     await self.present_pin(door, reader_id, pin)
@@ -371,7 +387,7 @@ class Gateway:
             address=cfg.address,
             key=key,
             install_mode=cfg.install_mode,
-            on_read=functools.partial(self.present, cfg.door),
+            on_read=functools.partial(self.present_card, cfg.door, cfg.id),
             record=self.record,
             clock=self.clock,
             baudrate=cfg.baudrate or 9600,
@@ -460,6 +476,26 @@ class Gateway:
             await feedback.show(pattern)
         for reader in self._osdp_readers.get(door_id, ()):
             await reader.show(pattern)
+
+    def start_enrolment(self, reader_id: str, seconds: float) -> None:
+        """Report the next card read at ``reader_id`` (within ``seconds``), not decide it."""
+        if reader_id not in dict(self._reader_tasks):
+            raise KeyError(reader_id)
+        self._enrolling[reader_id] = self.clock.monotonic() + seconds
+        self.enrolled.pop(reader_id, None)
+
+    async def present_card(
+        self, door_id: str, reader_id: str, read: CredentialRead
+    ) -> Decision | None:
+        """A card at a reader: enrolled if staff asked for that reader's next card, else decided."""
+        deadline = self._enrolling.pop(reader_id, None)
+        if deadline is None or self.clock.monotonic() > deadline:
+            return await self.present(door_id, read)
+        card = {"reader": reader_id, "door": door_id, "kind": read.kind.value, "value": read.value}
+        self.enrolled[reader_id] = {**card, "at": int(self.clock.now().timestamp())}
+        await self.record("card_enrolled", card)
+        await self._show(door_id, "booking_soon")  # "read": not a grant, not a refusal
+        return None
 
     async def present(
         self, door_id: str, read: CredentialRead, *, pin: CredentialRead | None = None
@@ -660,6 +696,10 @@ class Gateway:
             if self.feedback or self._osdp_readers:
                 tasks.create_task(self._fault_lights(), name="fault-lights")
             tasks.create_task(self._clock_watch(), name="clock-watch")
+            if self.config.api is not None:
+                from gateway.api import serve_api  # FastAPI loads only where it is used
+
+                tasks.create_task(serve_api(self), name="api")
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
@@ -733,6 +773,7 @@ class Gateway:
 
     async def _record_access(self, decision: Decision, **extra: Any) -> None:
         """The ``access`` event of one decision (``extra``: what a scan adds)."""
+        self.decisions[decision.reason.value] += 1
         await self.record(
             "access",
             {
@@ -753,8 +794,13 @@ class Gateway:
         )
 
     async def record(self, type_: str, data: dict[str, Any], at: int | None = None) -> None:
-        """Store one event in the outbox."""
-        await self.outbox.append(type_, data, at)
+        """Store one event in the outbox (and keep it for the staff API)."""
+        seq = await self.outbox.append(type_, data, at)
+        when = int(self.clock.now().timestamp()) if at is None else at
+        self._event_ids += 1
+        self.recent.append(
+            {"id": self._event_ids, "seq": seq, "at": when, "type": type_, "data": data}
+        )
 
     # Messages from the platform.
 

@@ -100,6 +100,8 @@ class DoorController:
                 device.when_activated = self._notifier(f"{name}_on")
                 device.when_deactivated = self._notifier(f"{name}_off")
         self.locked = True
+        #: Unlocks since start: each one a relay cycle (relays wear out by cycles).
+        self.relay_cycles = 0
         #: Held unlocked by a door mode (scheduled open hours) rather than a grant.
         self.held = False
         self.alarm: str | None = None
@@ -134,6 +136,8 @@ class DoorController:
         if self._relock is not None:
             self._relock.cancel()
         was_locked, self.locked = self.locked, False
+        if was_locked:
+            self.relay_cycles += 1
         self._opened_while_unlocked = False
         if was_locked:
             await self._record(
@@ -157,6 +161,7 @@ class DoorController:
             self._relay.value = self._energised(locked=False)
             if self.locked:
                 self.locked = False
+                self.relay_cycles += 1
                 await self._record(
                     "door_unlocked", {"door": self.door_id, "seconds": None, "reason": "schedule"}
                 )

@@ -91,6 +91,8 @@ class SyncEngine:
         self.version: int | None = None
         #: The newest signing time (Unix seconds, capped at now) of a verified message.
         self.last_contact: int | None = None
+        #: Seconds from signing to applying, of the last delta applied in order.
+        self.delta_lag: float | None = None
         #: The latest version the platform has announced.
         self.cloud_version: int | None = None
         self._buffer: dict[int, tuple[int, list[model.Change]]] = {}
@@ -158,7 +160,11 @@ class SyncEngine:
         if self._on_signed_time is not None:
             self._on_signed_time(msg.iat)
         if isinstance(msg, DeltaMsg):
-            return await self._delta(msg)
+            outcome = await self._delta(msg)
+            if outcome == "applied":
+                # From the platform signing a change to it taking effect here.
+                self.delta_lag = max(0.0, self._clock.now().timestamp() - msg.iat)
+            return outcome
         if isinstance(msg, SnapshotChunkMsg):
             return await self._chunk(msg)
         if isinstance(msg, BeaconMsg):

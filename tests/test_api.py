@@ -1,0 +1,351 @@
+"""The staff API over real HTTP: uvicorn on a loopback port inside the running daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from gateway.cli import main
+from gateway.clock import ManualClock
+from gateway.cloudkit import CloudSigner
+from gateway.config import load_config
+from gateway.credentials import parse_read
+from gateway.daemon import Gateway
+from gateway.dataset import parse_dataset
+from gateway.jws import Signer
+from gateway.staff_tokens import TokenStore
+from sim.broker import free_port
+from sim.pn532 import SimulatedPn532
+
+from .conftest import base_dataset, local, until
+
+SIGNER = Signer.generate("platform")
+LOCK = 17
+START = datetime.fromtimestamp(local("2026-03-10T10:00"), UTC)
+
+
+def write_config(tmp_path: Path, port: int, reader_port: str, extra: str = "") -> Path:
+    (tmp_path / "keys.json").write_text(json.dumps({"keys": [SIGNER.public_jwk()]}))
+    path = tmp_path / "doorgw.toml"
+    path.write_text(
+        f'[gateway]\nid = "gw-1"\nsite_id = "t"\ndata_dir = "data"\n\n'
+        f'[[doors]]\nid = "front"\nlock_pin = {LOCK}\n\n'
+        f'[[doors]]\nid = "room1"\n\n'
+        f'[[readers]]\nid = "nfc-front"\ndoor = "front"\nkind = "pn532"\nport = "{reader_port}"\n\n'
+        f'[mqtt]\nurls = ["mqtt://127.0.0.1:{free_port()}"]\n\n'
+        f'[sync]\nkeys_file = "keys.json"\n\n'
+        f"[api]\nport = {port}\nmax_failures = 3\nlockout_seconds = 60\n{extra}"
+    )
+    return path
+
+
+Body = Callable[[Gateway, httpx.AsyncClient, str, ManualClock], Awaitable[None]]
+
+
+def run(tmp_path: Path, body: Body) -> None:
+    port = free_port()
+    clock = ManualClock(START)
+
+    async def go() -> None:
+        device = SimulatedPn532()  # it answers on this event loop
+        config = load_config(write_config(tmp_path, port, device.port))
+        token = TokenStore(config.tokens_path).add("front-desk", int(START.timestamp()))
+        gw = Gateway(config, clock, pin_factory=MockFactory())
+        async with gw.running():
+            cloud = CloudSigner(SIGNER, "t", clock.now)
+            for chunk in cloud.snapshot(parse_dataset(base_dataset())):
+                await gw.engine.handle(chunk)
+            await gw.engine.wait_snapshot()
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                async with asyncio.timeout(20):
+                    while True:
+                        try:
+                            await client.get("/health/live")
+                            break
+                        except httpx.TransportError:
+                            await asyncio.sleep(0.05)
+                await body(gw, client, token, clock)
+        device.close()
+
+    asyncio.run(go())
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def staff_actions(gw: Gateway) -> list[dict[str, Any]]:
+    return [e["data"] for e in gw.recent if e["type"] == "staff_action"]
+
+
+def test_health_needs_no_token_and_says_when_the_gateway_is_ready(tmp_path: Path) -> None:
+    async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
+        assert (await client.get("/health/live")).json() == {"status": "alive"}
+        ready = await client.get("/health/ready")
+        assert (ready.status_code, ready.json()["status"]) == (200, "ready")
+        clock.advance(80 * 3600)  # no word from the platform for longer than any grant trusts
+        stale = await client.get("/health/ready")
+        assert stale.status_code == 503
+        assert stale.json()["why"] == ["access data too old for every kind of grant"]
+
+    run(tmp_path, body)
+
+
+def test_without_a_good_token_staff_endpoints_answer_401_then_429(tmp_path: Path) -> None:
+    async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
+        assert (await client.get("/openapi.json")).status_code == 200  # public, not a failure
+        for path in ("/api/status", "/metrics"):
+            r = await client.get(path)
+            assert (r.status_code, r.headers["www-authenticate"]) == (401, "Bearer")
+        wrong = await client.post("/api/lockdown", json={"on": True}, headers=auth("dgw_nope"))
+        assert wrong.status_code == 401
+        assert gw.lockdown is False
+        # Three failures from this address (max_failures = 3): now even the right token waits.
+        locked = await client.get("/api/status", headers=auth(token))
+        assert locked.status_code == 429
+        assert 0 < int(locked.headers["retry-after"]) <= 60
+        failures = [e["data"] for e in gw.recent if e["type"] == "staff_auth_failed"]
+        assert len(failures) == 3
+        assert failures[-1] == {"client": "127.0.0.1", "path": "/api/lockdown", "token_given": True}
+        clock.advance(61)
+        assert (await client.get("/api/status", headers=auth(token))).status_code == 200
+
+    run(tmp_path, body)
+
+
+def test_status_shows_doors_readers_sync_outbox_and_clock(tmp_path: Path) -> None:
+    async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
+        await until(lambda: gw.readers_online().get("nfc-front"))
+        status = (await client.get("/api/status", headers=auth(token))).json()
+        assert status["gateway"] == "gw-1"
+        assert status["doors"][0] | {"state": "locked"} == {
+            "id": "front",
+            "name": "front",
+            "state": "locked",
+            "locked": True,
+            "open": None,
+            "alarm": None,
+            "held": False,
+        }
+        assert status["doors"][1]["state"] == "not_driven"
+        assert status["readers"] == [{"id": "nfc-front", "online": True}]
+        assert status["sync"]["dataset_version"] == 1
+        assert status["sync"]["connected"] is False
+        assert status["sync"]["data_age_s"] == 0
+        outbox = status["outbox"]
+        assert outbox["depth"] == outbox["last_seq"] - outbox["acked_seq"] > 0  # no broker: unsent
+        assert outbox["last_seq"] <= gw.outbox.last_seq
+        assert status["clock"]["trusted"] in (True, False)
+
+    run(tmp_path, body)
+
+
+def test_staff_let_someone_in_and_lock_down_and_each_action_is_audited(tmp_path: Path) -> None:
+    async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
+        factory_lock = gw.doors["front"]
+        r = await client.post("/api/doors/front/unlock", json={"seconds": 8}, headers=auth(token))
+        assert r.status_code == 200
+        assert factory_lock.locked is False
+        missing = await client.post("/api/doors/room1/unlock", headers=auth(token))
+        assert missing.status_code == 404
+        assert "not driven" in missing.json()["detail"]
+        bad = await client.post(
+            "/api/doors/front/unlock", json={"seconds": -1}, headers=auth(token)
+        )
+        assert bad.status_code == 422
+        r = await client.post("/api/lockdown", json={"on": True}, headers=auth(token))
+        assert r.json() == {"lockdown": True}
+        assert factory_lock.locked is True  # lockdown locks at once
+        assert await staff_actions(gw) == [
+            {"action": "unlock", "by": "front-desk", "door": "front", "seconds": 8.0},
+            {"action": "lockdown", "by": "front-desk", "on": True},
+        ]
+        unlocked = [e["data"] for e in gw.recent if e["type"] == "door_unlocked"]
+        assert unlocked[-1]["reason"] == "staff front-desk"
+
+    run(tmp_path, body)
+
+
+def test_recent_events_come_newest_first_in_pages(tmp_path: Path) -> None:
+    async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
+        for i in range(7):
+            await gw.record("test_event", {"n": i})
+        first = (
+            await client.get(
+                "/api/events", params={"type": "test_event", "limit": 3}, headers=auth(token)
+            )
+        ).json()
+        assert [e["data"]["n"] for e in first["events"]] == [6, 5, 4]
+        second = (
+            await client.get(
+                "/api/events",
+                params={"type": "test_event", "limit": 3, "before": first["next"]},
+                headers=auth(token),
+            )
+        ).json()
+        assert [e["data"]["n"] for e in second["events"]] == [3, 2, 1]
+        last = (
+            await client.get(
+                "/api/events",
+                params={"type": "test_event", "limit": 3, "before": second["next"]},
+                headers=auth(token),
+            )
+        ).json()
+        assert ([e["data"]["n"] for e in last["events"]], last["next"]) == ([0], None)
+        too_many = await client.get("/api/events", params={"limit": 5000}, headers=auth(token))
+        assert too_many.status_code == 422
+
+    run(tmp_path, body)
+
+
+def test_what_a_member_can_open_and_when(tmp_path: Path) -> None:
+    async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
+        r = await client.get("/api/members/day_m/access", params={"days": 1}, headers=auth(token))
+        data = r.json()
+        assert (data["member"], data["status"], data["blocked"]) == ("day_m", "active", None)
+        assert {
+            "door": "front",
+            "start": "2026-03-10T08:00:00Z",
+            "end": "2026-03-10T20:00:00Z",
+            "grant": {"kind": "plan", "id": "e-day"},
+            "label": "plan Day",
+        } in data["windows"]
+        assert (
+            await client.get("/api/members/nobody/access", headers=auth(token))
+        ).status_code == 404
+        assert (await staff_actions(gw))[0] == {
+            "action": "member_access",
+            "by": "front-desk",
+            "member": "day_m",
+        }
+
+    run(tmp_path, body)
+
+
+def test_enrolment_reports_the_next_card_instead_of_deciding_it(tmp_path: Path) -> None:
+    async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
+        await until(lambda: gw.readers_online().get("nfc-front"))
+        r = await client.post(
+            "/api/readers/nfc-front/enrol", json={"seconds": 60}, headers=auth(token)
+        )
+        assert r.json() == {"reader": "nfc-front", "waiting_seconds": 60.0}
+        waiting = await client.get("/api/readers/nfc-front/enrol", headers=auth(token))
+        assert waiting.json() == {"reader": "nfc-front", "card": None}
+        read = await gw.present_card(
+            "front", "nfc-front", parse_read("nfc:04AABBCCDDEEFF", site_id="t")
+        )
+        assert read is None  # reported, not decided
+        card = (await client.get("/api/readers/nfc-front/enrol", headers=auth(token))).json()
+        assert card["card"] == {
+            "reader": "nfc-front",
+            "door": "front",
+            "kind": "nfc_uid",
+            "value": "04AABBCCDDEEFF",
+            "at": int(clock.now().timestamp()),
+        }
+        assert not [e for e in gw.recent if e["type"] == "access"]
+        assert gw.doors["front"].locked
+        missing = await client.post("/api/readers/nope/enrol", headers=auth(token))
+        assert missing.status_code == 404
+
+    run(tmp_path, body)
+
+
+def test_metrics_in_prometheus_format(tmp_path: Path) -> None:
+    async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
+        await gw.present("front", parse_read("nfc:04000001", site_id="t"))  # day_m: granted
+        await gw.present("front", parse_read("nfc:04000008", site_id="t"))  # revoked card
+        text = (await client.get("/metrics", headers=auth(token))).text
+        for line in (
+            'doorgw_decisions_total{reason="granted_plan"} 1.0',
+            'doorgw_decisions_total{reason="credential_revoked"} 1.0',
+            "doorgw_data_age_seconds 0.0",
+            "doorgw_dataset_version 1.0",
+            'doorgw_reader_up{reader="nfc-front"}',
+            'doorgw_door_locked{door="front"}',
+            'doorgw_relay_cycles_total{door="front"} 1.0',
+            'doorgw_door_alarm{alarm="door_forced",door="front"} 0.0',
+            "doorgw_outbox_depth",
+            "doorgw_clock_trusted",
+        ):
+            assert line in text, line
+
+    run(tmp_path, body)
+
+
+def test_the_openapi_document_and_the_status_page_are_served(tmp_path: Path) -> None:
+    async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
+        spec = (await client.get("/openapi.json")).json()
+        for path in (
+            "/health/live",
+            "/health/ready",
+            "/api/status",
+            "/api/events",
+            "/api/doors/{door_id}/unlock",
+            "/api/lockdown",
+            "/api/members/{member_id}/access",
+            "/api/readers/{reader_id}/enrol",
+            "/metrics",
+        ):
+            assert path in spec["paths"], path
+        page = await client.get("/")
+        assert page.headers["content-type"].startswith("text/html")
+        assert "<title>doorgw status</title>" in page.text
+
+    run(tmp_path, body)
+
+
+def test_a_port_already_taken_does_not_stop_the_doors(tmp_path: Path) -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    config = load_config(write_config(tmp_path, port, "/dev/null"))
+
+    async def go() -> None:
+        gw = Gateway(config, ManualClock(START), pin_factory=MockFactory())
+        async with gw.running():
+            await until(lambda: any(e["type"] == "api_unavailable" for e in gw.recent))
+            event = next(e["data"] for e in gw.recent if e["type"] == "api_unavailable")
+            assert (event["listen"], event["port"]) == ("127.0.0.1", port)
+            await gw.doors["front"].grant()
+            assert gw.doors["front"].locked is False
+
+    try:
+        asyncio.run(go())
+    finally:
+        taken.close()
+
+
+def test_tokens_are_made_shown_once_stored_hashed_and_revoked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, free_port(), "/dev/null")
+    assert main(["token", "add", "alice", "--config", str(config)]) == 0
+    out, err = capsys.readouterr()
+    token = out.strip()
+    assert token.startswith("dgw_")
+    assert "only time it is shown" in err
+    stored = (tmp_path / "data" / "staff-tokens.json").read_text()
+    assert token not in stored
+    assert (tmp_path / "data" / "staff-tokens.json").stat().st_mode & 0o077 == 0
+    store = TokenStore(tmp_path / "data" / "staff-tokens.json")
+    assert store.check(token) == "alice"
+    assert main(["token", "add", "alice", "--config", str(config)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["token", "add", "no spaces", "--config", str(config)]) == 2
+    assert main(["token", "list", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.startswith("alice\tmade ")
+    assert main(["token", "remove", "alice", "--config", str(config)]) == 0
+    assert store.check(token) is None
+    assert main(["token", "remove", "alice", "--config", str(config)]) == 2
