@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway import __version__, issuing
+from gateway import __version__, issuing, provision
 from gateway.access import member_access
 from gateway.cache import CacheReader, SqliteView
 from gateway.clock import Clock, SystemClock
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=_config_path, default=DEFAULT_CONFIG_PATH, help=config_help)
 
     issuing.add_parser(sub)
+    provision.add_parser(sub)
 
     p = sub.add_parser("token", help="staff API tokens: add (shown once), list, remove")
     tokens = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
@@ -178,6 +179,8 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
             return run_daemon(load_config(args.config), clock)
         if args.command == "pass":
             return issuing.run(args, clock)
+        if args.command == "provision":
+            return provision.run(args, clock.now())
         if args.command == "token":
             return _token(args, clock)
         if args.command == "bench" and args.bench == "qr":

@@ -46,6 +46,8 @@ class Broker:
         self.site = site
         self.port = free_port()
         ca = make_ca()
+        #: The broker's CA, which also signs what provisioning tests enroll.
+        self.ca = ca
         _, self.ca_file = ca.write(self.dir, "ca")
         self.server_key, self.server_cert = issue(
             ca, "localhost", server=True, hosts=("127.0.0.1", "localhost")

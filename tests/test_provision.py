@@ -1,0 +1,222 @@
+"""Provisioning from nothing to a gateway on the broker, and enrolments that must not half-apply."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from gateway import provision
+from gateway.cli import main
+from gateway.clock import SystemClock
+from gateway.config import load_config
+from gateway.daemon import Gateway
+from gateway.jws import Signer
+from gateway.staff_tokens import TokenStore
+from sim.broker import Broker, free_port
+
+from .conftest import base_dataset
+from .test_mqtt import run_async, until
+
+INIT = ["provision", "init", "--gateway-id", "gw-1", "--site", "t", "--board", "rpi4-relay-hat-2ch"]
+
+
+def initialised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, str]:
+    etc = tmp_path / "etc"
+    args = [*INIT, "--dir", str(etc), "--data-dir", str(tmp_path / "state")]
+    assert main(args) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    return etc, token
+
+
+def bundle_for(broker: Broker, etc: Path, path: Path, **changes: Any) -> Path:
+    doc = provision.dev_bundle(
+        broker.ca,
+        (etc / "gateway.csr").read_bytes(),
+        site_id="t",
+        broker_urls=[broker.url],
+        signing_keys={"keys": [broker.signer.public_jwk()]},
+    )
+    doc.update(changes)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def release_of(etc: Path) -> str:
+    return (etc / "current").resolve().name
+
+
+def test_from_a_fresh_machine_to_a_gateway_on_the_broker(
+    broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    etc, token = initialised(tmp_path, capsys)
+    key = etc / "gateway.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert token.startswith("dgw_")
+    config = load_config(etc / "doorgw.toml")
+    assert (config.doors[0].id, config.doors[0].lock_pin) == ("front", 26)  # relay1 on the HAT
+    assert config.mqtt is None
+    assert TokenStore(config.tokens_path).check(token) == "installer"
+    assert release_of(etc) == "0001"
+
+    bundle = bundle_for(broker, etc, tmp_path / "bundle.json")
+    assert main(["provision", "enroll", str(bundle), "--dir", str(etc)]) == 0
+    assert release_of(etc) == "0002"
+    config = load_config(etc / "doorgw.toml")
+    assert config.mqtt is not None
+    assert list(config.mqtt.urls) == [broker.url]
+
+    async def go() -> None:
+        cloud = broker.cloud_peer(base_dataset())
+        task = asyncio.create_task(cloud.run())
+        await cloud.connected.wait()
+        gw = Gateway(config, SystemClock(), pin_factory=MockFactory())
+        async with gw.running():
+            await until(lambda: cloud.status.get("gw-1", {}).get("state") == "online", "online")
+            await until(lambda: gw.engine.version is not None, "synced with the new keys")
+        task.cancel()
+
+    run_async(go())
+
+
+def test_a_bad_bundle_changes_nothing(
+    broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    etc, _ = initialised(tmp_path, capsys)
+    before = (etc / "doorgw.toml").read_text()
+
+    def refused(bundle: Path, message: str) -> None:
+        assert main(["provision", "enroll", str(bundle), "--dir", str(etc)]) == 2
+        assert message in capsys.readouterr().err
+        assert release_of(etc) == "0001"
+        assert (etc / "doorgw.toml").read_text() == before
+        assert not list((etc / "releases").glob(".staging-*"))
+
+    # A certificate for somebody else's key.
+    other = tmp_path / "other"
+    assert main([*INIT, "--dir", str(other), "--data-dir", str(tmp_path / "s2")]) == 0
+    capsys.readouterr()
+    refused(bundle_for(broker, other, tmp_path / "b1.json"), "not for this gateway's key")
+    refused(
+        bundle_for(broker, etc, tmp_path / "b2.json", gateway_id="gw-2"),
+        "the bundle is for gateway 'gw-2'",
+    )
+    refused(
+        bundle_for(broker, etc, tmp_path / "b3.json", signing_keys={"keys": []}),
+        "signing keys",
+    )
+    # A broker that does not answer: checked before anything is installed.
+    refused(
+        bundle_for(
+            broker, etc, tmp_path / "b4.json", broker_urls=[f"mqtts://127.0.0.1:{free_port()}"]
+        ),
+        "no broker accepted the new certificate",
+    )
+    (tmp_path / "b5.json").write_text("{not json")
+    refused(tmp_path / "b5.json", "not an enrolment bundle")
+
+
+def test_an_enroll_interrupted_while_writing_leaves_the_old_config(
+    broker: Broker,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    etc, _ = initialised(tmp_path, capsys)
+    bundle = bundle_for(broker, etc, tmp_path / "bundle.json")
+    before = (etc / "doorgw.toml").read_text()
+    writes = 0
+    real_write = provision._write
+
+    def failing_write(path: Path, data: bytes) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 3:
+            raise OSError(28, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(provision, "_write", failing_write)
+    assert main(["provision", "enroll", str(bundle), "--dir", str(etc), "--no-broker-check"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert (etc / "doorgw.toml").read_text() == before
+    monkeypatch.undo()
+    # A power cut mid-enroll leaves a staging directory and a half-made link: ignored, cleaned.
+    (etc / "releases" / ".staging-dead").mkdir()
+    (etc / ".current-dead").symlink_to("releases/.staging-dead")
+    assert load_config(etc / "doorgw.toml").mqtt is None
+    assert main(["provision", "enroll", str(bundle), "--dir", str(etc)]) == 0
+    assert not (etc / "releases" / ".staging-dead").exists()
+    assert load_config(etc / "doorgw.toml").mqtt is not None
+
+
+def test_pinned_keys_rotate_only_when_a_pinned_key_signs_the_new_set(
+    broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    etc, _ = initialised(tmp_path, capsys)
+    bundle = bundle_for(broker, etc, tmp_path / "bundle.json")
+    assert main(["provision", "enroll", str(bundle), "--dir", str(etc), "--no-broker-check"]) == 0
+    successor = Signer.generate("platform-2027")
+    new_set = {"keys": [broker.signer.public_jwk(), successor.public_jwk()]}
+    body = json.dumps({"type": "key_rotation", "site": "t", "keys": new_set}).encode()
+    forged = tmp_path / "forged.jws"
+    forged.write_bytes(Signer.generate("platform-test").sign(body))
+    assert main(["provision", "rotate-keys", str(forged), "--dir", str(etc)]) == 2
+    assert "not signed by a pinned key" in capsys.readouterr().err
+    assert release_of(etc) == "0002"
+    good = tmp_path / "rotation.jws"
+    good.write_bytes(broker.signer.sign(body))
+    assert main(["provision", "rotate-keys", str(good), "--dir", str(etc)]) == 0
+    assert release_of(etc) == "0003"
+    config = load_config(etc / "doorgw.toml")
+    assert config.sync is not None
+    pinned = json.loads(config.sync.keys_file.read_text())
+    assert sorted(k["kid"] for k in pinned["keys"]) == ["platform-2027", "platform-test"]
+    # The rest of the enrolled configuration came along unchanged.
+    assert config.mqtt is not None
+    assert config.mqtt.cert_file is not None
+    assert (
+        config.mqtt.cert_file.read_bytes()
+        == (etc / "releases" / "0002" / "gateway.pem").read_bytes()
+    )
+
+
+def test_init_refuses_to_run_twice_and_names_the_known_boards(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    etc, _ = initialised(tmp_path, capsys)
+    key = (etc / "gateway.key").read_bytes()
+    assert main([*INIT, "--dir", str(etc), "--data-dir", str(tmp_path / "state")]) == 2
+    assert "already initialised" in capsys.readouterr().err
+    assert (etc / "gateway.key").read_bytes() == key
+    fresh = tmp_path / "fresh"
+    args = ["provision", "init", "--gateway-id", "gw-9", "--site", "t", "--board", "rpi5-magic"]
+    assert main([*args, "--dir", str(fresh)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown board profile 'rpi5-magic'" in err
+    assert "rpi4-relay-hat-2ch" in err
+    assert not (fresh / "gateway.key").exists()
+
+
+def test_a_development_ca_signs_what_init_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    etc, _ = initialised(tmp_path, capsys)
+    ca_dir = tmp_path / "ca"
+    assert main(["provision", "dev-ca", "--out", str(ca_dir)]) == 0
+    assert stat.S_IMODE((ca_dir / "ca.key").stat().st_mode) == 0o600
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [Signer.generate("k1").public_jwk()]}))
+    out = tmp_path / "bundle.json"
+    args = ["provision", "dev-bundle", "--ca-dir", str(ca_dir), "--csr", str(etc / "gateway.csr")]
+    args += ["--site", "t", "--broker", "mqtts://127.0.0.1:8883", "--keys", str(keys)]
+    assert main([*args, "--out", str(out)]) == 0
+    bundle = provision.EnrollBundle.model_validate_json(out.read_bytes())
+    config = load_config(etc / "doorgw.toml")
+    provision.check_bundle(etc, bundle, config, datetime.now(UTC))  # raises if anything is off
+    assert main(["provision", "dev-ca", "--out", str(ca_dir)]) == 2  # never replaces a CA
