@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
 import math
@@ -386,6 +387,11 @@ async def serve_api(gw: Gateway) -> None:
     api = gw.config.api
     assert api is not None
     app = create_app(gw, TokenStore(gw.config.tokens_path))
+    if api.tls_cert_file is None and not ipaddress.ip_address(api.listen).is_loopback:
+        # Allowed (a closed site network, a TLS proxy in front), but tokens then
+        # cross the network in the clear: say so where the IT person will look.
+        log.warning("staff API on %s without TLS: tokens travel unencrypted", api.listen)
+        await gw.record("api_without_tls", {"listen": api.listen, "port": api.port})
     while True:
         try:
             # Bound here, not by uvicorn, which would exit the process when it cannot.

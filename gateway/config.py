@@ -7,6 +7,7 @@ Errors name the file, the exact key and what is wrong, e.g.::
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -224,6 +225,18 @@ class ApiSection(_Section):
     """
 
     listen: str = "127.0.0.1"
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"
+            ) from None
+        return value
+
     port: int = Field(default=8080, ge=1, le=65535)
     tokens_file: Path | None = None
     tls_cert_file: Path | None = None

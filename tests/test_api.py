@@ -349,3 +349,40 @@ def test_tokens_are_made_shown_once_stored_hashed_and_revoked(
     assert main(["token", "remove", "alice", "--config", str(config)]) == 0
     assert store.check(token) is None
     assert main(["token", "remove", "alice", "--config", str(config)]) == 2
+
+
+def test_with_a_certificate_the_api_speaks_https_only(tmp_path: Path) -> None:
+    from gateway.pki import issue, make_ca
+
+    ca = make_ca()
+    _, ca_file = ca.write(tmp_path, "ca")
+    key_file, cert_file = issue(ca, "gateway", server=True, hosts=("127.0.0.1",)).write(
+        tmp_path, "api"
+    )
+    port = free_port()
+    extra = f'tls_cert_file = "{cert_file}"\ntls_key_file = "{key_file}"\n'
+    config = load_config(write_config(tmp_path, port, "/dev/null", extra))
+    token = TokenStore(config.tokens_path).add("it", int(START.timestamp()))
+
+    async def go() -> None:
+        gw = Gateway(config, ManualClock(START), pin_factory=MockFactory())
+        async with gw.running():
+            import ssl
+
+            context = ssl.create_default_context(cafile=str(ca_file))
+            async with httpx.AsyncClient(
+                base_url=f"https://127.0.0.1:{port}", verify=context
+            ) as client:
+                async with asyncio.timeout(20):
+                    while True:
+                        try:
+                            r = await client.get("/api/status", headers=auth(token))
+                            break
+                        except httpx.ConnectError:
+                            await asyncio.sleep(0.05)
+                assert r.json()["gateway"] == "gw-1"
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as plain:
+                with pytest.raises(httpx.HTTPError):
+                    await plain.get("/health/live")
+
+    asyncio.run(go())

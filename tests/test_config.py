@@ -390,3 +390,19 @@ def test_a_site_profiles_dir_and_what_its_board_may_not_do(tmp_path: Path) -> No
         with pytest.raises(ConfigError) as info:
             load_config(_write(tmp_path, text.replace(*change)))
         assert (info.value.key, info.value.message) == (key, message)
+
+
+def test_the_api_listens_on_an_ip_address_and_tls_files_come_in_pairs(tmp_path: Path) -> None:
+    from gateway.config import load_config
+    from gateway.errors import ConfigError
+
+    base = '[gateway]\nid = "gw-1"\nsite_id = "t"\n\n[api]\n'
+    for body, message in (
+        ('listen = "localhost"\n', "api.listen: 'localhost' is not an IP address"),
+        ('tls_cert_file = "api.pem"\n', "tls_cert_file and tls_key_file go together"),
+        ("port = 0\n", "api.port"),
+    ):
+        path = tmp_path / "doorgw.toml"
+        path.write_text(base + body)
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)
