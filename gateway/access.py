@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.decision import CacheView, Grant, Reason
+from gateway.localtime import to_iso
 from gateway.model import Credential, Door, Member, MemberStatus
 
 
@@ -121,3 +122,28 @@ def member_access(view: AccessView, member_id: str, start: int, end: int) -> Mem
                     windows.append(AccessWindow(door, s, e, Grant("plan", ent.id), label))
     windows.sort(key=lambda w: (w.door.id, w.start))
     return MemberAccess(member, creds, windows)
+
+
+def access_json(result: MemberAccess, start: int, end: int) -> dict[str, Any]:
+    """A member's access as JSON (instants in ISO 8601 UTC): for ``doorgw access`` and the API."""
+    return {
+        "member": result.member.id,
+        "name": result.member.name,
+        "status": result.member.status.value,
+        "blocked": None if result.blocked is None else result.blocked.value,
+        "from": to_iso(start),
+        "to": to_iso(end),
+        "credentials": [
+            {"id": c.id, "kind": c.kind.value, "status": c.status.value} for c in result.credentials
+        ],
+        "windows": [
+            {
+                "door": w.door.id,
+                "start": to_iso(w.start),
+                "end": to_iso(w.end),
+                "grant": {"kind": w.grant.kind, "id": w.grant.id},
+                "label": w.label,
+            }
+            for w in result.windows
+        ],
+    }

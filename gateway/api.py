@@ -33,8 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from pydantic import BaseModel, Field
 
 from gateway import __version__
-from gateway.access import member_access
-from gateway.localtime import to_iso
+from gateway.access import access_json, member_access
 from gateway.staff_tokens import TokenStore
 
 if TYPE_CHECKING:
@@ -213,22 +212,7 @@ def create_app(gw: Gateway, tokens: TokenStore) -> FastAPI:
         await audit(by, "member_access", member=member_id)
         if result is None:
             raise HTTPException(404, f"no member {member_id!r} in this gateway's data")
-        return {
-            "member": result.member.id,
-            "name": result.member.name,
-            "status": result.member.status.value,
-            "blocked": None if result.blocked is None else result.blocked.value,
-            "windows": [
-                {
-                    "door": w.door.id,
-                    "start": to_iso(w.start),
-                    "end": to_iso(w.end),
-                    "grant": {"kind": w.grant.kind, "id": w.grant.id},
-                    "label": w.label,
-                }
-                for w in result.windows
-            ],
-        }
+        return access_json(result, start, start + days * 86_400)
 
     @app.post("/api/readers/{reader_id}/enrol", tags=["actions"])
     async def enrol(reader_id: str, by: Staff, body: EnrolBody | None = None) -> dict[str, Any]:

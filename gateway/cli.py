@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway import __version__, issuing, provision
-from gateway.access import member_access
+from gateway.access import access_json, member_access
 from gateway.cache import CacheReader, SqliteView
 from gateway.clock import Clock, SystemClock
 from gateway.config import DEFAULT_CONFIG_PATH, Config, load_config
@@ -368,31 +368,7 @@ def _access(args: argparse.Namespace, clock: Clock) -> int:
     if result is None:
         raise UsageError(f"no member {args.member!r} in the cache")
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "member": result.member.id,
-                    "status": result.member.status.value,
-                    "blocked": None if result.blocked is None else result.blocked.value,
-                    "from": to_iso(start),
-                    "to": to_iso(end),
-                    "credentials": [
-                        {"id": c.id, "kind": c.kind.value, "status": c.status.value}
-                        for c in result.credentials
-                    ],
-                    "windows": [
-                        {
-                            "door": w.door.id,
-                            "start": to_iso(w.start),
-                            "end": to_iso(w.end),
-                            "grant": {"kind": w.grant.kind, "id": w.grant.id},
-                            "label": w.label,
-                        }
-                        for w in result.windows
-                    ],
-                }
-            )
-        )
+        print(json.dumps(access_json(result, start, end)))
         return 0
     m = result.member
     print(f"{m.name} ({m.id}): {m.status.value}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -34,6 +34,9 @@ DEFAULT_CONFIG_PATH = Path("/etc/doorgw/doorgw.toml")
 
 #: A BCM GPIO number on a Raspberry Pi header.
 Pin = Annotated[int, Field(ge=0, le=27)]
+
+
+_S = TypeVar("_S", bound="_Section")
 
 
 class _Section(BaseModel):
@@ -393,13 +396,7 @@ def load_config(path: Path | str) -> Config:
     gateway = config.gateway.model_copy(update={"data_dir": _under(base, config.gateway.data_dir)})
     update: dict[str, object] = {"gateway": gateway}
     if config.mqtt is not None:
-        update["mqtt"] = config.mqtt.model_copy(
-            update={
-                name: _under(base, getattr(config.mqtt, name))
-                for name in ("ca_file", "cert_file", "key_file")
-                if getattr(config.mqtt, name) is not None
-            }
-        )
+        update["mqtt"] = _paths_under(base, config.mqtt, ("ca_file", "cert_file", "key_file"))
     update["readers"] = tuple(
         r if r.key_file is None else r.model_copy(update={"key_file": _under(base, r.key_file)})
         for r in config.readers
@@ -409,14 +406,21 @@ def load_config(path: Path | str) -> Config:
             update={"keys_file": _under(base, config.sync.keys_file)}
         )
     if config.api is not None:
-        update["api"] = config.api.model_copy(
-            update={
-                name: _under(base, getattr(config.api, name))
-                for name in ("tokens_file", "tls_cert_file", "tls_key_file")
-                if getattr(config.api, name) is not None
-            }
+        update["api"] = _paths_under(
+            base, config.api, ("tokens_file", "tls_cert_file", "tls_key_file")
         )
     return config.model_copy(update=update)
+
+
+def _paths_under(base: Path, section: _S, names: tuple[str, ...]) -> _S:
+    """``section`` with its file settings ``names`` (those given) made absolute."""
+    return section.model_copy(
+        update={
+            name: _under(base, getattr(section, name))
+            for name in names
+            if getattr(section, name) is not None
+        }
+    )
 
 
 def _under(base: Path, path: Path) -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.errors import DoorgwError
@@ -119,14 +120,30 @@ def make_ca(cn: str = "doorgw development CA", days: int = 3650) -> Issued:
 def issue(
     ca: Issued, cn: str, *, server: bool = False, hosts: tuple[str, ...] = (), days: int = 825
 ) -> Issued:
-    """A certificate for ``cn`` signed by ``ca``: a TLS server (with ``hosts``) or client."""
+    """A new key, and its certificate for ``cn`` from ``ca``: TLS server (``hosts``) or client."""
     key = ec.generate_private_key(ec.SECP256R1())
+    return Issued(
+        key,
+        certify(ca, _name(cn), key.public_key(), server=server, hosts=hosts, days=days),
+    )
+
+
+def certify(
+    ca: Issued,
+    subject: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    *,
+    server: bool = False,
+    hosts: tuple[str, ...] = (),
+    days: int = 825,
+) -> x509.Certificate:
+    """A certificate binding ``subject`` to ``public_key``, signed by ``ca`` (server or client)."""
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(cn))
+        .subject_name(subject)
         .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
@@ -146,4 +163,4 @@ def issue(
             except ValueError:
                 names.append(x509.DNSName(host))
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return Issued(key, builder.sign(ca.key, hashes.SHA256()))
+    return builder.sign(ca.key, hashes.SHA256())

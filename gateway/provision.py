@@ -43,7 +43,7 @@ from gateway.config import Config, load_config
 from gateway.dataset import describe_validation_error
 from gateway.errors import ConfigError, DoorgwError
 from gateway.jws import KeySet, SignatureError
-from gateway.pki import Issued, issue, make_ca, read_private, write_private
+from gateway.pki import Issued, certify, issue, make_ca, read_private, write_private
 from gateway.profiles import load_board
 from gateway.staff_tokens import TokenStore
 
@@ -455,27 +455,13 @@ def load_ca(directory: Path) -> Issued:
 
 def sign_csr(ca: Issued, csr_pem: bytes, *, days: int = 825) -> x509.Certificate:
     """A client certificate for the subject and key of ``csr_pem``, signed by ``ca``."""
-    from cryptography.x509.oid import ExtendedKeyUsageOID
-
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
     except ValueError:
         raise ProvisionError("not a PEM certificate signing request") from None
     if not csr.is_signature_valid:
         raise ProvisionError("the CSR's signature does not verify")
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(csr.subject)
-        .issuer_name(ca.cert.subject)
-        .public_key(csr.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca.key, hashes.SHA256())
-    )
+    return certify(ca, csr.subject, csr.public_key(), days=days)
 
 
 def dev_bundle(
