@@ -122,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     t = tokens.add_parser("remove", parents=[with_config], help="revoke a token")
     t.add_argument("name")
 
+    p = sub.add_parser("sim", help="the simulated site: run scripted scenarios")
+    sims = p.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
+    s = sims.add_parser(
+        "run",
+        help="run a scenario file against the real daemon, a real broker and emulated hardware",
+        description="Exit status: 0 every expectation met, 1 some not, 2 a bad scenario file.",
+    )
+    s.add_argument("file", type=Path, metavar="FILE", help="e.g. sim/scenarios/book-and-pay.toml")
+    s.add_argument("--dir", type=Path, help="keep the run's files here (default: a temp dir)")
+
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     b = bench.add_parser(
@@ -181,6 +191,8 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
             return issuing.run(args, clock)
         if args.command == "provision":
             return provision.run(args, clock.now())
+        if args.command == "sim":
+            return _sim(args)
         if args.command == "token":
             return _token(args, clock)
         if args.command == "bench" and args.bench == "qr":
@@ -201,6 +213,21 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _sim(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from sim.scenario import run_file
+
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        text, passed = run_file(args.file, args.dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="doorgw-sim-") as tmp:
+            text, passed = run_file(args.file, Path(tmp))
+    print(text)
+    return 0 if passed else 1
 
 
 def _token(args: argparse.Namespace, clock: Clock) -> int:

@@ -780,6 +780,7 @@ class Gateway:
                 "door": decision.door_id,
                 "granted": decision.granted,
                 "reason": decision.reason.value,
+                "message": decision.message,
                 "member": decision.member_id,
                 "credential": decision.credential_id,
                 "grant": None

@@ -599,6 +599,12 @@ class CodeDecision:
     read: CredentialRead | None = None
 
 
+_PASS_NOUN = {
+    qr.PassKind.DAY_PASS: "day pass",
+    qr.PassKind.VISITOR: "visitor invite",
+    qr.PassKind.BOOKING: "booking pass",
+}
+
 _CODE_ERROR_REASON = {
     "not_doorgw": (Reason.CODE_UNRECOGNISED, "not a door code"),
     "too_long": (Reason.CODE_UNRECOGNISED, "not a door code"),
@@ -743,7 +749,7 @@ def _decide_pass(
         return deny(Reason.PASS_REVOKED, "pass withdrawn; please ask staff")
     if not clock_trusted:
         return deny(Reason.CLOCK_UNTRUSTED, "gateway clock not verified; please ask staff")
-    noun = body.kind.label.replace("_", " ")
+    noun = _PASS_NOUN[body.kind]
     if ts < body.not_before:
         return deny(
             Reason.PASS_NOT_STARTED, f"your {noun} starts at {_when(body.not_before, ts, site)}"

@@ -1,0 +1,71 @@
+"""The shipped scenarios, through the real daemon, a real Mosquitto and the emulated hardware."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from sim.scenario import ScenarioError, load_scenario, run_file
+
+SCENARIOS = sorted((Path(__file__).parent.parent / "sim" / "scenarios").glob("*.toml"))
+
+
+def test_scenarios_are_shipped() -> None:
+    assert len(SCENARIOS) >= 5
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_every_shipped_scenario_passes(path: Path, tmp_path: Path) -> None:
+    text, passed = run_file(path, tmp_path)
+    assert passed, text
+    assert "every expectation met" in text
+
+
+def test_a_wrong_expectation_says_which_step_what_was_expected_and_what_happened(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "wrong.toml"
+    scenario.write_text(
+        'title = "Ada expects too much"\nstart = "2026-03-10T09:00"\n\n'
+        '[[steps]]\nat = "09:30"\ntap = { card = "nfc:04A1B2C3D4E5F6", door = "front" }\n'
+        'expect = { door = "opened" }\n\n'
+        '[[steps]]\nat = "21:30"\nnote = "After her plan\'s hours"\n'
+        'tap = { card = "nfc:04A1B2C3D4E5F6", door = "front" }\n'
+        'expect = { door = "opened", reason = "granted_plan", led = "granted" }\n'
+    )
+    assert main(["sim", "run", str(scenario), "--dir", str(tmp_path / "run")]) == 1
+    out = capsys.readouterr().out
+    assert "[ ok ] step 1 Tue 10 Mar 09:30" in out
+    assert "[FAIL] step 2 Tue 10 Mar 21:30  After her plan's hours" in out
+    assert "-> expected the door opened, it shut" in out
+    assert "-> expected reason granted_plan, got outside_plan_hours" in out
+    assert "-> expected the granted LED pattern, saw denied" in out
+    assert "2 steps, 1 with unmet expectations" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('title = "x"\nstart = "2026-03-10T09:00"\n', "steps: required setting is missing"),
+        ('title = "x"\nstart = "2026-03-10T09:00"\n[[steps]]\nat = "soon"\n', "at 'soon'"),
+        (
+            'title = "x"\nstart = "2026-03-10T09:00"\n[[steps]]\nat = "09:00"\n'
+            'cancel = "b"\nsuspend = "m"\n',
+            "one action per step",
+        ),
+        ('title = "x"\nstart = "2026-03-10T09:00"\n[[steps]]\nat = "09:00"\nfly = 1\n', "fly"),
+        ("not toml [", "not valid TOML"),
+    ],
+)
+def test_a_bad_scenario_file_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario(path)
+    assert main(["sim", "run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("doorgw: error: ")
