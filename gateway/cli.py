@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("file", type=Path, metavar="FILE", help="e.g. sim/scenarios/book-and-pay.toml")
     s.add_argument("--dir", type=Path, help="keep the run's files here (default: a temp dir)")
+    s.add_argument(
+        "--broker",
+        choices=["auto", "mosquitto", "embedded"],
+        default="auto",
+        help="Mosquitto with mutual TLS when installed (auto), or the embedded pure-Python one",
+    )
 
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -222,10 +228,10 @@ def _sim(args: argparse.Namespace) -> int:
 
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
-        text, passed = run_file(args.file, args.dir)
+        text, passed = run_file(args.file, args.dir, broker=args.broker)
     else:
         with tempfile.TemporaryDirectory(prefix="doorgw-sim-") as tmp:
-            text, passed = run_file(args.file, Path(tmp))
+            text, passed = run_file(args.file, Path(tmp), broker=args.broker)
     print(text)
     return 0 if passed else 1
 

@@ -43,6 +43,7 @@ from gateway.dataset import describe_validation_error
 from gateway.decision import Decision
 from gateway.errors import DoorgwError
 from sim.broker import Broker
+from sim.embedded_broker import EmbeddedBroker
 from sim.scanner import SimulatedScanner
 from sim.wiegand import SimulatedWiegand
 
@@ -188,7 +189,12 @@ class Outcome:
 class Runner:
     """Runs one scenario against a real broker, the cloud stand-in and the real daemon."""
 
-    def __init__(self, scenario: Scenario, workdir: Path) -> None:
+    def __init__(self, scenario: Scenario, workdir: Path, *, broker: str = "auto") -> None:
+        if broker not in ("auto", "mosquitto", "embedded"):
+            raise ScenarioError(f"broker {broker!r}: auto, mosquitto or embedded")
+        if broker == "auto":
+            broker = "mosquitto" if _have_mosquitto() else "embedded"
+        self.broker_kind = broker
         self.scenario = scenario
         self.workdir = workdir
         raw = resources.files("gateway").joinpath("data/example_site.json").read_bytes()
@@ -232,11 +238,16 @@ class Runner:
 
     async def run(self) -> list[Outcome]:
         """Run every step; the outcomes say what held and what did not."""
-        broker = Broker(self.workdir / "broker", site=self.dataset["site"]["id"], gateways=["gw-1"])
+        site = self.dataset["site"]["id"]
+        broker: Any
+        if self.broker_kind == "mosquitto":
+            broker = Broker(self.workdir / "broker", site=site, gateways=["gw-1"])
+        else:
+            broker = EmbeddedBroker(self.workdir / "broker", site=site, gateways=["gw-1"])
         self.broker = broker
         self.scanners = {d: SimulatedScanner(self.workdir / f"scanner-{d}") for d in self.doors}
         self.wiegand = SimulatedWiegand(self.factory, *_WIEGAND)
-        broker.start()
+        await _maybe(broker.start())
         cloud = broker.cloud_peer(self.dataset, now=self.clock.now)
         self.cloud = cloud
         cloud_task = asyncio.create_task(cloud.run())
@@ -254,7 +265,7 @@ class Runner:
             cloud_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await cloud_task
-            broker.stop()
+            await _maybe(broker.stop())
             for scanner in self.scanners.values():
                 scanner.unplug()
         return self.outcomes
@@ -389,10 +400,10 @@ class Runner:
         elif step.lockdown is not None:
             await gw.set_lockdown(step.lockdown, by="scenario")
         elif step.broker == "down":
-            self.broker.stop()
+            await _maybe(self.broker.stop())
             await self._settle(lambda: not gw.link.connected.is_set(), "the link to notice")
         elif step.broker == "up":
-            self.broker.start()
+            await _maybe(self.broker.start())
             await self._settle(lambda: gw.link.connected.is_set(), "the link to reconnect", 60)
         elif step.restart_gateway:
             await self._stop_gateway()
@@ -532,6 +543,22 @@ class Runner:
         )
 
 
+def _have_mosquitto() -> bool:
+    from sim.broker import find_mosquitto
+
+    try:
+        find_mosquitto()
+    except (OSError, RuntimeError, FileNotFoundError):
+        return False
+    return True
+
+
+async def _maybe(result: Any) -> None:
+    """Await ``result`` if it is awaitable (the embedded broker's start and stop are)."""
+    if asyncio.iscoroutine(result):
+        await result
+
+
 def _decision_of(event: dict[str, Any]) -> Decision:
     from gateway.decision import Reason
 
@@ -591,10 +618,10 @@ def report(scenario: Scenario, outcomes: list[Outcome], tz: ZoneInfo) -> tuple[s
     return "\n".join(lines), passed
 
 
-def run_file(path: Path, workdir: Path) -> tuple[str, bool]:
+def run_file(path: Path, workdir: Path, *, broker: str = "auto") -> tuple[str, bool]:
     """Run the scenario in ``path``; its report and whether it passed."""
     scenario = load_scenario(path)
-    runner = Runner(scenario, workdir)
+    runner = Runner(scenario, workdir, broker=broker)
 
     async def go() -> list[Outcome]:
         return await runner.run()

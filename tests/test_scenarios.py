@@ -23,6 +23,16 @@ def test_every_shipped_scenario_passes(path: Path, tmp_path: Path) -> None:
     assert "every expectation met" in text
 
 
+def test_the_embedded_broker_runs_a_site_without_mosquitto(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = SCENARIOS[0].parent / "offline-and-restart.toml"
+    code = main(["sim", "run", str(path), "--broker", "embedded", "--dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "6 steps, every expectation met" in out
+
+
 def test_a_wrong_expectation_says_which_step_what_was_expected_and_what_happened(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,0 +1,93 @@
+"""An MQTT broker inside the simulator's own process, for machines without Mosquitto.
+
+amqtt is a pure-Python MQTT 3.1.1 broker: with it, the simulated site needs
+nothing beyond pip.  It listens on a loopback port without TLS; that is the
+only difference the gateway sees from :class:`sim.broker.Broker` (which runs
+Mosquitto with mutual TLS and an ACL, as a real site would, and which the
+test suite uses).  The interface is the same, with ``start`` and ``stop``
+awaited.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from gateway.jws import Signer
+from sim.broker import free_port
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedBroker:
+    """amqtt on a free loopback port, restartable, with the site's test signing key."""
+
+    def __init__(self, directory: Path, *, site: str, gateways: list[str]) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.site = site
+        self.gateways = gateways
+        self.port = free_port()
+        self.signer = Signer.generate("platform-sim")
+        self._broker: Any = None
+        # amqtt logs every connection at INFO: the simulator's report is what matters.
+        # (It also warns about messages for clients that are away, which is the point.)
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        """Listen (again) on the same port."""
+        try:
+            from amqtt.broker import Broker as AmqttBroker
+        except ImportError:
+            from sim.scenario import ScenarioError
+
+            raise ScenarioError(
+                "no MQTT broker: install Mosquitto, or the embedded one with "
+                "pip install 'doorgw[sim]'"
+            ) from None
+
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+        self._broker = AmqttBroker(config)
+        await self._broker.start()
+
+    async def stop(self) -> None:
+        """Stop listening and drop every connection."""
+        if self._broker is not None:
+            await self._broker.shutdown()
+            self._broker = None
+
+    def cloud_peer(self, dataset: dict[str, Any], **kw: Any) -> Any:
+        """The platform stand-in, connected without TLS."""
+        from sim.cloud import CloudPeer
+
+        kw.setdefault("signer", self.signer)
+        return CloudPeer(host="127.0.0.1", port=self.port, site_id=self.site, dataset=dataset, **kw)
+
+    def keys_file(self) -> Path:
+        path = self.dir / "platform-keys.json"
+        path.write_text(json.dumps({"keys": [self.signer.public_jwk()]}))
+        return path
+
+    def gateway_config(self, gateway: str, data_dir: Path) -> Path:
+        """A complete gateway config file for ``gateway`` on this broker."""
+        path = data_dir / "doorgw.toml"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f'[gateway]\nid = "{gateway}"\nsite_id = "{self.site}"\ndata_dir = "{data_dir}"\n\n'
+            f'[[doors]]\nid = "front"\n\n'
+            f'[mqtt]\nurls = ["{self.url}"]\nreconnect_min = 0.05\nreconnect_max = 0.5\n\n'
+            f'[sync]\nkeys_file = "{self.keys_file()}"\n'
+        )
+        return path
