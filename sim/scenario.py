@@ -49,6 +49,8 @@ from sim.wiegand import SimulatedWiegand
 
 #: GPIOs of the simulated doors, in door order: (lock, contact, green, red).
 _DOOR_PINS = [(5, 16, 20, 24), (6, 17, 21, 25), (12, 18, 22, 26), (13, 19, 23, 27)]
+#: The scenario ``doorgw sim demo`` runs.
+DEMO = Path(__file__).parent / "scenarios" / "demo.toml"
 #: The simulated Wiegand keypad/reader (at the first door).
 _WIEGAND = (2, 3)
 _AT = re.compile(r"^(?:\+(?P<rel>\d+)(?P<unit>[smhd])|(?P<hm>\d{1,2}:\d{2})|(?P<iso>\d{4}-.+))$")
@@ -189,12 +191,21 @@ class Outcome:
 class Runner:
     """Runs one scenario against a real broker, the cloud stand-in and the real daemon."""
 
-    def __init__(self, scenario: Scenario, workdir: Path, *, broker: str = "auto") -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        workdir: Path,
+        *,
+        broker: str = "auto",
+        on_outcome: Any = None,
+    ) -> None:
         if broker not in ("auto", "mosquitto", "embedded"):
             raise ScenarioError(f"broker {broker!r}: auto, mosquitto or embedded")
         if broker == "auto":
             broker = "mosquitto" if _have_mosquitto() else "embedded"
         self.broker_kind = broker
+        #: Called with each step's outcome as soon as it is known (a live account).
+        self.on_outcome = on_outcome
         self.scenario = scenario
         self.workdir = workdir
         raw = resources.files("gateway").joinpath("data/example_site.json").read_bytes()
@@ -415,6 +426,8 @@ class Runner:
             )
         if step.expect is not None:
             await self._check(gw, step, decision, outcome)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
         return gw
 
     async def _synced(self, gw: Gateway) -> None:
@@ -597,31 +610,48 @@ def _describe(step: Step) -> str:
     return "restart the gateway" if step.restart_gateway else "wait"
 
 
+def describe_outcome(o: Outcome, tz: ZoneInfo) -> list[str]:
+    """The report's lines for one step."""
+    mark = "FAIL" if o.problems else " ok "
+    when = o.at.astimezone(tz).strftime("%a %d %b %H:%M")
+    lines = [f"[{mark}] step {o.index} {when}  {o.what}"]
+    if o.happened:
+        lines.append(f"         {o.happened}")
+    lines.extend(f"         -> {problem}" for problem in o.problems)
+    return lines
+
+
+def summary(outcomes: list[Outcome]) -> tuple[str, bool]:
+    """The closing line, and whether every expectation held."""
+    failed = sum(bool(o.problems) for o in outcomes)
+    text = f"{len(outcomes)} steps, " + (
+        "every expectation met" if not failed else f"{failed} with unmet expectations"
+    )
+    return text, not failed
+
+
 def report(scenario: Scenario, outcomes: list[Outcome], tz: ZoneInfo) -> tuple[str, bool]:
     """A readable account of the run, and whether every expectation held."""
     lines = [f"scenario: {scenario.title}"]
-    failed = 0
     for o in outcomes:
-        mark = "FAIL" if o.problems else " ok "
-        when = o.at.astimezone(tz).strftime("%a %d %b %H:%M")
-        lines.append(f"[{mark}] step {o.index} {when}  {o.what}")
-        if o.happened:
-            lines.append(f"         {o.happened}")
-        for problem in o.problems:
-            lines.append(f"         -> {problem}")
-        failed += bool(o.problems)
-    passed = failed == 0
-    lines.append(
-        f"{len(outcomes)} steps, "
-        + ("every expectation met" if passed else f"{failed} with unmet expectations")
-    )
+        lines.extend(describe_outcome(o, tz))
+    last, passed = summary(outcomes)
+    lines.append(last)
     return "\n".join(lines), passed
 
 
-def run_file(path: Path, workdir: Path, *, broker: str = "auto") -> tuple[str, bool]:
-    """Run the scenario in ``path``; its report and whether it passed."""
+def run_file(
+    path: Path, workdir: Path, *, broker: str = "auto", live: Any = None
+) -> tuple[str, bool]:
+    """Run the scenario in ``path``; its report and whether it passed.
+
+    ``live`` (a callable taking a line) gets the account as it happens.
+    """
     scenario = load_scenario(path)
     runner = Runner(scenario, workdir, broker=broker)
+    if live is not None:
+        live(f"scenario: {scenario.title}")
+        runner.on_outcome = lambda o: [live(line) for line in describe_outcome(o, runner.tz)]
 
     async def go() -> list[Outcome]:
         return await runner.run()

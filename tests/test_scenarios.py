@@ -79,3 +79,14 @@ def test_a_bad_scenario_file_is_one_clear_error(
     assert main(["sim", "run", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("doorgw: error: ")
+
+
+def test_sim_demo_tells_the_story_as_it_happens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["sim", "demo", "--broker", "embedded", "--dir", str(tmp_path)])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0, out
+    assert out[0].startswith("scenario: A day at the Shoreditch site")
+    assert out[-1] == "17 steps, every expectation met"
+    assert any("OPENED granted_pass" in line for line in out)
