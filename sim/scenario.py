@@ -49,6 +49,8 @@ from sim.wiegand import SimulatedWiegand
 
 #: GPIOs of the simulated doors, in door order: (lock, contact, green, red).
 _DOOR_PINS = [(5, 16, 20, 24), (6, 17, 21, 25), (12, 18, 22, 26), (13, 19, 23, 27)]
+#: Seconds of real time one step may take before the scenario is stopped as stuck.
+STEP_LIMIT = 120.0
 #: The scenario ``doorgw sim demo`` runs.
 DEMO = Path(__file__).parent / "scenarios" / "demo.toml"
 #: The simulated Wiegand keypad/reader (at the first door).
@@ -265,18 +267,39 @@ class Runner:
         self.issuer = qr.PassIssuer(broker.signer.key, broker.signer.kid)
         config_path = self._config(broker)
         try:
-            await cloud.connected.wait()
-            gw = await self._start_gateway(config_path)
+            async with asyncio.timeout(STEP_LIMIT):
+                await cloud.connected.wait()
+                gw = await self._start_gateway(config_path)
             try:
                 for index, step in enumerate(self.scenario.steps, 1):
-                    gw = await self._step(index, step, gw, config_path)
+                    try:
+                        # A scenario must fail, never hang: each step gets a real-time limit.
+                        async with asyncio.timeout(STEP_LIMIT):
+                            gw = await self._step(index, step, gw, config_path)
+                    except TimeoutError:
+                        stuck = (
+                            self.outcomes[-1]
+                            if self.outcomes
+                            else Outcome(index, self.clock.now(), "start")
+                        )
+                        stuck.problems.append(
+                            f"the step did not finish within {STEP_LIMIT:.0f} s of real time; "
+                            "the scenario stops here"
+                        )
+                        if self.on_outcome is not None:
+                            self.on_outcome(stuck)
+                        break
             finally:
-                await self._stop_gateway()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STEP_LIMIT):
+                        await self._stop_gateway()
         finally:
             cloud_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await cloud_task
-            await _maybe(broker.stop())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(30):
+                    await _maybe(broker.stop())
             for scanner in self.scanners.values():
                 scanner.unplug()
         return self.outcomes
