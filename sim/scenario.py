@@ -116,6 +116,20 @@ class Expect(_Doc):
     cloud_reason: str | None = None
 
 
+#: A step's actions (besides ``restart_gateway``), in the order they are described.
+ACTIONS = (
+    "book",
+    "cancel",
+    "suspend",
+    "tap",
+    "scan",
+    "open_door",
+    "close_door",
+    "lockdown",
+    "broker",
+)
+
+
 class Step(_Doc):
     """One moment of the scenario: when, what happens, and what must follow."""
 
@@ -135,21 +149,8 @@ class Step(_Doc):
 
     @model_validator(mode="after")
     def _at_most_one_action(self) -> Step:
-        actions = [
-            name
-            for name in (
-                "book",
-                "cancel",
-                "suspend",
-                "tap",
-                "scan",
-                "open_door",
-                "close_door",
-                "lockdown",
-                "broker",
-            )
-            if getattr(self, name) is not None
-        ] + (["restart_gateway"] if self.restart_gateway else [])
+        actions = [name for name in ACTIONS if getattr(self, name) is not None]
+        actions += ["restart_gateway"] if self.restart_gateway else []
         if len(actions) > 1:
             raise ValueError(f"one action per step, not {', '.join(actions)}")
         if _AT.match(self.at) is None:
@@ -611,17 +612,7 @@ def _decision_of(event: dict[str, Any]) -> Decision:
 
 
 def _describe(step: Step) -> str:
-    for name in (
-        "book",
-        "cancel",
-        "suspend",
-        "tap",
-        "scan",
-        "open_door",
-        "close_door",
-        "lockdown",
-        "broker",
-    ):
+    for name in ACTIONS:
         value = getattr(step, name)
         if value is not None:
             if isinstance(value, BaseModel):
