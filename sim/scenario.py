@@ -114,6 +114,9 @@ class Expect(_Doc):
     led: str | None = None
     cloud_event: str | None = Field(default=None, description="an event type the platform got")
     cloud_reason: str | None = None
+    cloud_caught_up: bool = Field(
+        default=False, description="every event the gateway recorded so far reached the platform"
+    )
 
 
 #: A step's actions (besides ``restart_gateway``), in the order they are described.
@@ -557,6 +560,8 @@ class Runner:
                 outcome.problems.append(
                     f"expected the {expect.led} LED pattern, saw {feedback.playing}"
                 )
+        if expect.cloud_caught_up:
+            await self._caught_up(gw, outcome)
         if expect.cloud_event is not None:
             try:
                 await self._settle(
@@ -572,6 +577,24 @@ class Runner:
                     + (f" ({expect.cloud_reason})" if expect.cloud_reason else "")
                     + f"; it has {', '.join(got) or 'nothing'}"
                 )
+
+    async def _caught_up(self, gw: Gateway, outcome: Outcome) -> None:
+        recorded = gw.outbox.last_seq
+        received = self.cloud.received["gw-1"]
+        try:
+            await self._settle(
+                lambda: received.contiguous >= recorded, "the platform", 60, advance=False
+            )
+        except TimeoutError:
+            outcome.problems.append(
+                f"expected the platform to have all {recorded} events; it has "
+                f"{received.contiguous} in order ({len(received.events)} in all)"
+            )
+        else:
+            outcome.happened = (
+                f"the platform has all {recorded} events, in order, "
+                f"{received.duplicates} sent twice and stored once"
+            )
 
     def _cloud_has(self, type_: str | None, reason: str | None) -> bool:
         return any(
