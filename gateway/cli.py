@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
             default="auto",
             help="Mosquitto with mutual TLS when installed (auto), or the embedded pure-Python one",
         )
+        q.add_argument(
+            "--watch",
+            action="store_true",
+            help="after each step, show the doors (lock, contact, LED), readers, sync, "
+            "outbox and the events it caused",
+        )
 
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -242,10 +248,12 @@ def _sim(args: argparse.Namespace) -> int:
 
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
-        text, passed = run_file(path, args.dir, broker=args.broker, live=live)
+        text, passed = run_file(path, args.dir, broker=args.broker, live=live, watch=args.watch)
     else:
         with tempfile.TemporaryDirectory(prefix="doorgw-sim-") as tmp:
-            text, passed = run_file(path, Path(tmp), broker=args.broker, live=live)
+            text, passed = run_file(
+                path, Path(tmp), broker=args.broker, live=live, watch=args.watch
+            )
     print(text.splitlines()[-1])
     return 0 if passed else 1
 

@@ -192,6 +192,8 @@ class Outcome:
     what: str
     happened: str = ""
     problems: list[str] = field(default_factory=list)
+    #: With ``watch``: the site's state after the step, and the events it caused.
+    state: list[str] = field(default_factory=list)
 
 
 class Runner:
@@ -204,6 +206,7 @@ class Runner:
         *,
         broker: str = "auto",
         on_outcome: Any = None,
+        watch: bool = False,
     ) -> None:
         if broker not in ("auto", "mosquitto", "embedded"):
             raise ScenarioError(f"broker {broker!r}: auto, mosquitto or embedded")
@@ -212,6 +215,8 @@ class Runner:
         self.broker_kind = broker
         #: Called with each step's outcome as soon as it is known (a live account).
         self.on_outcome = on_outcome
+        self.watch = watch
+        self._seen_event = 0
         self.scenario = scenario
         self.workdir = workdir
         raw = resources.files("gateway").joinpath("data/example_site.json").read_bytes()
@@ -274,6 +279,8 @@ class Runner:
             async with asyncio.timeout(STEP_LIMIT):
                 await cloud.connected.wait()
                 gw = await self._start_gateway(config_path)
+            if gw.recent:  # the watch shows what steps cause, not the start-up
+                self._seen_event = gw.recent[-1]["id"]
             try:
                 for index, step in enumerate(self.scenario.steps, 1):
                     try:
@@ -453,9 +460,38 @@ class Runner:
             )
         if step.expect is not None:
             await self._check(gw, step, decision, outcome)
+        if self.watch:
+            outcome.state = self._state(gw)
         if self.on_outcome is not None:
             self.on_outcome(outcome)
         return gw
+
+    def _state(self, gw: Gateway) -> list[str]:
+        """Doors, readers, sync and outbox now, and the events since the last look."""
+        doors = []
+        for door_id in gw.doors:
+            led = gw.feedback[door_id].playing or "-"
+            doors.append(f"{door_id} {gw.door_states()[door_id]} led:{led}")
+        readers = " ".join(f"{r}:{'up' if up else 'DOWN'}" for r, up in gw.readers_online().items())
+        link = "up" if gw.link.connected.is_set() else "DOWN"
+        lines = [
+            "doors    " + " | ".join(doors),
+            f"readers  {readers}",
+            f"sync     link {link}, data v{gw.engine.version} (platform v{self.cloud.version}), "
+            f"outbox {gw.outbox.depth} unsent" + (", LOCKDOWN" if gw.lockdown else ""),
+        ]
+        fresh = [e for e in gw.recent if e["id"] > self._seen_event]
+        if gw.recent:
+            self._seen_event = gw.recent[-1]["id"]
+        for event in fresh[-8:]:
+            data = event["data"]
+            detail = " ".join(
+                str(data[k]) for k in ("door", "reader", "reason", "mode", "version") if data.get(k)
+            )
+            lines.append(f"event    {event['type']} {detail}".rstrip())
+        if len(fresh) > 8:
+            lines.append(f"event    ... and {len(fresh) - 8} more")
+        return lines
 
     async def _synced(self, gw: Gateway) -> None:
         await self._settle(lambda: gw.engine.version == self.cloud.version, "the delta")
@@ -655,6 +691,7 @@ def describe_outcome(o: Outcome, tz: ZoneInfo) -> list[str]:
     if o.happened:
         lines.append(f"         {o.happened}")
     lines.extend(f"         -> {problem}" for problem in o.problems)
+    lines.extend(f"         | {line}" for line in o.state)
     return lines
 
 
@@ -678,14 +715,14 @@ def report(scenario: Scenario, outcomes: list[Outcome], tz: ZoneInfo) -> tuple[s
 
 
 def run_file(
-    path: Path, workdir: Path, *, broker: str = "auto", live: Any = None
+    path: Path, workdir: Path, *, broker: str = "auto", live: Any = None, watch: bool = False
 ) -> tuple[str, bool]:
     """Run the scenario in ``path``; its report and whether it passed.
 
     ``live`` (a callable taking a line) gets the account as it happens.
     """
     scenario = load_scenario(path)
-    runner = Runner(scenario, workdir, broker=broker)
+    runner = Runner(scenario, workdir, broker=broker, watch=watch)
     if live is not None:
         live(f"scenario: {scenario.title}")
         runner.on_outcome = lambda o: [live(line) for line in describe_outcome(o, runner.tz)]

@@ -90,3 +90,17 @@ def test_sim_demo_tells_the_story_as_it_happens(
     assert out[0].startswith("scenario: A day at the Shoreditch site")
     assert out[-1] == "17 steps, every expectation met"
     assert any("OPENED granted_pass" in line for line in out)
+
+
+def test_watch_shows_doors_readers_sync_and_the_events_each_step_caused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = SCENARIOS[0].parent / "doors-and-lockdown.toml"
+    assert main(["sim", "run", str(path), "--watch", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| doors    front locked/closed led:- | room-3 locked/closed" in out
+    assert "studio locked/open/door_forced" in out
+    assert "| event    door_forced studio" in out
+    assert "front unlocked/closed led:granted" in out
+    assert "| readers  wg-front:up qr-front:up" in out
+    assert "LOCKDOWN" in out
