@@ -63,6 +63,10 @@ class ScenarioError(DoorgwError):
     """A scenario file that cannot be run; the message names the step and the field."""
 
 
+class StuckError(Exception):
+    """Something a step waits for never happened (the message says what)."""
+
+
 class _Doc(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -287,16 +291,18 @@ class Runner:
                         # A scenario must fail, never hang: each step gets a real-time limit.
                         async with asyncio.timeout(STEP_LIMIT):
                             gw = await self._step(index, step, gw, config_path)
-                    except TimeoutError:
+                    except (TimeoutError, StuckError) as exc:
                         stuck = (
                             self.outcomes[-1]
                             if self.outcomes
                             else Outcome(index, self.clock.now(), "start")
                         )
-                        stuck.problems.append(
-                            f"the step did not finish within {STEP_LIMIT:.0f} s of real time; "
-                            "the scenario stops here"
+                        why = (
+                            str(exc)
+                            if isinstance(exc, StuckError)
+                            else f"the step took over {STEP_LIMIT:.0f} s of real time"
                         )
+                        stuck.problems.append(f"{why}; the scenario stops here")
                         if self.on_outcome is not None:
                             self.on_outcome(stuck)
                         break
@@ -339,11 +345,14 @@ class Runner:
         Waits on the network do not move the simulated clock: a message's
         journey must not make the scenario's time run on.
         """
-        async with asyncio.timeout(real_seconds):
-            while not predicate():
-                if advance:
-                    self.clock.advance(0.05)
-                await asyncio.sleep(0.01)
+        try:
+            async with asyncio.timeout(real_seconds):
+                while not predicate():
+                    if advance:
+                        self.clock.advance(0.05)
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            raise StuckError(f"waited {real_seconds:.0f} s of real time for {what}") from None
 
     # Steps.
 
@@ -545,8 +554,8 @@ class Runner:
             raise ScenarioError("a scan needs day_pass, app_code or again = true")
         self._last_code = text
         before = gw.outbox.last_seq
-        # A fresh presentation: the scanner's repeat filter forgets the last code.
-        gw._last_scan.pop(f"qr-{scan.door}", None)
+        # Steps are seconds apart on the simulated clock, so even the same code is a
+        # new presentation, not a scanner repeating itself (that is under 2 s).
         self.scanners[scan.door].scan(text)
         await self._settle(lambda: self._access_after(gw, before), "the code's decision")
         return self._last_decision
@@ -590,7 +599,7 @@ class Runner:
             action = step.tap or step.scan
             door = action.door if action is not None else self.doors[0]
             feedback = gw.feedback[door]
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(StuckError):
                 await self._settle(lambda: feedback.playing == expect.led, "", 2, advance=False)
             if feedback.playing != expect.led:
                 outcome.problems.append(
@@ -606,7 +615,7 @@ class Runner:
                     60,
                     advance=False,
                 )
-            except TimeoutError:
+            except StuckError:
                 got = sorted({e["type"] for e in self.cloud.events_of("gw-1")})
                 outcome.problems.append(
                     f"expected the platform to receive {expect.cloud_event}"
@@ -621,7 +630,7 @@ class Runner:
             await self._settle(
                 lambda: received.contiguous >= recorded, "the platform", 60, advance=False
             )
-        except TimeoutError:
+        except StuckError:
             outcome.problems.append(
                 f"expected the platform to have all {recorded} events; it has "
                 f"{received.contiguous} in order ({len(received.events)} in all)"

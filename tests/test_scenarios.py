@@ -104,3 +104,21 @@ def test_watch_shows_doors_readers_sync_and_the_events_each_step_caused(
     assert "front unlocked/closed led:granted" in out
     assert "| readers  wg-front:up qr-front:up" in out
     assert "LOCKDOWN" in out
+
+
+def test_a_scan_that_never_comes_back_stops_the_scenario_with_a_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "repeat.toml"
+    scenario.write_text(
+        'title = "A scanner repeating itself"\nstart = "2026-03-10T09:00"\n\n'
+        '[[steps]]\nat = "09:30"\nscan = { door = "front", day_pass = "dp-1" }\n\n'
+        '[[steps]]\nat = "+1s"\nnote = "The same code within a second: one presentation"\n'
+        'scan = { door = "front", again = true }\nexpect = { door = "shut" }\n\n'
+        '[[steps]]\nat = "+1m"\nlockdown = true\n'
+    )
+    assert main(["sim", "run", str(scenario), "--dir", str(tmp_path / "run")]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] step 2" in out
+    assert "waited 20 s of real time for the code's decision; the scenario stops here" in out
+    assert "step 3" not in out
