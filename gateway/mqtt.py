@@ -150,7 +150,13 @@ class MqttLink:
         """Connect, serve and reconnect until cancelled."""
         attempt = 0
         urls = list(self.settings.urls)
+        this = asyncio.current_task()
         while True:
+            # A stop request that something below swallowed (asyncio.wait_for can,
+            # in Python 3.11, when its future completes as the cancel arrives) is
+            # still a stop: never reconnect once this task has been asked to end.
+            if this is not None and this.cancelling():
+                raise asyncio.CancelledError
             url = urls[attempt % len(urls)]
             try:
                 await self._session(url)
@@ -167,6 +173,8 @@ class MqttLink:
                 attempt, self.settings.reconnect_min, self.settings.reconnect_max, self._rng
             )
             attempt += 1
+            if this is not None and this.cancelling():
+                raise asyncio.CancelledError
             await asyncio.sleep(delay)
 
     async def _session(self, url: str) -> None:

@@ -18,7 +18,7 @@ from gateway.daemon import Gateway
 from gateway.decision import Reason
 from gateway.jws import Signer
 from gateway.mqtt import tls_context
-from sim.broker import Broker
+from sim.broker import Broker, free_port
 from sim.cloud import CloudPeer
 
 from .conftest import base_dataset, local, revoke_day_card
@@ -324,5 +324,49 @@ def test_doorgw_run_stops_cleanly_on_sigterm(broker: Broker, tmp_path: Path) -> 
         assert code == 0, out
         assert "Traceback" not in out, out
         task.cancel()
+
+    run_async(go())
+
+
+def test_a_stop_request_swallowed_below_the_link_still_stops_it() -> None:
+    """asyncio.wait_for (Python 3.11) can swallow a cancel that races its result."""
+    from gateway.mqtt import LinkSettings, MqttLink
+
+    async def on_message(topic: str, payload: bytes) -> None:
+        return None
+
+    link = MqttLink(
+        LinkSettings(
+            urls=[f"mqtt://127.0.0.1:{free_port()}"],
+            client_id="gw-1",
+            subscriptions=[],
+            will_topic="status",
+            will_payload=b"offline",
+            online_payload=b"online",
+            reconnect_min=0.01,
+            reconnect_max=0.01,
+        ),
+        on_message,
+    )
+    sessions = 0
+
+    async def swallowing_session(url: str) -> None:
+        nonlocal sessions
+        sessions += 1
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            return  # what a swallowed cancellation looks like from here
+
+    link._session = swallowing_session  # type: ignore[method-assign]
+
+    async def go() -> None:
+        task = asyncio.create_task(link.run())
+        await until(lambda: sessions == 1, "the first session")
+        task.cancel()
+        async with asyncio.timeout(5):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert sessions == 1  # it did not reconnect after being asked to stop
 
     run_async(go())
