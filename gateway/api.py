@@ -251,6 +251,7 @@ def create_app(gw: Gateway, tokens: TokenStore) -> FastAPI:
 
 def _status(gw: Gateway) -> dict[str, Any]:
     trust = gw.clock_trust.state()
+    states = gw.door_states()
     doors = []
     for cfg in gw.config.doors:
         controller = gw.doors.get(cfg.id)
@@ -258,7 +259,7 @@ def _status(gw: Gateway) -> dict[str, Any]:
             {
                 "id": cfg.id,
                 "name": cfg.name or cfg.id,
-                "state": gw.door_states()[cfg.id],
+                "state": states[cfg.id],
                 "locked": None if controller is None else controller.locked,
                 "open": None if controller is None else controller.is_open,
                 "alarm": None if controller is None else controller.alarm,

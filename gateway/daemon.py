@@ -494,7 +494,7 @@ class Gateway:
         card = {"reader": reader_id, "door": door_id, "kind": read.kind.value, "value": read.value}
         self.enrolled[reader_id] = {**card, "at": int(self.clock.now().timestamp())}
         await self.record("card_enrolled", card)
-        await self._show(door_id, "booking_soon")  # "read": not a grant, not a refusal
+        await self._show(door_id, "card_read")
         return None
 
     async def present(

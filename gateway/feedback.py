@@ -70,6 +70,8 @@ PATTERNS: dict[str, tuple[Step, ...]] = {
         Step(Colour.GREEN, False, 0.5),
         Step(Colour.OFF, False, 0.5),
     ),
+    # One long beep, amber for a second: "card read" (staff enrolling it), neither yes nor no.
+    "card_read": (Step(Colour.AMBER, True, 0.4), Step(Colour.AMBER, False, 0.6)),
     # Slow red blink, silent, repeated while the gateway is at fault.
     "fault": (Step(Colour.RED, False, 0.5), Step(Colour.OFF, False, 0.5)),
 }

@@ -243,6 +243,7 @@ def test_enrolment_reports_the_next_card_instead_of_deciding_it(tmp_path: Path) 
             "front", "nfc-front", parse_read("nfc:04AABBCCDDEEFF", site_id="t")
         )
         assert read is None  # reported, not decided
+        assert gw.feedback["front"].playing == "card_read"
         card = (await client.get("/api/readers/nfc-front/enrol", headers=auth(token))).json()
         assert card["card"] == {
             "reader": "nfc-front",

@@ -63,8 +63,12 @@ def test_booking_soon_blinks_amber_and_fault_repeats() -> None:
 
 
 def test_patterns_differ_in_sound_as_well_as_colour() -> None:
-    sounds = {name: tuple(s.buzz for s in steps) for name, steps in PATTERNS.items()}
-    beeping = ("granted", "denied", "booking_soon")
+    # What a member who cannot see the LED hears: beeps, and how long each lasts.
+    sounds = {
+        name: tuple((s.buzz, s.seconds) for s in steps if s.buzz)
+        for name, steps in PATTERNS.items()
+    }
+    beeping = ("granted", "denied", "booking_soon", "card_read")
     assert len({sounds[name] for name in beeping}) == len(beeping)
 
 

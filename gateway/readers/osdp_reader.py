@@ -77,6 +77,7 @@ _PATTERNS = {
     "denied": _Pattern(_RED, _RED, 20, 0, 20, beeps=3),
     "booking_soon": _Pattern(_AMBER, _OFF, 3, 2, 20, beeps=2, beep_on=3, beep_off=2),
     "pin_needed": _Pattern(_GREEN, _OFF, 5, 5, 100, beeps=2),
+    "card_read": _Pattern(_AMBER, _AMBER, 10, 0, 10, beeps=1, beep_on=4, beep_off=1),
     "fault": _Pattern(_RED, _OFF, 5, 5, 0, beeps=0, lasting=True),
 }
 #: The lasting state once the fault is over: LED off.
