@@ -42,6 +42,7 @@ from gateway.daemon import Gateway
 from gateway.dataset import describe_validation_error
 from gateway.decision import Decision
 from gateway.errors import DoorgwError
+from gateway.model import ENTITY_TABLES
 from sim.broker import Broker
 from sim.embedded_broker import EmbeddedBroker
 from sim.scanner import SimulatedScanner
@@ -415,23 +416,9 @@ class Runner:
             )
             await self._synced(gw)
         elif step.cancel is not None:
-            booking = next(
-                (b for b in cloud.dataset.get("bookings", []) if b["id"] == step.cancel), None
-            )
-            if booking is None:
-                outcome.problems.append(f"no booking {step.cancel!r} to cancel")
-            else:
-                data = {**booking, "payment": "cancelled"}
-                await cloud.send_delta([{"op": "upsert", "entity": "booking", "data": data}])
-                await self._synced(gw)
+            await self._change(gw, outcome, "booking", step.cancel, payment="cancelled")
         elif step.suspend is not None:
-            member = next((m for m in cloud.dataset["members"] if m["id"] == step.suspend), None)
-            if member is None:
-                outcome.problems.append(f"no member {step.suspend!r} to suspend")
-            else:
-                data = {**member, "status": "suspended"}
-                await cloud.send_delta([{"op": "upsert", "entity": "member", "data": data}])
-                await self._synced(gw)
+            await self._change(gw, outcome, "member", step.suspend, status="suspended")
         elif step.tap is not None:
             decision = await self._tap(gw, step.tap)
         elif step.scan is not None:
@@ -501,6 +488,19 @@ class Runner:
         if len(fresh) > 8:
             lines.append(f"event    ... and {len(fresh) - 8} more")
         return lines
+
+    async def _change(
+        self, gw: Gateway, outcome: Outcome, entity: str, item_id: str, **fields: str
+    ) -> None:
+        """The platform changes ``fields`` of one entity and publishes the delta."""
+        items = self.cloud.dataset.get(ENTITY_TABLES[entity], [])
+        item = next((i for i in items if i["id"] == item_id), None)
+        if item is None:
+            outcome.problems.append(f"no {entity} {item_id!r} in the site's data")
+            return
+        change = {"op": "upsert", "entity": entity, "data": {**item, **fields}}
+        await self.cloud.send_delta([change])
+        await self._synced(gw)
 
     async def _synced(self, gw: Gateway) -> None:
         await self._settle(lambda: gw.engine.version == self.cloud.version, "the delta")

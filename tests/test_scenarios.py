@@ -122,3 +122,17 @@ def test_a_scan_that_never_comes_back_stops_the_scenario_with_a_reason(
     assert "[FAIL] step 2" in out
     assert "waited 20 s of real time for the code's decision; the scenario stops here" in out
     assert "step 3" not in out
+
+
+def test_a_missing_scenario_file_or_entity_is_said_plainly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sim", "run", str(tmp_path / "nope.toml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    scenario = tmp_path / "ghost.toml"
+    scenario.write_text(
+        'title = "Cancelling what is not there"\nstart = "2026-03-10T09:00"\n\n'
+        '[[steps]]\nat = "09:30"\ncancel = "bk-ghost"\n'
+    )
+    assert main(["sim", "run", str(scenario), "--dir", str(tmp_path / "run")]) == 1
+    assert "-> no booking 'bk-ghost' in the site's data" in capsys.readouterr().out
