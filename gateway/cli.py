@@ -135,8 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the demo scenario: a day at a site, in a few seconds (sim/scenarios/demo.toml)",
     )
-    for q in (s, d):
+    f = sims.add_parser(
+        "fleet",
+        help="N gateway processes of one site on one Mosquitto: how long a delta takes to "
+        "reach them all, memory and CPU per gateway, against bare MQTT clients",
+    )
+    f.add_argument("--gateways", type=_positive_int(5000), default=10, metavar="N")
+    f.add_argument("--deltas", type=_positive_int(10_000), default=20)
+    f.add_argument(
+        "--idle", type=_positive_int(3600), default=10, help="seconds to measure idle CPU over"
+    )
+    f.add_argument("--json", action="store_true", help="print one JSON object")
+    for q in (s, d, f):
         q.add_argument("--dir", type=Path, help="keep the run's files here (default: a temp dir)")
+    for q in (s, d):
         q.add_argument(
             "--broker",
             choices=["auto", "mosquitto", "embedded"],
@@ -209,6 +221,10 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
             return issuing.run(args, clock)
         if args.command == "provision":
             return provision.run(args, clock.now())
+        if args.command == "sim" and args.sim_command == "fleet":
+            from sim.fleet import fleet_command
+
+            return fleet_command(args)
         if args.command == "sim":
             return _sim(args)
         if args.command == "token":

@@ -29,6 +29,10 @@ from gateway.model import ENTITY_TABLES
 from gateway.mqtt import NO_DELAY, raise_if_cancelling, tls_context
 
 log = logging.getLogger(__name__)
+#: The platform publishes snapshots and acks to many gateways at once on purpose;
+#: aiomqtt's "pending publish calls" warnings about that are noise here.
+_MQTT_LOG = logging.getLogger("sim.cloud.mqtt")
+_MQTT_LOG.setLevel(logging.ERROR)
 
 _SECTIONS = ENTITY_TABLES
 _CASCADE = {
@@ -101,6 +105,8 @@ class CloudPeer:
         self.connected = asyncio.Event()
         self.event_arrived = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Called with (gateway, leaf, body) for every message received, on arrival.
+        self.observer: Callable[[str, str, Any], None] | None = None
 
     # Publishing.
 
@@ -155,6 +161,65 @@ class CloudPeer:
             f"{self.prefix}/site/{self.site_id}/beacon", self.cloud.beacon(self.version)
         )
 
+    # The platform's own operations, as its booking and member screens would do them.
+
+    async def book(
+        self,
+        booking_id: str,
+        member: str,
+        resource: str,
+        start: str,
+        end: str,
+        *,
+        paid: bool = True,
+        grace_minutes: int = 10,
+    ) -> int:
+        """Book ``resource`` for ``member`` (ISO times), paid in the same step unless
+        ``paid`` is false, and publish it; the new version."""
+        data = {
+            "id": booking_id,
+            "member_id": member,
+            "resource_id": resource,
+            "start": start,
+            "end": end,
+            "payment": "paid" if paid else "unpaid",
+            "grace_before_min": grace_minutes,
+            "grace_after_min": grace_minutes,
+        }
+        return await self.send_delta([{"op": "upsert", "entity": "booking", "data": data}])
+
+    async def update(self, entity: str, item_id: str, **fields: Any) -> int:
+        """Change ``fields`` of one entity (cancel a booking, suspend a member) and
+        publish it; the new version.  :class:`KeyError` if there is no such entity."""
+        items = self.dataset.get(_SECTIONS[entity], [])
+        item = next((i for i in items if i["id"] == item_id), None)
+        if item is None:
+            raise KeyError(f"no {entity} {item_id!r} in the site's data")
+        change = {"op": "upsert", "entity": entity, "data": {**item, **fields}}
+        return await self.send_delta([change])
+
+    def issue_pass(self, **claims: Any) -> str:
+        """A signed pass's QR text (see :meth:`gateway.qr.PassIssuer.issue`)."""
+        from gateway import qr
+
+        signer = self.cloud.signer
+        return qr.PassIssuer(signer.key, signer.kid).issue(site=self.site_id, **claims)
+
+    async def register_app(self, credential: str, member: str) -> Any:
+        """Enrol a member app: a new key pair whose public half becomes ``member``'s
+        ``app_key`` credential (published); the app's private key, for
+        :func:`gateway.qr.app_code`."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        from gateway.jws import b64url
+
+        key = Ed25519PrivateKey.generate()
+        value = b64url(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+        data = {"id": credential, "member_id": member, "kind": "app_key", "value": value}
+        await self.send_delta([{"op": "upsert", "entity": "credential", "data": data}])
+        return key
+
     # Receiving.
 
     async def run(self) -> None:
@@ -182,6 +247,7 @@ class CloudPeer:
             max_inflight_messages=100,
             socket_options=[NO_DELAY],
             max_queued_outgoing_messages=100_000,
+            logger=_MQTT_LOG,
         )
         async with client:
             self._client = client
@@ -197,6 +263,8 @@ class CloudPeer:
                 except ValueError:
                     log.warning("cloud peer: bad JSON on %s", topic)
                     continue
+                if self.observer is not None:
+                    self.observer(gateway, leaf, body)
                 if leaf == "events":
                     await self._events(gateway, body)
                 elif leaf == "resync":

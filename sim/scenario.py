@@ -21,51 +21,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from gpiozero.pins.mock import MockFactory
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway import qr
 from gateway.clock import ManualClock
-from gateway.config import load_config
-from gateway.credentials import parse_read
 from gateway.daemon import Gateway
 from gateway.dataset import describe_validation_error
 from gateway.decision import Decision
 from gateway.errors import DoorgwError
-from gateway.model import ENTITY_TABLES
-from sim.broker import Broker
-from sim.embedded_broker import EmbeddedBroker
-from sim.scanner import SimulatedScanner
-from sim.wiegand import SimulatedWiegand
+from sim.cloud import CloudPeer
+from sim.site import SimError, StuckError, VirtualSite, example_dataset, maybe_await
 
-#: GPIOs of the simulated doors, in door order: (lock, contact, green, red).
-_DOOR_PINS = [(5, 16, 20, 24), (6, 17, 21, 25), (12, 18, 22, 26), (13, 19, 23, 27)]
+#: The scenario's one gateway, which drives every door of the site.
+_GW = "gw-1"
 #: Seconds of real time one step may take before the scenario is stopped as stuck.
 STEP_LIMIT = 120.0
 #: The scenario ``doorgw sim demo`` runs.
 DEMO = Path(__file__).parent / "scenarios" / "demo.toml"
-#: The simulated Wiegand keypad/reader (at the first door).
-_WIEGAND = (2, 3)
 _AT = re.compile(r"^(?:\+(?P<rel>\d+)(?P<unit>[smhd])|(?P<hm>\d{1,2}:\d{2})|(?P<iso>\d{4}-.+))$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class ScenarioError(DoorgwError):
     """A scenario file that cannot be run; the message names the step and the field."""
-
-
-class StuckError(Exception):
-    """Something a step waits for never happened (the message says what)."""
 
 
 class _Doc(BaseModel):
@@ -213,19 +199,12 @@ class Runner:
         on_outcome: Any = None,
         watch: bool = False,
     ) -> None:
-        if broker not in ("auto", "mosquitto", "embedded"):
-            raise ScenarioError(f"broker {broker!r}: auto, mosquitto or embedded")
-        if broker == "auto":
-            broker = "mosquitto" if _have_mosquitto() else "embedded"
-        self.broker_kind = broker
         #: Called with each step's outcome as soon as it is known (a live account).
         self.on_outcome = on_outcome
         self.watch = watch
         self._seen_event = 0
         self.scenario = scenario
-        self.workdir = workdir
-        raw = resources.files("gateway").joinpath("data/example_site.json").read_bytes()
-        self.dataset: dict[str, Any] = json.loads(raw)
+        self.dataset = example_dataset()
         self.tz = ZoneInfo(self.dataset["site"]["timezone"])
         try:
             start = datetime.fromisoformat(scenario.start)
@@ -233,127 +212,62 @@ class Runner:
             raise ScenarioError(f"start {scenario.start!r} is not an ISO time") from None
         self.start = start if start.tzinfo else start.replace(tzinfo=self.tz)
         self.clock = ManualClock(self.start)
-        self.factory = MockFactory()
-        self.doors = [d["id"] for d in self.dataset["doors"]]
+        try:
+            self.site = VirtualSite(workdir, self.clock, broker=broker, dataset=self.dataset)
+        except SimError as exc:
+            raise ScenarioError(str(exc)) from None
+        self.broker_kind = self.site.broker_kind
+        self.sim = self.site.gateways[_GW]
+        self.doors = self.sim.doors
         self.outcomes: list[Outcome] = []
         self.app_keys: dict[str, Any] = {}
         self._last_code: str | None = None
-        self._last_decision: Decision | None = None
-        self.open_doors: set[str] = set()
 
-    # Setting up.
-
-    def _config(self, broker: Broker) -> Path:
-        path = broker.gateway_config("gw-1", self.workdir / "gw-1")
-        text = path.read_text().replace('[[doors]]\nid = "front"\n\n', "")
-        doors = "".join(
-            f'[[doors]]\nid = "{door}"\nlock_pin = {lock}\ncontact_pin = {contact}\n'
-            f"green_led_pin = {green}\nred_led_pin = {red}\nheld_open_seconds = 60\n\n"
-            for door, (lock, contact, green, red) in zip(self.doors, _DOOR_PINS, strict=False)
-        )
-        readers = (
-            f'[[readers]]\nid = "wg-{self.doors[0]}"\ndoor = "{self.doors[0]}"\nkind = "wiegand"\n'
-            f"data0_pin = {_WIEGAND[0]}\ndata1_pin = {_WIEGAND[1]}\n\n"
-        ) + "".join(
-            f'[[readers]]\nid = "qr-{door}"\ndoor = "{door}"\nkind = "scanner"\n'
-            f'port = "{self.scanners[door].path}"\n\n'
-            for door in self.doors
-        )
-        text = text.replace("[mqtt]", f"[time]\nuse_ntp = false\n\n{doors}{readers}[mqtt]", 1)
-        path.write_text(text)
-        return path
+    @property
+    def cloud(self) -> CloudPeer:
+        """The platform stand-in."""
+        return self.site.platform
 
     async def run(self) -> list[Outcome]:
         """Run every step; the outcomes say what held and what did not."""
-        site = self.dataset["site"]["id"]
-        broker: Any
-        if self.broker_kind == "mosquitto":
-            broker = Broker(self.workdir / "broker", site=site, gateways=["gw-1"])
-        else:
-            broker = EmbeddedBroker(self.workdir / "broker", site=site, gateways=["gw-1"])
-        self.broker = broker
-        self.scanners = {d: SimulatedScanner(self.workdir / f"scanner-{d}") for d in self.doors}
-        self.wiegand = SimulatedWiegand(self.factory, *_WIEGAND)
-        await _maybe(broker.start())
-        cloud = broker.cloud_peer(self.dataset, now=self.clock.now)
-        self.cloud = cloud
-        cloud_task = asyncio.create_task(cloud.run())
-        self.issuer = qr.PassIssuer(broker.signer.key, broker.signer.kid)
-        config_path = self._config(broker)
         try:
-            async with asyncio.timeout(STEP_LIMIT):
-                await cloud.connected.wait()
-                gw = await self._start_gateway(config_path)
+            try:
+                async with asyncio.timeout(STEP_LIMIT):
+                    await self.site.start()
+            except (TimeoutError, StuckError) as exc:
+                start = Outcome(0, self.clock.now(), "start the site")
+                start.problems.append(f"the site did not start: {exc or 'timed out'}")
+                self.outcomes.append(start)
+                return self.outcomes
+            gw = self.sim.gw
             if gw.recent:  # the watch shows what steps cause, not the start-up
                 self._seen_event = gw.recent[-1]["id"]
-            try:
-                for index, step in enumerate(self.scenario.steps, 1):
-                    try:
-                        # A scenario must fail, never hang: each step gets a real-time limit.
-                        async with asyncio.timeout(STEP_LIMIT):
-                            gw = await self._step(index, step, gw, config_path)
-                    except (TimeoutError, StuckError) as exc:
-                        stuck = (
-                            self.outcomes[-1]
-                            if self.outcomes
-                            else Outcome(index, self.clock.now(), "start")
-                        )
-                        why = (
-                            str(exc)
-                            if isinstance(exc, StuckError)
-                            else f"the step took over {STEP_LIMIT:.0f} s of real time"
-                        )
-                        stuck.problems.append(f"{why}; the scenario stops here")
-                        if self.on_outcome is not None:
-                            self.on_outcome(stuck)
-                        break
-            finally:
-                with contextlib.suppress(TimeoutError):
+            for index, step in enumerate(self.scenario.steps, 1):
+                try:
+                    # A scenario must fail, never hang: each step gets a real-time limit.
                     async with asyncio.timeout(STEP_LIMIT):
-                        await self._stop_gateway()
+                        await self._step(index, step)
+                except (TimeoutError, StuckError) as exc:
+                    stuck = (
+                        self.outcomes[-1] if self.outcomes else Outcome(index, self.clock.now(), "")
+                    )
+                    why = (
+                        str(exc)
+                        if isinstance(exc, StuckError)
+                        else f"the step took over {STEP_LIMIT:.0f} s of real time"
+                    )
+                    stuck.problems.append(f"{why}; the scenario stops here")
+                    if self.on_outcome is not None:
+                        self.on_outcome(stuck)
+                    break
         finally:
-            cloud_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await cloud_task
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(30):
-                    await _maybe(broker.stop())
-            for scanner in self.scanners.values():
-                scanner.unplug()
+            await self.site.close()
         return self.outcomes
-
-    async def _start_gateway(self, config_path: Path) -> Gateway:
-        gw = Gateway(load_config(config_path), self.clock, pin_factory=self.factory)
-        self._running = gw.running()
-        await self._running.__aenter__()
-        # The contacts' pull-ups read "open" until a contact is driven: shut the doors
-        # the scenario has not left open (after the door devices exist).
-        for door, (_, contact, _, _) in zip(self.doors, _DOOR_PINS, strict=False):
-            if door not in self.open_doors:
-                self.factory.pin(contact).drive_low()
-        await self._settle(lambda: gw.engine.version is not None, "the gateway's first sync")
-        await self._settle(lambda: all(gw.readers_online().values()), "the readers")
-        return gw
-
-    async def _stop_gateway(self) -> None:
-        await self._running.__aexit__(None, None, None)
 
     async def _settle(
         self, predicate: Any, what: str, real_seconds: float = 20.0, *, advance: bool = True
     ) -> None:
-        """Let real I/O (and, with ``advance``, short timers) run until ``predicate`` holds.
-
-        Waits on the network do not move the simulated clock: a message's
-        journey must not make the scenario's time run on.
-        """
-        try:
-            async with asyncio.timeout(real_seconds):
-                while not predicate():
-                    if advance:
-                        self.clock.advance(0.05)
-                    await asyncio.sleep(0.01)
-        except TimeoutError:
-            raise StuckError(f"waited {real_seconds:.0f} s of real time for {what}") from None
+        await self.site.settle(predicate, what, real_seconds, advance=advance)
 
     # Steps.
 
@@ -386,69 +300,57 @@ class Runner:
         local = on.astimezone(self.tz).replace(hour=hour, minute=minute, second=0, microsecond=0)
         return local.isoformat()
 
-    async def _step(self, index: int, step: Step, gw: Gateway, config_path: Path) -> Gateway:
+    async def _step(self, index: int, step: Step) -> None:
         previous = self.outcomes[-1].at if self.outcomes else self.clock.now()
         when = self._when(step.at, previous)
         await self._advance_to(when)
         outcome = Outcome(index, when, step.note or _describe(step))
         self.outcomes.append(outcome)
         decision: Decision | None = None
-        cloud = self.cloud
-        if step.book is not None:
-            b = step.book
-            await cloud.send_delta(
-                [
-                    {
-                        "op": "upsert",
-                        "entity": "booking",
-                        "data": {
-                            "id": b.id,
-                            "member_id": b.member,
-                            "resource_id": b.resource,
-                            "start": self._local(b.start, when),
-                            "end": self._local(b.end, when),
-                            "payment": "paid" if b.paid else "unpaid",
-                            "grace_before_min": b.grace_minutes,
-                            "grace_after_min": b.grace_minutes,
-                        },
-                    }
-                ]
-            )
-            await self._synced(gw)
-        elif step.cancel is not None:
-            await self._change(gw, outcome, "booking", step.cancel, payment="cancelled")
-        elif step.suspend is not None:
-            await self._change(gw, outcome, "member", step.suspend, status="suspended")
-        elif step.tap is not None:
-            decision = await self._tap(gw, step.tap)
-        elif step.scan is not None:
-            decision = await self._scan(gw, step.scan, when)
-        elif step.open_door is not None or step.close_door is not None:
-            door = step.open_door or step.close_door or ""
-            index_of = self.doors.index(door) if door in self.doors else None
-            if index_of is None:
-                outcome.problems.append(f"no door {door!r}")
-            else:
-                contact = self.factory.pin(_DOOR_PINS[index_of][1])
-                if step.open_door:
-                    contact.drive_high()
-                    self.open_doors.add(door)
+        cloud, site, gw = self.cloud, self.site, self.sim.gw
+        try:
+            if step.book is not None:
+                b = step.book
+                start, end = self._local(b.start, when), self._local(b.end, when)
+                await cloud.book(
+                    b.id,
+                    b.member,
+                    b.resource,
+                    start,
+                    end,
+                    paid=b.paid,
+                    grace_minutes=b.grace_minutes,
+                )
+                await self._synced()
+            elif step.cancel is not None:
+                await self._change(outcome, "booking", step.cancel, payment="cancelled")
+            elif step.suspend is not None:
+                await self._change(outcome, "member", step.suspend, status="suspended")
+            elif step.tap is not None:
+                tap = step.tap
+                if tap.pin is not None:
+                    decision = await site.keys(tap.door, tap.pin + "#")
                 else:
-                    contact.drive_low()
-                    self.open_doors.discard(door)
-                for _ in range(5):  # gpiozero's callback thread hands the edge to the loop
-                    await asyncio.sleep(0.01)
-        elif step.lockdown is not None:
-            await gw.set_lockdown(step.lockdown, by="scenario")
-        elif step.broker == "down":
-            await _maybe(self.broker.stop())
-            await self._settle(lambda: not gw.link.connected.is_set(), "the link to notice")
-        elif step.broker == "up":
-            await _maybe(self.broker.start())
-            await self._settle(lambda: gw.link.connected.is_set(), "the link to reconnect", 60)
-        elif step.restart_gateway:
-            await self._stop_gateway()
-            gw = await self._start_gateway(config_path)
+                    decision = await site.present(tap.door, tap.card or "")
+            elif step.scan is not None:
+                decision = await site.scan(step.scan.door, await self._code(step.scan, when))
+            elif step.open_door is not None:
+                await site.set_contact(step.open_door, open_=True)
+            elif step.close_door is not None:
+                await site.set_contact(step.close_door, open_=False)
+            elif step.lockdown is not None:
+                await gw.set_lockdown(step.lockdown, by="scenario")
+            elif step.broker == "down":
+                await maybe_await(site.broker.stop())
+                await self._settle(lambda: not gw.link.connected.is_set(), "the link to notice")
+            elif step.broker == "up":
+                await maybe_await(site.broker.start())
+                await self._settle(lambda: gw.link.connected.is_set(), "the link to reconnect", 60)
+            elif step.restart_gateway:
+                await site.stop_gateway(self.sim)
+                gw = await site.start_gateway(self.sim)
+        except SimError as exc:
+            outcome.problems.append(str(exc))
         if decision is not None:
             outcome.happened = (
                 f"{'OPENED' if decision.granted else 'SHUT'} {decision.reason.value}: "
@@ -460,7 +362,6 @@ class Runner:
             outcome.state = self._state(gw)
         if self.on_outcome is not None:
             self.on_outcome(outcome)
-        return gw
 
     def _state(self, gw: Gateway) -> list[str]:
         """Doors, readers, sync and outbox now, and the events since the last look."""
@@ -489,57 +390,27 @@ class Runner:
             lines.append(f"event    ... and {len(fresh) - 8} more")
         return lines
 
-    async def _change(
-        self, gw: Gateway, outcome: Outcome, entity: str, item_id: str, **fields: str
-    ) -> None:
+    async def _change(self, outcome: Outcome, entity: str, item_id: str, **fields: str) -> None:
         """The platform changes ``fields`` of one entity and publishes the delta."""
-        items = self.cloud.dataset.get(ENTITY_TABLES[entity], [])
-        item = next((i for i in items if i["id"] == item_id), None)
-        if item is None:
-            outcome.problems.append(f"no {entity} {item_id!r} in the site's data")
+        try:
+            await self.cloud.update(entity, item_id, **fields)
+        except KeyError as exc:
+            outcome.problems.append(str(exc.args[0]))
             return
-        change = {"op": "upsert", "entity": entity, "data": {**item, **fields}}
-        await self.cloud.send_delta([change])
-        await self._synced(gw)
+        await self._synced()
 
-    async def _synced(self, gw: Gateway) -> None:
+    async def _synced(self) -> None:
+        gw = self.sim.gw
         await self._settle(lambda: gw.engine.version == self.cloud.version, "the delta")
 
-    async def _tap(self, gw: Gateway, tap: Tap) -> Decision | None:
-        if tap.pin is not None:
-            before = gw.outbox.last_seq
-            for key in tap.pin + "#":
-                self.wiegand.key(key)
-                # Key bursts are told apart by the silence between them, in real ticks.
-                await asyncio.sleep(0.06)
-                self.clock.advance(0.1)
-            await self._settle(lambda: self._access_after(gw, before), "the PIN's decision")
-            return self._last_decision
-        read = parse_read(tap.card or "", site_id=self.dataset["site"]["id"])
-        if read.kind.value == "wiegand" and tap.door == self.doors[0]:
-            facility, _, number = read.value.partition(":")
-            before = gw.outbox.last_seq
-            self.wiegand.card(int(facility or 0), int(number))
-            await self._settle(lambda: self._access_after(gw, before), "the card's decision")
-            return self._last_decision
-        return await gw.present_card(tap.door, f"nfc-{tap.door}", read)
-
-    def _access_after(self, gw: Gateway, seq: int) -> bool:
-        for event in reversed(gw.recent):
-            if event["seq"] is not None and event["seq"] <= seq:
-                return False
-            if event["type"] == "access":
-                self._last_decision = _decision_of(event)
-                return True
-        return False
-
-    async def _scan(self, gw: Gateway, scan: Scan, when: datetime) -> Decision | None:
+    async def _code(self, scan: Scan, when: datetime) -> str:
+        """The text the step's scan shows: a pass the platform issues now, an app code,
+        or the last code again."""
         now = int(when.timestamp())
         if scan.again and self._last_code is not None:
             text = self._last_code
         elif scan.day_pass is not None:
-            text = self.issuer.issue(
-                site=self.dataset["site"]["id"],
+            text = self.cloud.issue_pass(
                 pass_id=scan.day_pass,
                 not_before=now - 60,
                 not_after=now + int(scan.hours * 3600),
@@ -548,35 +419,18 @@ class Runner:
                 kind=qr.PassKind[scan.kind.upper()],
             )
         elif scan.app_code is not None:
-            key = await self._app_key(gw, scan.app_code)
-            text = qr.app_code(key, scan.app_code, now)
+            if scan.app_code not in self.app_keys:
+                # The member app is enrolled with the platform on its first use.
+                member = scan.app_code.removeprefix("app-")
+                self.app_keys[scan.app_code] = await self.cloud.register_app(scan.app_code, member)
+                await self._synced()
+            text = qr.app_code(self.app_keys[scan.app_code], scan.app_code, now)
         else:
             raise ScenarioError("a scan needs day_pass, app_code or again = true")
-        self._last_code = text
-        before = gw.outbox.last_seq
         # Steps are seconds apart on the simulated clock, so even the same code is a
         # new presentation, not a scanner repeating itself (that is under 2 s).
-        self.scanners[scan.door].scan(text)
-        await self._settle(lambda: self._access_after(gw, before), "the code's decision")
-        return self._last_decision
-
-    async def _app_key(self, gw: Gateway, credential: str) -> Any:
-        """The member app's key for ``credential``: registered with the platform on first use."""
-        if credential in self.app_keys:
-            return self.app_keys[credential]
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-        from gateway.jws import b64url
-
-        member = credential.removeprefix("app-")
-        key = Ed25519PrivateKey.generate()
-        value = b64url(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
-        data = {"id": credential, "member_id": member, "kind": "app_key", "value": value}
-        await self.cloud.send_delta([{"op": "upsert", "entity": "credential", "data": data}])
-        await self._synced(gw)
-        self.app_keys[credential] = key
-        return key
+        self._last_code = text
+        return text
 
     async def _check(
         self, gw: Gateway, step: Step, decision: Decision | None, outcome: Outcome
@@ -616,7 +470,7 @@ class Runner:
                     advance=False,
                 )
             except StuckError:
-                got = sorted({e["type"] for e in self.cloud.events_of("gw-1")})
+                got = sorted({e["type"] for e in self.cloud.events_of(_GW)})
                 outcome.problems.append(
                     f"expected the platform to receive {expect.cloud_event}"
                     + (f" ({expect.cloud_reason})" if expect.cloud_reason else "")
@@ -625,7 +479,7 @@ class Runner:
 
     async def _caught_up(self, gw: Gateway, outcome: Outcome) -> None:
         recorded = gw.outbox.last_seq
-        received = self.cloud.received["gw-1"]
+        received = self.cloud.received[_GW]
         try:
             await self._settle(
                 lambda: received.contiguous >= recorded, "the platform", 60, advance=False
@@ -644,39 +498,8 @@ class Runner:
     def _cloud_has(self, type_: str | None, reason: str | None) -> bool:
         return any(
             e["type"] == type_ and (reason is None or e["data"].get("reason") == reason)
-            for e in self.cloud.events_of("gw-1")
+            for e in self.cloud.events_of(_GW)
         )
-
-
-def _have_mosquitto() -> bool:
-    from sim.broker import find_mosquitto
-
-    try:
-        find_mosquitto()
-    except (OSError, RuntimeError, FileNotFoundError):
-        return False
-    return True
-
-
-async def _maybe(result: Any) -> None:
-    """Await ``result`` if it is awaitable (the embedded broker's start and stop are)."""
-    if asyncio.iscoroutine(result):
-        await result
-
-
-def _decision_of(event: dict[str, Any]) -> Decision:
-    from gateway.decision import Reason
-
-    data = event["data"]
-    return Decision(
-        bool(data["granted"]),
-        Reason(data["reason"]),
-        data.get("message", ""),
-        data["door"],
-        int(event["at"]),
-        member_id=data.get("member"),
-        credential_id=data.get("credential"),
-    )
 
 
 def _describe(step: Step) -> str:

@@ -1,0 +1,334 @@
+"""``doorgw sim fleet``: N gateways of one site against one broker.
+
+Each gateway is its own process, as each is its own Pi: the real daemon
+(``sim.fleet_proc gateway``) with a door on mock pins and a QR scanner on a
+pty, its own cache and outbox files, connected with its own certificate to
+one Mosquitto.  The platform stand-in in this process publishes deltas to
+the site and times how long until every gateway has applied each one, as
+the platform sees it: a gateway's ``delta_applied`` event arriving back.
+
+The floor is the same path with the gateway's work taken out: N bare MQTT
+client processes with the gateways' identities that answer each delta with
+its version.  Memory and CPU are read from ``/proc`` for every process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from importlib import resources as pkg_resources
+from pathlib import Path
+from typing import Any
+
+from sim.broker import Broker
+from sim.cloud import CloudPeer
+from sim.fleet_proc import DOOR_PINS
+from sim.scanner import SimulatedScanner
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class _Phase:
+    """What one set of N processes did."""
+
+    kind: str
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ready: dict[str, float] = field(default_factory=dict)
+    #: version -> gateway -> perf_counter() when its answer arrived.
+    arrivals: dict[int, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """Resident and proportional set sizes (shared pages split among their users)."""
+    values = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, rest = line.partition(":")
+        values[name] = int(rest.split()[0])
+    return values["Rss"], values["Pss"]
+
+
+def _gateway_config(broker: Broker, name: str, directory: Path, scanner: Path) -> Path:
+    path = broker.gateway_config(name, directory)
+    lock, contact, green, red = DOOR_PINS
+    door = (
+        f'[[doors]]\nid = "front"\nlock_pin = {lock}\ncontact_pin = {contact}\n'
+        f"green_led_pin = {green}\nred_led_pin = {red}\n\n"
+        f'[[readers]]\nid = "qr-front"\ndoor = "front"\nkind = "scanner"\nport = "{scanner}"\n\n'
+    )
+    text = path.read_text().replace('[[doors]]\nid = "front"\n\n', door)
+    path.write_text(text.replace("[mqtt]", "[time]\nuse_ntp = false\n\n[mqtt]", 1))
+    return path
+
+
+class Fleet:
+    """One broker, the platform stand-in, and N gateway (then N floor) processes."""
+
+    def __init__(self, gateways: int, directory: Path, *, deltas: int, idle_seconds: float):
+        self.n = gateways
+        self.dir = directory
+        self.deltas = deltas
+        self.idle_seconds = idle_seconds
+        raw = pkg_resources.files("gateway").joinpath("data/example_site.json").read_bytes()
+        self.dataset: dict[str, Any] = json.loads(raw)
+        self.site = self.dataset["site"]["id"]
+        self.names = [f"gw-{i:04d}" for i in range(1, gateways + 1)]
+        self.phase = _Phase("none")
+        self.progress: Any = None
+
+    def _say(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress(text)
+
+    def _observe(self, gateway: str, leaf: str, body: Any) -> None:
+        now = time.perf_counter()
+        phase = self.phase
+        if not isinstance(body, dict):
+            return
+        if phase.kind == "gateway" and leaf == "events":
+            for event in body.get("events", []):
+                kind, data = event.get("type"), event.get("data", {})
+                if kind == "snapshot_applied":
+                    phase.ready.setdefault(gateway, now)
+                elif kind == "delta_applied":
+                    phase.arrivals[int(data["version"])].setdefault(gateway, now)
+        elif phase.kind == "echo" and leaf == "heartbeat":
+            if body.get("ready"):
+                phase.ready.setdefault(gateway, now)
+            elif "echo" in body:
+                phase.arrivals[int(body["echo"])].setdefault(gateway, now)
+
+    async def run(self) -> dict[str, Any]:
+        """Both phases; the figures."""
+        _raise_fd_limit()
+        self._say(f"certificates for {self.n} gateways ...")
+        broker = Broker(self.dir / "broker", site=self.site, gateways=self.names, max_queued=10_000)
+        broker.start()
+        cloud = broker.cloud_peer(self.dataset)
+        cloud.observer = self._observe
+        cloud_task = asyncio.create_task(cloud.run(), name="cloud")
+        try:
+            await asyncio.wait_for(cloud.connected.wait(), 30)
+            result: dict[str, Any] = {"gateways": self.n, "deltas": self.deltas}
+            gw = await self._measure("gateway", broker, cloud)
+            floor = await self._measure("echo", broker, cloud)
+            assert broker._proc is not None
+            broker_rss, _ = _memory_kb(broker._proc.pid)
+        finally:
+            cloud_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cloud_task
+            broker.stop()
+        result.update({f"{k}": v for k, v in gw.items()})
+        result.update({f"floor_{k}": v for k, v in floor.items()})
+        result["broker_rss_mb"] = round(broker_rss / 1024, 1)
+        result["all_ratio"] = round(gw["all_p50_ms"] / floor["all_p50_ms"], 2)
+        result["each_p99_ratio"] = round(gw["each_p99_ms"] / floor["each_p99_ms"], 2)
+        result["rss_ratio"] = round(gw["rss_mb"] / floor["rss_mb"], 2)
+        return result
+
+    async def _measure(self, kind: str, broker: Broker, cloud: CloudPeer) -> dict[str, Any]:
+        phase = self.phase = _Phase(kind)
+        scanners: list[SimulatedScanner] = []
+        started = time.perf_counter()
+        self._say(f"starting {self.n} {'gateways' if kind == 'gateway' else 'floor clients'} ...")
+        try:
+            phase.procs = self._launch(kind, broker, scanners)
+            await self._until(
+                lambda: len(phase.ready) == self.n, 120 + 3 * self.n, "every process to be ready"
+            )
+            start_s = time.perf_counter() - started
+            self._say(f"all {self.n} ready in {start_s:.1f} s; idle for {self.idle_seconds:.0f} s")
+            pids = {name: p.pid for name, p in phase.procs.items()}
+            before = {n: _cpu_seconds(pid) for n, pid in pids.items()}
+            await asyncio.sleep(self.idle_seconds)
+            idle = [(_cpu_seconds(pid) - before[n]) / self.idle_seconds for n, pid in pids.items()]
+            memory = [_memory_kb(pid) for pid in pids.values()]
+            before = {n: _cpu_seconds(pid) for n, pid in pids.items()}
+            all_ms, each_ms = await self._deltas(cloud, phase)
+            busy = [(_cpu_seconds(pid) - before[n]) / self.deltas for n, pid in pids.items()]
+        finally:
+            await self._stop(phase)
+            for scanner in scanners:
+                scanner.unplug()
+        each_ms.sort()
+        return {
+            "start_s": round(start_s, 1),
+            "all_p50_ms": round(statistics.median(all_ms), 1),
+            "all_max_ms": round(max(all_ms), 1),
+            "each_p50_ms": round(statistics.median(each_ms), 1),
+            "each_p99_ms": round(each_ms[min(len(each_ms) - 1, int(len(each_ms) * 0.99))], 1),
+            "rss_mb": round(statistics.mean(m[0] for m in memory) / 1024, 1),
+            "pss_mb": round(statistics.mean(m[1] for m in memory) / 1024, 1),
+            "idle_cpu_pct": round(100 * statistics.mean(idle), 3),
+            "cpu_ms_per_delta": round(1000 * statistics.mean(busy), 2),
+        }
+
+    def _launch(
+        self, kind: str, broker: Broker, scanners: list[SimulatedScanner]
+    ) -> dict[str, subprocess.Popen[bytes]]:
+        """Start N processes of ``kind`` (starting one does not wait for it)."""
+        procs = {}
+        for name in self.names:
+            if kind == "gateway":
+                home = self.dir / name
+                home.mkdir(parents=True, exist_ok=True)
+                scanner = SimulatedScanner(home / "scanner")
+                scanners.append(scanner)
+                args = ["gateway", str(_gateway_config(broker, name, home, scanner.path))]
+            else:
+                cert, key = broker.certs[name]
+                args = ["echo", str(broker.port), str(broker.ca_file), str(cert), str(key)]
+                args += [name, self.site]
+            with (self.dir / f"{name}-{kind}.log").open("wb") as log:
+                # Our own interpreter and module, with arguments this class made.
+                procs[name] = subprocess.Popen(  # noqa: S603
+                    [sys.executable, "-m", "sim.fleet_proc", *args],
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    cwd=Path(__file__).resolve().parent.parent,
+                )
+        return procs
+
+    async def _deltas(self, cloud: CloudPeer, phase: _Phase) -> tuple[list[float], list[float]]:
+        """Publish deltas one at a time; per delta, when the last and each gateway had it."""
+        all_ms: list[float] = []
+        each_ms: list[float] = []
+        for k in range(self.deltas):
+            booking = {
+                "id": f"fleet-{phase.kind}-{k}",
+                "member_id": "ada",
+                "resource_id": "room-3",
+                "start": "2026-12-01T09:00:00Z",
+                "end": "2026-12-01T10:00:00Z",
+                "payment": "paid",
+                "grace_before_min": 10,
+                "grace_after_min": 10,
+            }
+            t0 = time.perf_counter()
+            version = await cloud.send_delta(
+                [{"op": "upsert", "entity": "booking", "data": booking}]
+            )
+            got = phase.arrivals[version]
+            await self._until(lambda got=got: len(got) == self.n, 120, f"delta {version}")
+            each_ms.extend(1000 * (t - t0) for t in got.values())
+            all_ms.append(1000 * (max(got.values()) - t0))
+            await asyncio.sleep(0.2)
+        return all_ms, each_ms
+
+    async def _until(self, predicate: Any, seconds: float, what: str) -> None:
+        deadline = time.perf_counter() + seconds
+        while not predicate():
+            if time.perf_counter() > deadline:
+                dead = [n for n, p in self.phase.procs.items() if p.poll() is not None]
+                raise RuntimeError(
+                    f"gave up after {seconds:.0f} s waiting for {what}"
+                    + (f"; {len(dead)} processes exited (see {self.dir}/*.log)" if dead else "")
+                )
+            await asyncio.sleep(0.001)
+
+    async def _stop(self, phase: _Phase) -> None:
+        for proc in phase.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(_reap, list(phase.procs.values()), 60.0)
+
+
+def _reap(procs: list[subprocess.Popen[bytes]], seconds: float) -> None:
+    """Wait for ``procs`` to exit, killing what is still running after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _raise_fd_limit() -> None:
+    """Each gateway holds a pty here and a connection at the broker (which inherits this)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def run_fleet(
+    gateways: int,
+    *,
+    deltas: int = 20,
+    idle_seconds: float = 10.0,
+    directory: Path | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Measure a fleet of ``gateways``; the figures as a dict."""
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="doorgw-fleet-"))
+            )
+        fleet = Fleet(gateways, directory, deltas=deltas, idle_seconds=idle_seconds)
+        fleet.progress = progress
+        return asyncio.run(fleet.run())
+
+
+def fleet_command(args: Any) -> int:
+    """``doorgw sim fleet``: print the figures (or one JSON object)."""
+    from gateway.errors import DoorgwError
+    from sim.broker import find_mosquitto
+
+    try:
+        find_mosquitto()
+    except RuntimeError as exc:
+        raise DoorgwError(f"sim fleet measures against Mosquitto: {exc}") from None
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    try:
+        r = run_fleet(
+            args.gateways,
+            deltas=args.deltas,
+            idle_seconds=args.idle,
+            directory=args.dir,
+            progress=None if args.json else say,
+        )
+    except RuntimeError as exc:
+        raise DoorgwError(f"sim fleet: {exc}") from None
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(
+        f"fleet        {r['gateways']} gateway processes (real daemon, mock pins, pty scanner), "
+        f"one Mosquitto, {r['deltas']} deltas\n"
+        f"start        all synced {r['start_s']} s after launch "
+        f"(floor: all subscribed after {r['floor_start_s']} s)\n"
+        f"delta reach  every gateway applied it (as the platform hears back): "
+        f"p50 {r['all_p50_ms']} ms, max {r['all_max_ms']} ms\n"
+        f"             floor (bare clients echoing): p50 {r['floor_all_p50_ms']} ms, "
+        f"max {r['floor_all_max_ms']} ms; ratio {r['all_ratio']}\n"
+        f"each         per gateway p50 {r['each_p50_ms']} ms, p99 {r['each_p99_ms']} ms; "
+        f"floor p99 {r['floor_each_p99_ms']} ms; ratio {r['each_p99_ratio']}\n"
+        f"memory       per gateway RSS {r['rss_mb']} MB (PSS {r['pss_mb']} MB); "
+        f"floor RSS {r['floor_rss_mb']} MB (PSS {r['floor_pss_mb']} MB); ratio {r['rss_ratio']}\n"
+        f"cpu          per gateway idle {r['idle_cpu_pct']} % of a core, "
+        f"{r['cpu_ms_per_delta']} ms per delta; floor idle {r['floor_idle_cpu_pct']} %, "
+        f"{r['floor_cpu_ms_per_delta']} ms per delta\n"
+        f"broker       Mosquitto RSS {r['broker_rss_mb']} MB"
+    )
+    return 0

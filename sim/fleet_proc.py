@@ -1,0 +1,90 @@
+"""The processes ``doorgw sim fleet`` starts: one per gateway, as on a Pi.
+
+``python -m sim.fleet_proc gateway CONFIG`` runs the real daemon (``serve``)
+on gpiozero mock pins, its door contact shut.  ``python -m sim.fleet_proc
+echo ...`` is the benchmark's floor: a bare MQTT client with a gateway's
+identity that answers each delta with its version and does nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+#: The fleet gateway's door pins: lock, contact, green, red.
+DOOR_PINS = (5, 16, 20, 24)
+
+
+def run_gateway(config_path: Path) -> None:
+    """The real daemon, with mock pins standing in for the relay board."""
+    from gpiozero.pins.mock import MockFactory
+
+    from gateway.clock import SystemClock
+    from gateway.config import load_config
+    from gateway.daemon import serve
+
+    factory = MockFactory()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    def shut_the_door(_: object) -> None:
+        # A mock contact reads "open" through its pull-up until driven.
+        factory.pin(DOOR_PINS[1]).drive_low()
+
+    asyncio.run(
+        serve(load_config(config_path), SystemClock(), pin_factory=factory, started=shut_the_door)
+    )
+
+
+async def echo(port: int, ca: str, cert: str, key: str, gateway: str, site: str) -> None:
+    """Answer every delta on the site's topic with ``{"echo": version}``."""
+    import aiomqtt
+
+    from gateway.mqtt import NO_DELAY, tls_context
+
+    prefix = "doorgw/v1"
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    async with aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier=f"{gateway}-echo",
+        tls_context=tls_context(Path(ca), Path(cert), Path(key)),
+        socket_options=[NO_DELAY],
+        timeout=30,
+    ) as client:
+        await client.subscribe(f"{prefix}/site/{site}/delta", qos=1)
+        reply = f"{prefix}/gw/{gateway}/heartbeat"
+        await client.publish(reply, b'{"ready":true}', qos=1)
+
+        async def answer() -> None:
+            async for message in client.messages:
+                raw = message.payload if isinstance(message.payload, bytes) else b""
+                body = raw.split(b".")[1]
+                doc = json.loads(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
+                await client.publish(reply, json.dumps({"echo": doc["version"]}).encode(), qos=1)
+
+        task = asyncio.create_task(answer())
+        await stop.wait()
+        task.cancel()
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``gateway CONFIG`` or ``echo PORT CA CERT KEY GATEWAY SITE``."""
+    if argv[:1] == ["gateway"] and len(argv) == 2:
+        run_gateway(Path(argv[1]))
+        return 0
+    if argv[:1] == ["echo"] and len(argv) == 7:
+        asyncio.run(echo(int(argv[1]), *argv[2:]))
+        return 0
+    print("usage: python -m sim.fleet_proc gateway CONFIG | echo PORT CA CERT KEY GW SITE")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

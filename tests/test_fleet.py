@@ -1,0 +1,56 @@
+"""``doorgw sim fleet``: gateway processes of one site on a real Mosquitto, measured."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+
+
+def _fleet_processes() -> list[int]:
+    """Pids of any fleet gateway or floor process still running."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"sim.fleet_proc" in cmdline and int(entry.name) != os.getpid():
+                found.append(int(entry.name))
+    return found
+
+
+def test_fleet_reports_reach_memory_and_cpu_against_its_floor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["sim", "fleet", "--gateways", "3", "--deltas", "3", "--idle", "1"]
+    code = main([*args, "--dir", str(tmp_path), "--json"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    data = json.loads(out)
+    assert (data["gateways"], data["deltas"]) == (3, 3)
+    for key in ("all_p50_ms", "each_p99_ms", "rss_mb", "pss_mb"):
+        assert data[key] > 0
+        assert data[f"floor_{key}"] > 0
+    # CPU time comes in clock ticks (10 ms), so three small deltas may cost "0".
+    assert data["cpu_ms_per_delta"] >= 0
+    assert data["floor_cpu_ms_per_delta"] >= 0
+    assert data["all_ratio"] == pytest.approx(
+        data["all_p50_ms"] / data["floor_all_p50_ms"], abs=0.05
+    )
+    # Each gateway kept its own files, and every process is gone afterwards.
+    for n in (1, 2, 3):
+        assert (tmp_path / f"gw-{n:04d}" / "cache.sqlite3").exists()
+    assert _fleet_processes() == []
+
+
+def test_fleet_refuses_a_bad_count(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["sim", "fleet", "--gateways", "0"])
+    assert exit_.value.code == 2
+    assert "--gateways" in capsys.readouterr().err
