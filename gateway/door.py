@@ -226,6 +226,11 @@ class DoorController:
 
     async def _held_open_after(self, seconds: float) -> None:
         await self._clock.sleep(seconds)
+        # From here on the alarm is raised: a door shutting while it is being
+        # recorded must not cancel the recording (the clearing would then report
+        # an alarm nobody was told of).
+        if self._held is asyncio.current_task():
+            self._held = None
         if self.is_open:
             await self._raise_alarm("door_held_open")
 

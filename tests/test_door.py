@@ -25,7 +25,12 @@ class Bench:
         self.events: list[str] = []
         self.kw = kw
 
+        #: While set, recording waits for it (a slow SD card).
+        self.storage_slow: asyncio.Event | None = None
+
     async def record(self, type_: str, data: dict[str, Any]) -> None:
+        if self.storage_slow is not None:
+            await self.storage_slow.wait()
         self.events.append(type_)
 
     def door(self) -> DoorController:
@@ -175,6 +180,28 @@ def test_leaving_by_the_exit_button_is_not_forced() -> None:
         "door_closed",
         "door_locked",
     ]
+
+
+def test_a_held_open_alarm_is_recorded_even_if_the_door_shuts_while_it_is_written() -> None:
+    # The door closes in the moment the alarm is being stored: the alarm must still
+    # reach the record (before its clearing), not vanish with the cancelled timer.
+    bench = Bench(unlock_seconds=5, held_open_seconds=30)
+
+    async def body(door: DoorController) -> None:
+        await door.grant()
+        bench.open_door()
+        await bench.clock.run_for(29.5)
+        bench.storage_slow = asyncio.Event()
+        await bench.clock.run_for(1)
+        assert door.alarm == "door_held_open"
+        bench.close_door()
+        await bench.clock.run_for(0.1)
+        bench.storage_slow.set()
+        await bench.clock.run_for(0.1)
+        assert door.alarm is None
+
+    run(bench, body)
+    assert bench.events[-3:] == ["door_held_open", "door_closed", "door_alarm_cleared"]
 
 
 def test_a_door_propped_open_raises_held_open_then_clears() -> None:
