@@ -10,10 +10,12 @@ and shows its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -44,6 +46,37 @@ def _positive_int(limit: int) -> Any:
         return number
 
     return parse
+
+
+def _positive_float(limit: float) -> Any:
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if not 0 < number <= limit:
+            raise argparse.ArgumentTypeError(f"{value} is not above 0 and at most {limit:g}")
+        return number
+
+    return parse
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: str) -> timedelta:
+    """``90s``, ``45m``, ``8h`` or ``2d``."""
+    number, unit = value[:-1], value[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: a whole number and s, m, h or d, e.g. 8h")
+    return timedelta(seconds=int(number) * _DURATION_UNITS[unit])
+
+
+def _local_start(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO time") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,8 +156,31 @@ def build_parser() -> argparse.ArgumentParser:
     t = tokens.add_parser("remove", parents=[with_config], help="revoke a token")
     t.add_argument("name")
 
-    p = sub.add_parser("sim", help="the simulated site: run scripted scenarios")
-    sims = p.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
+    p = sub.add_parser(
+        "sim",
+        help="the simulated site: run it live, run scripted scenarios, measure a fleet",
+        description="Without an ACTION: run a whole virtual site (broker, platform stand-in, "
+        "gateways on emulated hardware) with a live view until Ctrl-C or --for has passed. "
+        "Exit status 0 when the platform received every event.",
+    )
+    p.add_argument(
+        "--gateways", type=_positive_int(4), default=2, metavar="N", help="1 to 4 (default 2)"
+    )
+    p.add_argument(
+        "--speed",
+        type=_positive_float(100_000),
+        default=60.0,
+        help="site seconds per real second (default 60: an hour a minute)",
+    )
+    p.add_argument(
+        "--for", dest="duration", type=_duration, help="stop after this much site time, e.g. 8h"
+    )
+    p.add_argument("--start", type=_local_start, help="site-local ISO start (default today 07:30)")
+    p.add_argument("--seed", type=int, default=1, help="the site life script's seed")
+    p.add_argument("--plain", action="store_true", help="events as lines, no live panel")
+    p.add_argument("--dir", type=Path, help="keep the site's files here (default: a temp dir)")
+    p.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto")
+    sims = p.add_subparsers(dest="sim_command", metavar="ACTION")
     s = sims.add_parser(
         "run",
         help="run a scenario file against the real daemon, a real broker and emulated hardware",
@@ -254,6 +310,9 @@ def _sim(args: argparse.Namespace) -> int:
 
     from sim.scenario import DEMO, run_file
 
+    if args.sim_command is None:
+        return _sim_live(args)
+
     path = DEMO if args.sim_command == "demo" else args.file
     # The account below says what happened; the daemon's own warnings (a broker
     # gone, a door forced) are part of the story, not news.
@@ -272,6 +331,32 @@ def _sim(args: argparse.Namespace) -> int:
             )
     print(text.splitlines()[-1])
     return 0 if passed else 1
+
+
+def _sim_live(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from sim.live import run_live
+
+    # The view (or the event lines) tells the story; the daemons' own warnings about
+    # a forced door or a held-open one are part of it, not news on stderr.
+    logging.basicConfig(level=logging.ERROR)
+    plain = args.plain or not sys.stdout.isatty()
+    with contextlib.ExitStack() as stack:
+        workdir = args.dir
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="doorgw-sim-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        return run_live(
+            workdir,
+            gateways=args.gateways,
+            broker=args.broker,
+            speed=args.speed,
+            duration=args.duration,
+            start=args.start,
+            seed=args.seed,
+            plain=plain,
+        )
 
 
 def _token(args: argparse.Namespace, clock: Clock) -> int:
