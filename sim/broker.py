@@ -159,8 +159,13 @@ class Broker:
         )
 
     def keys_file(self) -> Path:
+        """The platform's public keys (JWKS), written once, atomically: gateways
+        already running may be reading it while more are configured."""
         path = self.dir / "platform-keys.json"
-        path.write_text(json.dumps({"keys": [self.signer.public_jwk()]}))
+        if not path.exists():
+            staging = path.with_suffix(".tmp")
+            staging.write_text(json.dumps({"keys": [self.signer.public_jwk()]}))
+            staging.replace(path)
         return path
 
     def gateway_config(

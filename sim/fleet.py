@@ -51,8 +51,14 @@ class _Phase:
 
 
 def _cpu_seconds(pid: int) -> float:
+    user, system = _cpu_split(pid)
+    return user + system
+
+
+def _cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid`` (all its threads) so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
 
 
 def _memory_kb(pid: int) -> tuple[int, int]:
@@ -117,6 +123,10 @@ class Fleet:
     async def run(self) -> dict[str, Any]:
         """Both phases; the figures."""
         _raise_fd_limit()
+        # SIGTERM stops the benchmark as Ctrl-C does: its processes are stopped too.
+        main = asyncio.current_task()
+        assert main is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
         self._say(f"certificates for {self.n} gateways ...")
         broker = Broker(self.dir / "broker", site=self.site, gateways=self.names, max_queued=10_000)
         broker.start()
@@ -160,9 +170,11 @@ class Fleet:
             await asyncio.sleep(self.idle_seconds)
             idle = [(_cpu_seconds(pid) - before[n]) / self.idle_seconds for n, pid in pids.items()]
             memory = [_memory_kb(pid) for pid in pids.values()]
-            before = {n: _cpu_seconds(pid) for n, pid in pids.items()}
+            split = {n: _cpu_split(pid) for n, pid in pids.items()}
             all_ms, each_ms = await self._deltas(cloud, phase)
-            busy = [(_cpu_seconds(pid) - before[n]) / self.deltas for n, pid in pids.items()]
+            after = {n: _cpu_split(pid) for n, pid in pids.items()}
+            user = [(after[n][0] - split[n][0]) / self.deltas for n in pids]
+            system = [(after[n][1] - split[n][1]) / self.deltas for n in pids]
         finally:
             await self._stop(phase)
             for scanner in scanners:
@@ -177,7 +189,8 @@ class Fleet:
             "rss_mb": round(statistics.mean(m[0] for m in memory) / 1024, 1),
             "pss_mb": round(statistics.mean(m[1] for m in memory) / 1024, 1),
             "idle_cpu_pct": round(100 * statistics.mean(idle), 3),
-            "cpu_ms_per_delta": round(1000 * statistics.mean(busy), 2),
+            "cpu_ms_per_delta": round(1000 * (statistics.mean(user) + statistics.mean(system)), 2),
+            "cpu_system_ms_per_delta": round(1000 * statistics.mean(system), 2),
         }
 
     def _launch(
@@ -234,13 +247,20 @@ class Fleet:
 
     async def _until(self, predicate: Any, seconds: float, what: str) -> None:
         deadline = time.perf_counter() + seconds
+        checked = time.perf_counter()
         while not predicate():
-            if time.perf_counter() > deadline:
+            now = time.perf_counter()
+            if now - checked > 1.0:  # a process that died will never answer: say so now
+                checked = now
                 dead = [n for n, p in self.phase.procs.items() if p.poll() is not None]
-                raise RuntimeError(
-                    f"gave up after {seconds:.0f} s waiting for {what}"
-                    + (f"; {len(dead)} processes exited (see {self.dir}/*.log)" if dead else "")
-                )
+                if dead:
+                    raise RuntimeError(
+                        f"{len(dead)} {self.phase.kind} processes exited while waiting for "
+                        f"{what}, first {dead[0]} (its log: {self.dir}/{dead[0]}-"
+                        f"{self.phase.kind}.log)"
+                    )
+            if now > deadline:
+                raise RuntimeError(f"gave up after {seconds:.0f} s waiting for {what}")
             await asyncio.sleep(0.001)
 
     async def _stop(self, phase: _Phase) -> None:
@@ -284,7 +304,10 @@ def run_fleet(
             )
         fleet = Fleet(gateways, directory, deltas=deltas, idle_seconds=idle_seconds)
         fleet.progress = progress
-        return asyncio.run(fleet.run())
+        try:
+            return asyncio.run(fleet.run())
+        except asyncio.CancelledError:  # SIGTERM: every process is stopped by now
+            raise KeyboardInterrupt from None
 
 
 def fleet_command(args: Any) -> int:
@@ -327,7 +350,8 @@ def fleet_command(args: Any) -> int:
         f"memory       per gateway RSS {r['rss_mb']} MB (PSS {r['pss_mb']} MB); "
         f"floor RSS {r['floor_rss_mb']} MB (PSS {r['floor_pss_mb']} MB); ratio {r['rss_ratio']}\n"
         f"cpu          per gateway idle {r['idle_cpu_pct']} % of a core, "
-        f"{r['cpu_ms_per_delta']} ms per delta; floor idle {r['floor_idle_cpu_pct']} %, "
+        f"{r['cpu_ms_per_delta']} ms per delta ({r['cpu_system_ms_per_delta']} ms in the "
+        f"kernel); floor idle {r['floor_idle_cpu_pct']} %, "
         f"{r['floor_cpu_ms_per_delta']} ms per delta\n"
         f"broker       Mosquitto RSS {r['broker_rss_mb']} MB"
     )

@@ -12,12 +12,23 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
+_tasks: set[asyncio.Task[None]] = set()
 #: The fleet gateway's door pins: lock, contact, green, red.
 DOOR_PINS = (5, 16, 20, 24)
+
+
+async def _orphan_watch() -> None:
+    """Stop (as on SIGTERM) if the benchmark that started us is gone."""
+    parent = os.getppid()
+    # Nothing announces a parent's death to a child; asking once a second is enough.
+    while os.getppid() == parent:  # noqa: ASYNC110
+        await asyncio.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_gateway(config_path: Path) -> None:
@@ -34,6 +45,7 @@ def run_gateway(config_path: Path) -> None:
     def shut_the_door(_: object) -> None:
         # A mock contact reads "open" through its pull-up until driven.
         factory.pin(DOOR_PINS[1]).drive_low()
+        _tasks.add(asyncio.get_running_loop().create_task(_orphan_watch()))
 
     asyncio.run(
         serve(load_config(config_path), SystemClock(), pin_factory=factory, started=shut_the_door)
@@ -70,7 +82,9 @@ async def echo(port: int, ca: str, cert: str, key: str, gateway: str, site: str)
                 await client.publish(reply, json.dumps({"echo": doc["version"]}).encode(), qos=1)
 
         task = asyncio.create_task(answer())
+        watch = asyncio.create_task(_orphan_watch())
         await stop.wait()
+        watch.cancel()
         task.cancel()
 
 

@@ -9,6 +9,7 @@ go silent, or spray garbage before its answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 
 from gateway.readers.pn532 import ACK, HOST_TFI, PN532_TFI, FrameParser, Response, encode
@@ -27,6 +28,8 @@ class SimulatedPn532:
         #: Fault injection: answer nothing, or send garbage before each answer.
         self.silent = False
         self.garbage = b""
+        #: Real seconds the chip takes to answer (a slow chip, a long cable).
+        self.delay = 0.0
         self.commands: list[int] = []
         self._parser = FrameParser(tfi=HOST_TFI)
         self._loop = asyncio.get_running_loop()
@@ -56,7 +59,15 @@ class SimulatedPn532:
             data = b""
         else:
             return
-        os.write(self.master, self.garbage + ACK + encode(command + 1, data, tfi=PN532_TFI))
+        answer = self.garbage + ACK + encode(command + 1, data, tfi=PN532_TFI)
+        if self.delay:
+            self._loop.call_later(self.delay, self._write, answer)
+        else:
+            self._write(answer)
+
+    def _write(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            os.write(self.master, data)
 
     def close(self) -> None:
         """Stop serving and close the master side."""

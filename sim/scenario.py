@@ -9,12 +9,10 @@ A step can expect what follows: whether the door opened, the reason code,
 the LED pattern, an event the platform received.
 
 The runner drives the real gateway daemon (its cache and outbox files, its
-sync engine, its door controllers on gpiozero mock pins, its Wiegand reader
-on mock pins and its serial scanner on a pty) against a real Mosquitto and
-the platform stand-in of :mod:`sim.cloud`, on a simulated clock: a day runs
-in seconds.  NFC taps enter where the PN532 reader task hands a card over
-(``Gateway.present_card``): the PN532 poll exchange is timed by the clock,
-which the runner moves in jumps.
+sync engine, its door controllers on gpiozero mock pins, a PN532 NFC reader
+and a QR scanner on ptys at every door, a Wiegand reader and keypad on mock
+pins) against a real broker and the platform stand-in of :mod:`sim.cloud`,
+on a simulated clock: a day runs in seconds (see :mod:`sim.site`).
 """
 
 from __future__ import annotations

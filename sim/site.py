@@ -24,13 +24,14 @@ from gpiozero.pins.mock import MockFactory
 
 from gateway.clock import ManualClock
 from gateway.config import load_config
-from gateway.credentials import CredentialRead, parse_read
+from gateway.credentials import parse_read
 from gateway.daemon import Gateway
 from gateway.decision import Decision
 from gateway.errors import DoorgwError
 from sim.broker import Broker
 from sim.cloud import CloudPeer
 from sim.embedded_broker import EmbeddedBroker
+from sim.pn532 import SimulatedPn532
 from sim.scanner import SimulatedScanner
 from sim.wiegand import SimulatedWiegand
 
@@ -81,6 +82,7 @@ class SimGateway:
     home: Path
     factory: MockFactory = field(default_factory=MockFactory)
     scanners: dict[str, SimulatedScanner] = field(default_factory=dict)
+    nfc: dict[str, SimulatedPn532] = field(default_factory=dict)
     wiegand: SimulatedWiegand | None = None
     config_path: Path | None = None
     gateway: Gateway | None = None
@@ -150,6 +152,7 @@ class VirtualSite:
         for sim in self.gateways.values():
             sim.home.mkdir(parents=True, exist_ok=True)
             sim.scanners = {d: SimulatedScanner(sim.home / f"scanner-{d}") for d in sim.doors}
+            sim.nfc = {d: SimulatedPn532() for d in sim.doors}
             sim.wiegand = SimulatedWiegand(sim.factory, *WIEGAND)
             sim.config_path = self._config(sim)
             await self.start_gateway(sim)
@@ -171,6 +174,8 @@ class VirtualSite:
         for sim in self.gateways.values():
             for scanner in sim.scanners.values():
                 scanner.unplug()
+            for nfc in sim.nfc.values():
+                nfc.close()
 
     @property
     def platform(self) -> CloudPeer:
@@ -192,6 +197,8 @@ class VirtualSite:
         ) + "".join(
             f'[[readers]]\nid = "qr-{door}"\ndoor = "{door}"\nkind = "scanner"\n'
             f'port = "{sim.scanners[door].path}"\n\n'
+            f'[[readers]]\nid = "nfc-{door}"\ndoor = "{door}"\nkind = "pn532"\n'
+            f'port = "{sim.nfc[door].port}"\n\n'
             for door in sim.doors
         )
         text = text.replace("[mqtt]", f"[time]\nuse_ntp = false\n\n{doors}{readers}[mqtt]", 1)
@@ -262,19 +269,24 @@ class VirtualSite:
             await asyncio.sleep(0.01)
 
     async def present(self, door: str, card: str) -> Decision | None:
-        """A card (``KIND:VALUE``) at ``door``: over Wiegand where that door has the
-        Wiegand reader, else where the NFC reader task hands a card over."""
+        """A card (``KIND:VALUE``) at ``door``: over the Wiegand lines where that door
+        has the Wiegand reader, on the door's emulated PN532 for an NFC card."""
         sim = self.at(door)
         read = parse_read(card, site_id=self.site_id)
+        before = sim.gw.outbox.last_seq
         if read.kind.value == "wiegand" and door == sim.doors[0] and sim.wiegand is not None:
             facility, _, number = read.value.partition(":")
-            before = sim.gw.outbox.last_seq
             sim.wiegand.card(int(facility or 0), int(number))
             return await self.next_access(sim, before, "the card's decision")
-        return await self._nfc(sim, door, read)
-
-    async def _nfc(self, sim: SimGateway, door: str, read: CredentialRead) -> Decision | None:
-        return await sim.gw.present_card(door, f"nfc-{door}", read)
+        if read.kind.value == "nfc_uid" and door in sim.nfc:
+            reader = sim.nfc[door]
+            reader.card = bytes.fromhex(read.value)
+            try:
+                return await self.next_access(sim, before, "the NFC reader's decision")
+            finally:
+                reader.card = None  # the member takes the card away
+        # Other kinds have no emulated reader here: hand the read over as a reader would.
+        return await sim.gw.present_card(door, f"sim-{door}", read)
 
     async def keys(self, door: str, keys: str) -> Decision | None:
         """Keys typed on the keypad at ``door`` (a PIN and ``#``)."""

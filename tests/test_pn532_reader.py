@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
-from gateway.clock import SystemClock
+from gateway.clock import ManualClock, SystemClock
 from gateway.readers.pn532_reader import Pn532Reader
 from sim.pn532 import SimulatedPn532
 
@@ -14,7 +15,7 @@ from .conftest import background, until
 UID = bytes.fromhex("04A2B3C4D5E6F7")
 
 
-def run(body: Any) -> list[tuple[str, dict[str, Any]]]:
+def run(body: Any, clock: Any = None) -> list[tuple[str, dict[str, Any]]]:
     events: list[tuple[str, dict[str, Any]]] = []
 
     async def go() -> None:
@@ -32,7 +33,7 @@ def run(body: Any) -> list[tuple[str, dict[str, Any]]]:
             device.port,
             on_uid=on_uid,
             record=record,
-            clock=SystemClock(),
+            clock=clock or SystemClock(),
             poll_interval=0.02,
             timeout=0.3,
             quiet=0.5,
@@ -92,3 +93,23 @@ def test_a_silent_reader_goes_offline_and_comes_back() -> None:
     assert kinds.count("reader_error") >= 3
     assert "reader_offline" in kinds
     assert kinds[-1] == "reader_online"
+
+
+def test_a_simulated_clock_jumping_ahead_does_not_fail_an_exchange() -> None:
+    # Answer times are a property of the serial link: hours of simulated time
+    # passing while a frame is on its way must not count as the chip not answering.
+    clock = ManualClock(datetime(2026, 3, 10, 9, tzinfo=UTC))
+
+    async def body(device: SimulatedPn532, reader: Pn532Reader, uids: list[bytes]) -> None:
+        async def jumping() -> None:
+            while not uids:
+                clock.advance(60)
+                await asyncio.sleep(0.001)
+
+        await until(lambda: reader.online or clock.advance(0.05) is not None)
+        device.delay = 0.05  # each answer takes 50 ms of real time
+        device.card = UID
+        await asyncio.wait_for(jumping(), 10)
+
+    events = run(body, clock)
+    assert [t for t, _ in events] == ["reader_online"]
