@@ -195,6 +195,8 @@ class Gateway:
         self._event_ids = 0
         #: Decisions since start, by reason code (for /metrics).
         self.decisions: collections.Counter[str] = collections.Counter()
+        #: Decisions carried out at their doors (lock and feedback) since start.
+        self.carried_out = 0
         self.keys = keys or load_keys(config)
         self.topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
         self.writer = CacheWriter(config.cache_path, clock)
@@ -543,6 +545,7 @@ class Gateway:
         else:
             pattern = "denied"
         await self._show(door_id, pattern)
+        self.carried_out += 1
 
     async def present_pin(self, door_id: str, reader_id: str, pin: str) -> Decision | None:
         """A PIN typed on a keypad; wrong ones in a row lock that keypad for a while.
@@ -679,6 +682,9 @@ class Gateway:
             tasks.create_task(self.link.run(), name="mqtt-link")
             tasks.create_task(self._publish_outbox(), name="outbox-publisher")
             tasks.create_task(self._heartbeat(), name="heartbeat")
+            tasks.create_task(
+                self.engine.keep_asking(self.link.connected.is_set), name="resync-retry"
+            )
             for door_id, door in self.doors.items():
                 tasks.create_task(door.run(), name=f"door-{door_id}")
             for cfg in self.config.doors:

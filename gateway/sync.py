@@ -52,6 +52,9 @@ MAX_BUFFERED_DELTAS = 10_000
 REJECT_INTERVAL = 10.0
 #: A new resync request is sent at most this often (seconds, monotonic).
 RESYNC_INTERVAL = 10.0
+#: A gateway still waiting for its data asks again after this much silence,
+#: doubling from RESYNC_INTERVAL up to this (seconds).
+RESYNC_RETRY_MAX = 300.0
 
 
 class SyncEngine:
@@ -98,6 +101,8 @@ class SyncEngine:
         self._buffer: dict[int, tuple[int, list[model.Change]]] = {}
         self._applied_while_staging: list[tuple[int, list[model.Change]]] | None = None
         self._last_resync: float | None = None
+        #: When a resync was last asked for or a snapshot chunk last arrived.
+        self._progress = clock.monotonic()
         self._rejections: dict[str, tuple[float | None, int]] = {}
         self._behind_beacons = 0
         self._snapshot_task: asyncio.Task[None] | None = None
@@ -120,18 +125,36 @@ class SyncEngine:
 
     async def on_connected(self) -> None:
         """A broker session started: repeat a resync request the outage may have lost."""
-        if self.version is None or await self._writer.pending_snapshot() is not None:
-            pending = await self._writer.pending_snapshot()
-            if pending is not None:
-                sid, _, count, _, held = pending
-                await self._resync(
-                    "resume",
-                    snapshot_id=sid,
-                    missing=sorted(set(range(count)) - set(held)),
-                    force=True,
-                )
+        await self._ask_again(force=True)
+
+    async def _ask_again(self, *, force: bool) -> bool:
+        """Ask for what is still missing (a whole snapshot, or a transfer's missing
+        chunks); False when nothing is missing."""
+        pending = await self._writer.pending_snapshot()
+        if pending is not None:
+            sid, _, count, _, held = pending
+            missing = sorted(set(range(count)) - set(held))
+            await self._resync("resume", snapshot_id=sid, missing=missing, force=force)
+            return True
+        if self.version is None:
+            await self._resync("no_data", force=force)
+            return True
+        return False
+
+    async def keep_asking(self, connected: Callable[[], bool]) -> None:
+        """Until cancelled: while the data is missing and nothing has arrived for a
+        while, ask again, backing off.  A lost request or a lost answer must not
+        leave a gateway without data until its next reconnect."""
+        wait = RESYNC_INTERVAL
+        while True:
+            await self._clock.sleep(RESYNC_INTERVAL)
+            silent = self._clock.monotonic() - self._progress
+            if not connected() or self._snapshot_task is not None or silent < wait:
+                continue
+            if await self._ask_again(force=False):
+                wait = min(wait * 2, RESYNC_RETRY_MAX)
             else:
-                await self._resync("no_data", force=True)
+                wait = RESYNC_INTERVAL  # has its data: gaps show up in deltas and beacons
 
     async def request_resync(self, reason: str) -> None:
         """Ask the platform for a snapshot now (a command, or staff)."""
@@ -213,7 +236,7 @@ class SyncEngine:
             and (now - self._last_resync < RESYNC_INTERVAL)
         ):
             return
-        self._last_resync = now
+        self._last_resync = self._progress = now
         await self._record("resync_requested", {"reason": reason, "have_version": self.version})
         await self._request_resync(
             ResyncRequestMsg(
@@ -312,6 +335,7 @@ class SyncEngine:
         held = await self._writer.store_chunk(
             msg.snapshot_id, msg.index, msg.count, msg.version, msg.sha256, data
         )
+        self._progress = self._clock.monotonic()
         if held < msg.count:
             return "chunk_stored"
         self._start_snapshot_apply(msg.snapshot_id, msg.version)

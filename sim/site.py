@@ -273,7 +273,7 @@ class VirtualSite:
         has the Wiegand reader, on the door's emulated PN532 for an NFC card."""
         sim = self.at(door)
         read = parse_read(card, site_id=self.site_id)
-        before = sim.gw.outbox.last_seq
+        before = (sim.gw.outbox.last_seq, sim.gw.carried_out)
         if read.kind.value == "wiegand" and door == sim.doors[0] and sim.wiegand is not None:
             facility, _, number = read.value.partition(":")
             sim.wiegand.card(int(facility or 0), int(number))
@@ -295,7 +295,7 @@ class VirtualSite:
             raise SimError(
                 f"door {door!r} has no keypad (keypads are at each gateway's first door)"
             )
-        before = sim.gw.outbox.last_seq
+        before = (sim.gw.outbox.last_seq, sim.gw.carried_out)
         for key in keys:
             sim.wiegand.key(key)
             # Key bursts are told apart by the silence between them, in real ticks.
@@ -306,13 +306,18 @@ class VirtualSite:
     async def scan(self, door: str, text: str) -> Decision | None:
         """``text`` shown to ``door``'s QR scanner; the decision it led to."""
         sim = self.at(door)
-        before = sim.gw.outbox.last_seq
+        before = (sim.gw.outbox.last_seq, sim.gw.carried_out)
         sim.scanners[door].scan(text)
         return await self.next_access(sim, before, "the code's decision")
 
-    async def next_access(self, sim: SimGateway, seq: int, what: str) -> Decision | None:
-        """The first access decision ``sim`` records after outbox sequence ``seq``."""
+    async def next_access(
+        self, sim: SimGateway, before: tuple[int, int], what: str
+    ) -> Decision | None:
+        """The first access decision ``sim`` records after ``before`` (its outbox
+        sequence and decisions carried out, taken before the action), once the
+        gateway has carried it out at the door (lock and feedback)."""
         found: list[Decision] = []
+        seq, carried_out = before
 
         def decided() -> bool:
             for event in reversed(sim.gw.recent):
@@ -324,6 +329,7 @@ class VirtualSite:
             return False
 
         await self.settle(decided, what)
+        await self.settle(lambda: sim.gw.carried_out > carried_out, f"{what} at the door")
         return found[-1]
 
 

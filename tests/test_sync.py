@@ -268,6 +268,48 @@ def test_a_snapshot_answers_a_gap_and_newer_deltas_are_replayed(tmp_path: Path) 
     run(tmp_path / "c.sqlite3", body)
 
 
+def test_a_lost_request_or_answer_is_asked_again_with_backoff_until_data_arrives(
+    tmp_path: Path,
+) -> None:
+    async def body(h: Harness) -> None:
+        connected = True
+        asking = asyncio.create_task(h.engine.keep_asking(lambda: connected))
+
+        async def passes(seconds: float, step: float = 0.5) -> None:
+            # Simulated time, with real moments for the cache's thread to answer.
+            for _ in range(int(seconds / step)):
+                h.clock.advance(step)
+                await asyncio.sleep(0.003)
+
+        try:
+            # The first request (at start) gets no answer: asked again after 10 s of
+            # silence, then after 20, 40 ... (never while the broker is away).
+            await passes(10.5)
+            assert [r.reason for r in h.resyncs] == ["no_data", "no_data"]
+            await passes(15)
+            assert len(h.resyncs) == 2
+            await passes(10)
+            assert len(h.resyncs) == 3
+            connected = False
+            await passes(120, step=2)
+            assert len(h.resyncs) == 3
+            connected = True
+            # Chunks of a large snapshot keep arriving: that is progress, not silence.
+            chunks = h.cloud.snapshot(parse_dataset(base_dataset()), chunk_bytes=200)
+            for chunk in chunks[:-1]:
+                await h.engine.handle(chunk)
+                await passes(5)
+            assert len(h.resyncs) == 3
+            await h.engine.handle(chunks[-1])
+            await h.engine.wait_snapshot()
+            await passes(600, step=5)
+            assert len(h.resyncs) == 3  # it has its data: nothing more to ask
+        finally:
+            asking.cancel()
+
+    run(tmp_path / "c.sqlite3", body)
+
+
 def test_two_beacons_ahead_ask_for_a_resync(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
         await h.snapshot(base_dataset())
