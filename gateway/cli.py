@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -305,48 +305,42 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     raise AssertionError(f"unhandled command {args.command!r}")
 
 
-def _sim(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _workdir(directory: Path | None) -> Iterator[Path]:
+    """``--dir`` (made if missing, kept), or a temporary directory removed afterwards."""
     import tempfile
 
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        yield directory
+        return
+    with tempfile.TemporaryDirectory(prefix="doorgw-sim-") as tmp:
+        yield Path(tmp)
+
+
+def _sim(args: argparse.Namespace) -> int:
     from sim.scenario import DEMO, run_file
 
+    # The account (or the view) says what happened; the daemons' own warnings (a
+    # broker gone, a door forced) are part of the story, not news on stderr.
+    logging.basicConfig(level=logging.ERROR)
     if args.sim_command is None:
         return _sim_live(args)
-
     path = DEMO if args.sim_command == "demo" else args.file
-    # The account below says what happened; the daemon's own warnings (a broker
-    # gone, a door forced) are part of the story, not news.
-    logging.basicConfig(level=logging.ERROR)
 
     def live(line: str) -> None:
         print(line, flush=True)
 
-    if args.dir is not None:
-        args.dir.mkdir(parents=True, exist_ok=True)
-        text, passed = run_file(path, args.dir, broker=args.broker, live=live, watch=args.watch)
-    else:
-        with tempfile.TemporaryDirectory(prefix="doorgw-sim-") as tmp:
-            text, passed = run_file(
-                path, Path(tmp), broker=args.broker, live=live, watch=args.watch
-            )
+    with _workdir(args.dir) as workdir:
+        text, passed = run_file(path, workdir, broker=args.broker, live=live, watch=args.watch)
     print(text.splitlines()[-1])
     return 0 if passed else 1
 
 
 def _sim_live(args: argparse.Namespace) -> int:
-    import tempfile
-
     from sim.live import run_live
 
-    # The view (or the event lines) tells the story; the daemons' own warnings about
-    # a forced door or a held-open one are part of it, not news on stderr.
-    logging.basicConfig(level=logging.ERROR)
-    plain = args.plain or not sys.stdout.isatty()
-    with contextlib.ExitStack() as stack:
-        workdir = args.dir
-        if workdir is None:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="doorgw-sim-")))
-        workdir.mkdir(parents=True, exist_ok=True)
+    with _workdir(args.dir) as workdir:
         return run_live(
             workdir,
             gateways=args.gateways,
@@ -355,7 +349,7 @@ def _sim_live(args: argparse.Namespace) -> int:
             duration=args.duration,
             start=args.start,
             seed=args.seed,
-            plain=plain,
+            plain=args.plain or not sys.stdout.isatty(),
         )
 
 
