@@ -165,10 +165,11 @@ class LiveSite:
             try:
                 self._holds += 1
                 try:
-                    await getattr(self, f"_{action}")()
+                    done = await getattr(self, f"_{action}")()
                 finally:
                     self._holds -= 1
-                self.tally.actions[action] += 1
+                if done is not False:  # False: there was nothing to do it to
+                    self.tally.actions[action] += 1
             except (SimError, StuckError, KeyError, ValueError) as exc:
                 # Site life goes on; the summary says what could not be done.
                 self.tally.problems.append(f"{action}: {exc}")
@@ -248,11 +249,13 @@ class LiveSite:
         )
         self._bookings.append(booking)
 
-    async def _cancel(self) -> None:
-        if self._bookings:
-            booking = self.rng.choice(self._bookings)
-            await self.site.platform.update("booking", booking, payment="cancelled")
-            self._bookings.remove(booking)
+    async def _cancel(self) -> bool:
+        if not self._bookings:
+            return False
+        booking = self.rng.choice(self._bookings)
+        await self.site.platform.update("booking", booking, payment="cancelled")
+        self._bookings.remove(booking)
+        return True
 
     async def _day_pass(self) -> None:
         now = int(self.clock.now().timestamp())
