@@ -13,6 +13,7 @@ import contextlib
 import copy
 import json
 import logging
+import sqlite3
 import ssl
 from collections import defaultdict
 from collections.abc import Callable
@@ -59,6 +60,31 @@ def apply_change(doc: dict[str, Any], change: dict[str, Any]) -> None:
         doc[section] = [i for i in doc.get(section, []) if i.get(_REF[entity]) != key]
 
 
+class _EventStore:
+    """The platform's event table: one row per (gateway, seq), in a SQLite file."""
+
+    def __init__(self, path: Path, received: dict[str, Received]) -> None:
+        self._db = sqlite3.connect(path)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS events (gateway TEXT, seq INTEGER, at INTEGER, "
+            "type TEXT, data TEXT, PRIMARY KEY (gateway, seq))"
+        )
+        rows = self._db.execute("SELECT gateway, seq, at, type, data FROM events ORDER BY seq")
+        for gateway, seq, at, type_, data in rows:
+            got = received[gateway]
+            got.events[seq] = {"seq": seq, "at": at, "type": type_, "data": json.loads(data)}
+            while got.contiguous + 1 in got.events:
+                got.contiguous += 1
+
+    def add(self, gateway: str, events: list[dict[str, Any]]) -> None:
+        """Keep ``events`` (new ones only reach here); one small transaction."""
+        with self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
+                [(gateway, e["seq"], e["at"], e["type"], json.dumps(e["data"])) for e in events],
+            )
+
+
 @dataclass
 class Received:
     """What the cloud has stored of one gateway's events."""
@@ -86,6 +112,7 @@ class CloudPeer:
         key_file: Path | None = None,
         client_id: str = "cloud",
         now: Callable[[], Any] | None = None,
+        store: Path | None = None,
     ) -> None:
         self.host, self.port, self.site_id, self.prefix = host, port, site_id, prefix
         self.client_id = client_id
@@ -93,6 +120,9 @@ class CloudPeer:
         self.dataset = copy.deepcopy(dataset)
         self.version: int = int(dataset["version"])
         self.received: dict[str, Received] = defaultdict(Received)
+        #: With ``store``: every event kept in a SQLite file as well (inspect it with
+        #: sqlite3; a platform stand-in started on it again carries on from it).
+        self._store = _EventStore(store, self.received) if store is not None else None
         self.status: dict[str, dict[str, Any]] = {}
         self.heartbeats: dict[str, dict[str, Any]] = {}
         self.resync_requests: list[dict[str, Any]] = []
@@ -279,12 +309,16 @@ class CloudPeer:
     async def _events(self, gateway: str, body: dict[str, Any]) -> None:
         got = self.received[gateway]
         got.batches += 1
+        fresh = []
         for event in body.get("events", []):
             seq = int(event["seq"])
             if seq in got.events or seq <= got.contiguous:
                 got.duplicates += 1
                 continue
             got.events[seq] = event
+            fresh.append(event)
+        if self._store is not None and fresh:
+            self._store.add(gateway, fresh)
         while got.contiguous + 1 in got.events:
             got.contiguous += 1
         self.event_arrived.set()

@@ -146,7 +146,9 @@ class VirtualSite:
         else:
             self.broker = EmbeddedBroker(where, site=self.site_id, gateways=names)
         await maybe_await(self.broker.start())
-        self.cloud = self.broker.cloud_peer(self.dataset, now=self.clock.now)
+        self.cloud = self.broker.cloud_peer(
+            self.dataset, now=self.clock.now, store=self.workdir / "platform-events.sqlite3"
+        )
         self._cloud_task = asyncio.create_task(self.cloud.run(), name="cloud")
         await self.settle(self.cloud.connected.is_set, "the platform to connect", advance=False)
         for sim in self.gateways.values():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -40,6 +42,12 @@ def test_a_site_morning_runs_and_every_event_reaches_the_platform(
     received = next(line for line in lines if line.startswith("platform"))
     got, _, rest = received.removeprefix("platform  received ").partition(" of ")
     assert int(got) == int(rest.split()[0]) > 0
+    # The platform keeps what it received in its own store, once per (gateway, seq).
+    with contextlib.closing(sqlite3.connect(tmp_path / "platform-events.sqlite3")) as db:
+        (stored,) = db.execute("SELECT count(*) FROM events").fetchone()
+        kinds = {kind for (kind,) in db.execute("SELECT DISTINCT type FROM events")}
+    assert stored == int(got)
+    assert {"access", "snapshot_applied", "door_opened"} <= kinds
     assert "Tue 10 Mar 08:00 to 10:00" in out
 
 
