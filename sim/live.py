@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import signal
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -481,7 +482,12 @@ def run_live(
     begun = live.clock.now()
 
     async def go(view: Callable[[], None]) -> None:
-        await live.run(duration, view)
+        # SIGTERM (systemd, a CI job's end) stops the site as Ctrl-C does.
+        main = asyncio.current_task()
+        assert main is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await live.run(duration, view)
 
     if plain:
         print(

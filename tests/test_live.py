@@ -69,7 +69,8 @@ def test_the_live_panel_shows_doors_gateways_and_events(tmp_path: Path) -> None:
         assert shown in last
 
 
-def test_ctrl_c_stops_the_site_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_the_site_cleanly(tmp_path: Path, stop: signal.Signals) -> None:
     command = [sys.executable, "-m", "gateway", "sim", "--plain", "--speed", "600"]
     proc = subprocess.Popen(
         [*command, "--start", "2026-03-10T08:00", "--dir", str(tmp_path)],
@@ -84,7 +85,7 @@ def test_ctrl_c_stops_the_site_cleanly(tmp_path: Path) -> None:
     for line in proc.stdout:  # wait until the site is up and someone has tapped
         if " access " in line or time.monotonic() > deadline:
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
