@@ -23,6 +23,13 @@ from sim.live import LiveSite, RichView
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _delivered(out: str) -> tuple[int, int]:
+    """From the summary: events the platform received, and events recorded."""
+    line = next(line for line in out.splitlines() if line.startswith("platform"))
+    got, _, rest = line.removeprefix("platform  received ").partition(" of ")
+    return int(got), int(rest.split()[0])
+
+
 def test_a_site_morning_runs_and_every_event_reaches_the_platform(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -39,16 +46,28 @@ def test_a_site_morning_runs_and_every_event_reaches_the_platform(
     assert {line.split()[1] for line in accesses} == {"gw-1", "gw-2"}
     assert (tmp_path / "gw-1" / "cache.sqlite3").exists()
     assert (tmp_path / "gw-2" / "cache.sqlite3").exists()
-    received = next(line for line in lines if line.startswith("platform"))
-    got, _, rest = received.removeprefix("platform  received ").partition(" of ")
-    assert int(got) == int(rest.split()[0]) > 0
+    got, recorded = _delivered(out)
+    assert got == recorded > 0
     # The platform keeps what it received in its own store, once per (gateway, seq).
     with contextlib.closing(sqlite3.connect(tmp_path / "platform-events.sqlite3")) as db:
         (stored,) = db.execute("SELECT count(*) FROM events").fetchone()
         kinds = {kind for (kind,) in db.execute("SELECT DISTINCT type FROM events")}
-    assert stored == int(got)
+    assert stored == got
     assert {"access", "snapshot_applied", "door_opened"} <= kinds
     assert "Tue 10 Mar 08:00 to 10:00" in out
+
+
+def test_four_gateways_on_the_embedded_broker_deliver_every_event(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a machine without Mosquitto runs: one gateway per door of the site.
+    args = ["sim", "--gateways", "4", "--broker", "embedded", "--for", "1h", "--speed", "1200"]
+    code = main([*args, "--start", "2026-03-10T09:00", "--dir", str(tmp_path)])
+    out, _ = capsys.readouterr()
+    assert code == 0, out
+    assert "4 gateway(s), broker embedded" in out
+    got, recorded = _delivered(out)
+    assert got == recorded > 0
 
 
 def test_the_live_panel_shows_doors_gateways_and_events(tmp_path: Path) -> None:
