@@ -492,7 +492,7 @@ class Gateway:
         """A card at a reader: enrolled if staff asked for that reader's next card, else decided."""
         deadline = self._enrolling.pop(reader_id, None)
         if deadline is None or self.clock.monotonic() > deadline:
-            return await self.present(door_id, read)
+            return await self.present(door_id, read, reader=reader_id)
         card = {"reader": reader_id, "door": door_id, "kind": read.kind.value, "value": read.value}
         self.enrolled[reader_id] = {**card, "at": int(self.clock.now().timestamp())}
         await self.record("card_enrolled", card)
@@ -500,7 +500,12 @@ class Gateway:
         return None
 
     async def present(
-        self, door_id: str, read: CredentialRead, *, pin: CredentialRead | None = None
+        self,
+        door_id: str,
+        read: CredentialRead,
+        *,
+        pin: CredentialRead | None = None,
+        reader: str | None = None,
     ) -> Decision:
         """A credential presented at a door's reader: decide, then drive the door.
 
@@ -510,7 +515,9 @@ class Gateway:
         """
         pin_timeout = self._pin_timeouts.get(door_id)
         self._awaiting_pin.pop(door_id, None)  # a new card replaces one awaiting its PIN
-        decision = await self.tap(read, door_id, pin_required=pin_timeout is not None, pin=pin)
+        decision = await self.tap(
+            read, door_id, pin_required=pin_timeout is not None, pin=pin, reader=reader
+        )
         if decision.reason is Reason.PIN_REQUIRED and pin_timeout is not None:
             self._awaiting_pin[door_id] = (read, self.clock.monotonic() + pin_timeout)
         await self._act(door_id, decision)
@@ -563,9 +570,9 @@ class Gateway:
         read = CredentialRead(CredentialKind.PIN, pin_digest(self.config.gateway.site_id, pin))
         awaiting = self._awaiting_pin.pop(door_id, None)
         if awaiting is not None and now <= awaiting[1]:
-            decision = await self.present(door_id, awaiting[0], pin=read)
+            decision = await self.present(door_id, awaiting[0], pin=read, reader=reader_id)
         else:
-            decision = await self.present(door_id, read)
+            decision = await self.present(door_id, read, reader=reader_id)
         if decision.reason in _PIN_FAILURES:
             if self.keypads.failed(reader_id, now):
                 await self.record(
@@ -759,8 +766,10 @@ class Gateway:
         *,
         pin_required: bool = False,
         pin: CredentialRead | None = None,
+        reader: str | None = None,
     ) -> Decision:
-        """Decide one credential read at one door now, and record the event."""
+        """Decide one credential read at one door now, and record the event (naming
+        the ``reader`` it came from, when known)."""
         assert self.reader is not None, "gateway is not open"
         with self.reader.view() as view:
             decision = decide(
@@ -774,7 +783,7 @@ class Gateway:
                 pin_required=pin_required,
                 pin=pin,
             )
-        await self._record_access(decision)
+        await self._record_access(decision, **({"reader": reader} if reader else {}))
         return decision
 
     async def _record_access(self, decision: Decision, **extra: Any) -> None:

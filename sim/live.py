@@ -337,7 +337,8 @@ def describe_event(gateway: str, event: dict[str, Any], tz: ZoneInfo) -> str:
         who = data.get("member") or (code.get("pass") and f"pass {code['pass']}")
         who = who or data.get("credential") or "unknown"
         verdict = "OPENED" if data.get("granted") else "shut"
-        detail = f"{data.get('door')} {who} {verdict} {data.get('reason')}"
+        at_reader = f" ({data['reader']})" if data.get("reader") else ""
+        detail = f"{data.get('door')}{at_reader} {who} {verdict} {data.get('reason')}"
         if data.get("message"):
             detail += f": {data['message']}"
     else:

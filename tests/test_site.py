@@ -34,6 +34,14 @@ def test_an_nfc_card_is_found_by_the_doors_pn532_and_a_wiegand_card_on_its_lines
             assert decision is not None
             assert decision.member_id == "alan"
             assert site.at("front").name == "gw-1"
+            # Each access event names the reader the credential came from.
+            readers = [
+                e["data"].get("reader")
+                for sim in site.gateways.values()
+                for e in sim.gw.recent
+                if e["type"] == "access"
+            ]
+            assert sorted(readers) == ["nfc-room-3", "wg-front"]
             assert room.name == "gw-2"
         finally:
             await site.close()
