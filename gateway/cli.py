@@ -164,7 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit status 0 when the platform received every event.",
     )
     p.add_argument(
-        "--gateways", type=_positive_int(4), default=2, metavar="N", help="1 to 4 (default 2)"
+        "--gateways",
+        type=_positive_int(1000),
+        default=2,
+        metavar="N",
+        help="gateways sharing the site's doors, up to one per door (default 2)",
+    )
+    p.add_argument(
+        "--site",
+        type=Path,
+        metavar="FILE",
+        help="the site's data as the platform sends it (a dataset JSON document, "
+        "docs/protocol.md); default: the bundled example site",
     )
     p.add_argument(
         "--speed",
@@ -350,6 +361,7 @@ def _sim_live(args: argparse.Namespace) -> int:
             start=args.start,
             seed=args.seed,
             plain=args.plain or not sys.stdout.isatty(),
+            site=args.site,
         )
 
 

@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 _TICK = 0.05
 #: The largest single jump of the simulated clock, so timers fire close to on time.
 _MAX_JUMP = 1.0
-_ROOMS = ("room-3", "studio")
 
 
 @dataclass
@@ -65,8 +64,9 @@ class LiveSite:
         speed: float = 60.0,
         start: datetime | None = None,
         seed: int = 1,
+        dataset: dict[str, Any] | None = None,
     ) -> None:
-        self.dataset = example_dataset()
+        self.dataset = dataset if dataset is not None else example_dataset()
         self.tz = ZoneInfo(self.dataset["site"]["timezone"])
         if start is None:
             today = datetime.now(self.tz)
@@ -85,6 +85,21 @@ class LiveSite:
         self._bookings: list[str] = []
         self._apps: dict[str, Any] = {}
         self._next_id = 0
+        # Who and what the script can use, from the site's own data.
+        self._doors = [d["id"] for d in self.dataset["doors"]]
+        #: Each bookable resource and the door that opens it.
+        self._room_doors = {
+            r: d["id"] for d in self.dataset["doors"] for r in d.get("resources", [])
+        }
+        self._rooms = sorted(self._room_doors)
+        self._members = [m["id"] for m in self.dataset["members"]]
+        carded = {
+            c["member_id"]
+            for c in self.dataset["credentials"]
+            if c["kind"] in ("nfc_uid", "wiegand")
+        }
+        active = [m["id"] for m in self.dataset["members"] if m.get("status") == "active"]
+        self._bookers = [m for m in active if m in carded] or active
         #: While above 0, the clock waits: a member's tap and its decision, say, take
         #: real milliseconds that must not become minutes of site time at high speed.
         self._holds = 0
@@ -223,32 +238,35 @@ class LiveSite:
         ]
         if soon and self.rng.random() < 0.6:
             booking = self.rng.choice(soon)
-            card, door = cards[booking["member_id"]], booking["resource_id"]
+            card, door = cards[booking["member_id"]], self._room_doors[booking["resource_id"]]
         else:
             card = self.rng.choice(list(cards.values()))
-            door = self.rng.choice([d["id"] for d in self.dataset["doors"]])
+            door = self.rng.choice(self._doors)
         kind = "nfc" if card["kind"] == "nfc_uid" else "wiegand"
         granted = self._record(await self.site.present(door, f"{kind}:{card['value']}"))
         await self._walk_through(door, granted)
 
-    async def _book(self) -> None:
+    async def _book(self) -> bool:
         now = self.clock.now().astimezone(self.tz)
         start = (now + timedelta(minutes=self.rng.choice([0, 15, 30, 60]))).replace(
             second=0, microsecond=0
         )
         end = start + timedelta(hours=self.rng.choice([1, 2]))
-        member = self.rng.choice(["ada", "grace", "alan", "margaret"])
+        if not self._rooms or not self._bookers:
+            return False  # a site without bookable rooms
+        member = self.rng.choice(self._bookers)
         booking = self._id("bk-sim")
         paid = self.rng.random() > 0.15
         await self.site.platform.book(
             booking,
             member,
-            self.rng.choice(_ROOMS),
+            self.rng.choice(self._rooms),
             start.isoformat(),
             end.isoformat(),
             paid=paid,
         )
         self._bookings.append(booking)
+        return True
 
     async def _cancel(self) -> bool:
         if not self._bookings:
@@ -264,34 +282,36 @@ class LiveSite:
             pass_id=self._id("pass-sim"),
             not_before=now - 60,
             not_after=now + 8 * 3600,
-            doors=["front"],
+            doors=[self._doors[0]],
             max_uses=2,
             kind=qr.PassKind.DAY_PASS,
             holder="Visitor",
         )
-        granted = self._record(await self.site.scan("front", text))
-        await self._walk_through("front", granted)
+        granted = self._record(await self.site.scan(self._doors[0], text))
+        await self._walk_through(self._doors[0], granted)
 
     async def _app_code(self) -> None:
-        member = self.rng.choice(["ada", "grace", "alan", "ken"])
+        member = self.rng.choice(self._members)
         credential = f"app-{member}"
         if credential not in self._apps:
             self._apps[credential] = await self.site.platform.register_app(credential, member)
             await self._synced()
         now = int(self.clock.now().timestamp())
         text = qr.app_code(self._apps[credential], credential, now)
-        door = self.rng.choice([d["id"] for d in self.dataset["doors"]])
+        door = self.rng.choice(self._doors)
         granted = self._record(await self.site.scan(door, text))
         await self._walk_through(door, granted)
 
     async def _pin(self) -> None:
         sim = self.site.gateways["gw-1"]
         door = sim.doors[0]
-        granted = self._record(await self.site.keys(door, "4711#"))
+        # The example site's resident's PIN, or a guess (refused: unknown PIN).
+        pin = self.rng.choice(["4711", f"{self.rng.randrange(10_000):04d}"])
+        granted = self._record(await self.site.keys(door, pin + "#"))
         await self._walk_through(door, granted)
 
     async def _forced(self) -> None:
-        door = self.rng.choice([d["id"] for d in self.dataset["doors"]])
+        door = self.rng.choice(self._doors)
         await self.site.set_contact(door, open_=True)
         await self._wait(20)
         await self.site.set_contact(door, open_=False)
@@ -326,6 +346,29 @@ class LiveSite:
             if cloud is not None:
                 received += cloud.received[sim.name].contiguous
         return recorded, received
+
+
+def load_site(path: Path) -> dict[str, Any]:
+    """A site's data as the platform would send it (a dataset JSON document, as in
+    docs/protocol.md); SimError says what is wrong with it."""
+    import json
+
+    from gateway.dataset import parse_dataset
+    from gateway.errors import DatasetError
+
+    try:
+        doc: dict[str, Any] = json.loads(path.read_text())
+    except OSError as exc:
+        raise SimError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise SimError(f"{path}: not JSON: {exc}") from None
+    try:
+        parse_dataset(doc)
+    except DatasetError as exc:
+        raise SimError(f"{path}: {exc}") from None
+    if not doc.get("doors"):
+        raise SimError(f"{path}: the site has no doors to simulate")
+    return doc
 
 
 def describe_event(gateway: str, event: dict[str, Any], tz: ZoneInfo) -> str:
@@ -477,9 +520,18 @@ def run_live(
     start: datetime | None,
     seed: int,
     plain: bool,
+    site: Path | None = None,
 ) -> int:
     """``doorgw sim``: run the site; 0 when the platform received every event."""
-    live = LiveSite(workdir, gateways=gateways, broker=broker, speed=speed, start=start, seed=seed)
+    live = LiveSite(
+        workdir,
+        gateways=gateways,
+        broker=broker,
+        speed=speed,
+        start=start,
+        seed=seed,
+        dataset=None if site is None else load_site(site),
+    )
     begun = live.clock.now()
 
     async def go(view: Callable[[], None]) -> None:

@@ -35,8 +35,16 @@ from sim.pn532 import SimulatedPn532
 from sim.scanner import SimulatedScanner
 from sim.wiegand import SimulatedWiegand
 
-#: GPIOs of a gateway's doors, in door order: (lock, contact, green, red).
-DOOR_PINS = [(5, 16, 20, 24), (6, 17, 21, 25), (12, 18, 22, 26), (13, 19, 23, 27)]
+#: GPIOs of a gateway's doors, in door order: (lock, contact, green, red); with the
+#: Wiegand lines below, six doors use the 26 free GPIOs of a Pi's header.
+DOOR_PINS = [
+    (5, 16, 20, 24),
+    (6, 17, 21, 25),
+    (12, 18, 22, 26),
+    (13, 19, 23, 27),
+    (4, 7, 8, 9),
+    (10, 11, 14, 15),
+]
 #: The Wiegand reader and keypad at a gateway's first door: DATA0, DATA1.
 WIEGAND = (2, 3)
 
@@ -122,10 +130,12 @@ class VirtualSite:
         self.dataset = dataset if dataset is not None else example_dataset()
         self.site_id: str = self.dataset["site"]["id"]
         doors = [d["id"] for d in self.dataset["doors"]]
-        if not 1 <= gateways <= min(len(doors), len(DOOR_PINS)):
+        fewest = -(-len(doors) // len(DOOR_PINS))  # each gateway drives up to six doors
+        if not fewest <= gateways <= len(doors):
             raise SimError(
-                f"this site has {len(doors)} doors, so 1 to {min(len(doors), len(DOOR_PINS))} "
-                "gateways (doorgw sim fleet runs many gateways without doors of their own)"
+                f"this site has {len(doors)} doors, so {fewest} to {len(doors)} gateways "
+                f"(a gateway drives 1 to {len(DOOR_PINS)}; doorgw sim fleet runs many "
+                "gateways without doors of their own)"
             )
         self.gateways = {
             f"gw-{i + 1}": SimGateway(f"gw-{i + 1}", doors[i::gateways], workdir / f"gw-{i + 1}")

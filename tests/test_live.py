@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import signal
 import sqlite3
@@ -19,6 +20,8 @@ from rich.console import Console
 
 from gateway.cli import main
 from sim.live import LiveSite, RichView
+
+from .conftest import base_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,7 +117,7 @@ def test_ctrl_c_or_sigterm_stops_the_site_cleanly(tmp_path: Path, stop: signal.S
 @pytest.mark.parametrize(
     ("args", "complaint"),
     [
-        (["--gateways", "5"], "between 1 and 4"),
+        (["--gateways", "0"], "between 1 and 1000"),
         (["--for", "3x"], "e.g. 8h"),
         (["--speed", "0"], "above 0"),
         (["--start", "tomorrow"], "not an ISO time"),
@@ -127,3 +130,42 @@ def test_bad_arguments_say_what_is_wrong(
         main(["sim", *args])
     assert exit_.value.code == 2
     assert complaint in capsys.readouterr().err
+
+
+def test_a_site_of_your_own_runs_from_its_dataset_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The test suite's own site: other doors, rooms behind doors of other names.
+    site = tmp_path / "site.json"
+    site.write_text(json.dumps(base_dataset()))
+    args = ["sim", "--site", str(site), "--for", "2h", "--speed", "1200", "--seed", "3"]
+    code = main([*args, "--start", "2026-03-10T09:00", "--dir", str(tmp_path / "run")])
+    out, _ = capsys.readouterr()
+    assert code == 0, out
+    assert out.startswith("site t: 2 gateway(s)")
+    assert " access room1 " in out or " access room2 " in out or " access lab " in out
+    got, recorded = _delivered(out)
+    assert got == recorded > 0
+    assert "note " not in out  # nothing in the script failed for want of the example's names
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [
+        (None, "cannot read"),
+        ("{not json", "not JSON"),
+        ('{"version": 1}', "site"),
+    ],
+)
+def test_a_bad_site_file_or_gateway_count_is_one_clear_error(
+    tmp_path: Path, content: str | None, complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = tmp_path / "site.json"
+    if content is not None:
+        site.write_text(content)
+    assert main(["sim", "--site", str(site), "--for", "1h"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("doorgw: error:")
+    assert complaint in err
+    assert main(["sim", "--gateways", "5", "--for", "1h"]) == 2
+    assert "this site has 4 doors, so 1 to 4 gateways" in capsys.readouterr().err
