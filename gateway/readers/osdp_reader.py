@@ -212,7 +212,7 @@ class OsdpReader(SerialPortTask):
         # Without a secure channel for sc_timeout (from the start, or since it
         # was lost), the session restarts with backoff: libosdp on its own would
         # wait 300 s before trying an offline reader again.
-        down_since = self._clock.monotonic()
+        down_since = self._link_time()
         ever_secure = False
         while True:
             if channel.failure is not None:
@@ -222,8 +222,8 @@ class OsdpReader(SerialPortTask):
                 await self._event(event)
             if self.secure:
                 ever_secure = True
-                down_since = self._clock.monotonic()
-            elif self._clock.monotonic() - down_since > self.sc_timeout:
+                down_since = self._link_time()
+            elif self._link_time() - down_since > self.sc_timeout:
                 if ever_secure:
                     raise SessionError("the reader's secure channel was lost")
                 answered = await asyncio.to_thread(_answered, cp, self.address)

@@ -114,12 +114,8 @@ class Pn532Reader(SerialPortTask):
     ) -> Response:
         await asyncio.to_thread(port.write, frame)
         acked = False
-        # The chip's answer time is a property of the serial link, so this deadline
-        # is real time (the event loop's), not the injected clock: a simulated clock
-        # jumping ahead must not fail an exchange that is still under way.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        while loop.time() < deadline:
+        deadline = self._link_time() + self.timeout
+        while self._link_time() < deadline:
             data = await asyncio.to_thread(port.read, 256)
             for item in parser.feed(data):
                 if isinstance(item, Ack):

@@ -82,6 +82,15 @@ class SerialPortTask:
     async def _session(self, port: serial.SerialBase) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def _link_time() -> float:
+        """Seconds on the clock for timeouts of the link itself (a device's answer,
+        a secure channel's handshake): real time, the event loop's.  The device
+        answers in real time whatever the injected clock says, so a simulated
+        clock jumping ahead must not fail an exchange that is still under way.
+        Polling intervals and backoff stay on the injected clock."""
+        return asyncio.get_running_loop().time()
+
     async def _set_online(self, online: bool) -> None:
         if online != self.online:
             self.online = online
