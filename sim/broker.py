@@ -29,6 +29,17 @@ def find_mosquitto() -> str:
     return found
 
 
+def platform_keys_file(directory: Path, signer: Signer) -> Path:
+    """``directory/platform-keys.json``, the JWKS of ``signer``: written once,
+    atomically, as gateways already running may read it while more are set up."""
+    path = directory / "platform-keys.json"
+    if not path.exists():
+        staging = path.with_suffix(".tmp")
+        staging.write_text(json.dumps({"keys": [signer.public_jwk()]}))
+        staging.replace(path)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -159,14 +170,8 @@ class Broker:
         )
 
     def keys_file(self) -> Path:
-        """The platform's public keys (JWKS), written once, atomically: gateways
-        already running may be reading it while more are configured."""
-        path = self.dir / "platform-keys.json"
-        if not path.exists():
-            staging = path.with_suffix(".tmp")
-            staging.write_text(json.dumps({"keys": [self.signer.public_jwk()]}))
-            staging.replace(path)
-        return path
+        """The platform's public keys, for the gateways' ``[sync] keys_file``."""
+        return platform_keys_file(self.dir, self.signer)
 
     def gateway_config(
         self, gateway: str, data_dir: Path, *, urls: list[str] | None = None, **mqtt: object

@@ -11,13 +11,12 @@ awaited.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from gateway.jws import Signer
-from sim.broker import free_port
+from sim.broker import free_port, platform_keys_file
 
 log = logging.getLogger(__name__)
 #: Seconds amqtt gets to shut down before its sockets are closed directly.
@@ -105,9 +104,8 @@ class EmbeddedBroker:
         return CloudPeer(host="127.0.0.1", port=self.port, site_id=self.site, dataset=dataset, **kw)
 
     def keys_file(self) -> Path:
-        path = self.dir / "platform-keys.json"
-        path.write_text(json.dumps({"keys": [self.signer.public_jwk()]}))
-        return path
+        """The platform's public keys, for the gateways' ``[sync] keys_file``."""
+        return platform_keys_file(self.dir, self.signer)
 
     def gateway_config(self, gateway: str, data_dir: Path) -> Path:
         """A complete gateway config file for ``gateway`` on this broker."""
