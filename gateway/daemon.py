@@ -783,7 +783,7 @@ class Gateway:
                 pin_required=pin_required,
                 pin=pin,
             )
-        await self._record_access(decision, **({"reader": reader} if reader else {}))
+        await self._record_access(decision, reader=reader)
         return decision
 
     async def _record_access(self, decision: Decision, **extra: Any) -> None:
