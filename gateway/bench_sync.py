@@ -37,6 +37,7 @@ from gateway.cloudkit import CloudSigner
 from gateway.config import load_config
 from gateway.credentials import parse_read
 from gateway.daemon import Gateway
+from gateway.demo import example_document
 from gateway.jws import Signer, keyset_of
 from gateway.mqtt import NO_DELAY, tls_context
 from gateway.sync import SyncEngine
@@ -110,19 +111,11 @@ async def snapshot_figures(members: int, bookings: int, directory: Path) -> dict
     }
 
 
-def _example_doc() -> dict[str, Any]:
-    from importlib import resources
-
-    raw = resources.files("gateway").joinpath("data/example_site.json").read_bytes()
-    doc: dict[str, Any] = json.loads(raw)
-    return doc
-
-
 async def mqtt_figures(directory: Path, revocations: int, events: int) -> dict[str, Any]:
     """Revocation lag and outbox drain over a real Mosquitto, each with its floor."""
     from sim.broker import Broker
 
-    doc = _example_doc()
+    doc = example_document()
     broker = Broker(directory / "broker", site=doc["site"]["id"], gateways=["gw-bench"])
     broker.start()
     try:
@@ -239,7 +232,7 @@ async def _bare_round_trips(broker: Any, count: int, size: int) -> list[float]:
 
 async def _drain(broker: Any, directory: Path, events: int) -> tuple[float, float]:
     """Seconds to drain ``events`` queued events, and to publish them bare."""
-    doc = _example_doc()
+    doc = example_document()
     cloud = broker.cloud_peer(doc, client_id="cloud-drain")
     cloud.answer_resyncs = False
     task = asyncio.create_task(cloud.run())

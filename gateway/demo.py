@@ -16,6 +16,7 @@ import tempfile
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -82,10 +83,16 @@ keys_file = "platform-keys.json"
 """
 
 
+def example_document() -> dict[str, Any]:
+    """The bundled example site as the platform would send it (a fresh copy)."""
+    raw = resources.files("gateway").joinpath("data/example_site.json").read_bytes()
+    doc: dict[str, Any] = json.loads(raw)
+    return doc
+
+
 def example_dataset() -> Dataset:
     """The bundled example site, validated like any dataset from the platform."""
-    raw = resources.files("gateway").joinpath("data/example_site.json").read_bytes()
-    return parse_dataset(raw)
+    return parse_dataset(example_document())
 
 
 async def _load(cache: Path, dataset: Dataset, at: datetime) -> None:

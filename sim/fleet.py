@@ -27,7 +27,6 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from importlib import resources as pkg_resources
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from sim.broker import Broker
 from sim.cloud import CloudPeer
 from sim.fleet_proc import DOOR_PINS
 from sim.scanner import SimulatedScanner
+from sim.site import example_dataset
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -91,8 +91,7 @@ class Fleet:
         self.dir = directory
         self.deltas = deltas
         self.idle_seconds = idle_seconds
-        raw = pkg_resources.files("gateway").joinpath("data/example_site.json").read_bytes()
-        self.dataset: dict[str, Any] = json.loads(raw)
+        self.dataset = example_dataset()
         self.site = self.dataset["site"]["id"]
         self.names = [f"gw-{i:04d}" for i in range(1, gateways + 1)]
         self.phase = _Phase("none")

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from gateway.config import load_config
 from gateway.credentials import parse_read
 from gateway.daemon import Gateway
 from gateway.decision import Decision
+from gateway.demo import example_document
 from gateway.errors import DoorgwError
 from sim.broker import Broker
 from sim.cloud import CloudPeer
@@ -59,9 +58,7 @@ class StuckError(Exception):
 
 def example_dataset() -> dict[str, Any]:
     """The bundled example site (doors front, room-3, studio, office-12)."""
-    raw = resources.files("gateway").joinpath("data/example_site.json").read_bytes()
-    data: dict[str, Any] = json.loads(raw)
-    return data
+    return example_document()
 
 
 def have_mosquitto() -> bool:
