@@ -532,7 +532,7 @@ def run_live(
         seed=seed,
         dataset=None if site is None else load_site(site),
     )
-    begun = live.clock.now()
+    begun = live.start
 
     async def go(view: Callable[[], None]) -> None:
         # SIGTERM (systemd, a CI job's end) stops the site as Ctrl-C does.

@@ -132,7 +132,10 @@ def test_a_missing_scenario_file_or_entity_is_said_plainly(
     scenario = tmp_path / "ghost.toml"
     scenario.write_text(
         'title = "Cancelling what is not there"\nstart = "2026-03-10T09:00"\n\n'
-        '[[steps]]\nat = "09:30"\ncancel = "bk-ghost"\n'
+        '[[steps]]\nat = "09:30"\ncancel = "bk-ghost"\n\n'
+        '[[steps]]\nat = "09:40"\ntap = { card = "nfc:04A1B2C3D4E5F6", door = "attic" }\n'
     )
     assert main(["sim", "run", str(scenario), "--dir", str(tmp_path / "run")]) == 1
-    assert "-> no booking 'bk-ghost' in the site's data" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "-> no booking 'bk-ghost' in the site's data" in out
+    assert "-> no door 'attic' at this site" in out
