@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.jws import Signer
-from gateway.pki import issue, make_ca
+from gateway.core.jws import Signer
+from gateway.tools.pki import issue, make_ca
 
 if TYPE_CHECKING:
     from sim.cloud import CloudPeer

@@ -23,11 +23,11 @@ from typing import Any
 
 import aiomqtt
 
-from gateway.cloudkit import CloudSigner
-from gateway.dataset import parse_dataset
-from gateway.jws import Signer
-from gateway.model import ENTITY_TABLES
-from gateway.mqtt import NO_DELAY, raise_if_cancelling, tls_context
+from gateway.core.jws import Signer
+from gateway.core.model import ENTITY_TABLES
+from gateway.net.mqtt import NO_DELAY, raise_if_cancelling, tls_context
+from gateway.wire.cloudkit import CloudSigner
+from gateway.wire.dataset import parse_dataset
 
 log = logging.getLogger(__name__)
 #: The platform publishes snapshots and acks to many gateways at once on purpose;
@@ -229,8 +229,8 @@ class CloudPeer:
         return await self.send_delta([change])
 
     def issue_pass(self, **claims: Any) -> str:
-        """A signed pass's QR text (see :meth:`gateway.qr.PassIssuer.issue`)."""
-        from gateway import qr
+        """A signed pass's QR text (see :meth:`gateway.core.qr.PassIssuer.issue`)."""
+        from gateway.core import qr
 
         signer = self.cloud.signer
         return qr.PassIssuer(signer.key, signer.kid).issue(site=self.site_id, **claims)
@@ -238,11 +238,11 @@ class CloudPeer:
     async def register_app(self, credential: str, member: str) -> Any:
         """Enrol a member app: a new key pair whose public half becomes ``member``'s
         ``app_key`` credential (published); the app's private key, for
-        :func:`gateway.qr.app_code`."""
+        :func:`gateway.core.qr.app_code`."""
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
         from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-        from gateway.jws import b64url
+        from gateway.core.jws import b64url
 
         key = Ed25519PrivateKey.generate()
         value = b64url(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from gateway.jws import Signer
+from gateway.core.jws import Signer
 from sim.broker import free_port, platform_keys_file
 
 log = logging.getLogger(__name__)

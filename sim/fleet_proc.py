@@ -35,9 +35,9 @@ def run_gateway(config_path: Path) -> None:
     """The real daemon, with mock pins standing in for the relay board."""
     from gpiozero.pins.mock import MockFactory
 
+    from gateway.app.daemon import serve
     from gateway.clock import SystemClock
-    from gateway.config import load_config
-    from gateway.daemon import serve
+    from gateway.config.models import load_config
 
     factory = MockFactory()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -56,7 +56,7 @@ async def echo(port: int, ca: str, cert: str, key: str, gateway: str, site: str)
     """Answer every delta on the site's topic with ``{"echo": version}``."""
     import aiomqtt
 
-    from gateway.mqtt import NO_DELAY, tls_context
+    from gateway.net.mqtt import NO_DELAY, tls_context
 
     prefix = "doorgw/v1"
     stop = asyncio.Event()

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway import qr
 from gateway.clock import ManualClock
+from gateway.core import qr
 from sim.site import SimError, StuckError, VirtualSite, example_dataset
 
 log = logging.getLogger(__name__)
@@ -353,8 +353,8 @@ def load_site(path: Path) -> dict[str, Any]:
     docs/protocol.md); SimError says what is wrong with it."""
     import json
 
-    from gateway.dataset import parse_dataset
     from gateway.errors import DatasetError
+    from gateway.wire.dataset import parse_dataset
 
     try:
         doc: dict[str, Any] = json.loads(path.read_text())

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 
-from gateway.readers.pn532 import ACK, HOST_TFI, PN532_TFI, FrameParser, Response, encode
+from gateway.hw.readers.pn532.codec import ACK, HOST_TFI, PN532_TFI, FrameParser, Response, encode
 
 
 class SimulatedPn532:

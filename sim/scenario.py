@@ -29,12 +29,12 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gateway import qr
+from gateway.app.daemon import Gateway
 from gateway.clock import ManualClock
-from gateway.daemon import Gateway
-from gateway.dataset import describe_validation_error
-from gateway.decision import Decision
+from gateway.core import qr
+from gateway.core.decision import Decision
 from gateway.errors import DoorgwError
+from gateway.wire.dataset import describe_validation_error
 from sim.cloud import CloudPeer
 from sim.site import SimError, StuckError, VirtualSite, example_dataset, maybe_await
 

@@ -2,7 +2,7 @@
 
 Everything runs in this process on one simulated clock except the broker
 (Mosquitto, or the embedded pure-Python one): each gateway is the real
-daemon (:class:`gateway.daemon.Gateway`) with its own data directory, its
+daemon (:class:`gateway.app.daemon.Gateway`) with its own data directory, its
 own gpiozero :class:`MockFactory` for the door relays, contacts and LEDs, a
 Wiegand reader and keypad on mock pins at its first door, and a QR scanner
 on a pty at every door.  The site's doors are shared out among the gateways
@@ -20,13 +20,13 @@ from typing import Any
 
 from gpiozero.pins.mock import MockFactory
 
+from gateway.app.daemon import Gateway
 from gateway.clock import ManualClock
-from gateway.config import load_config
-from gateway.credentials import parse_read
-from gateway.daemon import Gateway
-from gateway.decision import Decision
-from gateway.demo import example_document
+from gateway.config.models import load_config
+from gateway.core.credentials import parse_read
+from gateway.core.decision import Decision
 from gateway.errors import DoorgwError
+from gateway.tools.demo import example_document
 from sim.broker import Broker
 from sim.cloud import CloudPeer
 from sim.embedded_broker import EmbeddedBroker
@@ -344,7 +344,7 @@ class VirtualSite:
 
 def decision_of(event: dict[str, Any]) -> Decision:
     """The decision an ``access`` event records."""
-    from gateway.decision import Reason
+    from gateway.core.decision import Reason
 
     data = event["data"]
     return Decision(

@@ -1,7 +1,7 @@
 """A simulated Wiegand reader with a keypad, driving gpiozero mock pins.
 
 It pulls DATA0 low for a 0 and DATA1 low for a 1, as a reader does, so the
-gateway's own :class:`~gateway.readers.wiegand_gpio.WiegandReader` sees the
+gateway's own :class:`~gateway.hw.readers.wiegand.reader.WiegandReader` sees the
 same edges it would see on a Raspberry Pi.  The bits of one frame are sent
 back to back; between frames the caller lets the clock run past the reader's
 inter-frame gap (``await clock.run_for(...)``), as a real reader's silence
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from gpiozero.pins.mock import MockFactory
 
-from gateway.readers.wiegand import encode_card
+from gateway.hw.readers.wiegand.codec import encode_card
 
 #: Keypad keys as 4-bit codes.
 _KEY_CODES = {k: i for i, k in enumerate("0123456789*#")}

@@ -13,10 +13,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.cache import CacheReader, CacheWriter
 from gateway.clock import ManualClock
-from gateway.credentials import pin_digest
-from gateway.dataset import parse_dataset
+from gateway.core.credentials import pin_digest
+from gateway.store.reader import CacheReader
+from gateway.store.writer import CacheWriter
+from gateway.wire.dataset import parse_dataset
 
 LONDON = ZoneInfo("Europe/London")
 

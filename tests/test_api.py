@@ -13,15 +13,15 @@ import httpx
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from gateway.cli import main
+from gateway.app.daemon import Gateway
 from gateway.clock import ManualClock
-from gateway.cloudkit import CloudSigner
-from gateway.config import load_config
-from gateway.credentials import parse_read
-from gateway.daemon import Gateway
-from gateway.dataset import parse_dataset
-from gateway.jws import Signer
-from gateway.staff_tokens import TokenStore
+from gateway.commands.cli import main
+from gateway.config.models import load_config
+from gateway.core.credentials import parse_read
+from gateway.core.jws import Signer
+from gateway.net.staff_tokens import TokenStore
+from gateway.wire.cloudkit import CloudSigner
+from gateway.wire.dataset import parse_dataset
 from sim.broker import free_port
 from sim.pn532 import SimulatedPn532
 
@@ -353,7 +353,7 @@ def test_tokens_are_made_shown_once_stored_hashed_and_revoked(
 
 
 def test_with_a_certificate_the_api_speaks_https_only(tmp_path: Path) -> None:
-    from gateway.pki import issue, make_ca
+    from gateway.tools.pki import issue, make_ca
 
     ca = make_ca()
     _, ca_file = ca.write(tmp_path, "ca")

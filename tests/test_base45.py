@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.base45 import ALPHABET, Base45Error, decode, encode
+from gateway.core.base45 import ALPHABET, Base45Error, decode, encode
 
 
 @pytest.mark.parametrize(

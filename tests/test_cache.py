@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 
-from gateway import model
-from gateway.cache import SCHEMA_VERSION, CacheReader, CacheWriter
-from gateway.cache.writer import table_rows
 from gateway.clock import ManualClock
-from gateway.credentials import parse_read
-from gateway.dataset import parse_changes, parse_dataset
-from gateway.decision import Reason, decide
+from gateway.core import model
+from gateway.core.credentials import parse_read
+from gateway.core.decision import Reason, decide
 from gateway.errors import CacheError, CacheSchemaError, DatasetError
+from gateway.store.reader import CacheReader
+from gateway.store.schema import SCHEMA_VERSION
+from gateway.store.writer import CacheWriter, table_rows
+from gateway.wire.dataset import parse_changes, parse_dataset
 
 from .conftest import base_dataset, local, revoke_day_card, write_cache
 
@@ -383,7 +384,7 @@ def test_a_swap_whose_replay_breaks_references_keeps_the_old_data(tmp_path: Path
 def test_stage_tables_match_the_migrated_live_tables() -> None:
     # Snapshots are swapped in by renaming stage tables, so they must have
     # exactly the live tables' columns, keys and indexes.
-    from gateway.cache.schema import ENTITY_TABLES, MIGRATIONS, STAGE_PREFIX, entity_tables
+    from gateway.store.schema import ENTITY_TABLES, MIGRATIONS, STAGE_PREFIX, entity_tables
 
     conn = sqlite3.connect(":memory:")
     for migration in MIGRATIONS:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
 from gateway.clock import ManualClock
+from gateway.commands.cli import main
 
 from .conftest import base_dataset, local, write_cache
 
@@ -155,8 +155,8 @@ def test_explain_bad_input_is_one_clear_line(
 def test_explain_a_scanned_code(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gateway import qr
-    from gateway.jws import Signer
+    from gateway.core import qr
+    from gateway.core.jws import Signer
 
     signer = Signer.generate("k1")
     (tmp_path / "keys.json").write_text(json.dumps({"keys": [signer.public_jwk()]}))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from gateway.app.clocktrust import ClockTrust, ntp_synchronised
 from gateway.clock import ManualClock
-from gateway.clocktrust import ClockTrust, ntp_synchronised
 
 START = datetime(2026, 3, 10, 12, tzinfo=UTC)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from gateway.config import load_config
+from gateway.commands.cli import main
+from gateway.config.models import load_config
 from gateway.errors import ConfigError
 
 GOOD = """\
@@ -327,7 +327,7 @@ def test_bad_profile_references_say_what_exists(
 
 
 def test_every_shipped_profile_is_valid() -> None:
-    from gateway.profiles import SEARCH_PATH, load_board, load_reader_profile
+    from gateway.config.profiles import SEARCH_PATH, load_board, load_reader_profile
 
     shipped = Path(__file__).parent.parent / "firmware-config"
     assert shipped in SEARCH_PATH
@@ -393,7 +393,7 @@ def test_a_site_profiles_dir_and_what_its_board_may_not_do(tmp_path: Path) -> No
 
 
 def test_the_api_listens_on_an_ip_address_and_tls_files_come_in_pairs(tmp_path: Path) -> None:
-    from gateway.config import load_config
+    from gateway.config.models import load_config
     from gateway.errors import ConfigError
 
     base = '[gateway]\nid = "gw-1"\nsite_id = "t"\n\n[api]\n'

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import main
+from gateway.app.daemon import Gateway
 from gateway.clock import ManualClock
-from gateway.cloudkit import CloudSigner
-from gateway.config import load_config
-from gateway.credentials import parse_read
-from gateway.daemon import Gateway
-from gateway.dataset import parse_dataset
-from gateway.decision import Reason
+from gateway.commands.cli import main
+from gateway.config.models import load_config
+from gateway.core.credentials import parse_read
+from gateway.core.decision import Reason
+from gateway.core.jws import Signer
 from gateway.errors import ConfigError
-from gateway.jws import Signer
+from gateway.wire.cloudkit import CloudSigner
+from gateway.wire.dataset import parse_dataset
 from sim.broker import free_port
 
 from .conftest import base_dataset, local

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from gateway.credentials import normalize, parse_read
-from gateway.dataset import load_dataset_file, parse_dataset
+from gateway.core.credentials import normalize, parse_read
+from gateway.core.model import CredentialKind
 from gateway.errors import CredentialFormatError, DatasetError
-from gateway.model import CredentialKind
+from gateway.wire.dataset import load_dataset_file, parse_dataset
 
 from .conftest import base_dataset
 

@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from gateway.cache import CacheReader
-from gateway.credentials import parse_read
-from gateway.decision import (
+from gateway.core.credentials import parse_read
+from gateway.core.decision import (
     CODE_REASONS,
     DENY_PRECEDENCE,
     REASON_DOCS,
@@ -22,6 +21,7 @@ from gateway.decision import (
     Reason,
     decide,
 )
+from gateway.store.reader import CacheReader
 
 from .conftest import local, utc
 
@@ -578,8 +578,8 @@ def test_no_data_before_the_first_sync(tmp_path: Any) -> None:
     import asyncio
     from datetime import UTC, datetime
 
-    from gateway.cache import CacheWriter
     from gateway.clock import ManualClock
+    from gateway.store.writer import CacheWriter
 
     path = tmp_path / "empty.sqlite3"
 

@@ -11,7 +11,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from gateway.clock import ManualClock
-from gateway.door import DoorController, LockKind
+from gateway.hw.door import DoorController, LockKind
 
 LOCK, CONTACT, REX = 17, 27, 22
 

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from gateway.app.daemon import Gateway
 from gateway.clock import SystemClock
-from gateway.cloudkit import CloudSigner
-from gateway.config import load_config
-from gateway.daemon import Gateway
-from gateway.dataset import parse_dataset
-from gateway.jws import Signer
+from gateway.config.models import load_config
+from gateway.core.jws import Signer
+from gateway.wire.cloudkit import CloudSigner
+from gateway.wire.dataset import parse_dataset
 from sim.broker import free_port
 from sim.pn532 import SimulatedPn532
 from sim.wiegand import SimulatedWiegand
@@ -115,9 +115,9 @@ def test_cards_at_the_readers_open_the_door_or_show_red(tmp_path: Path) -> None:
 def test_an_early_member_sees_booking_soon_not_a_plain_refusal(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from gateway.credentials import CredentialRead
-    from gateway.decision import Reason
-    from gateway.model import CredentialKind
+    from gateway.core.credentials import CredentialRead
+    from gateway.core.decision import Reason
+    from gateway.core.model import CredentialKind
 
     now = datetime.now(UTC).replace(microsecond=0)
     doc = base_dataset()
@@ -369,9 +369,9 @@ def test_a_signed_unlock_command_opens_the_door_for_its_seconds(tmp_path: Path) 
 def test_lockdown_locks_every_door_at_once_and_only_staff_get_in(tmp_path: Path) -> None:
     import time
 
-    from gateway.credentials import CredentialRead
-    from gateway.decision import Reason
-    from gateway.model import CredentialKind
+    from gateway.core.credentials import CredentialRead
+    from gateway.core.decision import Reason
+    from gateway.core.model import CredentialKind
 
     factory = MockFactory()
     door_only_config(tmp_path)
@@ -467,8 +467,8 @@ def test_a_door_stands_unlocked_in_its_scheduled_hours(tmp_path: Path) -> None:
 
 
 def test_after_first_staff_the_door_waits_for_a_staff_member(tmp_path: Path) -> None:
-    from gateway.credentials import CredentialRead
-    from gateway.model import CredentialKind
+    from gateway.core.credentials import CredentialRead
+    from gateway.core.model import CredentialKind
 
     async def body(gw: Gateway, clock: Any, factory: MockFactory) -> None:
         await clock.run_for(15 * 60, step=5)  # 09:10, nobody from staff yet

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from gpiozero.pins.mock import MockFactory
 
 from gateway.clock import ManualClock
-from gateway.feedback import PATTERNS, Feedback
+from gateway.hw.feedback import PATTERNS, Feedback
 
 GREEN, RED, BUZZER = 23, 24, 25
 

@@ -10,9 +10,9 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from gateway import qr
-from gateway.cli import main
-from gateway.jws import KeySet, b64url_decode
+from gateway.commands.cli import main
+from gateway.core import qr
+from gateway.core.jws import KeySet, b64url_decode
 
 ISSUE = ["pass", "issue", "--kid", "k1", "--site", "t", "--id", "dp-1", "--door", "front"]
 WHEN = ["--from", "2026-12-01T09:00", "--until", "2026-12-01T18:00", "--tz", "Europe/London"]

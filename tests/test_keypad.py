@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.readers.keypad import KeypadGuard
+from gateway.core.keypad import KeypadGuard
 
 
 def test_five_wrong_pins_lock_the_keypad_for_a_minute() -> None:

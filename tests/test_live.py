@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from gateway.cli import main
+from gateway.commands.cli import main
 from sim.live import LiveSite, RichView
 
 from .conftest import base_dataset

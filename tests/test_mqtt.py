@@ -11,13 +11,13 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from gateway.app.daemon import Gateway
 from gateway.clock import ManualClock, SystemClock
-from gateway.config import load_config
-from gateway.credentials import parse_read
-from gateway.daemon import Gateway
-from gateway.decision import Reason
-from gateway.jws import Signer
-from gateway.mqtt import tls_context
+from gateway.config.models import load_config
+from gateway.core.credentials import parse_read
+from gateway.core.decision import Reason
+from gateway.core.jws import Signer
+from gateway.net.mqtt import tls_context
 from sim.broker import Broker, free_port
 from sim.cloud import CloudPeer
 
@@ -330,7 +330,7 @@ def test_doorgw_run_stops_cleanly_on_sigterm(broker: Broker, tmp_path: Path) -> 
 
 def test_a_stop_request_swallowed_below_the_link_still_stops_it() -> None:
     """asyncio.wait_for (Python 3.11) can swallow a cancel that races its result."""
-    from gateway.mqtt import LinkSettings, MqttLink
+    from gateway.net.mqtt import LinkSettings, MqttLink
 
     async def on_message(topic: str, payload: bytes) -> None:
         return None

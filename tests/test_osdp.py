@@ -15,12 +15,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.clock import SystemClock
-from gateway.credentials import CredentialRead
+from gateway.core.credentials import CredentialRead
+from gateway.core.model import CredentialKind
 from gateway.errors import CredentialFormatError
-from gateway.model import CredentialKind
-from gateway.readers.osdp_keys import SCBK_D, KeyFileError, create_key, load_key, load_or_create_key
-from gateway.readers.osdp_reader import OsdpReader, card_read
-from gateway.readers.wiegand import encode_card
+from gateway.hw.readers.osdp.keys import (
+    SCBK_D,
+    KeyFileError,
+    create_key,
+    load_key,
+    load_or_create_key,
+)
+from gateway.hw.readers.osdp.reader import OsdpReader, card_read
+from gateway.hw.readers.wiegand.codec import encode_card
 from sim.osdp import SimulatedOsdpReader
 
 from .conftest import background, until

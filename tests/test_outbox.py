@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.outbox import Outbox
+from gateway.store.outbox import Outbox
 
 CLOCK = ManualClock(datetime(2026, 3, 10, 10, tzinfo=UTC))
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.readers.pn532 import (
+from gateway.hw.readers.pn532.codec import (
     ACK,
     NACK,
     Ack,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.clock import ManualClock, SystemClock
-from gateway.readers.pn532_reader import Pn532Reader
+from gateway.hw.readers.pn532.reader import Pn532Reader
 from sim.pn532 import SimulatedPn532
 
 from .conftest import background, until

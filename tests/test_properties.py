@@ -22,10 +22,10 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gateway.access import member_access
-from gateway.cache import CacheReader
-from gateway.credentials import parse_read
-from gateway.decision import Reason, decide
+from gateway.core.access import member_access
+from gateway.core.credentials import parse_read
+from gateway.core.decision import Reason, decide
+from gateway.store.reader import CacheReader
 
 from .conftest import write_cache
 
@@ -250,7 +250,7 @@ def test_decisions_and_access_windows_agree(doc: dict[str, Any], data: st.DataOb
 @settings(max_examples=300, deadline=None)
 @given(entries=st.lists(schedule_entries(), max_size=4))
 def test_schedule_text_round_trips(entries: list[str]) -> None:
-    from gateway.schedule import WeeklySchedule
+    from gateway.core.schedule import WeeklySchedule
 
     schedule = WeeklySchedule.parse(entries)
     again = WeeklySchedule.parse(schedule.texts())
@@ -266,7 +266,7 @@ def test_wall_times_resolve_to_an_instant_showing_that_time_or_the_gap_end(
 ) -> None:
     from zoneinfo import ZoneInfo
 
-    from gateway.localtime import to_local, wall_to_instant
+    from gateway.core.localtime import to_local, wall_to_instant
 
     tz = ZoneInfo(zone)
     wall = to_local(ts, tz).replace(tzinfo=None, second=0) + timedelta(minutes=15 * minutes)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway.cloudkit import CloudSigner, snapshot_datas
-from gateway.dataset import parse_dataset
-from gateway.jws import KeySet, Signer, keyset_of
-from gateway.protocol import SnapshotChunkMsg, Topics, decode_part, parse_cloud_message
-from gateway.schemas import all_schemas
+from gateway.core.jws import KeySet, Signer, keyset_of
+from gateway.wire.cloudkit import CloudSigner, snapshot_datas
+from gateway.wire.dataset import parse_dataset
+from gateway.wire.protocol import SnapshotChunkMsg, Topics, decode_part, parse_cloud_message
+from gateway.wire.schemas import all_schemas
 
 from .conftest import base_dataset
 

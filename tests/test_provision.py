@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from gateway import provision
-from gateway.cli import main
+from gateway.app.daemon import Gateway
 from gateway.clock import SystemClock
-from gateway.config import load_config
-from gateway.daemon import Gateway
-from gateway.jws import Signer
-from gateway.staff_tokens import TokenStore
+from gateway.commands.cli import main
+from gateway.config.models import load_config
+from gateway.core.jws import Signer
+from gateway.net.staff_tokens import TokenStore
+from gateway.tools import provision
 from sim.broker import Broker, free_port
 
 from .conftest import base_dataset

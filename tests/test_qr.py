@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import base45, qr
-from gateway.jws import Signer, keyset_of
+from gateway.core import base45, qr
+from gateway.core.jws import Signer, keyset_of
 
 PLATFORM = Signer.generate("k1")
 KEYS = keyset_of([PLATFORM])

@@ -12,11 +12,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway import qr
-from gateway.cache import CacheReader, CacheWriter
 from gateway.clock import ManualClock
-from gateway.decision import CODE_REASONS, CodeDecision, Reason, decide_code
-from gateway.jws import Signer, b64url, keyset_of
+from gateway.core import qr
+from gateway.core.decision import CODE_REASONS, CodeDecision, Reason, decide_code
+from gateway.core.jws import Signer, b64url, keyset_of
+from gateway.store.reader import CacheReader
+from gateway.store.writer import CacheWriter
 
 from .conftest import base_dataset, local
 

@@ -24,13 +24,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gpiozero.pins.mock import MockFactory
 from PIL import Image
 
-from gateway import qr
+from gateway.app.daemon import Gateway
 from gateway.clock import SystemClock
-from gateway.cloudkit import CloudSigner
-from gateway.config import load_config
-from gateway.daemon import Gateway
-from gateway.dataset import parse_dataset
-from gateway.jws import Signer, b64url
+from gateway.config.models import load_config
+from gateway.core import qr
+from gateway.core.jws import Signer, b64url
+from gateway.wire.cloudkit import CloudSigner
+from gateway.wire.dataset import parse_dataset
 from sim.broker import free_port
 from sim.scanner import SimulatedScanner
 

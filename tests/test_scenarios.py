@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.commands.cli import main
 from sim.scenario import ScenarioError, load_scenario, run_file
 
 SCENARIOS = sorted((Path(__file__).parent.parent / "sim" / "scenarios").glob("*.toml"))

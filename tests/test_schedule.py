@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import pytest
 
-from gateway.schedule import ScheduleFormatError, WeeklySchedule
+from gateway.core.schedule import ScheduleFormatError, WeeklySchedule
 
 
 @pytest.mark.parametrize(

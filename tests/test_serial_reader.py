@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.clock import SystemClock
-from gateway.readers.lines import Discarded, Line, LineFramer
-from gateway.readers.serial_reader import SerialLineReader
+from gateway.hw.readers.scanner.framer import Discarded, Line, LineFramer
+from gateway.hw.readers.scanner.reader import SerialLineReader
 from sim.scanner import SimulatedScanner
 
 from .conftest import background, until

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from gateway.app.daemon import Gateway
 from gateway.clock import ManualClock
-from gateway.daemon import Gateway
 
 from .test_api import run
 

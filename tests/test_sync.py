@@ -11,15 +11,16 @@ from typing import Any
 
 import pytest
 
-from gateway.cache import CacheReader, CacheWriter
+from gateway.app.sync import SyncEngine
 from gateway.clock import ManualClock
-from gateway.cloudkit import CloudSigner
-from gateway.credentials import parse_read
-from gateway.dataset import parse_dataset
-from gateway.decision import Reason, decide
-from gateway.jws import Signer, b64url, b64url_decode, keyset_of
-from gateway.protocol import ResyncRequestMsg
-from gateway.sync import SyncEngine
+from gateway.core.credentials import parse_read
+from gateway.core.decision import Reason, decide
+from gateway.core.jws import Signer, b64url, b64url_decode, keyset_of
+from gateway.store.reader import CacheReader
+from gateway.store.writer import CacheWriter
+from gateway.wire.cloudkit import CloudSigner
+from gateway.wire.dataset import parse_dataset
+from gateway.wire.protocol import ResyncRequestMsg
 
 from .conftest import base_dataset, local, revoke_day_card
 
@@ -411,7 +412,7 @@ def test_a_million_booking_snapshot_syncs(tmp_path: Path) -> None:
     import random
     import sqlite3
 
-    from gateway.bench import build_dataset
+    from gateway.commands.bench_decide import build_dataset
 
     dataset = build_dataset(100_000, 1_000_000, random.Random(7))
     chunks = CloudSigner(SIGNER, "bench").snapshot(dataset, snapshot_id="big")
@@ -445,7 +446,7 @@ def test_a_revocation_during_a_long_snapshot_load_applies_at_once_and_survives_i
 ) -> None:
     import random
 
-    from gateway.bench import build_dataset
+    from gateway.commands.bench_decide import build_dataset
 
     big = build_dataset(20_000, 200_000, random.Random(5))
     chunks = CloudSigner(SIGNER, "bench").snapshot(

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from gateway.app.daemon import Gateway, serve
 from gateway.clock import SystemClock
-from gateway.config import load_config
-from gateway.daemon import Gateway, serve
-from gateway.outbox import Outbox
-from gateway.sdnotify import Notifier
+from gateway.config.models import load_config
+from gateway.net.sdnotify import Notifier
+from gateway.store.outbox import Outbox
 from sim.broker import Broker
 
 from .conftest import base_dataset

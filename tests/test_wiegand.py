@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.credentials import normalize
-from gateway.model import CredentialKind
-from gateway.readers.wiegand import (
+from gateway.core.credentials import normalize
+from gateway.core.model import CredentialKind
+from gateway.hw.readers.wiegand.codec import (
     FORMATS,
     CardRead,
     KeyPress,

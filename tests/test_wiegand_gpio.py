@@ -10,8 +10,8 @@ from typing import Any
 from gpiozero.pins.mock import MockFactory
 
 from gateway.clock import ManualClock
-from gateway.readers.wiegand import CardRead, encode_card
-from gateway.readers.wiegand_gpio import WiegandReader
+from gateway.hw.readers.wiegand.codec import CardRead, encode_card
+from gateway.hw.readers.wiegand.reader import WiegandReader
 from sim.wiegand import SimulatedWiegand
 
 from .conftest import background

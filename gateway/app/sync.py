@@ -1,0 +1,425 @@
+"""The sync engine: verified cloud messages in, a correct cache out.
+
+:meth:`SyncEngine.handle` takes the raw bytes of one MQTT message.  Nothing
+it receives can raise out of it or half-apply: a message that is unsigned,
+badly signed, signed with an unknown key, malformed or for another site is
+rejected whole and recorded as a ``message_rejected`` event with its reason.
+
+Versions (docs/protocol.md): a delta applies only on top of the version it
+names.  Older or repeated ones are ignored.  A gap is buffered, its
+restrictive changes (revocations, suspensions, cancellations, deletes) are
+applied at once, and a resync is requested; the snapshot that answers is
+staged beside the live tables while deltas keep applying, then swapped in
+with the newer deltas replayed.  Chunks are kept in the cache file, so a
+restart resumes the transfer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from gateway.clock import Clock
+from gateway.core import model
+from gateway.core.jws import KeySet, SignatureError
+from gateway.errors import DatasetError
+from gateway.events import Record
+from gateway.store.writer import CacheWriter
+from gateway.wire.dataset import parse_changes
+from gateway.wire.protocol import (
+    WIRE_VALUES,
+    AckMsg,
+    BeaconMsg,
+    CommandMsg,
+    DeltaMsg,
+    ResyncRequestMsg,
+    SnapshotChunkMsg,
+    decode_part,
+    parse_cloud_message,
+)
+
+log = logging.getLogger(__name__)
+
+RequestResync = Callable[[ResyncRequestMsg], Awaitable[object]]
+
+#: At most this many out-of-order deltas are held while waiting for a resync.
+MAX_BUFFERED_DELTAS = 10_000
+#: At most one ``message_rejected`` event per reason this often (seconds).
+REJECT_INTERVAL = 10.0
+#: A new resync request is sent at most this often (seconds, monotonic).
+RESYNC_INTERVAL = 10.0
+#: A gateway still waiting for its data asks again after this much silence,
+#: doubling from RESYNC_INTERVAL up to this (seconds).
+RESYNC_RETRY_MAX = 300.0
+
+
+class SyncEngine:
+    """Applies the platform's signed messages to the cache.
+
+    ``record`` stores an event (the outbox); ``request_resync`` asks the
+    platform for a snapshot.  ``on_ack`` and ``on_command`` receive verified
+    acknowledgements and commands for the components that handle them.
+    """
+
+    def __init__(
+        self,
+        writer: CacheWriter,
+        keys: KeySet,
+        *,
+        site_id: str,
+        gateway_id: str,
+        clock: Clock,
+        record: Record,
+        request_resync: RequestResync,
+        on_ack: Callable[[int], Awaitable[object]] | None = None,
+        on_command: Callable[[CommandMsg], Awaitable[object]] | None = None,
+        on_signed_time: Callable[[int], object] | None = None,
+    ) -> None:
+        self._writer = writer
+        self._keys = keys
+        self.site_id = site_id
+        self.gateway_id = gateway_id
+        self._clock = clock
+        self._record = record
+        self._request_resync = request_resync
+        self._on_ack = on_ack
+        self._on_command = on_command
+        #: Told the signing time of every verified message (the clock's evidence).
+        self._on_signed_time = on_signed_time
+        #: The version of the live data (None: none yet).
+        self.version: int | None = None
+        #: The newest signing time (Unix seconds, capped at now) of a verified message.
+        self.last_contact: int | None = None
+        #: Seconds from signing to applying, of the last delta applied in order.
+        self.delta_lag: float | None = None
+        #: The latest version the platform has announced.
+        self.cloud_version: int | None = None
+        self._buffer: dict[int, tuple[int, list[model.Change]]] = {}
+        self._applied_while_staging: list[tuple[int, list[model.Change]]] | None = None
+        self._last_resync: float | None = None
+        #: When a resync was last asked for or a snapshot chunk last arrived.
+        self._progress = clock.monotonic()
+        self._rejections: dict[str, tuple[float | None, int]] = {}
+        self._behind_beacons = 0
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Load the live version; ask to resume a transfer a restart interrupted."""
+        self.version = await self._writer.dataset_version()
+        self.last_contact = await self._writer.updated_at()
+        pending = await self._writer.pending_snapshot()
+        if pending is not None:
+            sid, version, count, _sha, held = pending
+            missing = sorted(set(range(count)) - set(held))
+            if missing:
+                await self._resync("resume", snapshot_id=sid, missing=missing)
+            else:
+                self._start_snapshot_apply(sid, version)
+        elif self.version is None:
+            await self._resync("no_data")
+
+    async def on_connected(self) -> None:
+        """A broker session started: repeat a resync request the outage may have lost."""
+        await self._ask_again(force=True)
+
+    async def _ask_again(self, *, force: bool) -> bool:
+        """Ask for what is still missing (a whole snapshot, or a transfer's missing
+        chunks); False when nothing is missing."""
+        pending = await self._writer.pending_snapshot()
+        if pending is not None:
+            sid, _, count, _, held = pending
+            missing = sorted(set(range(count)) - set(held))
+            await self._resync("resume", snapshot_id=sid, missing=missing, force=force)
+            return True
+        if self.version is None:
+            await self._resync("no_data", force=force)
+            return True
+        return False
+
+    async def keep_asking(self, connected: Callable[[], bool]) -> None:
+        """Until cancelled: while the data is missing and nothing has arrived for a
+        while, ask again, backing off.  A lost request or a lost answer must not
+        leave a gateway without data until its next reconnect."""
+        wait = RESYNC_INTERVAL
+        while True:
+            await self._clock.sleep(RESYNC_INTERVAL)
+            silent = self._clock.monotonic() - self._progress
+            if not connected() or self._snapshot_task is not None or silent < wait:
+                continue
+            if await self._ask_again(force=False):
+                wait = min(wait * 2, RESYNC_RETRY_MAX)
+            else:
+                wait = RESYNC_INTERVAL  # has its data: gaps show up in deltas and beacons
+
+    async def request_resync(self, reason: str) -> None:
+        """Ask the platform for a snapshot now (a command, or staff)."""
+        await self._resync(reason, force=True)
+
+    async def handle(self, payload: bytes, topic: str = "") -> str:
+        """Verify and apply one message; return a short outcome code (for tests and logs)."""
+        try:
+            _, body = self._keys.verify(payload)
+            msg = parse_cloud_message(body)
+        except SignatureError as exc:
+            return await self._reject(exc.reason, str(exc), topic)
+        except DatasetError as exc:
+            return await self._reject("malformed", str(exc), topic)
+        if msg.site != self.site_id:
+            return await self._reject("wrong_site", f"message for site {msg.site!r}", topic)
+        if msg.gateway is not None and msg.gateway != self.gateway_id:
+            return await self._reject(
+                "wrong_gateway", f"message for gateway {msg.gateway!r}", topic
+            )
+        # Freshness follows when the platform signed, not when a message arrived:
+        # replaying old signed messages must not make stale data look fresh.  A
+        # platform clock ahead of ours counts as now.
+        now = int(self._clock.now().timestamp())
+        self.last_contact = max(self.last_contact or 0, min(msg.iat, now))
+        if self._on_signed_time is not None:
+            self._on_signed_time(msg.iat)
+        if isinstance(msg, DeltaMsg):
+            outcome = await self._delta(msg)
+            if outcome == "applied":
+                # From the platform signing a change to it taking effect here.
+                self.delta_lag = max(0.0, self._clock.now().timestamp() - msg.iat)
+            return outcome
+        if isinstance(msg, SnapshotChunkMsg):
+            return await self._chunk(msg)
+        if isinstance(msg, BeaconMsg):
+            return await self._beacon(msg)
+        if isinstance(msg, AckMsg):
+            if self._on_ack is not None:
+                await self._on_ack(msg.seq)
+            return "ack"
+        if self._on_command is not None:
+            await self._on_command(msg)
+        return "command"
+
+    async def _reject(self, reason: str, detail: str, topic: str) -> str:
+        # Whoever can publish to our topics could otherwise fill the outbox with
+        # rejections: one event per reason per REJECT_INTERVAL, with a count.
+        now = self._clock.monotonic()
+        last, suppressed = self._rejections.get(reason, (None, 0))
+        if last is not None and now - last < REJECT_INTERVAL:
+            self._rejections[reason] = (last, suppressed + 1)
+            return f"rejected:{reason}"
+        self._rejections[reason] = (now, 0)
+        log.warning("rejected a message on %s: %s", topic or "?", detail)
+        await self._record(
+            "message_rejected",
+            {
+                "reason": reason,
+                "detail": detail[:300],
+                "topic": topic,
+                "suppressed_before": suppressed,
+            },
+        )
+        return f"rejected:{reason}"
+
+    async def _resync(
+        self,
+        reason: str,
+        *,
+        snapshot_id: str | None = None,
+        missing: list[int] | None = None,
+        force: bool = False,
+    ) -> None:
+        now = self._clock.monotonic()
+        if (
+            not force
+            and self._last_resync is not None
+            and (now - self._last_resync < RESYNC_INTERVAL)
+        ):
+            return
+        self._last_resync = self._progress = now
+        await self._record("resync_requested", {"reason": reason, "have_version": self.version})
+        await self._request_resync(
+            ResyncRequestMsg(
+                gateway=self.gateway_id,
+                have_version=self.version,
+                reason=reason,
+                snapshot_id=snapshot_id,
+                missing=missing,
+            )
+        )
+
+    # Deltas.
+
+    async def _delta(self, msg: DeltaMsg) -> str:
+        try:
+            changes = parse_changes([c.model_dump() for c in msg.changes])
+        except DatasetError as exc:
+            return await self._reject("malformed", str(exc), "delta")
+        self.cloud_version = max(self.cloud_version or 0, msg.version)
+        async with self._lock:
+            if self.version is not None and msg.version <= self.version:
+                return "ignored_old"
+            if self.version is None or msg.base_version > self.version:
+                return await self._gap(msg, changes)
+            if msg.base_version < self.version:
+                await self._resync("overlap", force=True)
+                return "resync_overlap"
+            outcome = await self._apply_delta(msg.version, changes)
+            # Deltas that arrived early may now fit.
+            while self.version in self._buffer and outcome == "applied":
+                version, buffered = self._buffer.pop(self.version)
+                outcome = await self._apply_delta(version, buffered)
+            return outcome
+
+    async def _apply_delta(self, version: int, changes: list[model.Change]) -> str:
+        try:
+            await self._writer.apply_changes(changes, version)
+        except DatasetError as exc:
+            await self._record(
+                "message_rejected",
+                {"reason": "inconsistent", "detail": str(exc), "version": version},
+            )
+            await self._resync("inconsistent", force=True)
+            return "rejected:inconsistent"
+        self.version = version
+        if self._applied_while_staging is not None:
+            self._applied_while_staging.append((version, changes))
+        await self._record("delta_applied", {"version": version, "changes": len(changes)})
+        return "applied"
+
+    async def _gap(self, msg: DeltaMsg, changes: list[model.Change]) -> str:
+        if len(self._buffer) < MAX_BUFFERED_DELTAS:
+            self._buffer[msg.base_version] = (msg.version, changes)
+        restricted = 0
+        if self.version is not None:
+            restricted = await self._writer.apply_restrictions(changes)
+        await self._record(
+            "delta_gap",
+            {
+                "have_version": self.version,
+                "base_version": msg.base_version,
+                "version": msg.version,
+                "restricted": restricted,
+            },
+        )
+        await self._resync("gap")
+        return "buffered_gap"
+
+    # Beacons.
+
+    async def _beacon(self, msg: BeaconMsg) -> str:
+        self.cloud_version = msg.version
+        if self.version is not None and msg.version <= self.version:
+            self._behind_beacons = 0
+            return "current"
+        self._behind_beacons += 1
+        # One beacon may overtake the delta it announces; two in a row may not.
+        if self._behind_beacons >= 2 and self._snapshot_task is None:
+            await self._resync("behind")
+            return "behind"
+        return "behind_wait"
+
+    # Snapshots.
+
+    async def _chunk(self, msg: SnapshotChunkMsg) -> str:
+        if self.version is not None and msg.version <= self.version:
+            return "ignored_old"
+        if self._snapshot_task is not None:
+            return "busy"
+        try:
+            data = base64.b64decode(msg.data, validate=True)
+        except (binascii.Error, ValueError):
+            return await self._reject("malformed", "chunk data is not base64", "snapshot")
+        if msg.index >= msg.count:
+            return await self._reject("malformed", "chunk index beyond count", "snapshot")
+        held = await self._writer.store_chunk(
+            msg.snapshot_id, msg.index, msg.count, msg.version, msg.sha256, data
+        )
+        self._progress = self._clock.monotonic()
+        if held < msg.count:
+            return "chunk_stored"
+        self._start_snapshot_apply(msg.snapshot_id, msg.version)
+        return "snapshot_complete"
+
+    def _start_snapshot_apply(self, snapshot_id: str, version: int) -> None:
+        # Applying takes seconds for a large site: it runs beside handle(), so
+        # deltas (revocations above all) keep applying meanwhile.
+        self._snapshot_task = asyncio.create_task(
+            self._apply_snapshot(snapshot_id, version), name=f"snapshot-{snapshot_id}"
+        )
+
+    async def close(self) -> None:
+        """Stop a snapshot load in progress (its chunks stay stored: it resumes later)."""
+        task = self._snapshot_task
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def wait_snapshot(self) -> None:
+        """Wait until a snapshot being applied is done (for tests and shutdown)."""
+        if self._snapshot_task is not None:
+            await asyncio.shield(self._snapshot_task)
+
+    async def _apply_snapshot(self, snapshot_id: str, version: int) -> None:
+        try:
+            await self._apply_snapshot_inner(snapshot_id, version)
+        except DatasetError as exc:
+            await self._writer.drop_chunks()
+            await self._writer.drop_stage()
+            await self._record(
+                "message_rejected",
+                {"reason": "bad_snapshot", "detail": str(exc)[:300], "snapshot_id": snapshot_id},
+            )
+            await self._resync("bad_snapshot", force=True)
+        finally:
+            self._applied_while_staging = None
+            self._snapshot_task = None
+
+    async def _apply_snapshot_inner(self, snapshot_id: str, version: int) -> None:
+        pending = await self._writer.pending_snapshot()
+        if pending is None or pending[0] != snapshot_id:
+            return
+        sha = pending[3]
+        chunks = await self._writer.snapshot_chunks(snapshot_id)
+        digest = hashlib.sha256()
+        for chunk in chunks:
+            digest.update(chunk)
+        if digest.hexdigest() != sha:
+            raise DatasetError("snapshot hash does not match its chunks")
+        self._applied_while_staging = []
+        await self._writer.begin_stage()
+        seen: set[str] = set()
+        # Decoding is CPU work: it runs in a thread, so taps are not held up, and
+        # one chunk ahead, so it overlaps with inserting the previous one.
+        ahead = asyncio.ensure_future(asyncio.to_thread(decode_part, chunks[0]))
+        try:
+            for i in range(len(chunks)):
+                table, rows = await ahead
+                if i + 1 < len(chunks):
+                    ahead = asyncio.ensure_future(asyncio.to_thread(decode_part, chunks[i + 1]))
+                seen.add(table)
+                await self._writer.stage_rows(table, rows, WIRE_VALUES.get(table))
+        finally:
+            if not ahead.done():
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
+        if "site" not in seen:
+            raise DatasetError("snapshot has no site row")
+        async with self._lock:
+            replay = [(v, c) for v, c in self._applied_while_staging if v > version]
+            nxt = max([version, *(v for v, _ in replay)])
+            # Buffered deltas that continue from the snapshot (or the replay) fit now.
+            while nxt in self._buffer:
+                v, changes = self._buffer.pop(nxt)
+                replay.append((v, changes))
+                nxt = v
+            await self._writer.swap_stage(version, replay)
+            self.version = nxt
+            self._buffer = {b: d for b, d in self._buffer.items() if b > nxt}
+        await self._writer.drop_chunks()
+        self._last_resync = None  # answered: the next need may ask at once
+        await self._record(
+            "snapshot_applied",
+            {"snapshot_id": snapshot_id, "version": version, "now_version": self.version},
+        )
+        log.info("snapshot %s applied: dataset version %s", snapshot_id, self.version)

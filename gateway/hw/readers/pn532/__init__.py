@@ -1,0 +1,1 @@
+"""NXP PN532 NFC readers over UART: :mod:`.codec` (frames) and :mod:`.reader` (the task)."""

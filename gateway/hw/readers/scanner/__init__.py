@@ -1,0 +1,1 @@
+"""Serial QR and barcode scanners: :mod:`.framer` (bytes to lines) and :mod:`.reader`."""

@@ -1,0 +1,100 @@
+"""What every serial reader shares: open by URL, run a session, reopen with backoff.
+
+The port is opened with :func:`serial.serial_for_url`, so a device path, a
+pty from the simulator or ``loop://`` all work.  Blocking pyserial calls run
+in worker threads.  When a session fails (the port vanished, the device
+stopped answering) the port is closed, ``reader_offline`` is recorded if the
+reader had been online, and it is reopened after an exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+import serial
+
+from gateway.clock import Clock
+from gateway.events import Record
+from gateway.net.mqtt import backoff
+
+log = logging.getLogger(__name__)
+
+
+class SessionError(Exception):
+    """A session with the device failed; the port is reopened."""
+
+
+class SerialPortTask:
+    """Base of serial readers: subclasses implement :meth:`_session`."""
+
+    def __init__(
+        self,
+        reader_id: str,
+        url: str,
+        *,
+        record: Record,
+        clock: Clock,
+        baudrate: int,
+        read_timeout: float,
+        retry_min: float = 0.5,
+        retry_max: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.reader_id = reader_id
+        self.url = url
+        self.baudrate = baudrate
+        self.read_timeout = read_timeout
+        self._record = record
+        self._clock = clock
+        self._retry = (retry_min, retry_max)
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        #: True while a session with the device is up.
+        self.online = False
+
+    async def run(self) -> None:
+        """Open, run a session, and reopen after failures, until cancelled."""
+        attempt = 0
+        while True:
+            try:
+                port = await asyncio.to_thread(
+                    serial.serial_for_url,
+                    self.url,
+                    baudrate=self.baudrate,
+                    timeout=self.read_timeout,
+                )
+            except (serial.SerialException, OSError, ValueError) as exc:
+                log.debug("reader %s: cannot open %s: %s", self.reader_id, self.url, exc)
+            else:
+                try:
+                    await self._session(port)
+                except (serial.SerialException, OSError, SessionError) as exc:
+                    log.warning("reader %s: %s", self.reader_id, exc)
+                finally:
+                    await asyncio.to_thread(port.close)
+                if self.online:
+                    attempt = 0  # it worked for a while: retry quickly
+                await self._set_online(False)
+            await self._clock.sleep(backoff(attempt, *self._retry, self._rng))
+            attempt += 1
+
+    async def _session(self, port: serial.SerialBase) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _link_time() -> float:
+        """Seconds on the clock for timeouts of the link itself (a device's answer,
+        a secure channel's handshake): real time, the event loop's.  The device
+        answers in real time whatever the injected clock says, so a simulated
+        clock jumping ahead must not fail an exchange that is still under way.
+        Polling intervals and backoff stay on the injected clock."""
+        return asyncio.get_running_loop().time()
+
+    async def _set_online(self, online: bool) -> None:
+        if online != self.online:
+            self.online = online
+            await self._record(
+                "reader_online" if online else "reader_offline",
+                {"reader": self.reader_id, "port": self.url},
+            )

@@ -1,0 +1,1 @@
+"""Wiegand cards and keypads: :mod:`.codec` (bit frames) and :mod:`.reader` (two GPIOs)."""
