@@ -49,3 +49,7 @@ class CacheSchemaError(CacheError):
 
 class UsageError(DoorgwError, ValueError):
     """A command-line argument is well formed for the parser but makes no sense."""
+
+
+class HardwareError(DoorgwError, OSError):
+    """Hardware the configuration needs is not there: no GPIO chip, no libosdp."""

@@ -32,13 +32,13 @@ import aiomqtt
 from gateway.app.daemon import Gateway
 from gateway.app.sync import SyncEngine
 from gateway.clock import ManualClock, SystemClock
-from gateway.commands.bench_decide import build_dataset
 from gateway.config.models import load_config
 from gateway.core.credentials import parse_read
 from gateway.core.jws import Signer, keyset_of
 from gateway.net.mqtt import NO_DELAY, tls_context
 from gateway.store.writer import CacheWriter, stage_insert_sql, table_rows
 from gateway.tools.demo import example_document
+from gateway.tools.sitegen import build_dataset
 from gateway.wire.cloudkit import CloudSigner
 
 

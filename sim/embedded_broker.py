@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.core.jws import Signer
 from sim.broker import free_port, platform_keys_file
+from sim.errors import ScenarioError
 
 log = logging.getLogger(__name__)
 #: Seconds amqtt gets to shut down before its sockets are closed directly.
@@ -62,8 +63,6 @@ class EmbeddedBroker:
         try:
             from amqtt.broker import Broker as AmqttBroker
         except ImportError:
-            from sim.scenario import ScenarioError
-
             raise ScenarioError(
                 "no MQTT broker: install Mosquitto, or the embedded one with "
                 "pip install 'doorgw[sim]'"

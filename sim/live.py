@@ -33,7 +33,8 @@ from zoneinfo import ZoneInfo
 
 from gateway.clock import ManualClock
 from gateway.core import qr
-from sim.site import SimError, StuckError, VirtualSite, example_dataset
+from sim.errors import SimError, StuckError
+from sim.site import VirtualSite, example_dataset
 
 log = logging.getLogger(__name__)
 

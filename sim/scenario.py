@@ -33,10 +33,10 @@ from gateway.app.daemon import Gateway
 from gateway.clock import ManualClock
 from gateway.core import qr
 from gateway.core.decision import Decision
-from gateway.errors import DoorgwError
 from gateway.wire.dataset import describe_validation_error
 from sim.cloud import CloudPeer
-from sim.site import SimError, StuckError, VirtualSite, example_dataset, maybe_await
+from sim.errors import ScenarioError, SimError, StuckError
+from sim.site import VirtualSite, example_dataset, maybe_await
 
 #: The scenario's one gateway, which drives every door of the site.
 _GW = "gw-1"
@@ -46,10 +46,6 @@ STEP_LIMIT = 120.0
 DEMO = Path(__file__).parent / "scenarios" / "demo.toml"
 _AT = re.compile(r"^(?:\+(?P<rel>\d+)(?P<unit>[smhd])|(?P<hm>\d{1,2}:\d{2})|(?P<iso>\d{4}-.+))$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class ScenarioError(DoorgwError):
-    """A scenario file that cannot be run; the message names the step and the field."""
 
 
 class _Doc(BaseModel):

@@ -25,11 +25,11 @@ from gateway.clock import ManualClock
 from gateway.config.models import load_config
 from gateway.core.credentials import parse_read
 from gateway.core.decision import Decision
-from gateway.errors import DoorgwError
 from gateway.tools.demo import example_document
 from sim.broker import Broker
 from sim.cloud import CloudPeer
 from sim.embedded_broker import EmbeddedBroker
+from sim.errors import SimError, StuckError
 from sim.pn532 import SimulatedPn532
 from sim.scanner import SimulatedScanner
 from sim.wiegand import SimulatedWiegand
@@ -46,14 +46,6 @@ DOOR_PINS = [
 ]
 #: The Wiegand reader and keypad at a gateway's first door: DATA0, DATA1.
 WIEGAND = (2, 3)
-
-
-class SimError(DoorgwError):
-    """The virtual site cannot be built as asked."""
-
-
-class StuckError(Exception):
-    """Something the simulation waited for did not happen in real time."""
 
 
 def example_dataset() -> dict[str, Any]:

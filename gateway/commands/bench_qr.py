@@ -31,11 +31,11 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway.commands.bench_decide import T0, _percentile, build_dataset, write_bench_cache
 from gateway.core import model, qr
 from gateway.core.decision import check_code, decide_code
 from gateway.core.jws import KeySet, b64url
 from gateway.store.reader import CacheReader
+from gateway.tools.sitegen import T0, build_dataset, percentile, write_bench_cache
 
 #: Accepted either side of an app code's making, as in the daemon's default.
 WINDOW = 30
@@ -170,24 +170,24 @@ def run(
     code_ns.sort()
     floor_ns.sort()
     decide_ns.sort()
-    p99, f99 = _percentile(code_ns, 0.99), _percentile(floor_ns, 0.99)
+    p99, f99 = percentile(code_ns, 0.99), percentile(floor_ns, 0.99)
     return {
         "members": members,
         "bookings": bookings,
         "codes": count,
         "codes_per_s": round(count / total_s),
-        "p50_us": round(_percentile(code_ns, 0.50), 1),
+        "p50_us": round(percentile(code_ns, 0.50), 1),
         "p99_us": round(p99, 1),
         "max_us": round(code_ns[-1] / 1000, 1),
-        "floor_p50_us": round(_percentile(floor_ns, 0.50), 1),
+        "floor_p50_us": round(percentile(floor_ns, 0.50), 1),
         "floor_p99_us": round(f99, 1),
         "ratio": round(p99 / f99, 2),
-        "pass_p99_us": round(_percentile(passes_ns, 0.99), 1),
-        "app_code_p99_us": round(_percentile(app_ns, 0.99), 1),
+        "pass_p99_us": round(percentile(passes_ns, 0.99), 1),
+        "app_code_p99_us": round(percentile(app_ns, 0.99), 1),
         "decide_codes_per_s": round(count / (sum(decide_ns) / 1e9)),
-        "decide_p50_us": round(_percentile(decide_ns, 0.50), 1),
-        "decide_p99_us": round(_percentile(decide_ns, 0.99), 1),
-        "decide_ratio": round(_percentile(decide_ns, 0.99) / f99, 2),
+        "decide_p50_us": round(percentile(decide_ns, 0.50), 1),
+        "decide_p99_us": round(percentile(decide_ns, 0.99), 1),
+        "decide_ratio": round(percentile(decide_ns, 0.99) / f99, 2),
         **sizes,
         "reasons": dict(reasons.most_common()),
     }

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from gateway.errors import DoorgwError
+from gateway.retry import backoff
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,6 @@ def raise_if_cancelling(exc: BaseException) -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError from exc
-
-
-def backoff(attempt: int, low: float, high: float, rng: random.Random) -> float:
-    """Exponential backoff with "equal jitter": between half and all of the step."""
-    step: float = min(high, low * (2.0 ** min(attempt, 30)))
-    return step / 2 + rng.uniform(0.0, step / 2)
 
 
 class MqttLink:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import DoorgwError
-from gateway.tools.pki import write_private
+from gateway.store.files import write_private
 
 #: Every token starts with this, so a leaked one is easy to recognise (and to scan for).
 PREFIX = "dgw_"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -374,19 +375,31 @@ class CacheWriter:
 
     @asynccontextmanager
     async def _unlocked_transaction(self, failure: str) -> AsyncIterator[None]:
+        # SQLite's own errors (a full disk, a damaged file) leave the store as
+        # CacheError: no caller above this layer knows what sqlite3 is.
         db = self.db
-        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise CacheError(f"{failure}: {exc}") from exc
         try:
             yield
+            await db.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
-            await db.execute("ROLLBACK")
+            await self._rollback()
             raise DatasetError(f"{failure}: {_integrity_message(exc)}") from None
+        except sqlite3.Error as exc:
+            await self._rollback()
+            raise CacheError(f"{failure}: {exc}") from exc
         except BaseException:
             # Cancellation included: never leave a transaction open on the connection.
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
+            await self._rollback()
             raise
-        await db.execute("COMMIT")
+
+    async def _rollback(self) -> None:
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                await self.db.execute("ROLLBACK")
 
     async def apply_restrictions(self, changes: Sequence[model.Change]) -> int:
         """Apply only what in ``changes`` takes access away, without a version bump.

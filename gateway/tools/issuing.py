@@ -26,7 +26,7 @@ from gateway.core import qr
 from gateway.core.jws import b64url, public_jwk
 from gateway.core.localtime import check_timezone, parse_instant, to_iso
 from gateway.errors import DoorgwError, UsageError
-from gateway.tools.pki import read_private
+from gateway.store.files import read_private
 
 
 class SigningKeyError(DoorgwError):

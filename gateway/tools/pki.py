@@ -1,17 +1,16 @@
-"""Keys and certificates: a development CA, certificates it issues, private files.
+"""Keys and certificates: a development CA and the certificates it issues.
 
 The development CA is for tests and the simulator: a broker, the cloud
 stand-in and each gateway get certificates from it, so the whole system
 runs over mutual TLS exactly as in production.  Private keys are written
-with mode 0600 from the moment they exist (never chmod after the fact).
+through :func:`gateway.store.files.write_private`, mode 0600 from the
+moment they exist (never chmod after the fact).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,42 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.errors import DoorgwError
-
-
-def read_private(path: Path, error: type[DoorgwError]) -> bytes:
-    """The bytes of the private key file ``path``.
-
-    Raises ``error`` when it is missing or unreadable, and when its mode lets
-    anyone but its owner read it: a key others could read is refused, as ssh
-    refuses one, rather than used.
-    """
-    try:
-        info = path.stat()
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise error(f"{path}: no such key file") from None
-    except OSError as exc:
-        raise error(f"{path}: cannot read: {exc.strerror}") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise error(
-            f"{path}: mode {stat.S_IMODE(info.st_mode):04o} lets others read the key; "
-            "it must be 0600"
-        )
-    return data
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` readable by the owner only (0600), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+from gateway.store.files import write_private
 
 
 @dataclass(frozen=True)

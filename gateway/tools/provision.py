@@ -43,8 +43,11 @@ from gateway.config.models import Config, load_config
 from gateway.config.profiles import load_board
 from gateway.core.jws import KeySet, SignatureError
 from gateway.errors import ConfigError, DoorgwError
+from gateway.net.mqtt import LinkDownError
+from gateway.net.probe import probe_brokers
 from gateway.net.staff_tokens import TokenStore
-from gateway.tools.pki import Issued, certify, issue, make_ca, read_private, write_private
+from gateway.store.files import read_private, write_private
+from gateway.tools.pki import Issued, certify, issue, make_ca
 from gateway.wire.dataset import describe_validation_error
 
 #: The name of the first staff token, made by ``init``.
@@ -358,38 +361,12 @@ async def enroll(
         raise
 
 
-#: Seconds each broker URL gets to accept the new certificate.
-VERIFY_TIMEOUT = 15.0
-
-
 async def verify_broker(config: Config) -> None:
     """Connect to each broker URL with the config's certificate; ProvisionError if none answers."""
-    import asyncio
-
-    import aiomqtt
-
-    from gateway.net.mqtt import tls_context
-
-    assert config.mqtt is not None
-    mqtt = config.mqtt
-    problems = []
-    for url in mqtt.urls:
-        scheme, _, rest = url.partition("://")
-        host, _, port = rest.rpartition(":")
-        try:
-            async with asyncio.timeout(VERIFY_TIMEOUT):
-                async with aiomqtt.Client(
-                    host,
-                    int(port),
-                    identifier=f"{config.gateway.id}-enroll-{secrets.token_hex(3)}",
-                    tls_context=tls_context(mqtt.ca_file, mqtt.cert_file, mqtt.key_file)
-                    if scheme == "mqtts"
-                    else None,
-                ):
-                    return
-        except (aiomqtt.MqttError, OSError, TimeoutError, ValueError, DoorgwError) as exc:
-            problems.append(f"{url}: {exc or type(exc).__name__}")
-    raise ProvisionError("no broker accepted the new certificate: " + "; ".join(problems))
+    try:
+        await probe_brokers(config)
+    except LinkDownError as exc:
+        raise ProvisionError(str(exc)) from None
 
 
 # Pinned key rotation.

@@ -16,13 +16,14 @@ import random
 import serial
 
 from gateway.clock import Clock
+from gateway.errors import DoorgwError
 from gateway.events import Record
-from gateway.net.mqtt import backoff
+from gateway.retry import backoff
 
 log = logging.getLogger(__name__)
 
 
-class SessionError(Exception):
+class SessionError(DoorgwError):
     """A session with the device failed; the port is reopened."""
 
 

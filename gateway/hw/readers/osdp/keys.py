@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 
 from gateway.errors import DoorgwError
-from gateway.tools.pki import read_private
+from gateway.store.files import read_private
 
 #: The public install-mode key of the OSDP specification (SCBK-D): 0x30..0x3F.
 SCBK_D = bytes(range(0x30, 0x40))

@@ -1,0 +1,64 @@
+"""Files the gateway keeps that are not databases: secret keys and the pinned platform keys.
+
+Private files are written with mode 0600 from the moment they exist (never
+chmod after the fact), and refused when they are readable by others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+from gateway.config.models import Config
+from gateway.core.jws import KeySet
+from gateway.errors import ConfigError, DoorgwError
+
+
+def read_private(path: Path, error: type[DoorgwError]) -> bytes:
+    """The bytes of the private key file ``path``.
+
+    Raises ``error`` when it is missing or unreadable, and when its mode lets
+    anyone but its owner read it: a key others could read is refused, as ssh
+    refuses one, rather than used.
+    """
+    try:
+        info = path.stat()
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: no such key file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise error(
+            f"{path}: mode {stat.S_IMODE(info.st_mode):04o} lets others read the key; "
+            "it must be 0600"
+        )
+    return data
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by the owner only (0600), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def load_platform_keys(config: Config) -> KeySet:
+    """The platform's pinned signing keys, from ``[sync] keys_file`` (a JWKS)."""
+    if config.sync is None:
+        raise ConfigError("config", "the daemon needs a [sync] section with keys_file", "sync")
+    path = config.sync.keys_file
+    try:
+        return KeySet.from_jwks(json.loads(path.read_bytes()))
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(str(path), f"not a usable JWKS: {exc}") from None
