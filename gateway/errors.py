@@ -53,3 +53,7 @@ class UsageError(DoorgwError, ValueError):
 
 class HardwareError(DoorgwError, OSError):
     """Hardware the configuration needs is not there: no GPIO chip, no libosdp."""
+
+
+class StopTimeoutError(DoorgwError, TimeoutError):
+    """The gateway's tasks did not stop in time; the message shows where they were."""

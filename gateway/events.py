@@ -1,6 +1,6 @@
 """The one way components report what happened: ``await record(type, data)``.
 
-The daemon passes :meth:`gateway.app.daemon.Gateway.record`, which stores the
+The daemon passes :meth:`gateway.app.eventlog.EventLog.record`, which stores the
 event in the outbox; tests pass a list's append.  Event types and their data
 are listed in docs/protocol.md.
 """

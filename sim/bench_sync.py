@@ -29,14 +29,15 @@ from typing import Any
 
 import aiomqtt
 
-from gateway.app.daemon import Gateway
+from gateway.app.gateway import Gateway
 from gateway.app.sync import SyncEngine
 from gateway.clock import ManualClock, SystemClock
 from gateway.config.models import load_config
 from gateway.core.credentials import parse_read
 from gateway.core.jws import Signer, keyset_of
 from gateway.net.mqtt import NO_DELAY, tls_context
-from gateway.store.writer import CacheWriter, stage_insert_sql, table_rows
+from gateway.store.rows import stage_insert_sql, table_rows
+from gateway.store.writer import CacheWriter
 from gateway.tools.demo import example_document
 from gateway.tools.sitegen import build_dataset
 from gateway.wire.cloudkit import CloudSigner
@@ -69,7 +70,7 @@ async def snapshot_figures(members: int, bookings: int, directory: Path) -> dict
                 continue
             table, rows_of_table = table_rows(items)
             prepared.append((stage_insert_sql(table), list(rows_of_table)))
-        await writer.begin_stage()
+        await writer.stage.begin_stage()
         db = writer.db
         t0 = time.perf_counter()
         for sql, table_rows_list in prepared:
@@ -128,7 +129,7 @@ async def mqtt_figures(directory: Path, revocations: int, events: int) -> dict[s
         card = parse_read("nfc:04A1B2C3D4E5F6", site_id=doc["site"]["id"])
         async with Gateway(config, clock).running() as gw:
             applied = asyncio.Event()
-            record = gw.record
+            record = gw.events.record
 
             async def watch(type_: str, data: dict[str, Any], at: int | None = None) -> None:
                 # Recorded right after the cache commits: the decision has changed.
@@ -156,8 +157,7 @@ async def mqtt_figures(directory: Path, revocations: int, events: int) -> dict[s
                     await applied.wait()
                 from gateway.core.decision import decide
 
-                assert gw.reader is not None
-                with gw.reader.view() as view:
+                with gw.cache.view() as view:
                     decision = decide(view, card, "front", clock.now())
                 lags.append(time.perf_counter() - t0)
                 assert decision.granted == (status == "active"), "decision did not follow"

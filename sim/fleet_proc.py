@@ -35,7 +35,7 @@ def run_gateway(config_path: Path) -> None:
     """The real daemon, with mock pins standing in for the relay board."""
     from gpiozero.pins.mock import MockFactory
 
-    from gateway.app.daemon import serve
+    from gateway.app.serve import serve
     from gateway.clock import SystemClock
     from gateway.config.models import load_config
 

@@ -332,7 +332,7 @@ class LiveSite:
             (sim.name, event)
             for sim in self.site.gateways.values()
             if sim.gateway is not None
-            for event in sim.gateway.recent
+            for event in sim.gateway.events.recent
         ]
         merged.sort(key=lambda pair: (pair[1]["at"], pair[0], pair[1]["id"]))
         return merged
@@ -460,22 +460,22 @@ class RichView:
             if gw is None:
                 gateways.add_row(sim.name, Text("stopped", "red"), "", "", "")
                 continue
-            states = gw.door_states()
+            states = gw.station.door_states()
             for door in sim.doors:
                 parts = states[door].split("/")
                 lock = Text(parts[0], "green" if parts[0] == "unlocked" else "")
                 contact = parts[1] if len(parts) > 1 else "-"
                 alarm = Text(parts[2], "bold red") if len(parts) > 2 else Text("")
-                led = gw.feedback[door].playing or "-"
+                led = gw.station.feedback[door].playing or "-"
                 doors.add_row(door, sim.name, lock, contact, led, alarm)
             link = Text("up", "green") if gw.link.connected.is_set() else Text("DOWN", "red")
             data = f"v{gw.engine.version}" + (
                 f" (platform v{platform.version})" if platform is not None else ""
             )
             readers = " ".join(
-                f"{r}:{'up' if up else 'DOWN'}" for r, up in gw.readers_online().items()
+                f"{r}:{'up' if up else 'DOWN'}" for r, up in gw.station.readers_online().items()
             )
-            lockdown = " LOCKDOWN" if gw.lockdown else ""
+            lockdown = " LOCKDOWN" if gw.modes.lockdown else ""
             gateways.add_row(sim.name, link, data, f"{gw.outbox.depth} unsent{lockdown}", readers)
         events = Table(title="events", title_justify="left", expand=True, show_header=False)
         events.add_column("event", overflow="ellipsis", no_wrap=True)

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gateway.app.daemon import Gateway
+from gateway.app.gateway import Gateway
 from gateway.clock import ManualClock
 from gateway.core import qr
 from gateway.core.decision import Decision
@@ -234,8 +234,8 @@ class Runner:
                 self.outcomes.append(start)
                 return self.outcomes
             gw = self.sim.gw
-            if gw.recent:  # the watch shows what steps cause, not the start-up
-                self._seen_event = gw.recent[-1]["id"]
+            if gw.events.recent:  # the watch shows what steps cause, not the start-up
+                self._seen_event = gw.events.recent[-1]["id"]
             for index, step in enumerate(self.scenario.steps, 1):
                 try:
                     # A scenario must fail, never hang: each step gets a real-time limit.
@@ -333,7 +333,7 @@ class Runner:
             elif step.close_door is not None:
                 await site.set_contact(step.close_door, open_=False)
             elif step.lockdown is not None:
-                await gw.set_lockdown(step.lockdown, by="scenario")
+                await gw.modes.set_lockdown(step.lockdown, by="scenario")
             elif step.broker == "down":
                 await maybe_await(site.broker.stop())
                 await self._settle(lambda: not gw.link.connected.is_set(), "the link to notice")
@@ -360,20 +360,22 @@ class Runner:
     def _state(self, gw: Gateway) -> list[str]:
         """Doors, readers, sync and outbox now, and the events since the last look."""
         doors = []
-        for door_id in gw.doors:
-            led = gw.feedback[door_id].playing or "-"
-            doors.append(f"{door_id} {gw.door_states()[door_id]} led:{led}")
-        readers = " ".join(f"{r}:{'up' if up else 'DOWN'}" for r, up in gw.readers_online().items())
+        for door_id in gw.station.doors:
+            led = gw.station.feedback[door_id].playing or "-"
+            doors.append(f"{door_id} {gw.station.door_states()[door_id]} led:{led}")
+        readers = " ".join(
+            f"{r}:{'up' if up else 'DOWN'}" for r, up in gw.station.readers_online().items()
+        )
         link = "up" if gw.link.connected.is_set() else "DOWN"
         lines = [
             "doors    " + " | ".join(doors),
             f"readers  {readers}",
             f"sync     link {link}, data v{gw.engine.version} (platform v{self.cloud.version}), "
-            f"outbox {gw.outbox.depth} unsent" + (", LOCKDOWN" if gw.lockdown else ""),
+            f"outbox {gw.outbox.depth} unsent" + (", LOCKDOWN" if gw.modes.lockdown else ""),
         ]
-        fresh = [e for e in gw.recent if e["id"] > self._seen_event]
-        if gw.recent:
-            self._seen_event = gw.recent[-1]["id"]
+        fresh = [e for e in gw.events.recent if e["id"] > self._seen_event]
+        if gw.events.recent:
+            self._seen_event = gw.events.recent[-1]["id"]
         for event in fresh[-8:]:
             data = event["data"]
             detail = " ".join(
@@ -446,7 +448,7 @@ class Runner:
         if expect.led is not None:
             action = step.tap or step.scan
             door = action.door if action is not None else self.doors[0]
-            feedback = gw.feedback[door]
+            feedback = gw.station.feedback[door]
             with contextlib.suppress(StuckError):
                 await self._settle(lambda: feedback.playing == expect.led, "", 2, advance=False)
             if feedback.playing != expect.led:

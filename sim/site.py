@@ -2,7 +2,7 @@
 
 Everything runs in this process on one simulated clock except the broker
 (Mosquitto, or the embedded pure-Python one): each gateway is the real
-daemon (:class:`gateway.app.daemon.Gateway`) with its own data directory, its
+daemon (:class:`gateway.app.gateway.Gateway`) with its own data directory, its
 own gpiozero :class:`MockFactory` for the door relays, contacts and LEDs, a
 Wiegand reader and keypad on mock pins at its first door, and a QR scanner
 on a pty at every door.  The site's doors are shared out among the gateways
@@ -20,7 +20,7 @@ from typing import Any
 
 from gpiozero.pins.mock import MockFactory
 
-from gateway.app.daemon import Gateway
+from gateway.app.gateway import Gateway
 from gateway.clock import ManualClock
 from gateway.config.models import load_config
 from gateway.core.credentials import parse_read
@@ -221,7 +221,9 @@ class VirtualSite:
             if door not in sim.open_doors:
                 sim.contact_pin(door).drive_low()
         await self.settle(lambda: gw.engine.version is not None, f"{sim.name}'s first sync")
-        await self.settle(lambda: all(gw.readers_online().values()), f"{sim.name}'s readers")
+        await self.settle(
+            lambda: all(gw.station.readers_online().values()), f"{sim.name}'s readers"
+        )
         return gw
 
     async def stop_gateway(self, sim: SimGateway) -> None:
@@ -274,7 +276,7 @@ class VirtualSite:
         has the Wiegand reader, on the door's emulated PN532 for an NFC card."""
         sim = self.at(door)
         read = parse_read(card, site_id=self.site_id)
-        before = (sim.gw.outbox.last_seq, sim.gw.carried_out)
+        before = (sim.gw.outbox.last_seq, sim.gw.taps.carried_out)
         if read.kind.value == "wiegand" and door == sim.doors[0] and sim.wiegand is not None:
             facility, _, number = read.value.partition(":")
             sim.wiegand.card(int(facility or 0), int(number))
@@ -287,7 +289,7 @@ class VirtualSite:
             finally:
                 reader.card = None  # the member takes the card away
         # Other kinds have no emulated reader here: hand the read over as a reader would.
-        return await sim.gw.present_card(door, f"sim-{door}", read)
+        return await sim.gw.taps.card(door, f"sim-{door}", read)
 
     async def keys(self, door: str, keys: str) -> Decision | None:
         """Keys typed on the keypad at ``door`` (a PIN and ``#``)."""
@@ -296,7 +298,7 @@ class VirtualSite:
             raise SimError(
                 f"door {door!r} has no keypad (keypads are at each gateway's first door)"
             )
-        before = (sim.gw.outbox.last_seq, sim.gw.carried_out)
+        before = (sim.gw.outbox.last_seq, sim.gw.taps.carried_out)
         for key in keys:
             sim.wiegand.key(key)
             # Key bursts are told apart by the silence between them, in real ticks.
@@ -307,7 +309,7 @@ class VirtualSite:
     async def scan(self, door: str, text: str) -> Decision | None:
         """``text`` shown to ``door``'s QR scanner; the decision it led to."""
         sim = self.at(door)
-        before = (sim.gw.outbox.last_seq, sim.gw.carried_out)
+        before = (sim.gw.outbox.last_seq, sim.gw.taps.carried_out)
         sim.scanners[door].scan(text)
         return await self.next_access(sim, before, "the code's decision")
 
@@ -321,7 +323,7 @@ class VirtualSite:
         seq, carried_out = before
 
         def decided() -> bool:
-            for event in reversed(sim.gw.recent):
+            for event in reversed(sim.gw.events.recent):
                 if event["seq"] is not None and event["seq"] <= seq:
                     return False
                 if event["type"] == "access":
@@ -330,7 +332,7 @@ class VirtualSite:
             return False
 
         await self.settle(decided, what)
-        await self.settle(lambda: sim.gw.carried_out > carried_out, f"{what} at the door")
+        await self.settle(lambda: sim.gw.taps.carried_out > carried_out, f"{what} at the door")
         return found[-1]
 
 

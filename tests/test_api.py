@@ -13,7 +13,7 @@ import httpx
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from gateway.app.daemon import Gateway
+from gateway.app.gateway import Gateway
 from gateway.clock import ManualClock
 from gateway.commands.cli import main
 from gateway.config.models import load_config
@@ -83,7 +83,7 @@ def auth(token: str) -> dict[str, str]:
 
 
 async def staff_actions(gw: Gateway) -> list[dict[str, Any]]:
-    return [e["data"] for e in gw.recent if e["type"] == "staff_action"]
+    return [e["data"] for e in gw.events.recent if e["type"] == "staff_action"]
 
 
 def test_health_needs_no_token_and_says_when_the_gateway_is_ready(tmp_path: Path) -> None:
@@ -107,12 +107,12 @@ def test_without_a_good_token_staff_endpoints_answer_401_then_429(tmp_path: Path
             assert (r.status_code, r.headers["www-authenticate"]) == (401, "Bearer")
         wrong = await client.post("/api/lockdown", json={"on": True}, headers=auth("dgw_nope"))
         assert wrong.status_code == 401
-        assert gw.lockdown is False
+        assert gw.modes.lockdown is False
         # Three failures from this address (max_failures = 3): now even the right token waits.
         locked = await client.get("/api/status", headers=auth(token))
         assert locked.status_code == 429
         assert 0 < int(locked.headers["retry-after"]) <= 60
-        failures = [e["data"] for e in gw.recent if e["type"] == "staff_auth_failed"]
+        failures = [e["data"] for e in gw.events.recent if e["type"] == "staff_auth_failed"]
         assert len(failures) == 3
         assert failures[-1] == {"client": "127.0.0.1", "path": "/api/lockdown", "token_given": True}
         clock.advance(61)
@@ -123,7 +123,7 @@ def test_without_a_good_token_staff_endpoints_answer_401_then_429(tmp_path: Path
 
 def test_status_shows_doors_readers_sync_outbox_and_clock(tmp_path: Path) -> None:
     async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
-        await until(lambda: gw.readers_online().get("nfc-front"))
+        await until(lambda: gw.station.readers_online().get("nfc-front"))
         status = (await client.get("/api/status", headers=auth(token))).json()
         assert status["gateway"] == "gw-1"
         assert status["doors"][0] | {"state": "locked"} == {
@@ -150,7 +150,7 @@ def test_status_shows_doors_readers_sync_outbox_and_clock(tmp_path: Path) -> Non
 
 def test_staff_let_someone_in_and_lock_down_and_each_action_is_audited(tmp_path: Path) -> None:
     async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
-        factory_lock = gw.doors["front"]
+        factory_lock = gw.station.doors["front"]
         r = await client.post("/api/doors/front/unlock", json={"seconds": 8}, headers=auth(token))
         assert r.status_code == 200
         assert factory_lock.locked is False
@@ -168,7 +168,7 @@ def test_staff_let_someone_in_and_lock_down_and_each_action_is_audited(tmp_path:
             {"action": "unlock", "by": "front-desk", "door": "front", "seconds": 8.0},
             {"action": "lockdown", "by": "front-desk", "on": True},
         ]
-        unlocked = [e["data"] for e in gw.recent if e["type"] == "door_unlocked"]
+        unlocked = [e["data"] for e in gw.events.recent if e["type"] == "door_unlocked"]
         assert unlocked[-1]["reason"] == "staff front-desk"
 
     run(tmp_path, body)
@@ -177,7 +177,7 @@ def test_staff_let_someone_in_and_lock_down_and_each_action_is_audited(tmp_path:
 def test_recent_events_come_newest_first_in_pages(tmp_path: Path) -> None:
     async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
         for i in range(7):
-            await gw.record("test_event", {"n": i})
+            await gw.events.record("test_event", {"n": i})
         first = (
             await client.get(
                 "/api/events", params={"type": "test_event", "limit": 3}, headers=auth(token)
@@ -232,18 +232,18 @@ def test_what_a_member_can_open_and_when(tmp_path: Path) -> None:
 
 def test_enrolment_reports_the_next_card_instead_of_deciding_it(tmp_path: Path) -> None:
     async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
-        await until(lambda: gw.readers_online().get("nfc-front"))
+        await until(lambda: gw.station.readers_online().get("nfc-front"))
         r = await client.post(
             "/api/readers/nfc-front/enrol", json={"seconds": 60}, headers=auth(token)
         )
         assert r.json() == {"reader": "nfc-front", "waiting_seconds": 60.0}
         waiting = await client.get("/api/readers/nfc-front/enrol", headers=auth(token))
         assert waiting.json() == {"reader": "nfc-front", "card": None}
-        read = await gw.present_card(
+        read = await gw.taps.card(
             "front", "nfc-front", parse_read("nfc:04AABBCCDDEEFF", site_id="t")
         )
         assert read is None  # reported, not decided
-        assert gw.feedback["front"].playing == "card_read"
+        assert gw.station.feedback["front"].playing == "card_read"
         card = (await client.get("/api/readers/nfc-front/enrol", headers=auth(token))).json()
         assert card["card"] == {
             "reader": "nfc-front",
@@ -252,8 +252,8 @@ def test_enrolment_reports_the_next_card_instead_of_deciding_it(tmp_path: Path) 
             "value": "04AABBCCDDEEFF",
             "at": int(clock.now().timestamp()),
         }
-        assert not [e for e in gw.recent if e["type"] == "access"]
-        assert gw.doors["front"].locked
+        assert not [e for e in gw.events.recent if e["type"] == "access"]
+        assert gw.station.doors["front"].locked
         missing = await client.post("/api/readers/nope/enrol", headers=auth(token))
         assert missing.status_code == 404
 
@@ -262,8 +262,8 @@ def test_enrolment_reports_the_next_card_instead_of_deciding_it(tmp_path: Path) 
 
 def test_metrics_in_prometheus_format(tmp_path: Path) -> None:
     async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
-        await gw.present("front", parse_read("nfc:04000001", site_id="t"))  # day_m: granted
-        await gw.present("front", parse_read("nfc:04000008", site_id="t"))  # revoked card
+        await gw.taps.present("front", parse_read("nfc:04000001", site_id="t"))  # day_m: granted
+        await gw.taps.present("front", parse_read("nfc:04000008", site_id="t"))  # revoked card
         text = (await client.get("/metrics", headers=auth(token))).text
         for line in (
             'doorgw_decisions_total{reason="granted_plan"} 1.0',
@@ -316,11 +316,11 @@ def test_a_port_already_taken_does_not_stop_the_doors(tmp_path: Path) -> None:
     async def go() -> None:
         gw = Gateway(config, ManualClock(START), pin_factory=MockFactory())
         async with gw.running():
-            await until(lambda: any(e["type"] == "api_unavailable" for e in gw.recent))
-            event = next(e["data"] for e in gw.recent if e["type"] == "api_unavailable")
+            await until(lambda: any(e["type"] == "api_unavailable" for e in gw.events.recent))
+            event = next(e["data"] for e in gw.events.recent if e["type"] == "api_unavailable")
             assert (event["listen"], event["port"]) == ("127.0.0.1", port)
-            await gw.doors["front"].grant()
-            assert gw.doors["front"].locked is False
+            await gw.station.doors["front"].grant()
+            assert gw.station.doors["front"].locked is False
 
     try:
         asyncio.run(go())

@@ -16,8 +16,9 @@ from gateway.core.credentials import parse_read
 from gateway.core.decision import Reason, decide
 from gateway.errors import CacheError, CacheSchemaError, DatasetError
 from gateway.store.reader import CacheReader
+from gateway.store.rows import table_rows
 from gateway.store.schema import SCHEMA_VERSION
-from gateway.store.writer import CacheWriter, table_rows
+from gateway.store.writer import CacheWriter
 from gateway.wire.dataset import parse_changes, parse_dataset
 
 from .conftest import base_dataset, local, revoke_day_card, write_cache
@@ -328,18 +329,18 @@ def test_deltas_apply_while_a_snapshot_is_staged_and_replay_after_the_swap(
 
     async def go() -> None:
         async with CacheWriter(path, CLOCK) as w:
-            await w.begin_stage()
+            await w.stage.begin_stage()
             for items in snapshot.tables():
                 if not items:
                     continue
                 table, rows = table_rows(items)
-                await w.stage_rows(table, rows)
+                await w.stage.stage_rows(table, rows)
                 if table == "members":
                     # A revocation lands mid-transfer: it takes effect at once...
                     await w.apply_changes(revoke, version=2)
                     assert _reason(reader, "nfc:04000001") is Reason.CREDENTIAL_REVOKED
             # ...and survives the swap to the (older-content) snapshot as version 11.
-            await w.swap_stage(10, replay=[(11, revoke)])
+            await w.stage.swap_stage(10, replay=[(11, revoke)])
             assert await w.dataset_version() == 11
 
     asyncio.run(go())
@@ -366,14 +367,14 @@ def test_a_swap_whose_replay_breaks_references_keeps_the_old_data(tmp_path: Path
 
     async def go() -> None:
         async with CacheWriter(path, CLOCK) as w:
-            await w.begin_stage()
+            await w.stage.begin_stage()
             for items in ((snapshot.site,), snapshot.members):
-                await w.stage_rows(*table_rows(items))
+                await w.stage.stage_rows(*table_rows(items))
             with pytest.raises(DatasetError, match="not in the cache"):
-                await w.swap_stage(10, replay=[(11, orphan)])
+                await w.stage.swap_stage(10, replay=[(11, orphan)])
             assert await w.dataset_version() == 1
-            await w.begin_stage()  # a new transfer starts from empty stage tables
-            await w.drop_stage()
+            await w.stage.begin_stage()  # a new transfer starts from empty stage tables
+            await w.stage.drop_stage()
 
     asyncio.run(go())
     reader = CacheReader(path)
@@ -453,3 +454,21 @@ def test_pass_revocations_apply_early_and_their_removal_waits(tmp_path: Path) ->
             assert view.pass_context("front", "dp-7")[2:] == (False, 0)
     finally:
         reader.close()
+
+
+def test_sqlite_errors_leave_the_store_as_cache_errors_and_roll_back(tmp_path: Path) -> None:
+    """A real SQLite failure inside a write (here the table it needs is gone) is a
+    CacheError naming what was not recorded, and leaves no transaction open."""
+    path = tmp_path / "cache.sqlite3"
+
+    async def go() -> None:
+        async with CacheWriter(path, ManualClock(datetime(2026, 3, 10, tzinfo=UTC))) as writer:
+            with sqlite3.connect(path) as other:
+                other.execute("DROP TABLE pass_uses")
+            with pytest.raises(CacheError, match=r"^pass use not recorded: no such table"):
+                await writer.use_pass("dp-1", 3, 2_000_000_000, 1_000)
+            assert not writer.db.in_transaction
+            # The writer is still usable for everything else.
+            assert await writer.claim_nonce("n-1", 2_000_000_000, 1_000)
+
+    asyncio.run(go())

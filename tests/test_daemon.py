@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.app.daemon import Gateway
+from gateway.app.gateway import Gateway
 from gateway.clock import ManualClock
 from gateway.commands.cli import main
 from gateway.config.models import load_config
@@ -66,7 +66,7 @@ def test_taps_are_decided_and_recorded_with_no_broker(tmp_path: Path) -> None:
     async def body(gw: Gateway, clock: ManualClock) -> None:
         await synced(gw, clock)
         assert not gw.link.connected.is_set()
-        d = await gw.tap(parse_read("nfc:04000001", site_id="t"), "front")
+        d = await gw.taps.tap(parse_read("nfc:04000001", site_id="t"), "front")
         assert d.reason is Reason.GRANTED_PLAN
         access = [e for e in await events(gw) if e["type"] == "access"]
         assert access[-1]["data"]["reason"] == "granted_plan"
@@ -80,15 +80,15 @@ def test_stale_data_stops_grants_per_kind_and_says_so(tmp_path: Path) -> None:
     async def body(gw: Gateway, clock: ManualClock) -> None:
         await synced(gw, clock)
         clock.advance(5 * 3600)  # five hours without a word from the platform
-        assert gw.stale_kinds() == frozenset({"pass"})
+        assert gw.freshness.stale() == frozenset({"pass"})
         card = parse_read("nfc:04000001", site_id="t")
-        assert (await gw.tap(card, "front")).granted
+        assert (await gw.taps.tap(card, "front")).granted
         clock.advance(48 * 3600)  # Thu 12 Mar 15:00, inside plan hours
-        assert gw.stale_kinds() == frozenset({"pass", "plan", "booking"})
-        d = await gw.tap(card, "front")
+        assert gw.freshness.stale() == frozenset({"pass", "plan", "booking"})
+        d = await gw.taps.tap(card, "front")
         assert (d.granted, d.reason) == (False, Reason.DATA_STALE)
         # Staff keep their access: no staff_hours bound is configured.
-        staff = await gw.tap(parse_read("nfc:04000011", site_id="t"), "front")
+        staff = await gw.taps.tap(parse_read("nfc:04000011", site_id="t"), "front")
         assert (staff.granted, staff.reason) == (True, Reason.GRANTED_PLAN)
         last = [e for e in await events(gw) if e["type"] == "access"][-1]["data"]
         assert last["data_age_s"] == 53 * 3600
@@ -150,9 +150,9 @@ def test_replayed_old_messages_do_not_refresh_the_data(tmp_path: Path) -> None:
         old_beacon = cloud.beacon(1)  # signed now, kept by an attacker
         clock.advance(30 * 3600)  # past the default 24 h bound for passes
         assert await gw.engine.handle(old_beacon) == "current"
-        assert gw.data_age() == 30 * 3600
-        assert "pass" in gw.stale_kinds()
+        assert gw.freshness.age() == 30 * 3600
+        assert "pass" in gw.freshness.stale()
         await gw.engine.handle(cloud.beacon(1))  # a fresh one does
-        assert gw.data_age() == 0
+        assert gw.freshness.age() == 0
 
     run(tmp_path, body)

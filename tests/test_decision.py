@@ -16,6 +16,7 @@ from gateway.core.decision import (
     CODE_REASONS,
     DENY_PRECEDENCE,
     REASON_DOCS,
+    Conditions,
     Decision,
     Grant,
     Reason,
@@ -711,8 +712,8 @@ def test_stale_grant_kinds_do_not_open_but_fresh_ones_do(make_reader: Any) -> No
     at = local("2026-03-10T14:30")
     with reader.view() as view:
         # book_m has a paid booking for room1 and a plan for the front door.
-        assert decide(view, read, "room1", at, stale=frozenset({"plan"})).granted
-        stale = decide(view, read, "room1", at, stale=frozenset({"booking"}))
+        assert decide(view, read, "room1", at, Conditions(stale=frozenset({"plan"}))).granted
+        stale = decide(view, read, "room1", at, Conditions(stale=frozenset({"booking"})))
         assert (stale.granted, stale.reason) == (False, Reason.DATA_STALE)
         assert stale.message == "access data out of date; please ask staff"
         # Denials that need no fresh data are unchanged.
@@ -721,7 +722,7 @@ def test_stale_grant_kinds_do_not_open_but_fresh_ones_do(make_reader: Any) -> No
             parse_read("nfc:04000008", site_id="t"),
             "front",
             at,
-            stale=frozenset({"booking", "plan", "pass"}),
+            Conditions(stale=frozenset({"booking", "plan", "pass"})),
         )
         assert other.reason is Reason.CREDENTIAL_REVOKED
 
@@ -729,9 +730,15 @@ def test_stale_grant_kinds_do_not_open_but_fresh_ones_do(make_reader: Any) -> No
 def test_lockdown_lets_only_staff_through(reader: CacheReader) -> None:
     at = local("2026-03-10T10:00")
     with reader.view() as view:
-        member = decide(view, parse_read("nfc:04000001", site_id="t"), "front", at, lockdown=True)
-        staff = decide(view, parse_read("nfc:04000011", site_id="t"), "front", at, lockdown=True)
-        revoked = decide(view, parse_read("nfc:04000008", site_id="t"), "front", at, lockdown=True)
+        member = decide(
+            view, parse_read("nfc:04000001", site_id="t"), "front", at, Conditions(lockdown=True)
+        )
+        staff = decide(
+            view, parse_read("nfc:04000011", site_id="t"), "front", at, Conditions(lockdown=True)
+        )
+        revoked = decide(
+            view, parse_read("nfc:04000008", site_id="t"), "front", at, Conditions(lockdown=True)
+        )
     assert (member.granted, member.reason, member.message) == (
         False,
         Reason.LOCKDOWN,
@@ -751,7 +758,7 @@ def test_card_and_pin_doors_want_the_card_holders_own_pin(reader: CacheReader) -
                 parse_read(card, site_id="t"),
                 "front",
                 at,
-                pin_required=True,
+                Conditions(pin_required=True),
                 pin=None if pin is None else parse_read(pin, site_id="t"),
             )
 
@@ -782,5 +789,7 @@ def test_card_and_pin_doors_want_the_card_holders_own_pin(reader: CacheReader) -
     assert card_then("pin:5678", card="nfc:04000002").reason is Reason.OUTSIDE_PLAN_HOURS
     # A PIN on its own is not enough at such a door.
     with reader.view() as view:
-        alone = decide(view, parse_read("pin:1234", site_id="t"), "front", at, pin_required=True)
+        alone = decide(
+            view, parse_read("pin:1234", site_id="t"), "front", at, Conditions(pin_required=True)
+        )
     assert (alone.granted, alone.reason) == (False, Reason.CARD_REQUIRED)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from gateway.app.daemon import Gateway
+from gateway.app.gateway import Gateway
 from gateway.clock import SystemClock
 from gateway.config.models import load_config
 from gateway.core.jws import Signer
@@ -77,7 +77,7 @@ def test_cards_at_the_readers_open_the_door_or_show_red(tmp_path: Path) -> None:
                 await gw.engine.wait_snapshot()
                 factory.pin(CONTACT).drive_low()  # the door is shut
                 assert factory.pin(LOCK).state is False  # locked (fail-secure: not energised)
-                await until(lambda: gw.door_states() == {"front": "locked/closed"})
+                await until(lambda: gw.station.door_states() == {"front": "locked/closed"})
 
                 async def refresh() -> None:
                     events[:] = await gw.outbox.pending(0, 1000)
@@ -89,7 +89,7 @@ def test_cards_at_the_readers_open_the_door_or_show_red(tmp_path: Path) -> None:
                 assert access()[0]["reason"] == "granted_plan"
                 await until(lambda: factory.pin(LOCK).state is True)  # unlocked
                 assert factory.pin(GREEN).state is True
-                assert gw.door_states() == {"front": "unlocked/closed"}
+                assert gw.station.door_states() == {"front": "unlocked/closed"}
                 device.card = None
 
                 reader = SimulatedWiegand(factory, D0, D1)
@@ -144,9 +144,11 @@ def test_an_early_member_sees_booking_soon_not_a_plain_refusal(tmp_path: Path) -
             for chunk in CloudSigner(SIGNER, "t").snapshot(parse_dataset(doc)):
                 await gw.engine.handle(chunk)
             await gw.engine.wait_snapshot()
-            decision = await gw.present("room1", CredentialRead(CredentialKind.NFC_UID, "04000005"))
+            decision = await gw.taps.present(
+                "room1", CredentialRead(CredentialKind.NFC_UID, "04000005")
+            )
             assert decision.reason is Reason.BOOKING_NOT_STARTED
-            assert gw.feedback["room1"].playing == "booking_soon"
+            assert gw.station.feedback["room1"].playing == "booking_soon"
             await asyncio.sleep(0.05)
             assert (factory.pin(GREEN).state, factory.pin(RED).state) == (True, True)  # amber
             assert factory.pin(LOCK).state is False  # and the door stays locked
@@ -165,9 +167,9 @@ def test_wrong_pins_lock_the_keypad_with_an_event(tmp_path: Path) -> None:
                 await gw.engine.handle(chunk)
             await gw.engine.wait_snapshot()
             for pin in ("0000", "1111", "2222", "3333", "4444"):
-                await gw.present_pin("front", "kp-front", pin)
+                await gw.taps.pin("front", "kp-front", pin)
             # Locked now: even the right PIN is not looked at.
-            assert await gw.present_pin("front", "kp-front", "1234") is None
+            assert await gw.taps.pin("front", "kp-front", "1234") is None
             types = [e["type"] for e in await gw.outbox.pending(0, 1000)]
             assert types.count("keypad_locked") == 1
             assert types[-1] == "pin_refused"
@@ -229,14 +231,14 @@ def test_a_card_and_pin_door_opens_for_the_card_then_its_holders_pin(tmp_path: P
                         await asyncio.sleep(0.02)
 
             assert await next_access(card=True) == "pin_required"
-            assert gw.feedback["front"].playing == "pin_needed"
+            assert gw.station.feedback["front"].playing == "pin_needed"
             assert factory.pin(LOCK).state is False  # the card alone does not open it
             assert await next_access(*"5678#") == "granted_plan"
             await until(lambda: factory.pin(LOCK).state is True)
 
             assert await next_access(card=True) == "pin_required"
             assert await next_access(*"1234#") == "pin_mismatch"  # somebody else's PIN
-            assert gw.feedback["front"].playing == "denied"
+            assert gw.station.feedback["front"].playing == "denied"
             # The PIN alone, and the PIN after the card's wait ran out.
             assert await next_access(*"5678#") == "card_required"
             assert await next_access(card=True) == "pin_required"
@@ -318,18 +320,18 @@ def test_doors_show_the_fault_pattern_until_the_gateway_has_data(tmp_path: Path)
     async def go() -> None:
         gw = Gateway(load_config(tmp_path / "doorgw.toml"), clock, pin_factory=factory)
         async with gw.running():
-            await until(lambda: gw.feedback["front"].playing == "fault")
+            await until(lambda: gw.station.feedback["front"].playing == "fault")
             # Another pattern plays over it; once it is over, the fault shows again.
-            await gw.feedback["front"].show("denied")
+            await gw.station.feedback["front"].show("denied")
             await clock.run_for(6, step=0.5)
-            await until(lambda: gw.feedback["front"].playing == "fault")
+            await until(lambda: gw.station.feedback["front"].playing == "fault")
             for chunk in CloudSigner(SIGNER, "t", clock.now).snapshot(
                 parse_dataset(base_dataset())
             ):
                 await gw.engine.handle(chunk)
             await gw.engine.wait_snapshot()
             await clock.run_for(6, step=0.5)
-            await until(lambda: gw.feedback["front"].playing is None)
+            await until(lambda: gw.station.feedback["front"].playing is None)
             assert (factory.pin(RED).state, factory.pin(GREEN).state) == (False, False)
 
     asyncio.run(go())
@@ -386,19 +388,19 @@ def test_lockdown_locks_every_door_at_once_and_only_staff_get_in(tmp_path: Path)
                 await gw.engine.handle(chunk)
             await gw.engine.wait_snapshot()
             resident = CredentialRead(CredentialKind.NFC_UID, "04000003")
-            assert (await gw.present("front", resident)).granted
+            assert (await gw.taps.present("front", resident)).granted
             assert factory.pin(LOCK).state is True  # unlocked for the resident
             await gw.engine.handle(
                 cloud.command("gw-1", "lockdown", int(time.time()) + 60, on=True)
             )
             assert factory.pin(LOCK).state is False  # locked at once
-            assert (await gw.present("front", resident)).reason is Reason.LOCKDOWN
+            assert (await gw.taps.present("front", resident)).reason is Reason.LOCKDOWN
             staff = CredentialRead(CredentialKind.NFC_UID, "04000011")
-            assert (await gw.present("front", staff)).granted
+            assert (await gw.taps.present("front", staff)).granted
             await gw.engine.handle(
                 cloud.command("gw-1", "lockdown", int(time.time()) + 60, on=False)
             )
-            assert (await gw.present("front", resident)).granted
+            assert (await gw.taps.present("front", resident)).granted
             modes = [
                 e["data"]["mode"]
                 for e in await gw.outbox.pending(0, 1000)
@@ -459,7 +461,7 @@ def test_a_door_stands_unlocked_in_its_scheduled_hours(tmp_path: Path) -> None:
         assert factory.pin(LOCK).state is False
         await clock.run_for(5 * 60, step=5)  # 09:01
         assert factory.pin(LOCK).state is True
-        assert gw.door_states() == {"front": "unlocked/closed"}
+        assert gw.station.door_states() == {"front": "unlocked/closed"}
         await clock.run_for(8 * 3600, step=15)  # 17:01
         assert factory.pin(LOCK).state is False
 
@@ -473,20 +475,22 @@ def test_after_first_staff_the_door_waits_for_a_staff_member(tmp_path: Path) -> 
     async def body(gw: Gateway, clock: Any, factory: MockFactory) -> None:
         await clock.run_for(15 * 60, step=5)  # 09:10, nobody from staff yet
         assert factory.pin(LOCK).state is False
-        decision = await gw.present("front", CredentialRead(CredentialKind.NFC_UID, "04000011"))
+        decision = await gw.taps.present(
+            "front", CredentialRead(CredentialKind.NFC_UID, "04000011")
+        )
         assert decision.granted
         await clock.run_for(60, step=5)  # the grant has ended; the schedule holds it open
         assert factory.pin(LOCK).state is True
-        assert gw.doors["front"].held
+        assert gw.station.doors["front"].held
 
     path = _scheduled(tmp_path, "unlock_after_first_staff = true\n")
     assert _run_scheduled(path, body, 1) == ["scheduled_unlocked"]
 
 
-def test_an_osdp_reader_without_libosdp_installed_is_a_clear_config_error(
+def test_an_osdp_reader_without_libosdp_installed_is_a_clear_hardware_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway.errors import ConfigError
+    from gateway.errors import HardwareError
 
     monkeypatch.setitem(sys.modules, "osdp", None)  # as if the osdp extra were not installed
     text = door_only_config(tmp_path).read_text()
@@ -504,7 +508,11 @@ def test_an_osdp_reader_without_libosdp_installed_is_a_clear_config_error(
         async with gw:
             pass
 
+    # The machine lacks something the config needs: not a config problem, and the
+    # message names the reader and the fix, not a made-up file and key.
     with pytest.raises(
-        ConfigError, match=r"libosdp is not installed \(pip install 'doorgw\[osdp\]'\)"
+        HardwareError,
+        match=r"^reader 'osdp-front' is an OSDP reader, but libosdp is not installed "
+        r"\(pip install 'doorgw\[osdp\]'\)$",
     ):
         asyncio.run(go())

@@ -11,7 +11,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from gateway.app.daemon import Gateway
+from gateway.app.gateway import Gateway
 from gateway.clock import ManualClock, SystemClock
 from gateway.config.models import load_config
 from gateway.core.credentials import parse_read
@@ -67,11 +67,11 @@ def test_a_new_gateway_syncs_decides_and_reports(broker: Broker, tmp_path: Path)
         async with gw.running():
             await until(lambda: gw.engine.version == 1, "snapshot applied")
             card = parse_read("nfc:04000001", site_id="t")
-            assert (await gw.tap(card, "front")).reason is Reason.GRANTED_PLAN
+            assert (await gw.taps.tap(card, "front")).reason is Reason.GRANTED_PLAN
             # A revocation published by the platform changes the next decision.
             await cloud.send_delta([revoke_day_card()])
             await until(lambda: gw.engine.version == 2, "delta applied")
-            assert (await gw.tap(card, "front")).reason is Reason.CREDENTIAL_REVOKED
+            assert (await gw.taps.tap(card, "front")).reason is Reason.CREDENTIAL_REVOKED
             await until(
                 lambda: gw.outbox.depth == 0 and "access" in types(cloud), "events acknowledged"
             )
@@ -114,7 +114,7 @@ def test_messages_signed_by_others_are_refused_and_reported(broker: Broker, tmp_
             assert rejected[0]["reason"] == "unknown_key"
             assert gw.engine.version == 1
             card = parse_read("nfc:04000001", site_id="t")
-            assert (await gw.tap(card, "front")).granted
+            assert (await gw.taps.tap(card, "front")).granted
             itask.cancel()
         task.cancel()
 
@@ -244,7 +244,7 @@ def test_deltas_the_broker_dropped_while_offline_are_recovered_by_resync(
                     await cloud.send_beacon()
                     await asyncio.sleep(0.2)
             card = parse_read("nfc:04000001", site_id="t")
-            assert (await gw.tap(card, "front")).reason is Reason.CREDENTIAL_REVOKED
+            assert (await gw.taps.tap(card, "front")).reason is Reason.CREDENTIAL_REVOKED
             await until(lambda: gw.outbox.depth == 0, "events delivered")
         asked = {r["reason"] for r in cloud.resync_requests[before:]}
         # "behind" when the kept deltas were the first 1,000 (as Mosquitto keeps them),

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from gateway.app.daemon import Gateway
+from gateway.app.gateway import Gateway
 from gateway.clock import SystemClock
 from gateway.commands.cli import main
 from gateway.config.models import load_config

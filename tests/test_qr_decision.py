@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.clock import ManualClock
 from gateway.core import qr
-from gateway.core.decision import CODE_REASONS, CodeDecision, Reason, decide_code
+from gateway.core.decision import CODE_REASONS, CodeDecision, Conditions, Reason, decide_code
 from gateway.core.jws import Signer, b64url, keyset_of
 from gateway.store.reader import CacheReader
 from gateway.store.writer import CacheWriter
@@ -67,11 +67,12 @@ def pass_text(issuer: qr.PassIssuer = ISSUER, **extra: Any) -> str:
 
 
 def check(reader: CacheReader, text: str, door: str = "front", **extra: Any) -> CodeDecision:
-    args: dict[str, Any] = {"keys": KEYS, "window": WINDOW, "clock_trusted": True}
-    args.update(extra)
-    at = args.pop("at", NOON)
+    """Decide ``text`` at ``door``; ``extra`` sets ``at``, ``keys`` or any of Conditions."""
+    at = extra.pop("at", NOON)
+    keys = extra.pop("keys", KEYS)
+    conditions = Conditions(**{"code_window": WINDOW, "clock_trusted": True, **extra})
     with reader.view() as view:
-        return decide_code(view, text, door, at, **args)
+        return decide_code(view, text, door, at, conditions, keys=keys)
 
 
 def test_a_valid_pass_opens_the_doors_it_names_until_it_ends(codes: CacheReader) -> None:

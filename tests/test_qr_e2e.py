@@ -24,11 +24,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gpiozero.pins.mock import MockFactory
 from PIL import Image
 
-from gateway.app.daemon import Gateway
+from gateway.app.gateway import Gateway
 from gateway.clock import SystemClock
 from gateway.config.models import load_config
 from gateway.core import qr
 from gateway.core.jws import Signer, b64url
+from gateway.errors import CacheError
 from gateway.wire.cloudkit import CloudSigner
 from gateway.wire.dataset import parse_dataset
 from sim.broker import free_port
@@ -127,7 +128,7 @@ async def next_access(gw: Gateway, after: int) -> dict[str, Any]:
 
 
 async def online(gw: Gateway) -> None:
-    await until(lambda: all(gw.readers_online().values()))
+    await until(lambda: all(gw.station.readers_online().values()))
 
 
 def window(hours: float = 2) -> dict[str, int]:
@@ -250,7 +251,7 @@ def test_an_old_app_code_and_a_forged_pass_are_refused_and_shown_red(site: Site)
             fake = await scan(gw, site.scanners[1], forged)
             assert (fake["granted"], fake["reason"]) == (False, "code_bad_signature")
             assert fake["code"]["pass"] == "dp-fake"
-            await until(lambda: gw.feedback["front"].playing == "denied")
+            await until(lambda: gw.station.feedback["front"].playing == "denied")
             assert site.factory.pin(LOCK).state is False
 
     asyncio.run(go())
@@ -292,7 +293,7 @@ def test_garbage_and_oversized_scanner_input_is_refused_and_the_scanner_keeps_wo
                     await asyncio.sleep(0.02)
             assert sorted(discarded) == ["not_utf8", "too_long"]
             assert reasons == ["code_unrecognised", "code_unrecognised", "code_malformed"]
-            assert gw.readers_online() == {"qr-1": True, "qr-2": True}
+            assert gw.station.readers_online() == {"qr-1": True, "qr-2": True}
             assert (await scan(gw, scanner, good))["reason"] == "granted_pass"
 
     asyncio.run(go())
@@ -316,7 +317,7 @@ def test_with_an_untrusted_clock_qr_codes_are_refused_until_the_platform_vouches
             refused = await scan(gw, site.scanners[0], text)
             assert (refused["granted"], refused["reason"]) == (False, "clock_untrusted")
             # The gateway's problem, not the member's: the fault pattern.
-            await until(lambda: gw.feedback["front"].playing == "fault")
+            await until(lambda: gw.station.feedback["front"].playing == "fault")
             events = await gw.outbox.pending(0, 1000)
             trust = [e["data"] for e in events if e["type"] == "clock_trust_changed"]
             assert (trust[-1]["trusted"], trust[-1]["source"]) == (False, "behind_platform")
@@ -373,7 +374,6 @@ def test_a_scanner_repeating_the_code_in_view_is_one_presentation(site: Site) ->
 def test_if_uses_cannot_be_recorded_the_door_stays_shut_and_the_scanner_keeps_working(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sqlite3
 
     once = through_a_camera(
         ISSUER.issue(site="t", pass_id="dp-disk", doors=["front"], max_uses=1, **window())
@@ -384,18 +384,19 @@ def test_if_uses_cannot_be_recorded_the_door_stays_shut_and_the_scanner_keeps_wo
             await site.sync(gw)
             await online(gw)
 
-            # A failing SD card cannot be had here; its symptom can.
+            # A failing SD card cannot be had here; its symptom can: SQLite's
+            # error, as the store reports it (tests/test_cache.py checks that).
             async def broken(*args: object) -> int:
-                raise sqlite3.OperationalError("disk I/O error")
+                raise CacheError("disk I/O error")
 
             monkeypatch.setattr(gw.writer, "use_pass", broken)
             refused = await scan(gw, site.scanners[0], once)
             assert (refused["granted"], refused["reason"]) == (False, "code_unrecorded")
             assert refused["code"]["error"] == "disk I/O error"
-            await until(lambda: gw.feedback["front"].playing == "fault")
+            await until(lambda: gw.station.feedback["front"].playing == "fault")
             assert site.factory.pin(LOCK).state is False
             monkeypatch.undo()
-            assert gw.readers_online() == {"qr-1": True, "qr-2": True}
+            assert gw.station.readers_online() == {"qr-1": True, "qr-2": True}
             granted = await scan(gw, site.scanners[1], once)
             assert (granted["reason"], granted["code"]["use"]) == ("granted_pass", 1)
 

@@ -38,7 +38,7 @@ def test_an_nfc_card_is_found_by_the_doors_pn532_and_a_wiegand_card_on_its_lines
             readers = [
                 e["data"].get("reader")
                 for sim in site.gateways.values()
-                for e in sim.gw.recent
+                for e in sim.gw.events.recent
                 if e["type"] == "access"
             ]
             assert sorted(readers) == ["nfc-room-3", "wg-front"]

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from gateway.app.daemon import Gateway
+from gateway.app.gateway import Gateway
 from gateway.clock import ManualClock
 
 from .test_api import run
@@ -46,7 +46,7 @@ def test_the_status_page_shows_doors_readers_sync_and_events(tmp_path: Path) -> 
     shot = tmp_path / "status.png"
 
     async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
-        await gw.set_lockdown(True, by="test")
+        await gw.modes.set_lockdown(True, by="test")
         url = f"{client.base_url}/#token={token}"
         dom = await chromium("--dump-dom", url)
         assert 'data-loaded="yes"' in dom

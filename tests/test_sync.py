@@ -412,7 +412,7 @@ def test_a_million_booking_snapshot_syncs(tmp_path: Path) -> None:
     import random
     import sqlite3
 
-    from gateway.commands.bench_decide import build_dataset
+    from gateway.tools.sitegen import build_dataset
 
     dataset = build_dataset(100_000, 1_000_000, random.Random(7))
     chunks = CloudSigner(SIGNER, "bench").snapshot(dataset, snapshot_id="big")
@@ -446,7 +446,7 @@ def test_a_revocation_during_a_long_snapshot_load_applies_at_once_and_survives_i
 ) -> None:
     import random
 
-    from gateway.commands.bench_decide import build_dataset
+    from gateway.tools.sitegen import build_dataset
 
     big = build_dataset(20_000, 200_000, random.Random(5))
     chunks = CloudSigner(SIGNER, "bench").snapshot(

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from gateway.app.daemon import Gateway, serve
+from gateway.app.gateway import Gateway
+from gateway.app.serve import serve
 from gateway.clock import SystemClock
 from gateway.config.models import load_config
 from gateway.net.sdnotify import Notifier
@@ -147,7 +148,7 @@ def test_sigterm_locks_the_doors_keeps_the_events_and_says_offline(
         await until(lambda: started, "started")
         await until(lambda: cloud.status.get("gw-1", {}).get("state") == "online", "online")
         lock = factory.pin(17)
-        await started[0].doors["front"].grant()  # a member was just let in
+        await started[0].station.doors["front"].grant()  # a member was just let in
         assert lock.state is True  # relay energised: unlocked
         os.kill(os.getpid(), signal.SIGTERM)
         async with asyncio.timeout(30):

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.clock import Clock
+from gateway.events import Record
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +124,40 @@ class ClockTrust:
     def trusted(self) -> bool:
         """Shorthand for ``state().trusted``."""
         return self.state().trusted
+
+
+#: How often (seconds) the clock's trust is re-evaluated when nothing else asks.
+CLOCK_CHECK_INTERVAL = 30.0
+
+
+class ClockWatch:
+    """Records ``clock_trust_changed`` whenever the verdict of a :class:`ClockTrust` changes.
+
+    Asked before every scanned code (:meth:`check`), and by its own service
+    every :data:`CLOCK_CHECK_INTERVAL` seconds when no code is scanned.
+    """
+
+    def __init__(self, trust: ClockTrust, clock: Clock, record: Record) -> None:
+        self.trust = trust
+        self._clock = clock
+        self._record = record
+        self._seen: TrustState | None = None
+
+    async def check(self) -> TrustState:
+        """Whether the clock is trusted now; a change is recorded as ``clock_trust_changed``."""
+        state = self.trust.state()
+        seen = self._seen
+        if seen is None or (seen.trusted, seen.source) != (state.trusted, state.source):
+            self._seen = state
+            if seen is not None or not state.trusted:
+                await self._record(
+                    "clock_trust_changed",
+                    {"trusted": state.trusted, "source": state.source, "skew_s": state.skew_s},
+                )
+        return state
+
+    async def run(self) -> None:
+        """Check the clock's trust every :data:`CLOCK_CHECK_INTERVAL` seconds, until cancelled."""
+        while True:
+            await self.check()
+            await self._clock.sleep(CLOCK_CHECK_INTERVAL)

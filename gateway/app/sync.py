@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from gateway.app.rejections import Rejections
+from gateway.app.resync import RESYNC_INTERVAL, RESYNC_RETRY_MAX, RequestResync, ResyncPacer
+from gateway.app.snapshots import stage_snapshot
 from gateway.clock import Clock
 from gateway.core import model
 from gateway.core.jws import KeySet, SignatureError
@@ -31,30 +33,18 @@ from gateway.events import Record
 from gateway.store.writer import CacheWriter
 from gateway.wire.dataset import parse_changes
 from gateway.wire.protocol import (
-    WIRE_VALUES,
     AckMsg,
     BeaconMsg,
     CommandMsg,
     DeltaMsg,
-    ResyncRequestMsg,
     SnapshotChunkMsg,
-    decode_part,
     parse_cloud_message,
 )
 
 log = logging.getLogger(__name__)
 
-RequestResync = Callable[[ResyncRequestMsg], Awaitable[object]]
-
 #: At most this many out-of-order deltas are held while waiting for a resync.
 MAX_BUFFERED_DELTAS = 10_000
-#: At most one ``message_rejected`` event per reason this often (seconds).
-REJECT_INTERVAL = 10.0
-#: A new resync request is sent at most this often (seconds, monotonic).
-RESYNC_INTERVAL = 10.0
-#: A gateway still waiting for its data asks again after this much silence,
-#: doubling from RESYNC_INTERVAL up to this (seconds).
-RESYNC_RETRY_MAX = 300.0
 
 
 class SyncEngine:
@@ -85,7 +75,6 @@ class SyncEngine:
         self.gateway_id = gateway_id
         self._clock = clock
         self._record = record
-        self._request_resync = request_resync
         self._on_ack = on_ack
         self._on_command = on_command
         #: Told the signing time of every verified message (the clock's evidence).
@@ -100,10 +89,8 @@ class SyncEngine:
         self.cloud_version: int | None = None
         self._buffer: dict[int, tuple[int, list[model.Change]]] = {}
         self._applied_while_staging: list[tuple[int, list[model.Change]]] | None = None
-        self._last_resync: float | None = None
-        #: When a resync was last asked for or a snapshot chunk last arrived.
-        self._progress = clock.monotonic()
-        self._rejections: dict[str, tuple[float | None, int]] = {}
+        self._pacer = ResyncPacer(gateway_id, clock, record, request_resync)
+        self._reject = Rejections(clock, record).reject
         self._behind_beacons = 0
         self._snapshot_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -112,16 +99,16 @@ class SyncEngine:
         """Load the live version; ask to resume a transfer a restart interrupted."""
         self.version = await self._writer.dataset_version()
         self.last_contact = await self._writer.updated_at()
-        pending = await self._writer.pending_snapshot()
+        pending = await self._writer.stage.pending_snapshot()
         if pending is not None:
             sid, version, count, _sha, held = pending
             missing = sorted(set(range(count)) - set(held))
             if missing:
-                await self._resync("resume", snapshot_id=sid, missing=missing)
+                await self._pacer.ask("resume", self.version, snapshot_id=sid, missing=missing)
             else:
                 self._start_snapshot_apply(sid, version)
         elif self.version is None:
-            await self._resync("no_data")
+            await self._pacer.ask("no_data", self.version)
 
     async def on_connected(self) -> None:
         """A broker session started: repeat a resync request the outage may have lost."""
@@ -130,14 +117,16 @@ class SyncEngine:
     async def _ask_again(self, *, force: bool) -> bool:
         """Ask for what is still missing (a whole snapshot, or a transfer's missing
         chunks); False when nothing is missing."""
-        pending = await self._writer.pending_snapshot()
+        pending = await self._writer.stage.pending_snapshot()
         if pending is not None:
             sid, _, count, _, held = pending
             missing = sorted(set(range(count)) - set(held))
-            await self._resync("resume", snapshot_id=sid, missing=missing, force=force)
+            await self._pacer.ask(
+                "resume", self.version, snapshot_id=sid, missing=missing, force=force
+            )
             return True
         if self.version is None:
-            await self._resync("no_data", force=force)
+            await self._pacer.ask("no_data", self.version, force=force)
             return True
         return False
 
@@ -148,7 +137,7 @@ class SyncEngine:
         wait = RESYNC_INTERVAL
         while True:
             await self._clock.sleep(RESYNC_INTERVAL)
-            silent = self._clock.monotonic() - self._progress
+            silent = self._pacer.silence()
             if not connected() or self._snapshot_task is not None or silent < wait:
                 continue
             if await self._ask_again(force=False):
@@ -158,7 +147,7 @@ class SyncEngine:
 
     async def request_resync(self, reason: str) -> None:
         """Ask the platform for a snapshot now (a command, or staff)."""
-        await self._resync(reason, force=True)
+        await self._pacer.ask(reason, self.version, force=True)
 
     async def handle(self, payload: bytes, topic: str = "") -> str:
         """Verify and apply one message; return a short outcome code (for tests and logs)."""
@@ -200,54 +189,6 @@ class SyncEngine:
             await self._on_command(msg)
         return "command"
 
-    async def _reject(self, reason: str, detail: str, topic: str) -> str:
-        # Whoever can publish to our topics could otherwise fill the outbox with
-        # rejections: one event per reason per REJECT_INTERVAL, with a count.
-        now = self._clock.monotonic()
-        last, suppressed = self._rejections.get(reason, (None, 0))
-        if last is not None and now - last < REJECT_INTERVAL:
-            self._rejections[reason] = (last, suppressed + 1)
-            return f"rejected:{reason}"
-        self._rejections[reason] = (now, 0)
-        log.warning("rejected a message on %s: %s", topic or "?", detail)
-        await self._record(
-            "message_rejected",
-            {
-                "reason": reason,
-                "detail": detail[:300],
-                "topic": topic,
-                "suppressed_before": suppressed,
-            },
-        )
-        return f"rejected:{reason}"
-
-    async def _resync(
-        self,
-        reason: str,
-        *,
-        snapshot_id: str | None = None,
-        missing: list[int] | None = None,
-        force: bool = False,
-    ) -> None:
-        now = self._clock.monotonic()
-        if (
-            not force
-            and self._last_resync is not None
-            and (now - self._last_resync < RESYNC_INTERVAL)
-        ):
-            return
-        self._last_resync = self._progress = now
-        await self._record("resync_requested", {"reason": reason, "have_version": self.version})
-        await self._request_resync(
-            ResyncRequestMsg(
-                gateway=self.gateway_id,
-                have_version=self.version,
-                reason=reason,
-                snapshot_id=snapshot_id,
-                missing=missing,
-            )
-        )
-
     # Deltas.
 
     async def _delta(self, msg: DeltaMsg) -> str:
@@ -262,7 +203,7 @@ class SyncEngine:
             if self.version is None or msg.base_version > self.version:
                 return await self._gap(msg, changes)
             if msg.base_version < self.version:
-                await self._resync("overlap", force=True)
+                await self._pacer.ask("overlap", self.version, force=True)
                 return "resync_overlap"
             outcome = await self._apply_delta(msg.version, changes)
             # Deltas that arrived early may now fit.
@@ -279,7 +220,7 @@ class SyncEngine:
                 "message_rejected",
                 {"reason": "inconsistent", "detail": str(exc), "version": version},
             )
-            await self._resync("inconsistent", force=True)
+            await self._pacer.ask("inconsistent", self.version, force=True)
             return "rejected:inconsistent"
         self.version = version
         if self._applied_while_staging is not None:
@@ -302,7 +243,7 @@ class SyncEngine:
                 "restricted": restricted,
             },
         )
-        await self._resync("gap")
+        await self._pacer.ask("gap", self.version)
         return "buffered_gap"
 
     # Beacons.
@@ -315,7 +256,7 @@ class SyncEngine:
         self._behind_beacons += 1
         # One beacon may overtake the delta it announces; two in a row may not.
         if self._behind_beacons >= 2 and self._snapshot_task is None:
-            await self._resync("behind")
+            await self._pacer.ask("behind", self.version)
             return "behind"
         return "behind_wait"
 
@@ -332,10 +273,10 @@ class SyncEngine:
             return await self._reject("malformed", "chunk data is not base64", "snapshot")
         if msg.index >= msg.count:
             return await self._reject("malformed", "chunk index beyond count", "snapshot")
-        held = await self._writer.store_chunk(
+        held = await self._writer.stage.store_chunk(
             msg.snapshot_id, msg.index, msg.count, msg.version, msg.sha256, data
         )
-        self._progress = self._clock.monotonic()
+        self._pacer.progressed()
         if held < msg.count:
             return "chunk_stored"
         self._start_snapshot_apply(msg.snapshot_id, msg.version)
@@ -364,47 +305,24 @@ class SyncEngine:
         try:
             await self._apply_snapshot_inner(snapshot_id, version)
         except DatasetError as exc:
-            await self._writer.drop_chunks()
-            await self._writer.drop_stage()
+            await self._writer.stage.drop_chunks()
+            await self._writer.stage.drop_stage()
             await self._record(
                 "message_rejected",
                 {"reason": "bad_snapshot", "detail": str(exc)[:300], "snapshot_id": snapshot_id},
             )
-            await self._resync("bad_snapshot", force=True)
+            await self._pacer.ask("bad_snapshot", self.version, force=True)
         finally:
             self._applied_while_staging = None
             self._snapshot_task = None
 
     async def _apply_snapshot_inner(self, snapshot_id: str, version: int) -> None:
-        pending = await self._writer.pending_snapshot()
+        pending = await self._writer.stage.pending_snapshot()
         if pending is None or pending[0] != snapshot_id:
             return
-        sha = pending[3]
-        chunks = await self._writer.snapshot_chunks(snapshot_id)
-        digest = hashlib.sha256()
-        for chunk in chunks:
-            digest.update(chunk)
-        if digest.hexdigest() != sha:
-            raise DatasetError("snapshot hash does not match its chunks")
+        # Deltas applied from here on are replayed on top of the snapshot.
         self._applied_while_staging = []
-        await self._writer.begin_stage()
-        seen: set[str] = set()
-        # Decoding is CPU work: it runs in a thread, so taps are not held up, and
-        # one chunk ahead, so it overlaps with inserting the previous one.
-        ahead = asyncio.ensure_future(asyncio.to_thread(decode_part, chunks[0]))
-        try:
-            for i in range(len(chunks)):
-                table, rows = await ahead
-                if i + 1 < len(chunks):
-                    ahead = asyncio.ensure_future(asyncio.to_thread(decode_part, chunks[i + 1]))
-                seen.add(table)
-                await self._writer.stage_rows(table, rows, WIRE_VALUES.get(table))
-        finally:
-            if not ahead.done():
-                ahead.cancel()
-                await asyncio.gather(ahead, return_exceptions=True)
-        if "site" not in seen:
-            raise DatasetError("snapshot has no site row")
+        await stage_snapshot(self._writer, snapshot_id, pending[3])
         async with self._lock:
             replay = [(v, c) for v, c in self._applied_while_staging if v > version]
             nxt = max([version, *(v for v, _ in replay)])
@@ -413,11 +331,11 @@ class SyncEngine:
                 v, changes = self._buffer.pop(nxt)
                 replay.append((v, changes))
                 nxt = v
-            await self._writer.swap_stage(version, replay)
+            await self._writer.stage.swap_stage(version, replay)
             self.version = nxt
             self._buffer = {b: d for b, d in self._buffer.items() if b > nxt}
-        await self._writer.drop_chunks()
-        self._last_resync = None  # answered: the next need may ask at once
+        await self._writer.stage.drop_chunks()
+        self._pacer.answered()
         await self._record(
             "snapshot_applied",
             {"snapshot_id": snapshot_id, "version": version, "now_version": self.version},

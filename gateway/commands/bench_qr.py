@@ -32,13 +32,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway.core import model, qr
-from gateway.core.decision import check_code, decide_code
+from gateway.core.decision import Conditions, check_code, decide_code
 from gateway.core.jws import KeySet, b64url
 from gateway.store.reader import CacheReader
 from gateway.tools.sitegen import T0, build_dataset, percentile, write_bench_cache
 
 #: Accepted either side of an app code's making, as in the daemon's default.
 WINDOW = 30
+#: Every code is checked on a trusted clock, with the default app-code window.
+CONDITIONS = Conditions(code_window=WINDOW, clock_trusted=True)
 
 
 def _build(
@@ -136,11 +138,15 @@ def run(
 
     def check(text: str, door: str) -> Any:
         with reader.view() as view:
-            return check_code(view, text, door, T0, keys=keys, window=WINDOW, clock_trusted=True)
+            return check_code(
+                view, text, door, T0, Conditions(code_window=WINDOW, clock_trusted=True), keys=keys
+            )
 
     def decide(text: str, door: str) -> Any:
         with reader.view() as view:
-            return decide_code(view, text, door, T0, keys=keys, window=WINDOW, clock_trusted=True)
+            return decide_code(
+                view, text, door, T0, Conditions(code_window=WINDOW, clock_trusted=True), keys=keys
+            )
 
     # Untimed pass: warm the caches (statements, app keys) and count the outcomes.
     for text, door, _ in codes:

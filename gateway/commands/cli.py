@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.config.models import DEFAULT_CONFIG_PATH, Config, load_config
 from gateway.core.access import access_json, member_access
 from gateway.core.credentials import parse_read
-from gateway.core.decision import REASON_DOCS, Decision, decide, decide_code
+from gateway.core.decision import REASON_DOCS, Conditions, Decision, decide, decide_code
 from gateway.core.localtime import parse_instant, to_iso, to_local
 from gateway.errors import DoorgwError, UsageError
 from gateway.store.reader import CacheReader, SqliteView
@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
                 print(path)
             return 0
         if args.command == "run":
-            from gateway.app.daemon import run_daemon
+            from gateway.commands.run import run_daemon
 
             return run_daemon(load_config(args.config), clock)
         if args.command == "pass":
@@ -442,11 +442,11 @@ def _explain(args: argparse.Namespace, clock: Clock) -> int:
     config = load_config(args.config)
     keys = None
     if args.code is not None:
-        from gateway.app.daemon import load_keys
+        from gateway.store.files import load_platform_keys
 
-        keys = load_keys(config)
+        keys = load_platform_keys(config)
     reader = _open(config)
-    code: dict[str, object] | None = None
+    code: Mapping[str, object] | None = None
     try:
         with reader.view() as view:
             tz = _site_zone(view, config)
@@ -459,9 +459,8 @@ def _explain(args: argparse.Namespace, clock: Clock) -> int:
                     args.code,
                     args.door,
                     at,
+                    Conditions(code_window=config.qr.app_code_window_seconds, clock_trusted=True),
                     keys=keys,
-                    window=config.qr.app_code_window_seconds,
-                    clock_trusted=True,
                 )
                 decision, code, read = result.decision, result.code, None
             else:
@@ -474,7 +473,7 @@ def _explain(args: argparse.Namespace, clock: Clock) -> int:
     if args.json:
         out = decision_json(decision)
         if code is not None:
-            out["code"] = code
+            out["code"] = dict(code)
         print(json.dumps(out))
         return 0 if decision.granted else 1
     verdict = "GRANTED" if decision.granted else "DENIED"

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -119,59 +120,113 @@ class DoorConfig(_Section):
         ]
 
 
-class ReaderConfig(_Section):
-    """``[[readers]]``: a credential reader and the door it opens.
+#: The settings each reader kind takes, beside ``id``, ``door`` and ``kind``.
+_READER_FIELDS: dict[str, tuple[str, ...]] = {
+    "pn532": ("port", "baudrate"),
+    "wiegand": ("data0_pin", "data1_pin"),
+    "osdp": ("port", "baudrate", "address", "key_file", "install_mode"),
+    "scanner": ("port", "baudrate"),
+}
+_READER_REQUIRED: dict[str, tuple[str, ...]] = {
+    "pn532": ("port",),
+    "wiegand": ("data0_pin", "data1_pin"),
+    "osdp": ("port",),
+    "scanner": ("port",),
+}
 
-    Kinds: ``pn532`` (NFC over UART), ``wiegand`` (two GPIOs, cards and
-    keypads), ``osdp`` (RS-485, secure channel) and ``scanner`` (a QR or
-    barcode scanner writing lines on a serial port).
-    """
+#: Serial speeds a reader may be set to.
+Baudrate = Literal[9600, 19200, 38400, 57600, 115200]
 
+
+class _ReaderBase(_Section):
     id: Id
     door: Id
-    kind: Literal["pn532", "wiegand", "osdp", "scanner"]
-    #: Serial port (pn532, osdp, scanner): a device path or any pyserial URL.
-    port: str | None = None
-    #: Serial speed; unset: 115200 for pn532, 9600 for osdp and scanner.
-    baudrate: Literal[9600, 19200, 38400, 57600, 115200] | None = None
-    #: Wiegand DATA0 / DATA1 GPIOs.
-    data0_pin: Pin | None = None
-    data1_pin: Pin | None = None
-    #: OSDP: the reader's address on the bus.
-    address: int = Field(default=0, ge=0, le=126)
-    #: OSDP: the reader's secure-channel key (mode 0600); unset:
-    #: ``<data_dir>/secrets/osdp-<id>.key``.
-    key_file: Path | None = None
-    #: OSDP: provisioning only. Accept a reader on the public install-mode key,
-    #: give it its own key (made if key_file does not exist yet), and report it.
-    install_mode: bool = False
-
-    @model_validator(mode="after")
-    def _fields_of_kind(self) -> ReaderConfig:
-        if self.kind in ("pn532", "osdp", "scanner") and not self.port:
-            raise ValueError(f"reader {self.id!r}: a {self.kind} reader needs 'port'")
-        if self.kind == "wiegand" and (self.data0_pin is None or self.data1_pin is None):
-            raise ValueError(f"reader {self.id!r}: a wiegand reader needs data0_pin and data1_pin")
-        only: dict[str, tuple[str, ...]] = {
-            "port": ("pn532", "osdp", "scanner"),
-            "baudrate": ("pn532", "osdp", "scanner"),
-            "data0_pin": ("wiegand",),
-            "data1_pin": ("wiegand",),
-            "address": ("osdp",),
-            "key_file": ("osdp",),
-            "install_mode": ("osdp",),
-        }
-        for field in sorted(self.model_fields_set & only.keys()):
-            if self.kind not in only[field]:
-                raise ValueError(
-                    f"reader {self.id!r}: {field} is for {', '.join(only[field])} readers, "
-                    f"not {self.kind}"
-                )
-        return self
 
     def pins(self) -> list[int]:
         """Every GPIO this reader uses."""
-        return [p for p in (self.data0_pin, self.data1_pin) if p is not None]
+        return []
+
+
+class _SerialReader(_ReaderBase):
+    #: Serial port: a device path or any pyserial URL.
+    port: Annotated[str, StringConstraints(min_length=1)]
+    #: Serial speed; unset: the kind's usual speed.
+    baudrate: Baudrate | None = None
+
+
+class Pn532ReaderConfig(_SerialReader):
+    """``kind = "pn532"``: an NXP PN532 NFC reader over UART (115200 baud unless set)."""
+
+    kind: Literal["pn532"]
+
+
+class ScannerReaderConfig(_SerialReader):
+    """``kind = "scanner"``: a QR or barcode scanner writing lines (9600 baud unless set)."""
+
+    kind: Literal["scanner"]
+
+
+class OsdpReaderConfig(_SerialReader):
+    """``kind = "osdp"``: an OSDP reader on RS-485, over its secure channel."""
+
+    kind: Literal["osdp"]
+    #: The reader's address on the bus.
+    address: int = Field(default=0, ge=0, le=126)
+    #: The reader's secure-channel key (mode 0600); unset:
+    #: ``<data_dir>/secrets/osdp-<id>.key``.
+    key_file: Path | None = None
+    #: Provisioning only. Accept a reader on the public install-mode key,
+    #: give it its own key (made if key_file does not exist yet), and report it.
+    install_mode: bool = False
+
+
+class WiegandReaderConfig(_ReaderBase):
+    """``kind = "wiegand"``: cards and keypads on two GPIOs (DATA0, DATA1)."""
+
+    kind: Literal["wiegand"]
+    data0_pin: Pin
+    data1_pin: Pin
+
+    def pins(self) -> list[int]:
+        """Every GPIO this reader uses."""
+        return [self.data0_pin, self.data1_pin]
+
+
+def _reader_fields_of_kind(value: object) -> object:
+    """Name a reader's missing or misplaced settings the way staff think of them.
+
+    Runs before the union picks a class by ``kind``: pydantic alone would say
+    "extra inputs are not permitted", not which kinds the setting is for.
+    """
+    if not isinstance(value, dict) or value.get("kind") not in _READER_FIELDS:
+        return value
+    kind, rid = value["kind"], value.get("id")
+    for name in _READER_REQUIRED[kind]:
+        if value.get(name) in (None, ""):
+            needs = (
+                f"'{name}'"
+                if len(_READER_REQUIRED[kind]) == 1
+                else " and ".join(_READER_REQUIRED[kind])
+            )
+            raise ValueError(f"reader {rid!r}: a {kind} reader needs {needs}")
+    for name in sorted(value):
+        kinds = [k for k, fields in _READER_FIELDS.items() if name in fields]
+        if kinds and kind not in kinds:
+            raise ValueError(
+                f"reader {rid!r}: {name} is for {', '.join(kinds)} readers, not {kind}"
+            )
+    return value
+
+
+#: ``[[readers]]``: a credential reader and the door it opens, one class per
+#: ``kind``: ``pn532`` (NFC over UART), ``wiegand`` (two GPIOs, cards and
+#: keypads), ``osdp`` (RS-485, secure channel) and ``scanner`` (a QR or
+#: barcode scanner writing lines on a serial port).
+ReaderConfig = Annotated[
+    Pn532ReaderConfig | WiegandReaderConfig | OsdpReaderConfig | ScannerReaderConfig,
+    Field(discriminator="kind"),
+    BeforeValidator(_reader_fields_of_kind),
+]
 
 
 class MqttSection(_Section):
@@ -310,7 +365,7 @@ class Config(_Section):
             raise ValueError("reader ids must be unique")
         ports: dict[str, str] = {}
         for reader in self.readers:
-            if reader.port is None:
+            if not isinstance(reader, _SerialReader):
                 continue
             if reader.port in ports:
                 raise ValueError(
@@ -344,7 +399,7 @@ class Config(_Section):
             return self.api.tokens_file
         return self.gateway.data_dir / "staff-tokens.json"
 
-    def osdp_key_file(self, reader: ReaderConfig) -> Path:
+    def osdp_key_file(self, reader: OsdpReaderConfig) -> Path:
         """Where an OSDP reader's secure-channel key is kept."""
         if reader.key_file is not None:
             return reader.key_file
@@ -398,7 +453,9 @@ def load_config(path: Path | str) -> Config:
     if config.mqtt is not None:
         update["mqtt"] = _paths_under(base, config.mqtt, ("ca_file", "cert_file", "key_file"))
     update["readers"] = tuple(
-        r if r.key_file is None else r.model_copy(update={"key_file": _under(base, r.key_file)})
+        r.model_copy(update={"key_file": _under(base, r.key_file)})
+        if isinstance(r, OsdpReaderConfig) and r.key_file is not None
+        else r
         for r in config.readers
     )
     if config.sync is not None:

@@ -13,10 +13,11 @@ docs/model.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Literal, Protocol
 
 from gateway.core import qr
@@ -264,6 +265,32 @@ class Decision:
     extended_unlock: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Conditions:
+    """What a decision is made under, besides the cache, the credential and the instant.
+
+    ``stale`` names the grant kinds (``booking``, ``plan``, ``pass``) that may
+    not open doors because the data behind them is too old; ``stale_staff``
+    does the same for staff members (None: as ``stale``).  During a
+    ``lockdown`` only staff members' grants open doors.  ``pin_required``
+    marks a card and PIN door.  ``clock_trusted`` says whether time-bound QR
+    codes may be checked against the instant, and an app code is accepted
+    ``code_window`` seconds either side of its making.
+    :func:`gateway.core.policy.conditions` builds one from the gateway's state.
+    """
+
+    stale: frozenset[str] = frozenset()
+    stale_staff: frozenset[str] | None = None
+    lockdown: bool = False
+    pin_required: bool = False
+    clock_trusted: bool = False
+    code_window: int = 30
+
+
+#: Conditions with nothing out of the ordinary: fresh data, no lockdown.
+ORDINARY = Conditions()
+
+
 def _when(ts: int, at: int, site: Site) -> str:
     """``14:00`` on the same local day as ``at``, ``Thu 17 Dec 14:00`` otherwise."""
     local = to_local(ts, site.tz)
@@ -305,24 +332,17 @@ def decide(
     read: CredentialRead,
     door_id: str,
     at: datetime | int,
+    conditions: Conditions = ORDINARY,
     *,
-    stale: frozenset[str] = frozenset(),
-    stale_staff: frozenset[str] | None = None,
-    lockdown: bool = False,
-    pin_required: bool = False,
     pin: CredentialRead | None = None,
 ) -> Decision:
-    """Decide whether ``read`` opens ``door_id`` at instant ``at``.
+    """Decide whether ``read`` opens ``door_id`` at instant ``at`` under ``conditions``.
 
-    ``at`` is an aware datetime or Unix seconds.  ``stale`` names the grant
-    kinds (``booking``, ``plan``, ``pass``) that may not open doors because
-    the data behind them is too old; ``stale_staff`` does the same for staff
-    members (default: as ``stale``).  During a ``lockdown`` only staff
-    members' grants open doors.  The result always carries one
-    :class:`Reason`; denials carry the most useful one for the member.
+    ``at`` is an aware datetime or Unix seconds.  The result always carries
+    one :class:`Reason`; denials carry the most useful one for the member.
 
-    At a card and PIN door (``pin_required``) ``read`` is the card and
-    ``pin`` the PIN typed after it: a card that would open the door gives
+    At a card and PIN door (``conditions.pin_required``) ``read`` is the card
+    and ``pin`` the PIN typed after it: a card that would open the door gives
     ``pin_required`` until a ``pin`` is given, and then opens only if that PIN
     is an active PIN credential of the same member.
     """
@@ -339,6 +359,7 @@ def decide(
     door = view.door(door_id)
     if door is None:
         return _deny(Reason.UNKNOWN_DOOR, f"door {door_id!r} is not configured", door_id, ts)
+    pin_required = conditions.pin_required
     if pin_required and read.kind is CredentialKind.PIN:
         return _deny(
             Reason.CARD_REQUIRED, "present your card first, then type your PIN", door_id, ts
@@ -357,10 +378,11 @@ def decide(
     if member.status is MemberStatus.SUSPENDED:
         return _deny(Reason.MEMBER_SUSPENDED, "member suspended", door_id, ts, cred)
 
-    if lockdown and not member.staff:
+    if conditions.lockdown and not member.staff:
         return _deny(Reason.LOCKDOWN, "site in lockdown", door_id, ts, cred)
-    if member.staff and stale_staff is not None:
-        stale = stale_staff
+    stale = conditions.stale
+    if member.staff and conditions.stale_staff is not None:
+        stale = conditions.stale_staff
     decision = _evaluate_grants(view, site, door, member, cred, ts, stale)
     if not (pin_required and decision.granted):
         return decision
@@ -583,20 +605,29 @@ class CodeView(CacheView, Protocol):
 class CodeDecision:
     """A scanned code decided, and the state the daemon must update for it.
 
-    ``code`` describes what was scanned, for the access event.  ``nonce``
-    (key, keep until) is set for an app code whose signature and window
-    checked out: the daemon claims it, and a nonce already claimed turns the
-    decision into ``code_replayed``.  ``use`` (pass id, max uses, until) is
-    set for a granted pass with a use limit: the daemon counts the use, and
-    finding none left turns the decision into ``pass_used_up``.
+    ``code`` describes what was scanned, for the access event (read-only).
+    ``nonce`` (key, keep until) is set for an app code whose signature and
+    window checked out: the daemon claims it, and a nonce already claimed
+    turns the decision into ``code_replayed``.  ``use`` (pass id, max uses,
+    until) is set for a granted pass with a use limit: the daemon counts the
+    use, and finding none left turns the decision into ``pass_used_up``
+    (:func:`gateway.core.policy.settle_code`).
     """
 
     decision: Decision
-    code: dict[str, object]
+    code: Mapping[str, object] = field(default_factory=dict)
     nonce: tuple[str, int] | None = None
     use: tuple[str, int, int] | None = None
     #: A verified app code as the credential it stands for.
     read: CredentialRead | None = None
+
+    def __post_init__(self) -> None:
+        # A frozen decision stays frozen inside: the code's details cannot change either.
+        object.__setattr__(self, "code", MappingProxyType(dict(self.code)))
+
+    def with_decision(self, decision: Decision, **code: object) -> CodeDecision:
+        """This code with another decision, and ``code`` added to its details."""
+        return replace(self, decision=decision, code={**self.code, **code})
 
 
 _PASS_NOUN = {
@@ -629,48 +660,22 @@ def decide_code(
     text: str,
     door_id: str,
     at: datetime | int,
+    conditions: Conditions,
     *,
     keys: KeySet,
-    window: int,
-    clock_trusted: bool,
-    stale: frozenset[str] = frozenset(),
-    stale_staff: frozenset[str] | None = None,
-    lockdown: bool = False,
-    pin_required: bool = False,
 ) -> CodeDecision:
     """Decide a code scanned at ``door_id``: a signed pass or a member-app code.
 
-    Pure, like :func:`decide`: ``clock_trusted`` says whether time-bound codes
-    may be checked against ``at``; ``window`` is how many seconds either side
-    of its making an app code is accepted.  The code's own checks are
-    :func:`check_code`; a verified app code is then decided as its member's
-    credential, with :func:`decide`.
+    Pure, like :func:`decide`: ``conditions.clock_trusted`` says whether
+    time-bound codes may be checked against ``at``.  The code's own checks
+    are :func:`check_code`; a verified app code is then decided as its
+    member's credential, with :func:`decide`.
     """
-    checked = check_code(
-        view,
-        text,
-        door_id,
-        at,
-        keys=keys,
-        window=window,
-        clock_trusted=clock_trusted,
-        stale=stale,
-        lockdown=lockdown,
-        pin_required=pin_required,
-    )
+    checked = check_code(view, text, door_id, at, conditions, keys=keys)
     if isinstance(checked, CodeDecision):
         return checked
     read = CredentialRead(CredentialKind.APP_KEY, checked.credential.value)
-    decision = decide(
-        view,
-        read,
-        door_id,
-        _instant(at),
-        stale=stale,
-        stale_staff=stale_staff,
-        lockdown=lockdown,
-        pin_required=pin_required,
-    )
+    decision = decide(view, read, door_id, _instant(at), conditions)
     return CodeDecision(decision, checked.code, nonce=checked.nonce, read=read)
 
 
@@ -683,20 +688,17 @@ def check_code(
     text: str,
     door_id: str,
     at: datetime | int,
+    conditions: Conditions,
     *,
     keys: KeySet,
-    window: int,
-    clock_trusted: bool,
-    stale: frozenset[str] = frozenset(),
-    lockdown: bool = False,
-    pin_required: bool = False,
 ) -> CodeDecision | VerifiedAppCode:
     """The checks of the code itself: its layout, signature and validity.
 
     A signed pass carries its own grant, so its checks are its whole
     decision.  An app code that passes (known app key, genuine, within
-    ``window`` of a trusted clock) comes back as a :class:`VerifiedAppCode`
-    for its member's access to be decided; one that fails is a denial.
+    ``conditions.code_window`` of a trusted clock) comes back as a
+    :class:`VerifiedAppCode` for its member's access to be decided; one that
+    fails is a denial.
     """
     ts = _instant(at)
     try:
@@ -706,10 +708,10 @@ def check_code(
         code: dict[str, object] = {"type": "unknown", "error": str(exc)[:200], "chars": len(text)}
         return CodeDecision(_deny(reason, message, door_id, ts), code)
     if isinstance(scanned.body, qr.SignedPass):
-        return _decide_pass(
-            view, scanned, door_id, ts, keys, clock_trusted, stale, lockdown, pin_required
-        )
-    return _check_app_code(view, scanned, door_id, ts, window, clock_trusted)
+        return _decide_pass(view, scanned, door_id, ts, keys, conditions)
+    return _check_app_code(
+        view, scanned, door_id, ts, conditions.code_window, conditions.clock_trusted
+    )
 
 
 def _decide_pass(
@@ -718,10 +720,7 @@ def _decide_pass(
     door_id: str,
     ts: int,
     keys: KeySet,
-    clock_trusted: bool,
-    stale: frozenset[str],
-    lockdown: bool,
-    pin_required: bool,
+    conditions: Conditions,
 ) -> CodeDecision:
     body = scanned.body
     assert isinstance(body, qr.SignedPass)
@@ -747,7 +746,7 @@ def _decide_pass(
         return deny(Reason.UNKNOWN_DOOR, f"door {door_id!r} is not configured")
     if revoked:
         return deny(Reason.PASS_REVOKED, "pass withdrawn; please ask staff")
-    if not clock_trusted:
+    if not conditions.clock_trusted:
         return deny(Reason.CLOCK_UNTRUSTED, "gateway clock not verified; please ask staff")
     noun = _PASS_NOUN[body.kind]
     if ts < body.not_before:
@@ -758,11 +757,11 @@ def _decide_pass(
         return deny(Reason.PASS_EXPIRED, f"your {noun} ended at {_when(body.not_after, ts, site)}")
     if not body.covers(door.id, door.groups, door.resources):
         return deny(Reason.DOOR_NOT_IN_PASS, f"your {noun} does not include {door.name}")
-    if pin_required:
+    if conditions.pin_required:
         return deny(Reason.CARD_REQUIRED, "this door needs a member card and PIN")
-    if lockdown:
+    if conditions.lockdown:
         return deny(Reason.LOCKDOWN, "site in lockdown")
-    if "pass" in stale:
+    if "pass" in conditions.stale:
         return deny(Reason.DATA_STALE, "access data out of date; please ask staff")
     if body.max_uses and uses >= body.max_uses:
         return deny(Reason.PASS_USED_UP, f"your {noun} has been used")

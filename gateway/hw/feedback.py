@@ -17,6 +17,7 @@ from gpiozero import DigitalOutputDevice
 from gpiozero.pins import Factory
 
 from gateway.clock import Clock
+from gateway.core.policy import Pattern
 
 
 class Colour(StrEnum):
@@ -39,11 +40,11 @@ class Step:
 
 #: The patterns, by name.  Distinct by colour *and* by sound, for members who
 #: cannot see the LED or cannot hear the buzzer.
-PATTERNS: dict[str, tuple[Step, ...]] = {
+PATTERNS: dict[Pattern, tuple[Step, ...]] = {
     # One short beep, green for two seconds.
-    "granted": (Step(Colour.GREEN, True, 0.1), Step(Colour.GREEN, False, 1.9)),
+    Pattern.GRANTED: (Step(Colour.GREEN, True, 0.1), Step(Colour.GREEN, False, 1.9)),
     # Three short beeps, red.
-    "denied": (
+    Pattern.DENIED: (
         Step(Colour.RED, True, 0.1),
         Step(Colour.RED, False, 0.1),
         Step(Colour.RED, True, 0.1),
@@ -52,7 +53,7 @@ PATTERNS: dict[str, tuple[Step, ...]] = {
         Step(Colour.RED, False, 0.5),
     ),
     # Two long beeps, amber blinking: "your booking starts soon".
-    "booking_soon": (
+    Pattern.BOOKING_SOON: (
         Step(Colour.AMBER, True, 0.3),
         Step(Colour.OFF, False, 0.2),
         Step(Colour.AMBER, True, 0.3),
@@ -60,7 +61,7 @@ PATTERNS: dict[str, tuple[Step, ...]] = {
         Step(Colour.AMBER, False, 1.0),
     ),
     # A rising double chirp, green blinking: "card accepted, now your PIN".
-    "pin_needed": (
+    Pattern.PIN_NEEDED: (
         Step(Colour.GREEN, True, 0.05),
         Step(Colour.OFF, False, 0.05),
         Step(Colour.GREEN, True, 0.05),
@@ -71,9 +72,9 @@ PATTERNS: dict[str, tuple[Step, ...]] = {
         Step(Colour.OFF, False, 0.5),
     ),
     # One long beep, amber for a second: "card read" (staff enrolling it), neither yes nor no.
-    "card_read": (Step(Colour.AMBER, True, 0.4), Step(Colour.AMBER, False, 0.6)),
+    Pattern.CARD_READ: (Step(Colour.AMBER, True, 0.4), Step(Colour.AMBER, False, 0.6)),
     # Slow red blink, silent, repeated while the gateway is at fault.
-    "fault": (Step(Colour.RED, False, 0.5), Step(Colour.OFF, False, 0.5)),
+    Pattern.FAULT: (Step(Colour.RED, False, 0.5), Step(Colour.OFF, False, 0.5)),
 }
 _REPEATING = {"fault"}
 
@@ -105,7 +106,7 @@ class Feedback:
         #: The pattern playing, if any.
         self.playing: str | None = None
 
-    async def show(self, pattern: str) -> None:
+    async def show(self, pattern: Pattern) -> None:
         """Start ``pattern`` now, replacing whatever is playing."""
         steps = PATTERNS[pattern]
         await self.stop()

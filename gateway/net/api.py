@@ -1,7 +1,9 @@
 """The local staff API, the status page and /metrics: FastAPI on uvicorn, in the daemon's loop.
 
 Everything runs on the gateway's own event loop, so a request sees the same
-state the doors do, with no locking.  It listens on loopback unless the
+state the doors do, with no locking.  The API sees the gateway only through
+:class:`StaffDesk`, the narrow protocol declared here, which the running
+gateway implements (:class:`gateway.app.staff.GatewayDesk`).  It listens on loopback unless the
 config says otherwise (``[api] listen``), with TLS when given a certificate.
 
 Staff authenticate with bearer tokens (:mod:`gateway.net.staff_tokens`): a
@@ -21,9 +23,11 @@ import logging
 import math
 import socket
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING, Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Protocol
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -33,16 +37,96 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from pydantic import BaseModel, Field
 
 from gateway import __version__
-from gateway.core.access import access_json, member_access
+from gateway.config.models import ApiSection
 from gateway.net.staff_tokens import TokenStore
-
-if TYPE_CHECKING:
-    from gateway.app.daemon import Gateway
 
 log = logging.getLogger(__name__)
 
 #: Seconds between attempts to listen again when the port cannot be had.
 RETRY_LISTEN = 30.0
+
+
+@dataclass(frozen=True)
+class DoorMetrics:
+    """One driven door, as /metrics reports it."""
+
+    door_id: str
+    locked: bool
+    is_open: bool | None
+    alarm: str | None
+    relay_cycles: int
+
+
+@dataclass(frozen=True)
+class GatewayMetrics:
+    """What /metrics reports, read at scrape time."""
+
+    decisions: Mapping[str, int]
+    data_age_s: int | None
+    dataset_version: int | None
+    delta_lag_s: float | None
+    outbox_depth: int
+    clock_trusted: bool
+    lockdown: bool
+    mqtt_connected: bool
+    readers_online: Mapping[str, bool]
+    doors: Sequence[DoorMetrics] = field(default_factory=tuple)
+
+
+class UnknownError(LookupError):
+    """The door or reader named is not this gateway's; the API answers 404."""
+
+
+class StaffDesk(Protocol):
+    """What the staff API may see of a running gateway, and ask of it."""
+
+    def monotonic(self) -> float:
+        """The gateway's monotonic clock (for the wrong-token limiter)."""
+        ...
+
+    async def record(self, type_: str, data: dict[str, Any]) -> None:
+        """Record one event (staff actions, auth failures, the API's own trouble)."""
+        ...
+
+    def not_ready(self) -> list[str]:
+        """Why the gateway cannot grant access now; empty when it can."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """The body of ``GET /api/status``."""
+        ...
+
+    def metrics(self) -> GatewayMetrics:
+        """What /metrics reports."""
+        ...
+
+    def recent_events(self) -> Sequence[Mapping[str, Any]]:
+        """The latest events, oldest first, each with an ``id``."""
+        ...
+
+    def drives(self, door_id: str) -> bool:
+        """Whether this gateway drives the door's lock."""
+        ...
+
+    async def unlock(self, door_id: str, *, by: str, seconds: float | None) -> str:
+        """Unlock a driven door now, for staff member ``by``; the door's state after."""
+        ...
+
+    async def set_lockdown(self, on: bool, *, by: str) -> bool:
+        """Enter or leave lockdown; whether the site is in lockdown after."""
+        ...
+
+    def member_access(self, member_id: str, days: int) -> dict[str, Any] | None:
+        """Which doors a member can open in the next ``days`` (None: no such member)."""
+        ...
+
+    def start_enrolment(self, reader_id: str, seconds: float) -> None:
+        """Report the next card at ``reader_id``.  UnknownError if there is no such reader."""
+        ...
+
+    def enrolled_card(self, reader_id: str) -> dict[str, Any] | None:
+        """The card last enrolled at ``reader_id``.  UnknownError if there is no such reader."""
+        ...
 
 
 class FailureLimiter:
@@ -95,10 +179,10 @@ class EnrolBody(BaseModel):
 
 async def _staff(request: Request) -> str:
     """The name of the staff token presented; 401 without a good one, 429 after too many."""
-    gw: Gateway = request.app.state.gw
+    desk: StaffDesk = request.app.state.desk
     limiter: FailureLimiter = request.app.state.limiter
     client = request.client.host if request.client else "unknown"
-    now = gw.clock.monotonic()
+    now = desk.monotonic()
     wait = limiter.retry_after(client, now)
     if wait is not None:
         raise HTTPException(
@@ -112,7 +196,7 @@ async def _staff(request: Request) -> str:
     if name is None:
         limiter.failed(client, now)
         # Recorded until the address is locked out, so a flood cannot fill the outbox.
-        await gw.record(
+        await desk.record(
             "staff_auth_failed",
             {"client": client, "path": request.url.path, "token_given": bool(token)},
         )
@@ -126,22 +210,21 @@ async def _staff(request: Request) -> str:
 Staff = Annotated[str, Depends(_staff)]
 
 
-def create_app(gw: Gateway, tokens: TokenStore) -> FastAPI:
+def create_app(desk: StaffDesk, tokens: TokenStore, api: ApiSection) -> FastAPI:
     """The API of one running gateway."""
-    assert gw.config.api is not None
-    limiter = FailureLimiter(gw.config.api.max_failures, gw.config.api.lockout_seconds)
+    limiter = FailureLimiter(api.max_failures, api.lockout_seconds)
     app = FastAPI(
         title="doorgw local API",
         version=__version__,
         description="Health, status, recent events and staff actions of one doorgw gateway.",
     )
 
-    app.state.gw = gw
+    app.state.desk = desk
     app.state.tokens = tokens
     app.state.limiter = limiter
 
     async def audit(by: str, action: str, **data: Any) -> None:
-        await gw.record("staff_action", {"action": action, "by": by, **data})
+        await desk.record("staff_action", {"action": action, "by": by, **data})
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
@@ -151,18 +234,14 @@ def create_app(gw: Gateway, tokens: TokenStore) -> FastAPI:
     @app.get("/health/ready", tags=["health"])
     async def ready() -> JSONResponse:
         """Ready when the gateway has usable access data (503 otherwise, with why)."""
-        why = []
-        if gw.engine.version is None:
-            why.append("no access data yet")
-        elif gw.at_fault():
-            why.append("access data too old for every kind of grant")
+        why = desk.not_ready()
         body = {"status": "not_ready" if why else "ready", "why": why}
         return JSONResponse(body, status_code=503 if why else 200)
 
     @app.get("/api/status", tags=["status"])
     async def status(by: Staff) -> dict[str, Any]:
         """Doors, readers, sync, outbox and clock, now."""
-        return _status(gw)
+        return desk.status()
 
     @app.get("/api/events", tags=["status"])
     async def events(
@@ -174,7 +253,7 @@ def create_app(gw: Gateway, tokens: TokenStore) -> FastAPI:
         """The latest events, newest first, in pages (``next`` is the next page's ``before``)."""
         matches = (
             e
-            for e in reversed(gw.recent)
+            for e in reversed(desk.recent_events())
             if (before is None or e["id"] < before) and (type is None or e["type"] == type)
         )
         page = list(itertools.islice(matches, limit + 1))
@@ -185,42 +264,36 @@ def create_app(gw: Gateway, tokens: TokenStore) -> FastAPI:
     @app.post("/api/doors/{door_id}/unlock", tags=["actions"])
     async def unlock(door_id: str, by: Staff, body: UnlockBody | None = None) -> dict[str, Any]:
         """Let someone in by hand: unlock now for the door's time (or ``seconds``)."""
-        door = gw.doors.get(door_id)
-        if door is None:
+        if not desk.drives(door_id):
             raise HTTPException(404, f"door {door_id!r} is not driven by this gateway")
         seconds = body.seconds if body is not None else None
         await audit(by, "unlock", door=door_id, seconds=seconds)
-        await door.grant(reason=f"staff {by}", seconds=seconds)
-        return {"door": door_id, "state": gw.door_states()[door_id]}
+        return {"door": door_id, "state": await desk.unlock(door_id, by=by, seconds=seconds)}
 
     @app.post("/api/lockdown", tags=["actions"])
     async def lockdown(body: LockdownBody, by: Staff) -> dict[str, bool]:
         """Lock every door at once, so only staff members' credentials open them (or end it)."""
         await audit(by, "lockdown", on=body.on)
-        await gw.set_lockdown(body.on, by=f"staff {by}")
-        return {"lockdown": gw.lockdown}
+        return {"lockdown": await desk.set_lockdown(body.on, by=by)}
 
     @app.get("/api/members/{member_id}/access", tags=["status"])
     async def access(
         member_id: str, by: Staff, days: Annotated[int, Query(ge=1, le=31)] = 7
     ) -> dict[str, Any]:
         """Which doors a member can open in the next ``days``, and when (from the cache)."""
-        assert gw.reader is not None
-        start = int(gw.clock.now().timestamp())
-        with gw.reader.view() as view:
-            result = member_access(view, member_id, start, start + days * 86_400)
+        result = desk.member_access(member_id, days)
         await audit(by, "member_access", member=member_id)
         if result is None:
             raise HTTPException(404, f"no member {member_id!r} in this gateway's data")
-        return access_json(result, start, start + days * 86_400)
+        return result
 
     @app.post("/api/readers/{reader_id}/enrol", tags=["actions"])
     async def enrol(reader_id: str, by: Staff, body: EnrolBody | None = None) -> dict[str, Any]:
         """Report the next card tapped on this reader instead of deciding it."""
         seconds = body.seconds if body is not None else EnrolBody().seconds
         try:
-            gw.start_enrolment(reader_id, seconds)
-        except KeyError:
+            desk.start_enrolment(reader_id, seconds)
+        except UnknownError:
             raise HTTPException(404, f"no reader {reader_id!r} on this gateway") from None
         await audit(by, "enrol", reader=reader_id, seconds=seconds)
         return {"reader": reader_id, "waiting_seconds": seconds}
@@ -228,12 +301,14 @@ def create_app(gw: Gateway, tokens: TokenStore) -> FastAPI:
     @app.get("/api/readers/{reader_id}/enrol", tags=["actions"])
     async def enrolled(reader_id: str, by: Staff) -> dict[str, Any]:
         """The card enrolled on this reader, once one has been tapped."""
-        if reader_id not in gw.readers_online():
-            raise HTTPException(404, f"no reader {reader_id!r} on this gateway")
-        return {"reader": reader_id, "card": gw.enrolled.get(reader_id)}
+        try:
+            card = desk.enrolled_card(reader_id)
+        except UnknownError:
+            raise HTTPException(404, f"no reader {reader_id!r} on this gateway") from None
+        return {"reader": reader_id, "card": card}
 
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(_Metrics(gw))
+    registry.register(_Metrics(desk))
 
     @app.get("/metrics", tags=["status"], response_class=Response)
     async def metrics(by: Staff) -> Response:
@@ -249,61 +324,18 @@ def create_app(gw: Gateway, tokens: TokenStore) -> FastAPI:
     return app
 
 
-def _status(gw: Gateway) -> dict[str, Any]:
-    trust = gw.clock_trust.state()
-    states = gw.door_states()
-    doors = []
-    for cfg in gw.config.doors:
-        controller = gw.doors.get(cfg.id)
-        doors.append(
-            {
-                "id": cfg.id,
-                "name": cfg.name or cfg.id,
-                "state": states[cfg.id],
-                "locked": None if controller is None else controller.locked,
-                "open": None if controller is None else controller.is_open,
-                "alarm": None if controller is None else controller.alarm,
-                "held": None if controller is None else controller.held,
-            }
-        )
-    return {
-        "gateway": gw.config.gateway.id,
-        "site": gw.config.gateway.site_id,
-        "version": __version__,
-        "lockdown": gw.lockdown,
-        "doors": doors,
-        "readers": [
-            {"id": reader_id, "online": online} for reader_id, online in gw.readers_online().items()
-        ],
-        "sync": {
-            "connected": gw.link.connected.is_set(),
-            "dataset_version": gw.engine.version,
-            "platform_version": gw.engine.cloud_version,
-            "data_age_s": gw.data_age(),
-            "stale_classes": sorted(gw.stale_kinds()),
-            "last_delta_lag_s": gw.engine.delta_lag,
-        },
-        "outbox": {
-            "depth": gw.outbox.depth,
-            "last_seq": gw.outbox.last_seq,
-            "acked_seq": gw.outbox.acked_seq,
-        },
-        "clock": {"trusted": trust.trusted, "source": trust.source, "skew_s": trust.skew_s},
-    }
-
-
 class _Metrics:
     """Reads the gateway's state at scrape time: nothing to keep in step."""
 
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
+    def __init__(self, desk: StaffDesk) -> None:
+        self.desk = desk
 
     def collect(self) -> Iterator[Metric]:
-        gw = self.gw
+        m = self.desk.metrics()
         decisions = CounterMetricFamily(
             "doorgw_decisions", "Access decisions since start, by reason code", labels=["reason"]
         )
-        for reason, count in sorted(gw.decisions.items()):
+        for reason, count in sorted(m.decisions.items()):
             decisions.add_metric([reason], count)
         yield decisions
 
@@ -313,28 +345,24 @@ class _Metrics:
         yield gauge(
             "doorgw_data_age_seconds",
             "Seconds since the newest message the platform signed (NaN: never heard)",
-            gw.data_age(),
+            m.data_age_s,
         )
         yield gauge(
-            "doorgw_dataset_version", "Version of the access data in use", gw.engine.version
+            "doorgw_dataset_version", "Version of the access data in use", m.dataset_version
         )
         yield gauge(
             "doorgw_revocation_lag_seconds",
             "From signing to taking effect, of the last change applied",
-            gw.engine.delta_lag,
+            m.delta_lag_s,
         )
-        yield gauge("doorgw_outbox_depth", "Events not yet acknowledged", gw.outbox.depth)
-        yield gauge(
-            "doorgw_clock_trusted", "1 while the clock is trusted", gw.clock_trust.trusted()
-        )
-        yield gauge("doorgw_lockdown", "1 during a lockdown", gw.lockdown)
-        yield gauge(
-            "doorgw_mqtt_connected", "1 while connected to a broker", gw.link.connected.is_set()
-        )
+        yield gauge("doorgw_outbox_depth", "Events not yet acknowledged", m.outbox_depth)
+        yield gauge("doorgw_clock_trusted", "1 while the clock is trusted", m.clock_trusted)
+        yield gauge("doorgw_lockdown", "1 during a lockdown", m.lockdown)
+        yield gauge("doorgw_mqtt_connected", "1 while connected to a broker", m.mqtt_connected)
         readers = GaugeMetricFamily(
             "doorgw_reader_up", "1 while a reader answers", labels=["reader"]
         )
-        for reader_id, online in gw.readers_online().items():
+        for reader_id, online in m.readers_online.items():
             readers.add_metric([reader_id], online)
         yield readers
         locked = GaugeMetricFamily(
@@ -349,13 +377,13 @@ class _Metrics:
         cycles = CounterMetricFamily(
             "doorgw_relay_cycles", "Lock relay unlocks since start", labels=["door"]
         )
-        for door_id, door in gw.doors.items():
-            locked.add_metric([door_id], door.locked)
+        for door in m.doors:
+            locked.add_metric([door.door_id], door.locked)
             if door.is_open is not None:
-                opened.add_metric([door_id], door.is_open)
+                opened.add_metric([door.door_id], door.is_open)
             for kind in ("door_forced", "door_held_open"):
-                alarm.add_metric([door_id, kind], door.alarm == kind)
-            cycles.add_metric([door_id], door.relay_cycles)
+                alarm.add_metric([door.door_id, kind], door.alarm == kind)
+            cycles.add_metric([door.door_id], door.relay_cycles)
         yield from (locked, opened, alarm, cycles)
 
 
@@ -367,22 +395,20 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve_api(gw: Gateway) -> None:
+async def serve_api(desk: StaffDesk, api: ApiSection, tokens_path: Path) -> None:
     """Serve the API until cancelled; a port that cannot be had is retried, never fatal."""
-    api = gw.config.api
-    assert api is not None
-    app = create_app(gw, TokenStore(gw.config.tokens_path))
+    app = create_app(desk, TokenStore(tokens_path), api)
     if api.tls_cert_file is None and not ipaddress.ip_address(api.listen).is_loopback:
         # Allowed (a closed site network, a TLS proxy in front), but tokens then
         # cross the network in the clear: say so where the IT person will look.
         log.warning("staff API on %s without TLS: tokens travel unencrypted", api.listen)
-        await gw.record("api_without_tls", {"listen": api.listen, "port": api.port})
+        await desk.record("api_without_tls", {"listen": api.listen, "port": api.port})
     while True:
         try:
             # Bound here, not by uvicorn, which would exit the process when it cannot.
             sock = _listen(api.listen, api.port)
         except OSError as exc:
-            await gw.record(
+            await desk.record(
                 "api_unavailable",
                 {"listen": api.listen, "port": api.port, "detail": str(exc)[:200]},
             )
@@ -409,7 +435,7 @@ async def serve_api(gw: Gateway) -> None:
                 await task
             raise
         except Exception as exc:  # noqa: BLE001 - a bad TLS file, say: doors matter more
-            await gw.record(
+            await desk.record(
                 "api_unavailable",
                 {"listen": api.listen, "port": api.port, "detail": str(exc)[:200]},
             )

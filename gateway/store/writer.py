@@ -4,154 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import aiosqlite
 
 from gateway.clock import Clock
 from gateway.core import model
 from gateway.errors import CacheError, CacheSchemaError, DatasetError
+from gateway.store.rows import (
+    TABLES,
+    insert_sql,
+    table_rows,
+)
 from gateway.store.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
-    STAGE_PREFIX,
-    TABLES_CHILDREN_FIRST,
-    entity_tables,
 )
+from gateway.store.stage import SnapshotStage
 
 log = logging.getLogger(__name__)
-
-#: WAL pages between automatic checkpoints: SQLite's default, and while a snapshot loads.
-CHECKPOINT_PAGES = 1000
-BULK_CHECKPOINT_PAGES = 20_000
-
-
-def _list(values: Iterable[str]) -> str:
-    return json.dumps(sorted(values))
-
-
-# Entity type -> (table, columns, row builder).  The first column is the key.
-_Row = tuple[Any, ...]
-_TABLES: dict[type, tuple[str, tuple[str, ...], Callable[[Any], _Row]]] = {
-    model.Site: (
-        "site",
-        ("singleton", "id", "timezone", "closures"),
-        lambda s: (1, s.id, s.timezone, json.dumps(sorted(d.isoformat() for d in s.closures))),
-    ),
-    model.Resource: ("resources", ("id", "name"), lambda r: (r.id, r.name)),
-    model.Door: (
-        "doors",
-        ("id", "name", "resources", "groups"),
-        lambda d: (d.id, d.name, _list(d.resources), _list(d.groups)),
-    ),
-    model.Member: (
-        "members",
-        ("id", "name", "status", "extended_unlock", "staff"),
-        lambda m: (m.id, m.name, m.status.value, int(m.extended_unlock), int(m.staff)),
-    ),
-    model.Credential: (
-        "credentials",
-        ("id", "member_id", "kind", "value", "status", "valid_from", "valid_until"),
-        lambda c: (
-            c.id,
-            c.member_id,
-            c.kind.value,
-            c.value,
-            c.status.value,
-            c.valid_from,
-            c.valid_until,
-        ),
-    ),
-    model.Plan: (
-        "plans",
-        ("id", "name", "door_groups", "schedule", "around_the_clock"),
-        lambda p: (
-            p.id,
-            p.name,
-            _list(p.door_groups),
-            json.dumps(p.schedule.texts()),
-            int(p.around_the_clock),
-        ),
-    ),
-    model.Entitlement: (
-        "entitlements",
-        ("id", "member_id", "plan_id", "valid_from", "valid_until"),
-        lambda e: (e.id, e.member_id, e.plan_id, e.valid_from, e.valid_until),
-    ),
-    model.Booking: (
-        "bookings",
-        (
-            "id",
-            "member_id",
-            "resource_id",
-            "start_ts",
-            "end_ts",
-            "payment",
-            "grace_before",
-            "grace_after",
-            "closes_at",
-        ),
-        lambda b: (
-            b.id,
-            b.member_id,
-            b.resource_id,
-            b.start,
-            b.end,
-            b.payment.value,
-            b.grace_before,
-            b.grace_after,
-            b.closes_at,
-        ),
-    ),
-    model.Pass: (
-        "passes",
-        ("id", "member_id", "kind", "name", "doors", "door_groups", "valid_from", "valid_until"),
-        lambda p: (
-            p.id,
-            p.member_id,
-            p.kind.value,
-            p.name,
-            _list(p.doors),
-            _list(p.door_groups),
-            p.valid_from,
-            p.valid_until,
-        ),
-    ),
-    model.RevokedPass: ("revoked_passes", ("id", "until"), lambda r: (r.id, r.until)),
-}
-#: Table -> its columns, in insert order.
-_COLUMNS = {table: columns for table, columns, _ in _TABLES.values()}
-_ENTITY_TABLE = model.ENTITY_TABLES
-
-
-def table_rows(items: Sequence[Any]) -> tuple[str, Iterator[_Row]]:
-    """The table of a non-empty sequence of one entity type, and its database rows."""
-    table, _, row = _TABLES[type(items[0])]
-    return table, (row(i) for i in items)
-
-
-def stage_insert_sql(table: str) -> str:
-    """The plain INSERT into a stage table, columns in :func:`table_rows` order."""
-    return _insert_sql(STAGE_PREFIX + table, _COLUMNS[table], upsert=False)
-
-
-def _insert_sql(table: str, columns: Sequence[str], *, upsert: bool) -> str:
-    cols = ", ".join(columns)
-    marks = ", ".join("?" for _ in columns)
-    sql = f"INSERT INTO {table} ({cols}) VALUES ({marks})"
-    if upsert:
-        # Not INSERT OR REPLACE: that deletes whatever row conflicts on *any*
-        # unique key (another member's card) and fires cascades.
-        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
-        sql += f" ON CONFLICT({columns[0]}) DO UPDATE SET {updates}"
-    return sql
 
 
 def _integrity_message(exc: sqlite3.IntegrityError) -> str:
@@ -174,6 +51,8 @@ class CacheWriter:
         self._clock = clock
         self._db: aiosqlite.Connection | None = None
         self._tx_lock = asyncio.Lock()
+        #: Snapshot transfers: chunks as they arrive, and the stage tables.
+        self.stage = SnapshotStage(self)
 
     async def __aenter__(self) -> Self:
         try:
@@ -237,111 +116,18 @@ class CacheWriter:
         Readers keep seeing the previous data until the swap commits; if
         anything fails, the previous data stays as it was.
         """
-        await self.begin_stage()
+        await self.stage.begin_stage()
         try:
             for items in dataset.tables():
                 if items:
                     # A generator, so rows are built in aiosqlite's worker thread
                     # instead of blocking the event loop for a million bookings.
-                    await self.stage_rows(*table_rows(items))
-            await self.swap_stage(dataset.version)
+                    await self.stage.stage_rows(*table_rows(items))
+            await self.stage.swap_stage(dataset.version)
         except BaseException:
-            await self.drop_stage()
+            await self.stage.drop_stage()
             raise
         log.info("cache replaced with dataset version %d", dataset.version)
-
-    async def begin_stage(self) -> None:
-        """Create empty stage tables for a snapshot, dropping any left from before."""
-        await self.drop_stage()
-        suffix = "b" if await self._live_suffix() == "a" else "a"
-        # A snapshot commits chunk by chunk; checkpointing the WAL every 4 MB
-        # (SQLite's default) costs ~12 % of a 1M-booking load, every 80 MB
-        # does not.  Restored when the stage is swapped in or dropped.
-        async with self._tx_lock:
-            await self.db.execute(f"PRAGMA wal_autocheckpoint={BULK_CHECKPOINT_PAGES}")
-            await self.db.executescript(
-                f"BEGIN IMMEDIATE;\n{entity_tables(STAGE_PREFIX, suffix)}\nCOMMIT;"
-            )
-
-    async def stage_rows(
-        self, table: str, rows: Iterable[Sequence[Any]], values: str | None = None
-    ) -> None:
-        """Insert rows into one stage table, in their own transaction.
-
-        ``values`` is the SQL VALUES expression when the rows are not already
-        in column order (see ``gateway.wire.protocol.WIRE_VALUES``).  Live data is
-        untouched, so deltas can be applied between calls.
-        """
-        sql = stage_insert_sql(table)
-        if values is not None:
-            sql = sql.rsplit(" VALUES ", 1)[0] + f" VALUES ({values})"
-        async with self._transaction("snapshot not applied"):
-            await self.db.executemany(sql, rows)
-
-    async def swap_stage(
-        self, version: int, replay: Sequence[tuple[int, Sequence[model.Change]]] = ()
-    ) -> None:
-        """Make the stage tables live, at ``version``, then re-apply ``replay``.
-
-        ``replay`` holds (version, changes) of deltas newer than the
-        snapshot that were applied to the old tables meanwhile.  All of it
-        is one transaction: readers see the old data, then the new data
-        with those deltas, never anything in between.
-        """
-        db = self.db
-        # Dropping a parent table with enforcement on would first delete its
-        # rows one by one; referential integrity is checked whole below.  The
-        # lock spans the pragmas: no delta may run while enforcement is off.
-        await self._tx_lock.acquire()
-        await db.execute("PRAGMA foreign_keys=OFF")
-        try:
-            async with self._unlocked_transaction("snapshot not applied"):
-                for table in TABLES_CHILDREN_FIRST:
-                    await db.execute(f"DROP TABLE {table}")
-                for table in TABLES_CHILDREN_FIRST:
-                    await db.execute(f"ALTER TABLE {STAGE_PREFIX}{table} RENAME TO {table}")
-                await self._set_meta(version)
-                for delta_version, changes in replay:
-                    await self._apply(changes)
-                    await self._set_meta(delta_version)
-                # The stage tables were filled with enforcement on; only replayed
-                # deltas (applied with it off, above) can have broken a reference.
-                problems = (
-                    list(await (await db.execute("PRAGMA foreign_key_check")).fetchall())
-                    if replay
-                    else []
-                )
-                if problems:
-                    table, _, parent, _ = problems[0]
-                    raise sqlite3.IntegrityError(
-                        f"FOREIGN KEY: {len(problems)} rows of {table} name a missing {parent}"
-                    )
-        finally:
-            await db.execute("PRAGMA foreign_keys=ON")
-            await db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
-            self._tx_lock.release()
-
-    async def drop_stage(self) -> None:
-        """Drop the stage tables, if any (an abandoned or failed snapshot)."""
-        db = self.db
-        async with self._tx_lock:
-            await db.execute("PRAGMA foreign_keys=OFF")
-            try:
-                async with self._unlocked_transaction("stage not dropped"):
-                    for table in TABLES_CHILDREN_FIRST:
-                        await db.execute(f"DROP TABLE IF EXISTS {STAGE_PREFIX}{table}")
-            finally:
-                await db.execute("PRAGMA foreign_keys=ON")
-                await db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
-
-    async def _live_suffix(self) -> str:
-        row = await (
-            await self.db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'bookings' "
-                "AND name LIKE 'bookings_by_member_%'"
-            )
-        ).fetchone()
-        return "a" if row is None else str(row[0])[-1]
 
     async def apply_changes(
         self, changes: Sequence[model.Change], version: int | None = None
@@ -355,10 +141,10 @@ class CacheWriter:
         db = self.db
         for change in changes:
             if isinstance(change, model.Upsert):
-                table, columns, row = _TABLES[type(change.item)]
-                await db.execute(_insert_sql(table, columns, upsert=True), row(change.item))
+                table, columns, row = TABLES[type(change.item)]
+                await db.execute(insert_sql(table, columns, upsert=True), row(change.item))
             else:
-                table_name = _ENTITY_TABLE.get(change.entity)
+                table_name = model.ENTITY_TABLES.get(change.entity)
                 if table_name is None:
                     raise DatasetError(f"cannot delete entity of kind {change.entity!r}")
                 await db.execute(f"DELETE FROM {table_name} WHERE id = ?", (change.id,))
@@ -414,7 +200,7 @@ class CacheWriter:
         async with self._transaction("restrictions not applied"):
             for change in changes:
                 if isinstance(change, model.Delete):
-                    table = _ENTITY_TABLE.get(change.entity)
+                    table = model.ENTITY_TABLES.get(change.entity)
                     # Deleting a revocation gives a pass back: that waits its turn.
                     if table is None or table == "revoked_passes":
                         continue
@@ -453,53 +239,6 @@ class CacheWriter:
                 changed += max(cursor.rowcount, 0)
         return changed
 
-    async def store_chunk(
-        self, snapshot_id: str, index: int, count: int, version: int, sha256: str, data: bytes
-    ) -> int:
-        """Keep one snapshot chunk (duplicates ignored); return how many of it are stored.
-
-        Chunks of any other snapshot are dropped: one transfer at a time.
-        """
-        async with self._transaction("chunk not stored"):
-            await self.db.execute(
-                "DELETE FROM snapshot_chunks WHERE snapshot_id != ?", (snapshot_id,)
-            )
-            await self.db.execute(
-                "INSERT OR IGNORE INTO snapshot_chunks VALUES (?, ?, ?, ?, ?, ?)",
-                (snapshot_id, index, count, version, sha256, data),
-            )
-            row = await (
-                await self.db.execute(
-                    "SELECT count(*) FROM snapshot_chunks WHERE snapshot_id = ?", (snapshot_id,)
-                )
-            ).fetchone()
-        return int(row[0]) if row else 0
-
-    async def pending_snapshot(self) -> tuple[str, int, int, str, list[int]] | None:
-        """The transfer in progress: (id, version, count, sha256, indexes held), if any."""
-        rows = list(
-            await (
-                await self.db.execute(
-                    "SELECT snapshot_id, version, count, sha256, idx FROM snapshot_chunks "
-                    "ORDER BY idx"
-                )
-            ).fetchall()
-        )
-        if not rows:
-            return None
-        sid, version, count, sha = rows[0][:4]
-        return str(sid), int(version), int(count), str(sha), [int(r[4]) for r in rows]
-
-    async def snapshot_chunks(self, snapshot_id: str) -> list[bytes]:
-        """The stored chunks of a snapshot, in index order."""
-        rows = await (
-            await self.db.execute(
-                "SELECT data FROM snapshot_chunks WHERE snapshot_id = ? ORDER BY idx",
-                (snapshot_id,),
-            )
-        ).fetchall()
-        return [bytes(r[0]) for r in rows]
-
     async def claim_nonce(self, nonce: str, exp: int, now: int) -> bool:
         """Record a command's one-time nonce; False if it was seen before (a replay).
 
@@ -530,11 +269,6 @@ class CacheWriter:
                 )
             ).fetchone()
         return None if row is None else int(row[0])
-
-    async def drop_chunks(self) -> None:
-        """Forget any snapshot transfer."""
-        async with self._transaction("chunks not dropped"):
-            await self.db.execute("DELETE FROM snapshot_chunks")
 
     async def _set_meta(self, version: int | None) -> None:
         values = {"updated_at": str(int(self._clock.now().timestamp()))}

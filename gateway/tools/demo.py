@@ -26,7 +26,7 @@ from gateway.config.models import load_config
 from gateway.core import qr
 from gateway.core.access import member_access
 from gateway.core.credentials import parse_read
-from gateway.core.decision import Decision, decide, decide_code
+from gateway.core.decision import Conditions, Decision, decide, decide_code
 from gateway.core.jws import KeySet, Signer, b64url
 from gateway.core.localtime import to_local
 from gateway.core.model import Credential, CredentialKind, CredentialStatus, Dataset
@@ -145,7 +145,12 @@ def _run(directory: Path, *, keep: bool) -> int:
             for who, door_id, name, local in DEMO_SCANS:
                 at = datetime.fromisoformat(local).replace(tzinfo=tz)
                 result = decide_code(
-                    view, codes[name], door_id, at, keys=keys, window=30, clock_trusted=True
+                    view,
+                    codes[name],
+                    door_id,
+                    at,
+                    Conditions(code_window=30, clock_trusted=True),
+                    keys=keys,
                 )
                 scanned += result.decision.granted
                 door = view.door(door_id)

@@ -32,6 +32,7 @@ import serial
 from gateway.clock import Clock
 from gateway.core.credentials import CredentialRead, normalize
 from gateway.core.model import CredentialKind
+from gateway.core.policy import Pattern
 from gateway.errors import CredentialFormatError
 from gateway.events import Record
 from gateway.hw.readers.serial_port import SerialPortTask, SessionError
@@ -72,13 +73,13 @@ class _Pattern(NamedTuple):
 
 
 #: gateway.hw.feedback's patterns, as the reader plays them.
-_PATTERNS = {
-    "granted": _Pattern(_GREEN, _GREEN, 20, 0, 20, beeps=1),
-    "denied": _Pattern(_RED, _RED, 20, 0, 20, beeps=3),
-    "booking_soon": _Pattern(_AMBER, _OFF, 3, 2, 20, beeps=2, beep_on=3, beep_off=2),
-    "pin_needed": _Pattern(_GREEN, _OFF, 5, 5, 100, beeps=2),
-    "card_read": _Pattern(_AMBER, _AMBER, 10, 0, 10, beeps=1, beep_on=4, beep_off=1),
-    "fault": _Pattern(_RED, _OFF, 5, 5, 0, beeps=0, lasting=True),
+_PATTERNS: dict[Pattern, _Pattern] = {
+    Pattern.GRANTED: _Pattern(_GREEN, _GREEN, 20, 0, 20, beeps=1),
+    Pattern.DENIED: _Pattern(_RED, _RED, 20, 0, 20, beeps=3),
+    Pattern.BOOKING_SOON: _Pattern(_AMBER, _OFF, 3, 2, 20, beeps=2, beep_on=3, beep_off=2),
+    Pattern.PIN_NEEDED: _Pattern(_GREEN, _OFF, 5, 5, 100, beeps=2),
+    Pattern.CARD_READ: _Pattern(_AMBER, _AMBER, 10, 0, 10, beeps=1, beep_on=4, beep_off=1),
+    Pattern.FAULT: _Pattern(_RED, _OFF, 5, 5, 0, beeps=0, lasting=True),
 }
 #: The lasting state once the fault is over: LED off.
 #: (Steady means an on time and no off time: readers refuse 0 and 0, and a
@@ -290,11 +291,9 @@ class OsdpReader(SerialPortTask):
                 await self._play(self._lasting)
         await self._set_online(secure)
 
-    async def show(self, pattern: str) -> None:
+    async def show(self, pattern: Pattern) -> None:
         """Play a feedback pattern on the reader's LED and beeper (if it is up)."""
-        shown = _PATTERNS.get(pattern)
-        if shown is not None:
-            await self._play(shown)
+        await self._play(_PATTERNS[pattern])
 
     async def clear_fault(self) -> None:
         """End the lasting fault pattern: the LED goes back to off."""

@@ -1,0 +1,281 @@
+"""The composition root: one gateway's parts, opened in order, its services run by name.
+
+Opening (``async with Gateway(...)``) opens the cache (migrating it), the
+event outbox and the sync engine, then the doors (each lock in its safe
+state at once) and the readers, and wires the services.  :meth:`Gateway.run`
+runs every service as a named task of one :class:`asyncio.TaskGroup`.
+Closing unwinds the exit stack: readers and outputs close, locks go to their
+safe state, databases close last.
+
+The services, each with its own state:
+
+* :class:`~gateway.app.taps.Taps` - the presentation pipeline;
+* :class:`~gateway.app.modes.SiteModes` - lockdown, scheduled modes, fault lights;
+* :class:`~gateway.app.sync.SyncEngine` - signed data from the platform;
+* :class:`~gateway.app.uplink.Uplink` - events and heartbeats to the platform;
+* :class:`~gateway.app.remote.RemoteCommands` - the platform's signed commands;
+* :class:`~gateway.app.clocktrust.ClockWatch` - whether the clock can be believed;
+* :class:`~gateway.app.staff.GatewayDesk` - what the staff API sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from gateway.app.clocktrust import ClockTrust, ClockWatch, ntp_synchronised
+from gateway.app.eventlog import EventLog
+from gateway.app.freshness import Freshness
+from gateway.app.modes import SiteModes
+from gateway.app.remote import RemoteCommands
+from gateway.app.staff import GatewayDesk
+from gateway.app.sync import SyncEngine
+from gateway.app.taps import Taps
+from gateway.app.uplink import Uplink
+from gateway.clock import Clock
+from gateway.config.models import Config
+from gateway.core.jws import KeySet
+from gateway.errors import ConfigError, StopTimeoutError
+from gateway.hw.pins import PinFactory
+from gateway.hw.station import Station
+from gateway.net.mqtt import LinkSettings, MqttLink
+from gateway.store.files import load_platform_keys
+from gateway.store.outbox import Outbox
+from gateway.store.reader import CacheReader
+from gateway.store.writer import CacheWriter
+from gateway.wire.protocol import StatusMsg, Topics
+
+#: Seconds the tasks get to stop after a stop request, before it is an error.
+STOP_TIMEOUT = 15.0
+
+#: A named service: a task name and the coroutine function that runs it.
+Service = tuple[str, Callable[[], Coroutine[Any, Any, None]]]
+
+
+class Gateway:
+    """One running gateway.  Use ``async with Gateway(...) as gw: await gw.run()``."""
+
+    taps: Taps
+    modes: SiteModes
+    station: Station
+    uplink: Uplink
+    remote: RemoteCommands
+    desk: GatewayDesk
+    cache: CacheReader
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock,
+        *,
+        keys: KeySet | None = None,
+        pin_factory: PinFactory | None = None,
+        clock_trust: ClockTrust | None = None,
+    ) -> None:
+        if config.mqtt is None:
+            raise ConfigError("config", "the daemon needs an [mqtt] section", "mqtt")
+        self.config = config
+        self.clock = clock
+        #: gpiozero pin factory for doors and Wiegand readers (tests pass MockFactory).
+        self._pin_factory = pin_factory
+        self.keys = keys or load_platform_keys(config)
+        self.topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
+        self.writer = CacheWriter(config.cache_path, clock)
+        self.outbox = Outbox(config.outbox_path, clock, max_events=config.outbox.max_events)
+        self.events = EventLog(self.outbox, clock)
+        trust = clock_trust or ClockTrust(
+            clock,
+            max_skew=config.time.max_skew_seconds,
+            confirm_seconds=config.time.cloud_confirm_hours * 3600,
+            ntp=ntp_synchronised if config.time.use_ntp else None,
+        )
+        self.clock_watch = ClockWatch(trust, clock, self.events.record)
+        # The engine's callbacks reach services made once the gateway opens.
+        self.engine = SyncEngine(
+            self.writer,
+            self.keys,
+            site_id=config.gateway.site_id,
+            gateway_id=config.gateway.id,
+            clock=clock,
+            record=self.events.record,
+            request_resync=lambda msg: self.uplink.send_resync(msg),
+            on_ack=lambda seq: self.uplink.on_ack(seq),
+            on_command=lambda command: self.remote.handle(command),
+            on_signed_time=trust.observe,
+        )
+        self.freshness = Freshness(config, self.engine, clock)
+        self.link = MqttLink(
+            _link_settings(config, self.topics),
+            lambda topic, payload: self.engine.handle(payload, topic),
+            self.engine.on_connected,
+        )
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Gateway:
+        try:
+            await self._stack.enter_async_context(self.writer)
+            await self._stack.enter_async_context(self.outbox)
+            # Closed first (exit stacks unwind backwards): no load may outlive the writer.
+            self._stack.push_async_callback(self.engine.close)
+            self.cache = CacheReader(self.config.cache_path)
+            self._stack.callback(self.cache.close)
+            self._wire()
+            # Last: starting may already ask the platform for data, through the uplink.
+            await self.engine.start()
+        except BaseException:
+            # A start-up failure (no GPIO, a missing library...) must still close
+            # what was opened: open databases would keep the process from exiting,
+            # and outputs already made must go back to their safe state.
+            await self._stack.aclose()
+            raise
+        return self
+
+    def _wire(self) -> None:
+        """Open the hardware and make the services that need the open cache."""
+        config, clock, record = self.config, self.clock, self.events.record
+        self.station = Station.open(
+            config, pin_factory=self._pin_factory, clock=clock, record=record, closing=self._stack
+        )
+        self.modes = SiteModes(
+            config,
+            cache=self.cache,
+            freshness=self.freshness,
+            record=record,
+            clock=clock,
+            station=self.station,
+        )
+        self.taps = Taps(
+            config,
+            keys=self.keys,
+            cache=self.cache,
+            writer=self.writer,
+            events=self.events,
+            modes=self.modes,
+            engine=self.engine,
+            freshness=self.freshness,
+            clock_watch=self.clock_watch,
+            clock=clock,
+            station=self.station,
+        )
+        self.station.open_readers(sink=self.taps, clock=clock, record=record, closing=self._stack)
+        self.remote = RemoteCommands(
+            writer=self.writer,
+            events=self.events,
+            modes=self.modes,
+            engine=self.engine,
+            clock=clock,
+            station=self.station,
+        )
+        self.uplink = Uplink(
+            config,
+            link=self.link,
+            topics=self.topics,
+            outbox=self.outbox,
+            freshness=self.freshness,
+            clock_watch=self.clock_watch,
+            engine=self.engine,
+            clock=clock,
+            station=self.station,
+        )
+        self.desk = GatewayDesk(
+            config,
+            cache=self.cache,
+            events=self.events,
+            modes=self.modes,
+            taps=self.taps,
+            engine=self.engine,
+            freshness=self.freshness,
+            clock_watch=self.clock_watch,
+            link=self.link,
+            outbox=self.outbox,
+            clock=clock,
+            station=self.station,
+        )
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    def services(self) -> Iterator[Service]:
+        """Every long-running service of this gateway, by task name."""
+        yield "mqtt-link", self.link.run
+        yield from self.uplink.services()
+        yield "resync-retry", functools.partial(self.engine.keep_asking, self.link.connected.is_set)
+        for door_id, door in self.station.doors.items():
+            yield f"door-{door_id}", door.run
+        for reader_id, reader in self.station.readers.items():
+            yield f"reader-{reader_id}", reader.run
+        yield from self.modes.services()
+        yield "clock-watch", self.clock_watch.run
+        if self.config.api is not None:
+            from gateway.net.api import serve_api  # FastAPI loads only where it is used
+
+            yield (
+                "api",
+                functools.partial(serve_api, self.desk, self.config.api, self.config.tokens_path),
+            )
+
+    async def run(self) -> None:
+        """Run every service until cancelled."""
+        for type_, data in self.station.startup_events:
+            await self.events.record(type_, data)
+        self.station.startup_events.clear()
+        async with asyncio.TaskGroup() as tasks:
+            for name, service in self.services():
+                tasks.create_task(service(), name=name)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Gateway]:
+        """Open the gateway and run it in the background for the ``with`` block.
+
+        Leaving the block stops the tasks; if they have not stopped within
+        :data:`STOP_TIMEOUT` seconds, :class:`StopTimeoutError` names them.
+        """
+        async with self:
+            task = asyncio.create_task(self.run(), name=f"gateway-{self.config.gateway.id}")
+            try:
+                yield self
+            finally:
+                task.cancel()
+                done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT)
+                if not done:
+                    raise StopTimeoutError(_describe_tasks())
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+def _link_settings(config: Config, topics: Topics) -> LinkSettings:
+    """The MQTT session of this gateway: its identity, subscriptions and presence."""
+    mqtt = config.mqtt
+    assert mqtt is not None
+    offline = StatusMsg(gateway=config.gateway.id, state="offline")
+    online = StatusMsg(gateway=config.gateway.id, state="online")
+    return LinkSettings(
+        urls=mqtt.urls,
+        client_id=config.gateway.id,
+        subscriptions=topics.inbound(),
+        will_topic=topics.status,
+        will_payload=offline.model_dump_json().encode(),
+        online_payload=online.model_dump_json().encode(),
+        ca_file=mqtt.ca_file,
+        cert_file=mqtt.cert_file,
+        key_file=mqtt.key_file,
+        keepalive=mqtt.keepalive,
+        reconnect_min=mqtt.reconnect_min,
+        reconnect_max=mqtt.reconnect_max,
+    )
+
+
+def _describe_tasks() -> str:
+    lines = ["tasks still running after the stop timeout:"]
+    for task in asyncio.all_tasks():
+        if task is asyncio.current_task():
+            continue
+        frames = " <- ".join(
+            f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(task.get_stack(limit=12))
+        )
+        lines.append(f"  {task.get_name()}: {frames}")
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""When the gateway asks the platform for data, and how often.
+
+A resync request is sent at most every :data:`RESYNC_INTERVAL` seconds
+unless forced (a command, a reconnect, a snapshot the gateway had to
+reject).  A gateway still waiting for its data asks again after a silence
+that doubles from :data:`RESYNC_INTERVAL` up to :data:`RESYNC_RETRY_MAX`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from gateway.clock import Clock
+from gateway.events import Record
+from gateway.wire.protocol import ResyncRequestMsg
+
+RequestResync = Callable[[ResyncRequestMsg], Awaitable[object]]
+
+#: A new resync request is sent at most this often (seconds, monotonic).
+RESYNC_INTERVAL = 10.0
+#: A gateway still waiting for its data asks again after this much silence,
+#: doubling from RESYNC_INTERVAL up to this (seconds).
+RESYNC_RETRY_MAX = 300.0
+
+
+class ResyncPacer:
+    """Sends resync requests, no more often than the rules above allow."""
+
+    def __init__(
+        self, gateway_id: str, clock: Clock, record: Record, request: RequestResync
+    ) -> None:
+        self._gateway_id = gateway_id
+        self._clock = clock
+        self._record = record
+        self._request = request
+        self._last: float | None = None
+        #: When a resync was last asked for or a snapshot chunk last arrived.
+        self._progress = clock.monotonic()
+
+    async def ask(
+        self,
+        reason: str,
+        have_version: int | None,
+        *,
+        snapshot_id: str | None = None,
+        missing: list[int] | None = None,
+        force: bool = False,
+    ) -> None:
+        """Ask for data (a whole snapshot, or a transfer's ``missing`` chunks)."""
+        now = self._clock.monotonic()
+        if not force and self._last is not None and now - self._last < RESYNC_INTERVAL:
+            return
+        self._last = self._progress = now
+        await self._record("resync_requested", {"reason": reason, "have_version": have_version})
+        await self._request(
+            ResyncRequestMsg(
+                gateway=self._gateway_id,
+                have_version=have_version,
+                reason=reason,
+                snapshot_id=snapshot_id,
+                missing=missing,
+            )
+        )
+
+    def progressed(self) -> None:
+        """Something the platform sent in answer arrived (a snapshot chunk)."""
+        self._progress = self._clock.monotonic()
+
+    def answered(self) -> None:
+        """The data asked for is in: the next need may ask at once."""
+        self._last = None
+
+    def silence(self) -> float:
+        """Seconds since the last request or answer."""
+        return self._clock.monotonic() - self._progress

@@ -1,0 +1,160 @@
+"""What goes up to the platform: events from the outbox, heartbeats, resync requests.
+
+The publisher sends the outbox in batches whenever a broker is reachable and
+waits for acks with a bounded window; after every reconnect it sends again
+everything not acknowledged, and the platform de-duplicates by
+``(gateway, seq)`` (docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+from gateway.app.clocktrust import ClockWatch
+from gateway.app.freshness import Freshness
+from gateway.app.sync import SyncEngine
+from gateway.clock import Clock
+from gateway.config.models import Config
+from gateway.hw.station import Station
+from gateway.net.mqtt import LinkDownError, MqttLink
+from gateway.store.outbox import Outbox
+from gateway.wire.protocol import HeartbeatMsg, ResyncRequestMsg, Topics
+
+log = logging.getLogger(__name__)
+
+#: Events per published batch, and batches in flight before waiting for an ack.
+BATCH_EVENTS = 1000
+WINDOW_BATCHES = 16
+#: Seconds without an ack before unacknowledged events are sent again.
+ACK_TIMEOUT = 10.0
+
+
+class Uplink:
+    """Publishes the outbox and heartbeats over the link, and takes acks."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock,
+        link: MqttLink,
+        topics: Topics,
+        outbox: Outbox,
+        station: Station,
+        freshness: Freshness,
+        clock_watch: ClockWatch,
+        engine: SyncEngine,
+    ) -> None:
+        assert config.mqtt is not None, "the gateway checks for [mqtt] first"
+        self._gateway_id = config.gateway.id
+        self._heartbeat_seconds = config.mqtt.heartbeat_seconds
+        self._clock = clock
+        self._link = link
+        self._topics = topics
+        self._outbox = outbox
+        self._station = station
+        self._freshness = freshness
+        self._clock_watch = clock_watch
+        self._engine = engine
+        self._acked = asyncio.Event()
+
+    def services(self) -> Iterator[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
+        """The uplink's tasks."""
+        yield "outbox-publisher", self._publish_outbox
+        yield "heartbeat", self._heartbeat
+
+    async def on_ack(self, seq: int) -> None:
+        """The platform has stored every event up to ``seq``."""
+        await self._outbox.ack(seq)
+        self._acked.set()
+
+    async def send_resync(self, msg: ResyncRequestMsg) -> None:
+        """Ask the platform for data (the sync engine decides when)."""
+        try:
+            await self._link.publish(self._topics.resync, msg.model_dump_json().encode())
+        except LinkDownError:
+            log.info("resync request not sent: no broker; it is repeated on reconnect")
+
+    async def _publish_outbox(self) -> None:
+        while True:
+            await self._link.connected.wait()
+            try:
+                await self._drain()
+            except LinkDownError:
+                continue
+
+    async def _drain(self) -> None:
+        # After every (re)connect, send again everything not acknowledged:
+        # the platform de-duplicates by (gateway, seq).
+        link, outbox = self._link, self._outbox
+        sent = outbox.acked_seq
+        session = link.sessions
+        while link.connected.is_set():
+            if link.sessions != session:
+                # Reconnected while waiting: what was in flight may be lost.
+                session, sent = link.sessions, outbox.acked_seq
+            if sent - outbox.acked_seq >= BATCH_EVENTS * WINDOW_BATCHES:
+                self._acked.clear()
+                try:
+                    async with asyncio.timeout(ACK_TIMEOUT):
+                        await _first(self._acked.wait(), link.disconnected.wait())
+                except TimeoutError:
+                    sent = outbox.acked_seq
+                continue
+            sent = max(sent, outbox.acked_seq)
+            events = await outbox.pending(sent, BATCH_EVENTS)
+            if not events:
+                outbox.appended.clear()
+                self._acked.clear()
+                try:
+                    async with asyncio.timeout(ACK_TIMEOUT):
+                        await _first(
+                            outbox.appended.wait(), self._acked.wait(), link.disconnected.wait()
+                        )
+                except TimeoutError:
+                    if outbox.depth:
+                        sent = outbox.acked_seq  # no ack came: send again
+                continue
+            # The EventsMsg shape, serialised directly: these rows came out of our own outbox.
+            batch = {"v": 1, "gateway": self._gateway_id, "events": events}
+            log.debug("publishing events %d..%d", events[0]["seq"], events[-1]["seq"])
+            await link.publish(
+                self._topics.events, json.dumps(batch, separators=(",", ":")).encode()
+            )
+            log.debug("published events up to %d", events[-1]["seq"])
+            sent = events[-1]["seq"]
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await self._link.connected.wait()
+            beat = HeartbeatMsg(
+                gateway=self._gateway_id,
+                at=int(self._clock.now().timestamp()),
+                dataset_version=self._engine.version,
+                data_age_s=self._freshness.age(),
+                outbox_depth=self._outbox.depth,
+                acked_seq=self._outbox.acked_seq,
+                stale_classes=sorted(self._freshness.stale()),
+                clock="trusted" if self._clock_watch.trust.trusted() else "untrusted",
+                doors=self._station.door_states(),
+            )
+            with contextlib.suppress(LinkDownError):
+                await self._link.publish(
+                    self._topics.heartbeat, beat.model_dump_json().encode(), qos=0
+                )
+            await asyncio.sleep(self._heartbeat_seconds)
+
+
+async def _first(*aws: Any) -> None:
+    """Wait until the first of ``aws`` completes; cancel the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()

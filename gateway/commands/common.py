@@ -1,0 +1,91 @@
+"""What the commands share: argument types, the ``--config`` option, work directories.
+
+Every command module has ``register(sub, groups)``: it adds its parser to
+``sub`` and sets ``handler``, a function ``(args, clock) -> exit status``.
+``groups`` holds the sub-parsers of commands that others may extend (``bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator, MutableMapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.config.models import DEFAULT_CONFIG_PATH
+
+#: A command's body: the parsed arguments and the clock, to an exit status.
+Handler = Callable[[argparse.Namespace, Clock], int]
+#: ``add_subparsers()`` results, by the command they belong to.
+Groups = MutableMapping[str, Any]
+
+CONFIG_HELP = f"configuration file (default: {DEFAULT_CONFIG_PATH})"
+
+
+def add_config(p: argparse.ArgumentParser) -> None:
+    """The ``--config FILE`` option of staff commands."""
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help=CONFIG_HELP)
+
+
+def positive_int(limit: int) -> Callable[[str], int]:
+    """An argument type: a whole number from 1 to ``limit``."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if not 1 <= number <= limit:
+            raise argparse.ArgumentTypeError(f"{number} is not between 1 and {limit}")
+        return number
+
+    return parse
+
+
+def positive_float(limit: float) -> Callable[[str], float]:
+    """An argument type: a number above 0 and at most ``limit``."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if not 0 < number <= limit:
+            raise argparse.ArgumentTypeError(f"{value} is not above 0 and at most {limit:g}")
+        return number
+
+    return parse
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(value: str) -> timedelta:
+    """An argument type: ``90s``, ``45m``, ``8h`` or ``2d``."""
+    number, unit = value[:-1], value[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: a whole number and s, m, h or d, e.g. 8h")
+    return timedelta(seconds=int(number) * _DURATION_UNITS[unit])
+
+
+def local_start(value: str) -> datetime:
+    """An argument type: an ISO time (site-local when it has no offset)."""
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO time") from None
+
+
+@contextlib.contextmanager
+def workdir(directory: Path | None, prefix: str = "doorgw-") -> Iterator[Path]:
+    """``--dir`` (made if missing, kept), or a temporary directory removed afterwards."""
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        yield directory
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)

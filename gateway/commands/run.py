@@ -1,0 +1,43 @@
+"""``doorgw run``: the gateway daemon, as systemd runs it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+
+from gateway.app.serve import serve
+from gateway.clock import Clock
+from gateway.commands.common import Groups, add_config
+from gateway.config.models import Config, load_config
+from gateway.errors import StopTimeoutError
+
+log = logging.getLogger(__name__)
+
+
+def run_daemon(config: Config, clock: Clock) -> int:
+    """Run one gateway until SIGTERM or SIGINT; return the exit status."""
+
+    async def main() -> None:
+        try:
+            await serve(config, clock)
+        except StopTimeoutError as exc:
+            # Like systemd's final SIGKILL, but with a report. Events are already
+            # durable, and asyncio's own clean-up would wait for the stuck task
+            # forever, so leave from here.
+            log.error("%s", exc)
+            logging.shutdown()
+            os._exit(1)
+
+    # The process's logging is set up here, by the command, never by library code.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    asyncio.run(main())
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: Groups) -> None:
+    """Add ``run``."""
+    p = sub.add_parser("run", help="run the gateway daemon")
+    add_config(p)
+    p.set_defaults(handler=lambda args, clock: run_daemon(load_config(args.config), clock))
