@@ -1,5 +1,5 @@
 """``python -m gateway`` runs the ``doorgw`` command."""
 
-from gateway.commands.cli import run
+from gateway.commands.cli import run_cli
 
-run()
+run_cli()

@@ -64,8 +64,8 @@ class EmbeddedBroker:
             from amqtt.broker import Broker as AmqttBroker
         except ImportError:
             raise ScenarioError(
-                "no MQTT broker: install Mosquitto, or the embedded one with "
-                "pip install 'doorgw[sim]'"
+                "no MQTT broker: install Mosquitto, or the embedded one (amqtt, a "
+                "dependency of the simulator: provisioning/setup-venv installs it)"
             ) from None
 
         config = {

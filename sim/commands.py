@@ -1,0 +1,164 @@
+"""The simulator's commands, joined to ``doorgw`` through the ``doorgw.commands`` entry point.
+
+``doorgw sim`` (the live site), ``sim run FILE``, ``sim demo``, ``sim fleet``
+and ``bench sync``.  Installed with the simulator only: a gateway on a Pi has
+none of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from gateway.clock import Clock
+from gateway.commands.common import (
+    Groups,
+    duration,
+    local_start,
+    positive_float,
+    positive_int,
+    workdir,
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: Groups) -> None:
+    """Add ``sim`` and ``bench sync``."""
+    p = sub.add_parser(
+        "sim",
+        help="the simulated site: run it live, run scripted scenarios, measure a fleet",
+        description="Without an ACTION: run a whole virtual site (broker, platform stand-in, "
+        "gateways on emulated hardware) with a live view until Ctrl-C or --for has passed. "
+        "Exit status 0 when the platform received every event.",
+    )
+    p.add_argument(
+        "--gateways",
+        type=positive_int(1000),
+        default=2,
+        metavar="N",
+        help="gateways sharing the site's doors, up to one per door (default 2)",
+    )
+    p.add_argument(
+        "--site",
+        type=Path,
+        metavar="FILE",
+        help="the site's data as the platform sends it (a dataset JSON document, "
+        "docs/protocol.md); default: the bundled example site",
+    )
+    p.add_argument(
+        "--speed",
+        type=positive_float(100_000),
+        default=60.0,
+        help="site seconds per real second (default 60: an hour a minute)",
+    )
+    p.add_argument(
+        "--for", dest="duration", type=duration, help="stop after this much site time, e.g. 8h"
+    )
+    p.add_argument("--start", type=local_start, help="site-local ISO start (default today 07:30)")
+    p.add_argument("--seed", type=int, default=1, help="the site life script's seed")
+    p.add_argument("--plain", action="store_true", help="events as lines, no live panel")
+    p.add_argument("--dir", type=Path, help="keep the site's files here (default: a temp dir)")
+    p.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto")
+    sims = p.add_subparsers(dest="sim_command", metavar="ACTION")
+    s = sims.add_parser(
+        "run",
+        help="run a scenario file against the real daemon, a real broker and emulated hardware",
+        description="Exit status: 0 every expectation met, 1 some not, 2 a bad scenario file.",
+    )
+    s.add_argument("file", type=Path, metavar="FILE", help="e.g. sim/scenarios/book-and-pay.toml")
+    d = sims.add_parser(
+        "demo",
+        help="run the demo scenario: a day at a site, in a few seconds (sim/scenarios/demo.toml)",
+    )
+    f = sims.add_parser(
+        "fleet",
+        help="N gateway processes of one site on one Mosquitto: how long a delta takes to "
+        "reach them all, memory and CPU per gateway, against bare MQTT clients",
+    )
+    f.add_argument("--gateways", type=positive_int(5000), default=10, metavar="N")
+    f.add_argument("--deltas", type=positive_int(10_000), default=20)
+    f.add_argument(
+        "--idle", type=positive_int(3600), default=10, help="seconds to measure idle CPU over"
+    )
+    f.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=sim)
+    s.set_defaults(handler=sim)
+    d.set_defaults(handler=sim)
+    f.set_defaults(handler=fleet)
+    for q in (s, d, f):
+        q.add_argument("--dir", type=Path, help="keep the run's files here (default: a temp dir)")
+    for q in (s, d):
+        q.add_argument(
+            "--broker",
+            choices=["auto", "mosquitto", "embedded"],
+            default="auto",
+            help="Mosquitto with mutual TLS when installed (auto), or the embedded pure-Python one",
+        )
+        q.add_argument(
+            "--watch",
+            action="store_true",
+            help="after each step, show the doors (lock, contact, LED), readers, sync, "
+            "outbox and the events it caused",
+        )
+
+    b = groups["bench"].add_parser(
+        "sync", help="snapshot throughput, revocation lag and outbox drain over a real Mosquitto"
+    )
+    b.add_argument("--members", type=positive_int(10_000_000), default=100_000)
+    b.add_argument("--bookings", type=positive_int(100_000_000), default=1_000_000)
+    b.add_argument("--revocations", type=positive_int(100_000), default=200)
+    b.add_argument("--events", type=positive_int(10_000_000), default=100_000)
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(handler=bench_sync)
+
+
+def sim(args: argparse.Namespace, clock: Clock) -> int:
+    """``doorgw sim``, ``sim run FILE`` and ``sim demo``."""
+    from sim.scenario import DEMO, run_file
+
+    # The account (or the view) says what happened; the daemons' own warnings (a
+    # broker gone, a door forced) are part of the story, not news on stderr.
+    logging.basicConfig(level=logging.ERROR)
+    if args.sim_command is None:
+        return _sim_live(args)
+    path = DEMO if args.sim_command == "demo" else args.file
+
+    def live(line: str) -> None:
+        print(line, flush=True)
+
+    with workdir(args.dir, "doorgw-sim-") as directory:
+        text, passed = run_file(path, directory, broker=args.broker, live=live, watch=args.watch)
+    print(text.splitlines()[-1])
+    return 0 if passed else 1
+
+
+def _sim_live(args: argparse.Namespace) -> int:
+    from sim.live import run_live
+
+    with workdir(args.dir, "doorgw-sim-") as directory:
+        return run_live(
+            directory,
+            gateways=args.gateways,
+            broker=args.broker,
+            speed=args.speed,
+            duration=args.duration,
+            start=args.start,
+            seed=args.seed,
+            plain=args.plain or not sys.stdout.isatty(),
+            site=args.site,
+        )
+
+
+def fleet(args: argparse.Namespace, clock: Clock) -> int:
+    """``doorgw sim fleet``."""
+    from sim.fleet import fleet_command
+
+    return fleet_command(args)
+
+
+def bench_sync(args: argparse.Namespace, clock: Clock) -> int:
+    """``doorgw bench sync``."""
+    from sim.bench_sync import bench_sync
+
+    return bench_sync(args)
