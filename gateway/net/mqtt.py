@@ -71,6 +71,13 @@ def tls_context(
     return context
 
 
+def _honour_stop() -> None:
+    """Raise CancelledError if this task was asked to stop and something swallowed it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def raise_if_cancelling(exc: BaseException) -> None:
     """Re-raise cancellation that the MQTT library turned into an error.
 
@@ -192,10 +199,16 @@ class MqttLink:
             max_queued_outgoing_messages=10_000,
         )
         async with client:
+            # Each of these steps ends in aiomqtt's asyncio.wait_for, which in
+            # Python 3.11 can swallow a stop request that arrives as it completes;
+            # the session would then wait for messages forever.
+            _honour_stop()
             self._client = client
             self.broker = url
             await client.subscribe([(topic, 1) for topic in s.subscriptions])
+            _honour_stop()
             await client.publish(s.will_topic, s.online_payload, qos=1, retain=True)
+            _honour_stop()
             self.sessions += 1
             self.connected.set()
             self.disconnected.clear()
@@ -203,6 +216,7 @@ class MqttLink:
             try:
                 if self._on_connect is not None:
                     await self._on_connect()
+                    _honour_stop()
                 async for message in client.messages:
                     payload = message.payload
                     data = payload if isinstance(payload, bytes) else str(payload).encode()
