@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.config.models import Config, DoorConfig, GatewaySection, MqttSection, SyncSection
+from gateway.config.write import write_config
 from gateway.core.jws import Signer
 from gateway.tools.pki import issue, make_ca
 
@@ -173,21 +175,29 @@ class Broker:
         """The platform's public keys, for the gateways' ``[sync] keys_file``."""
         return platform_keys_file(self.dir, self.signer)
 
-    def gateway_config(
-        self, gateway: str, data_dir: Path, *, urls: list[str] | None = None, **mqtt: object
-    ) -> Path:
-        """A complete gateway config file for ``gateway`` on this broker (or ``urls``)."""
+    def gateway_settings(
+        self, gateway: str, data_dir: Path, *, urls: list[str] | None = None, **mqtt: Any
+    ) -> Config:
+        """A complete config for ``gateway`` on this broker (or ``urls``), one door "front"."""
         cert, key = self.certs[gateway]
-        url_list = json.dumps(urls or [self.url])
-        extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in mqtt.items())
-        path = data_dir / "doorgw.toml"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            f'[gateway]\nid = "{gateway}"\nsite_id = "{self.site}"\ndata_dir = "{data_dir}"\n\n'
-            f'[[doors]]\nid = "front"\n\n'
-            f'[mqtt]\nurls = {url_list}\nca_file = "{self.ca_file}"\n'
-            f'cert_file = "{cert}"\nkey_file = "{key}"\nreconnect_min = 0.05\n'
-            f"reconnect_max = 0.5\n{extra}\n"
-            f'[sync]\nkeys_file = "{self.keys_file()}"\n'
+        return Config(
+            gateway=GatewaySection(id=gateway, site_id=self.site, data_dir=data_dir),
+            doors=(DoorConfig(id="front"),),
+            mqtt=MqttSection(
+                urls=tuple(urls or [self.url]),
+                ca_file=self.ca_file,
+                cert_file=cert,
+                key_file=key,
+                reconnect_min=0.05,
+                reconnect_max=0.5,
+                **mqtt,
+            ),
+            sync=SyncSection(keys_file=self.keys_file()),
         )
-        return path
+
+    def gateway_config(
+        self, gateway: str, data_dir: Path, *, urls: list[str] | None = None, **mqtt: Any
+    ) -> Path:
+        """:meth:`gateway_settings`, written to ``data_dir/doorgw.toml``."""
+        settings = self.gateway_settings(gateway, data_dir, urls=urls, **mqtt)
+        return write_config(settings, data_dir / "doorgw.toml")

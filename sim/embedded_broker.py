@@ -15,6 +15,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from gateway.config.models import Config, DoorConfig, GatewaySection, MqttSection, SyncSection
+from gateway.config.write import write_config
 from gateway.core.jws import Signer
 from sim.broker import free_port, platform_keys_file
 from sim.errors import ScenarioError
@@ -106,14 +108,15 @@ class EmbeddedBroker:
         """The platform's public keys, for the gateways' ``[sync] keys_file``."""
         return platform_keys_file(self.dir, self.signer)
 
-    def gateway_config(self, gateway: str, data_dir: Path) -> Path:
-        """A complete gateway config file for ``gateway`` on this broker."""
-        path = data_dir / "doorgw.toml"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            f'[gateway]\nid = "{gateway}"\nsite_id = "{self.site}"\ndata_dir = "{data_dir}"\n\n'
-            f'[[doors]]\nid = "front"\n\n'
-            f'[mqtt]\nurls = ["{self.url}"]\nreconnect_min = 0.05\nreconnect_max = 0.5\n\n'
-            f'[sync]\nkeys_file = "{self.keys_file()}"\n'
+    def gateway_settings(self, gateway: str, data_dir: Path) -> Config:
+        """A complete config for ``gateway`` on this broker, one door "front"."""
+        return Config(
+            gateway=GatewaySection(id=gateway, site_id=self.site, data_dir=data_dir),
+            doors=(DoorConfig(id="front"),),
+            mqtt=MqttSection(urls=(self.url,), reconnect_min=0.05, reconnect_max=0.5),
+            sync=SyncSection(keys_file=self.keys_file()),
         )
-        return path
+
+    def gateway_config(self, gateway: str, data_dir: Path) -> Path:
+        """:meth:`gateway_settings`, written to ``data_dir/doorgw.toml``."""
+        return write_config(self.gateway_settings(gateway, data_dir), data_dir / "doorgw.toml")

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.config.models import DoorConfig, ScannerReaderConfig, TimeSection
+from gateway.config.write import config_with, write_config
 from sim.broker import Broker
 from sim.cloud import CloudPeer
 from sim.fleet_proc import DOOR_PINS
@@ -71,16 +73,20 @@ def _memory_kb(pid: int) -> tuple[int, int]:
 
 
 def _gateway_config(broker: Broker, name: str, directory: Path, scanner: Path) -> Path:
-    path = broker.gateway_config(name, directory)
     lock, contact, green, red = DOOR_PINS
-    door = (
-        f'[[doors]]\nid = "front"\nlock_pin = {lock}\ncontact_pin = {contact}\n'
-        f"green_led_pin = {green}\nred_led_pin = {red}\n\n"
-        f'[[readers]]\nid = "qr-front"\ndoor = "front"\nkind = "scanner"\nport = "{scanner}"\n\n'
+    settings = config_with(
+        broker.gateway_settings(name, directory),
+        doors=(
+            DoorConfig(
+                id="front", lock_pin=lock, contact_pin=contact, green_led_pin=green, red_led_pin=red
+            ),
+        ),
+        readers=(
+            ScannerReaderConfig(id="qr-front", door="front", kind="scanner", port=str(scanner)),
+        ),
+        time=TimeSection(use_ntp=False),
     )
-    text = path.read_text().replace('[[doors]]\nid = "front"\n\n', door)
-    path.write_text(text.replace("[mqtt]", "[time]\nuse_ntp = false\n\n[mqtt]", 1))
-    return path
+    return write_config(settings, directory / "doorgw.toml")
 
 
 class Fleet:

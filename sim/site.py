@@ -22,7 +22,16 @@ from gpiozero.pins.mock import MockFactory
 
 from gateway.app.gateway import Gateway
 from gateway.clock import ManualClock
-from gateway.config.models import load_config
+from gateway.config.models import (
+    DoorConfig,
+    Pn532ReaderConfig,
+    ReaderConfig,
+    ScannerReaderConfig,
+    TimeSection,
+    WiegandReaderConfig,
+    load_config,
+)
+from gateway.config.write import config_with, write_config
 from gateway.core.credentials import parse_read
 from gateway.core.decision import Decision
 from gateway.tools.demo import example_document
@@ -185,26 +194,43 @@ class VirtualSite:
         return self.cloud
 
     def _config(self, sim: SimGateway) -> Path:
-        path: Path = self.broker.gateway_config(sim.name, sim.home)
-        text = path.read_text().replace('[[doors]]\nid = "front"\n\n', "")
-        doors = "".join(
-            f'[[doors]]\nid = "{door}"\nlock_pin = {lock}\ncontact_pin = {contact}\n'
-            f"green_led_pin = {green}\nred_led_pin = {red}\nheld_open_seconds = 60\n\n"
+        settings = self.broker.gateway_settings(sim.name, sim.home)
+        doors = tuple(
+            DoorConfig(
+                id=door,
+                lock_pin=lock,
+                contact_pin=contact,
+                green_led_pin=green,
+                red_led_pin=red,
+                held_open_seconds=60,
+            )
             for door, (lock, contact, green, red) in zip(sim.doors, DOOR_PINS, strict=False)
         )
-        readers = (
-            f'[[readers]]\nid = "wg-{sim.doors[0]}"\ndoor = "{sim.doors[0]}"\nkind = "wiegand"\n'
-            f"data0_pin = {WIEGAND[0]}\ndata1_pin = {WIEGAND[1]}\n\n"
-        ) + "".join(
-            f'[[readers]]\nid = "qr-{door}"\ndoor = "{door}"\nkind = "scanner"\n'
-            f'port = "{sim.scanners[door].path}"\n\n'
-            f'[[readers]]\nid = "nfc-{door}"\ndoor = "{door}"\nkind = "pn532"\n'
-            f'port = "{sim.nfc[door].port}"\n\n'
-            for door in sim.doors
+        first = sim.doors[0]
+        readers: list[ReaderConfig] = [
+            WiegandReaderConfig(
+                id=f"wg-{first}",
+                door=first,
+                kind="wiegand",
+                data0_pin=WIEGAND[0],
+                data1_pin=WIEGAND[1],
+            )
+        ]
+        for door in sim.doors:
+            readers.append(
+                ScannerReaderConfig(
+                    id=f"qr-{door}", door=door, kind="scanner", port=str(sim.scanners[door].path)
+                )
+            )
+            readers.append(
+                Pn532ReaderConfig(
+                    id=f"nfc-{door}", door=door, kind="pn532", port=sim.nfc[door].port
+                )
+            )
+        settings = config_with(
+            settings, doors=doors, readers=tuple(readers), time=TimeSection(use_ntp=False)
         )
-        text = text.replace("[mqtt]", f"[time]\nuse_ntp = false\n\n{doors}{readers}[mqtt]", 1)
-        path.write_text(text)
-        return path
+        return write_config(settings, sim.home / "doorgw.toml")
 
     # One gateway.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -14,10 +15,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.clock import ManualClock
+from gateway.config.models import Config, GatewaySection, MqttSection, SyncSection
+from gateway.config.write import write_config
 from gateway.core.credentials import pin_digest
+from gateway.core.jws import Signer
 from gateway.store.reader import CacheReader
 from gateway.store.writer import CacheWriter
 from gateway.wire.dataset import parse_dataset
+from sim.broker import free_port
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -298,3 +303,24 @@ async def background(coro: Coroutine[Any, Any, object]) -> AsyncIterator[asyncio
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def gateway_config(tmp_path: Path, signer: Signer, **sections: Any) -> Config:
+    """The test gateway ``gw-1`` of site ``t``: data under ``tmp_path/data``, the
+    platform keys of ``signer`` pinned, and a broker URL nothing listens on (so the
+    broker is unreachable unless a test says otherwise).  ``sections`` replace
+    whole sections of the config (``doors=(DoorConfig(...),)``, ``api=...``)."""
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [signer.public_jwk()]}))
+    settings: dict[str, Any] = {
+        "gateway": GatewaySection(id="gw-1", site_id="t", data_dir=tmp_path / "data"),
+        "mqtt": MqttSection(urls=(f"mqtt://127.0.0.1:{free_port()}",)),
+        "sync": SyncSection(keys_file=keys),
+        **sections,
+    }
+    return Config(**settings)
+
+
+def write_gateway_config(tmp_path: Path, config: Config) -> Path:
+    """``config`` written as ``tmp_path/doorgw.toml`` (for code that reads files)."""
+    return write_config(config, tmp_path / "doorgw.toml")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +15,7 @@ from gpiozero.pins.mock import MockFactory
 from gateway.app.gateway import Gateway
 from gateway.clock import ManualClock
 from gateway.commands.cli import main
-from gateway.config.models import load_config
+from gateway.config.models import ApiSection, DoorConfig, Pn532ReaderConfig, load_config
 from gateway.core.credentials import parse_read
 from gateway.core.jws import Signer
 from gateway.net.staff_tokens import TokenStore
@@ -25,26 +24,24 @@ from gateway.wire.dataset import parse_dataset
 from sim.broker import free_port
 from sim.pn532 import SimulatedPn532
 
-from .conftest import base_dataset, local, until
+from .conftest import base_dataset, gateway_config, local, until, write_gateway_config
 
 SIGNER = Signer.generate("platform")
 LOCK = 17
 START = datetime.fromtimestamp(local("2026-03-10T10:00"), UTC)
 
 
-def write_config(tmp_path: Path, port: int, reader_port: str, extra: str = "") -> Path:
-    (tmp_path / "keys.json").write_text(json.dumps({"keys": [SIGNER.public_jwk()]}))
-    path = tmp_path / "doorgw.toml"
-    path.write_text(
-        f'[gateway]\nid = "gw-1"\nsite_id = "t"\ndata_dir = "data"\n\n'
-        f'[[doors]]\nid = "front"\nlock_pin = {LOCK}\n\n'
-        f'[[doors]]\nid = "room1"\n\n'
-        f'[[readers]]\nid = "nfc-front"\ndoor = "front"\nkind = "pn532"\nport = "{reader_port}"\n\n'
-        f'[mqtt]\nurls = ["mqtt://127.0.0.1:{free_port()}"]\n\n'
-        f'[sync]\nkeys_file = "keys.json"\n\n'
-        f"[api]\nport = {port}\nmax_failures = 3\nlockout_seconds = 60\n{extra}"
+def write_config(tmp_path: Path, port: int, reader_port: str, **api: Any) -> Path:
+    """The API test gateway: a driven front door with an NFC reader, room1 not driven,
+    the API on ``port`` (``api`` adds settings), and a broker nothing listens on."""
+    config = gateway_config(
+        tmp_path,
+        SIGNER,
+        doors=(DoorConfig(id="front", lock_pin=LOCK), DoorConfig(id="room1")),
+        readers=(Pn532ReaderConfig(id="nfc-front", door="front", kind="pn532", port=reader_port),),
+        api=ApiSection(port=port, max_failures=3, lockout_seconds=60, **api),
     )
-    return path
+    return write_gateway_config(tmp_path, config)
 
 
 Body = Callable[[Gateway, httpx.AsyncClient, str, ManualClock], Awaitable[None]]
@@ -361,8 +358,9 @@ def test_with_a_certificate_the_api_speaks_https_only(tmp_path: Path) -> None:
         tmp_path, "api"
     )
     port = free_port()
-    extra = f'tls_cert_file = "{cert_file}"\ntls_key_file = "{key_file}"\n'
-    config = load_config(write_config(tmp_path, port, "/dev/null", extra))
+    config = load_config(
+        write_config(tmp_path, port, "/dev/null", tls_cert_file=cert_file, tls_key_file=key_file)
+    )
     token = TokenStore(config.tokens_path).add("it", int(START.timestamp()))
 
     async def go() -> None:

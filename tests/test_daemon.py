@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,31 +12,26 @@ import pytest
 from gateway.app.gateway import Gateway
 from gateway.clock import ManualClock
 from gateway.commands.cli import main
-from gateway.config.models import load_config
+from gateway.config.models import StalenessSection, SyncSection, load_config
+from gateway.config.write import config_with
 from gateway.core.credentials import parse_read
 from gateway.core.decision import Reason
 from gateway.core.jws import Signer
 from gateway.errors import ConfigError
 from gateway.wire.cloudkit import CloudSigner
 from gateway.wire.dataset import parse_dataset
-from sim.broker import free_port
 
-from .conftest import base_dataset, local
+from .conftest import base_dataset, gateway_config, local, write_gateway_config
 
 SIGNER = Signer.generate("platform")
 
 
-def write_config(tmp_path: Path, extra: str = "") -> Path:
-    keys = tmp_path / "keys.json"
-    keys.write_text(json.dumps({"keys": [SIGNER.public_jwk()]}))
-    path = tmp_path / "doorgw.toml"
-    path.write_text(
-        f'[gateway]\nid = "gw-1"\nsite_id = "t"\ndata_dir = "data"\n\n'
-        # Nothing listens here: the broker is unreachable for the whole test.
-        f'[mqtt]\nurls = ["mqtt://127.0.0.1:{free_port()}"]\nreconnect_min = 0.05\n\n'
-        f'[sync]\nkeys_file = "keys.json"\n{extra}'
-    )
-    return path
+def write_config(tmp_path: Path, staleness: StalenessSection | None = None) -> Path:
+    """A gateway without doors whose broker is unreachable for the whole test."""
+    config = gateway_config(tmp_path, SIGNER)
+    mqtt = config.mqtt.model_copy(update={"reconnect_min": 0.05}) if config.mqtt else None
+    sync = SyncSection(keys_file=tmp_path / "keys.json", staleness=staleness or StalenessSection())
+    return write_gateway_config(tmp_path, config_with(config, mqtt=mqtt, sync=sync))
 
 
 async def synced(gw: Gateway, clock: ManualClock) -> CloudSigner:
@@ -48,11 +42,11 @@ async def synced(gw: Gateway, clock: ManualClock) -> CloudSigner:
     return cloud
 
 
-def run(tmp_path: Path, body: Any, extra: str = "") -> None:
+def run(tmp_path: Path, body: Any, staleness: StalenessSection | None = None) -> None:
     clock = ManualClock(datetime.fromtimestamp(local("2026-03-10T10:00"), UTC))
 
     async def go() -> None:
-        async with Gateway(load_config(write_config(tmp_path, extra)), clock).running() as gw:
+        async with Gateway(load_config(write_config(tmp_path, staleness)), clock).running() as gw:
             await body(gw, clock)
 
     asyncio.run(go())
@@ -93,7 +87,7 @@ def test_stale_data_stops_grants_per_kind_and_says_so(tmp_path: Path) -> None:
         last = [e for e in await events(gw) if e["type"] == "access"][-1]["data"]
         assert last["data_age_s"] == 53 * 3600
 
-    run(tmp_path, body, "[sync.staleness]\nplan_hours = 48\nbooking_hours = 48\npass_hours = 4\n")
+    run(tmp_path, body, StalenessSection(plan_hours=48, booking_hours=48, pass_hours=4))
 
 
 def test_commands_expired_unsupported_and_resync(tmp_path: Path) -> None:

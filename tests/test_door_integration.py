@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,43 +12,49 @@ from gpiozero.pins.mock import MockFactory
 
 from gateway.app.gateway import Gateway
 from gateway.clock import SystemClock
-from gateway.config.models import load_config
+from gateway.config.models import (
+    DoorConfig,
+    OsdpReaderConfig,
+    Pn532ReaderConfig,
+    ReaderConfig,
+    WiegandReaderConfig,
+    load_config,
+)
 from gateway.core.jws import Signer
 from gateway.wire.cloudkit import CloudSigner
 from gateway.wire.dataset import parse_dataset
-from sim.broker import free_port
 from sim.pn532 import SimulatedPn532
 from sim.wiegand import SimulatedWiegand
 
-from .conftest import base_dataset, until
+from .conftest import base_dataset, gateway_config, until, write_gateway_config
 
 SIGNER = Signer.generate("platform")
 LOCK, CONTACT, GREEN, RED, BUZZER, D0, D1 = 17, 27, 23, 24, 25, 5, 6
 
 
-def door_only_config(tmp_path: Path) -> Path:
-    """The same gateway with its door but without readers."""
-    text = config_file(tmp_path, "/dev/null").read_text()
-    text = text.split("[[readers]]")[0] + "[mqtt]" + text.split("[mqtt]")[1]
-    (tmp_path / "doorgw.toml").write_text(text)
-    return tmp_path / "doorgw.toml"
+def front_door(**settings: Any) -> DoorConfig:
+    """The front door on its lock, contact, LEDs and buzzer (``settings`` add to it)."""
+    wiring = {"contact_pin": CONTACT, "green_led_pin": GREEN, "red_led_pin": RED}
+    return DoorConfig(
+        **{"id": "front", "lock_pin": LOCK, "buzzer_pin": BUZZER, **wiring, **settings}
+    )
+
+
+def door_only_config(tmp_path: Path, *readers: ReaderConfig, **door: Any) -> Path:
+    """The gateway with its door and only ``readers`` (none by default), written out."""
+    settings = gateway_config(tmp_path, SIGNER, doors=(front_door(**door),), readers=readers)
+    return write_gateway_config(tmp_path, settings)
 
 
 def config_file(tmp_path: Path, port: str) -> Path:
-    keys = tmp_path / "keys.json"
-    keys.write_text(json.dumps({"keys": [SIGNER.public_jwk()]}))
-    path = tmp_path / "doorgw.toml"
-    path.write_text(
-        f'[gateway]\nid = "gw-1"\nsite_id = "t"\ndata_dir = "data"\n\n'
-        f'[[doors]]\nid = "front"\nlock_pin = {LOCK}\ncontact_pin = {CONTACT}\n'
-        f"green_led_pin = {GREEN}\nred_led_pin = {RED}\nbuzzer_pin = {BUZZER}\n\n"
-        f'[[readers]]\nid = "nfc-front"\ndoor = "front"\nkind = "pn532"\nport = "{port}"\n\n'
-        f'[[readers]]\nid = "wg-front"\ndoor = "front"\nkind = "wiegand"\n'
-        f"data0_pin = {D0}\ndata1_pin = {D1}\n\n"
-        f'[mqtt]\nurls = ["mqtt://127.0.0.1:{free_port()}"]\n\n'
-        f'[sync]\nkeys_file = "keys.json"\n'
+    """The gateway with its door, an NFC reader on ``port`` and a Wiegand reader."""
+    return door_only_config(
+        tmp_path,
+        Pn532ReaderConfig(id="nfc-front", door="front", kind="pn532", port=port),
+        WiegandReaderConfig(
+            id="wg-front", door="front", kind="wiegand", data0_pin=D0, data1_pin=D1
+        ),
     )
-    return path
 
 
 def test_cards_at_the_readers_open_the_door_or_show_red(tmp_path: Path) -> None:
@@ -133,10 +138,7 @@ def test_an_early_member_sees_booking_soon_not_a_plain_refusal(tmp_path: Path) -
     )
     factory = MockFactory()
     # Drive Room 1's door instead of the front door.
-    path = door_only_config(tmp_path).read_text()
-    (tmp_path / "doorgw.toml").write_text(
-        path.replace('id = "front"\nlock_pin', 'id = "room1"\nlock_pin')
-    )
+    door_only_config(tmp_path, id="room1")
 
     async def go() -> None:
         gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
@@ -192,14 +194,14 @@ def test_a_card_and_pin_door_opens_for_the_card_then_its_holders_pin(tmp_path: P
     doc["credentials"].append(
         {"id": "w-all", "member_id": "all_m", "kind": "wiegand", "value": "7:4242"}
     )
-    text = door_only_config(tmp_path).read_text()
-    text = text.replace(
-        "[mqtt]",
-        "card_and_pin = true\npin_timeout_seconds = 2\n\n"
-        f'[[readers]]\nid = "kp-front"\ndoor = "front"\nkind = "wiegand"\n'
-        f"data0_pin = {D0}\ndata1_pin = {D1}\n\n[mqtt]",
+    door_only_config(
+        tmp_path,
+        WiegandReaderConfig(
+            id="kp-front", door="front", kind="wiegand", data0_pin=D0, data1_pin=D1
+        ),
+        card_and_pin=True,
+        pin_timeout_seconds=2,
     )
-    (tmp_path / "doorgw.toml").write_text(text)
     factory = MockFactory()
 
     async def go() -> None:
@@ -266,15 +268,24 @@ def test_an_osdp_reader_opens_the_door_and_shows_the_answer_on_its_own_led(
 
     async def go() -> None:
         device = SimulatedOsdpReader(address=3, key=key)
-        text = door_only_config(tmp_path).read_text()
-        text = text.replace(
-            "[mqtt]",
-            f'[[readers]]\nid = "osdp-front"\ndoor = "front"\nkind = "osdp"\n'
-            f'port = "{device.port}"\naddress = 3\nkey_file = "front.key"\n\n'
-            f'[[readers]]\nid = "osdp-spare"\ndoor = "front"\nkind = "osdp"\n'
-            f'port = "/dev/null"\nkey_file = "bad.key"\n\n[mqtt]',
+        door_only_config(
+            tmp_path,
+            OsdpReaderConfig(
+                id="osdp-front",
+                door="front",
+                kind="osdp",
+                port=device.port,
+                address=3,
+                key_file=tmp_path / "front.key",
+            ),
+            OsdpReaderConfig(
+                id="osdp-spare",
+                door="front",
+                kind="osdp",
+                port="/dev/null",
+                key_file=tmp_path / "bad.key",
+            ),
         )
-        (tmp_path / "doorgw.toml").write_text(text)
         gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
         try:
             async with gw.running():
@@ -411,14 +422,8 @@ def test_lockdown_locks_every_door_at_once_and_only_staff_get_in(tmp_path: Path)
     asyncio.run(go())
 
 
-def _scheduled(tmp_path: Path, extra: str) -> Path:
-    text = door_only_config(tmp_path).read_text()
-    text = text.replace(
-        f"buzzer_pin = {BUZZER}\n",
-        f'buzzer_pin = {BUZZER}\nunlocked_schedule = ["Mon-Fri 09:00-17:00"]\n' + extra,
-    )
-    (tmp_path / "doorgw.toml").write_text(text)
-    return tmp_path / "doorgw.toml"
+def _scheduled(tmp_path: Path, **door: Any) -> Path:
+    return door_only_config(tmp_path, unlocked_schedule=("Mon-Fri 09:00-17:00",), **door)
 
 
 def _run_scheduled(path: Path, body: Any, expected: int) -> list[str]:
@@ -465,7 +470,7 @@ def test_a_door_stands_unlocked_in_its_scheduled_hours(tmp_path: Path) -> None:
         await clock.run_for(8 * 3600, step=15)  # 17:01
         assert factory.pin(LOCK).state is False
 
-    assert _run_scheduled(_scheduled(tmp_path, ""), body, 2) == ["scheduled_unlocked", "normal"]
+    assert _run_scheduled(_scheduled(tmp_path), body, 2) == ["scheduled_unlocked", "normal"]
 
 
 def test_after_first_staff_the_door_waits_for_a_staff_member(tmp_path: Path) -> None:
@@ -483,7 +488,7 @@ def test_after_first_staff_the_door_waits_for_a_staff_member(tmp_path: Path) -> 
         assert factory.pin(LOCK).state is True
         assert gw.station.doors["front"].held
 
-    path = _scheduled(tmp_path, "unlock_after_first_staff = true\n")
+    path = _scheduled(tmp_path, unlock_after_first_staff=True)
     assert _run_scheduled(path, body, 1) == ["scheduled_unlocked"]
 
 
@@ -493,13 +498,9 @@ def test_an_osdp_reader_without_libosdp_installed_is_a_clear_hardware_error(
     from gateway.errors import HardwareError
 
     monkeypatch.setitem(sys.modules, "osdp", None)  # as if the osdp extra were not installed
-    text = door_only_config(tmp_path).read_text()
-    text = text.replace(
-        "[mqtt]",
-        '[[readers]]\nid = "osdp-front"\ndoor = "front"\nkind = "osdp"\nport = "/dev/null"\n\n'
-        "[mqtt]",
+    door_only_config(
+        tmp_path, OsdpReaderConfig(id="osdp-front", door="front", kind="osdp", port="/dev/null")
     )
-    (tmp_path / "doorgw.toml").write_text(text)
 
     async def go() -> None:
         gw = Gateway(

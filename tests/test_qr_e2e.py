@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,16 +25,15 @@ from PIL import Image
 
 from gateway.app.gateway import Gateway
 from gateway.clock import SystemClock
-from gateway.config.models import load_config
+from gateway.config.models import DoorConfig, ScannerReaderConfig, TimeSection, load_config
 from gateway.core import qr
 from gateway.core.jws import Signer, b64url
 from gateway.errors import CacheError
 from gateway.wire.cloudkit import CloudSigner
 from gateway.wire.dataset import parse_dataset
-from sim.broker import free_port
 from sim.scanner import SimulatedScanner
 
-from .conftest import base_dataset, until
+from .conftest import base_dataset, gateway_config, until, write_gateway_config
 
 PLATFORM = Signer.generate("platform")
 ISSUER = qr.PassIssuer(PLATFORM.key, "platform")
@@ -72,21 +70,15 @@ class Site:
     def __init__(self, tmp_path: Path) -> None:
         self.factory = MockFactory()
         self.scanners = [SimulatedScanner(tmp_path / f"scanner-{i}") for i in (1, 2)]
-        (tmp_path / "keys.json").write_text(json.dumps({"keys": [PLATFORM.public_jwk()]}))
-        readers = "".join(
-            f'[[readers]]\nid = "qr-{i}"\ndoor = "front"\nkind = "scanner"\nport = "{s.path}"\n\n'
+        readers = tuple(
+            ScannerReaderConfig(id=f"qr-{i}", door="front", kind="scanner", port=str(s.path))
             for i, s in enumerate(self.scanners, 1)
         )
-        self.config_path = tmp_path / "doorgw.toml"
-        self.config_path.write_text(
-            f'[gateway]\nid = "gw-1"\nsite_id = "t"\ndata_dir = "data"\n\n'
-            f"[time]\nuse_ntp = false\n\n"
-            f'[[doors]]\nid = "front"\nlock_pin = {LOCK}\n'
-            f"green_led_pin = {GREEN}\nred_led_pin = {RED}\n\n"
-            f"{readers}"
-            f'[mqtt]\nurls = ["mqtt://127.0.0.1:{free_port()}"]\n\n'
-            f'[sync]\nkeys_file = "keys.json"\n'
+        door = DoorConfig(id="front", lock_pin=LOCK, green_led_pin=GREEN, red_led_pin=RED)
+        config = gateway_config(
+            tmp_path, PLATFORM, time=TimeSection(use_ntp=False), doors=(door,), readers=readers
         )
+        self.config_path = write_gateway_config(tmp_path, config)
         self.cloud = CloudSigner(PLATFORM, "t")
 
     def gateway(self) -> Gateway:
