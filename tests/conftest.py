@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# First: it wraps the decision functions before any module binds them by name.
+from tests import reason_coverage  # isort: skip
+
 import asyncio
 import copy
 import json
@@ -324,3 +327,19 @@ def gateway_config(tmp_path: Path, signer: Signer, **sections: Any) -> Config:
 def write_gateway_config(tmp_path: Path, config: Config) -> Path:
     """``config`` written as ``tmp_path/doorgw.toml`` (for code that reads files)."""
     return write_config(config, tmp_path / "doorgw.toml")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After the whole suite passed: fail if a reason code was never returned."""
+    if exitstatus != 0 or not reason_coverage.whole_suite(session.config):
+        return
+    missing = reason_coverage.never_returned()
+    if missing:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                "reason codes no decision function returned in this run (a test must "
+                f"reach each): {', '.join(missing)}",
+                red=True,
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

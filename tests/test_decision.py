@@ -555,19 +555,10 @@ def test_decision_table(
     assert d.at == at
 
 
-def test_every_reason_code_is_documented_and_reachable() -> None:
+def test_every_reason_code_is_documented_and_ranked() -> None:
+    # That each one is really returned is checked over the whole suite
+    # (tests/reason_coverage.py), not from a list written here.
     assert set(REASON_DOCS) == set(Reason)
-    # NO_DATA and DATA_STALE have tests of their own below.
-    reached = {case[4] for case in CASES} | {
-        Reason.NO_DATA,
-        Reason.DATA_STALE,
-        Reason.LOCKDOWN,
-        Reason.PIN_REQUIRED,
-        Reason.PIN_MISMATCH,
-        Reason.CARD_REQUIRED,
-    }
-    # Scanned codes' reasons are each reached in tests/test_qr_decision.py.
-    assert reached | CODE_REASONS == set(Reason)
     assert all(
         r in DENY_PRECEDENCE
         for r in set(Reason) - CODE_REASONS

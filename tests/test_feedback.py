@@ -89,3 +89,12 @@ def test_a_new_pattern_replaces_the_one_playing() -> None:
         feedback.close()
 
     asyncio.run(go())
+
+
+def test_every_feedback_pattern_can_be_shown_by_door_leds_and_by_osdp_readers() -> None:
+    """A pattern the policy can ask for but a device cannot play would raise at a door."""
+    from gateway.core.policy import Pattern
+    from gateway.hw.readers.osdp.reader import _PATTERNS as OSDP_PATTERNS
+
+    assert set(PATTERNS) == set(Pattern)
+    assert set(OSDP_PATTERNS) == set(Pattern)

@@ -37,9 +37,12 @@ def test_fleet_reports_reach_memory_and_cpu_against_its_floor(
     for key in ("all_p50_ms", "each_p99_ms", "rss_mb", "pss_mb"):
         assert data[key] > 0
         assert data[f"floor_{key}"] > 0
-    # CPU time comes in clock ticks (10 ms), so three small deltas may cost "0".
-    assert data["cpu_ms_per_delta"] >= 0
-    assert data["floor_cpu_ms_per_delta"] >= 0
+    # CPU time comes in clock ticks (10 ms), so three small deltas may cost "0":
+    # what can be checked is that the figures are there and add up (the kernel's
+    # share is part of the whole, not beside it).
+    assert isinstance(data["cpu_ms_per_delta"], float | int)
+    assert data["cpu_system_ms_per_delta"] <= data["cpu_ms_per_delta"]
+    assert isinstance(data["floor_cpu_ms_per_delta"], float | int)
     assert data["all_ratio"] == pytest.approx(
         data["all_p50_ms"] / data["floor_all_p50_ms"], abs=0.05
     )

@@ -19,7 +19,8 @@ from gpiozero.pins.mock import MockFactory
 from gateway.app.gateway import Gateway
 from gateway.app.serve import serve
 from gateway.clock import SystemClock
-from gateway.config.models import load_config
+from gateway.config.models import DoorConfig
+from gateway.config.write import config_with
 from gateway.net.sdnotify import Notifier
 from gateway.store.outbox import Outbox
 from sim.broker import Broker
@@ -126,9 +127,8 @@ def test_sigterm_locks_the_doors_keeps_the_events_and_says_offline(
     broker: Broker, tmp_path: Path, notify: NotifySocket
 ) -> None:
     factory = MockFactory()
-    path = broker.gateway_config("gw-1", tmp_path / "gw-1")
-    path.write_text(path.read_text().replace('id = "front"\n', 'id = "front"\nlock_pin = 17\n'))
-    config = load_config(path)
+    settings = broker.gateway_settings("gw-1", tmp_path / "gw-1")
+    config = config_with(settings, doors=(DoorConfig(id="front", lock_pin=17),))
 
     async def go() -> None:
         cloud = broker.cloud_peer(base_dataset())

@@ -42,12 +42,12 @@ from gateway.core.jws import KeySet
 from gateway.errors import ConfigError, StopTimeoutError
 from gateway.hw.pins import PinFactory
 from gateway.hw.station import Station
-from gateway.net.mqtt import LinkSettings, MqttLink
+from gateway.net.mqtt import MqttLink, gateway_link_settings
 from gateway.store.files import load_platform_keys
 from gateway.store.outbox import Outbox
 from gateway.store.reader import CacheReader
 from gateway.store.writer import CacheWriter
-from gateway.wire.protocol import StatusMsg, Topics
+from gateway.wire.protocol import Topics
 
 #: Seconds the tasks get to stop after a stop request, before it is an error.
 STOP_TIMEOUT = 15.0
@@ -109,7 +109,7 @@ class Gateway:
         )
         self.freshness = Freshness(config, self.engine, clock)
         self.link = MqttLink(
-            _link_settings(config, self.topics),
+            gateway_link_settings(config, self.topics),
             lambda topic, payload: self.engine.handle(payload, topic),
             self.engine.on_connected,
         )
@@ -245,28 +245,6 @@ class Gateway:
                     raise StopTimeoutError(_describe_tasks())
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-
-
-def _link_settings(config: Config, topics: Topics) -> LinkSettings:
-    """The MQTT session of this gateway: its identity, subscriptions and presence."""
-    mqtt = config.mqtt
-    assert mqtt is not None
-    offline = StatusMsg(gateway=config.gateway.id, state="offline")
-    online = StatusMsg(gateway=config.gateway.id, state="online")
-    return LinkSettings(
-        urls=mqtt.urls,
-        client_id=config.gateway.id,
-        subscriptions=topics.inbound(),
-        will_topic=topics.status,
-        will_payload=offline.model_dump_json().encode(),
-        online_payload=online.model_dump_json().encode(),
-        ca_file=mqtt.ca_file,
-        cert_file=mqtt.cert_file,
-        key_file=mqtt.key_file,
-        keepalive=mqtt.keepalive,
-        reconnect_min=mqtt.reconnect_min,
-        reconnect_max=mqtt.reconnect_max,
-    )
 
 
 def _describe_tasks() -> str:

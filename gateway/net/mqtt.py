@@ -23,8 +23,10 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
+from gateway.config.models import Config
 from gateway.errors import DoorgwError
 from gateway.retry import backoff
+from gateway.wire.protocol import StatusMsg, Topics
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,28 @@ def raise_if_cancelling(exc: BaseException) -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError from exc
+
+
+def gateway_link_settings(config: Config, topics: Topics) -> LinkSettings:
+    """The MQTT session of this gateway: its identity, subscriptions and presence."""
+    mqtt = config.mqtt
+    assert mqtt is not None
+    offline = StatusMsg(gateway=config.gateway.id, state="offline")
+    online = StatusMsg(gateway=config.gateway.id, state="online")
+    return LinkSettings(
+        urls=mqtt.urls,
+        client_id=config.gateway.id,
+        subscriptions=topics.inbound(),
+        will_topic=topics.status,
+        will_payload=offline.model_dump_json().encode(),
+        online_payload=online.model_dump_json().encode(),
+        ca_file=mqtt.ca_file,
+        cert_file=mqtt.cert_file,
+        key_file=mqtt.key_file,
+        keepalive=mqtt.keepalive,
+        reconnect_min=mqtt.reconnect_min,
+        reconnect_max=mqtt.reconnect_max,
+    )
 
 
 class MqttLink:
