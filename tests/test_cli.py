@@ -362,3 +362,46 @@ def test_clock_is_not_read_when_at_is_given(
         clock=NoClock(datetime(2026, 1, 1, tzinfo=UTC)),
     )
     assert code == 0
+
+
+#: Libraries of the running daemon (GPIO, serial, OSDP, MQTT, HTTP, async SQLite).
+DAEMON_LIBRARIES = {
+    "gpiozero",
+    "serial",
+    "osdp",
+    "aiomqtt",
+    "paho",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "prometheus_client",
+    "aiosqlite",
+}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["explain", "--door", "front", "--code", "DG1:not-a-code"],
+        ["explain", "--door", "front", "--credential", "nfc:04A1B2C3D4E5F6"],
+        ["access", "--member", "m-ada"],
+    ],
+)
+def test_staff_commands_that_read_the_cache_load_none_of_the_daemon(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """On a Pi these run beside the service: they must not load GPIO, MQTT or HTTP."""
+    assert main(["demo", "--dir", str(tmp_path)]) == 0
+    probe = (
+        "import sys\n"
+        "from gateway.commands.cli import main\n"
+        f"main({[*args, '--config', str(tmp_path / 'doorgw.toml')]!r})\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode in (0, 1), done.stderr  # 1: the door would stay shut
+    loaded = set(eval(done.stdout.strip().splitlines()[-1]))
+    assert "gateway" in loaded
+    assert loaded & DAEMON_LIBRARIES == set()

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 
-from gateway.app.serve import serve
 from gateway.clock import Clock
 from gateway.commands.common import Groups, add_config
 from gateway.config.models import Config, load_config
@@ -18,6 +17,10 @@ log = logging.getLogger(__name__)
 
 def run_daemon(config: Config, clock: Clock) -> int:
     """Run one gateway until SIGTERM or SIGINT; return the exit status."""
+
+    # The daemon (GPIO, MQTT, HTTP) loads only for this command, not for every
+    # doorgw command that merely lists it.
+    from gateway.app.serve import serve
 
     async def main() -> None:
         try:

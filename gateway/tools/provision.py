@@ -43,8 +43,6 @@ from gateway.config.models import Config, load_config
 from gateway.config.profiles import load_board
 from gateway.core.jws import KeySet, SignatureError
 from gateway.errors import ConfigError, DoorgwError
-from gateway.net.mqtt import LinkDownError
-from gateway.net.probe import probe_brokers
 from gateway.net.staff_tokens import TokenStore
 from gateway.store.files import read_private, write_private
 from gateway.tools.pki import Issued, certify, issue, make_ca
@@ -363,6 +361,10 @@ async def enroll(
 
 async def verify_broker(config: Config) -> None:
     """Connect to each broker URL with the config's certificate; ProvisionError if none answers."""
+    # MQTT loads only when a broker is really asked.
+    from gateway.net.mqtt import LinkDownError
+    from gateway.net.probe import probe_brokers
+
     try:
         await probe_brokers(config)
     except LinkDownError as exc:
