@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -215,8 +216,6 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
 def test_doorgw_run_speaks_the_notify_protocol(
     broker: Broker, tmp_path: Path, notify: NotifySocket
 ) -> None:
-    import sys
-
     config = broker.gateway_config("gw-1", tmp_path / "gw-1")
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000"}
     proc = subprocess.Popen(
@@ -240,3 +239,57 @@ def test_doorgw_run_speaks_the_notify_protocol(
     assert lines[0] == "READY=1\nSTATUS=running: 0 doors, dataset version None"
     assert "WATCHDOG=1" in lines
     assert lines[-1] == "STOPPING=1\nSTATUS=stopping"
+
+
+def _start_daemon(config: Path, notify: NotifySocket) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _wait_ready(notify: NotifySocket, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while sum(m.startswith("READY=1") for m in notify.lines()) < count:
+        assert time.monotonic() < deadline, notify.lines()
+        time.sleep(0.05)
+
+
+def test_a_second_daemon_on_one_data_directory_is_refused_and_kill_9_frees_it(
+    broker: Broker, tmp_path: Path, notify: NotifySocket
+) -> None:
+    config = broker.gateway_config("gw-1", tmp_path / "gw-1")
+    first = _start_daemon(config, notify)
+    try:
+        _wait_ready(notify, 1)
+        second = subprocess.run(
+            [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 2, second.stderr
+        assert f"another doorgw (pid {first.pid}) is using {tmp_path / 'gw-1'}" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert first.poll() is None  # the first one was not disturbed
+        # However the holder ends, the kernel frees the directory: no stale lock.
+        first.kill()
+        first.communicate(timeout=30)
+        third = _start_daemon(config, notify)
+        try:
+            _wait_ready(notify, 2)
+            third.send_signal(signal.SIGTERM)
+            out, _ = third.communicate(timeout=60)
+            assert third.returncode == 0, out
+        finally:
+            if third.poll() is None:
+                third.kill()
+                third.communicate()
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()

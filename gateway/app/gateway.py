@@ -1,9 +1,10 @@
 """The composition root: one gateway's parts, opened in order, its services run by name.
 
-Opening (``async with Gateway(...)``) opens the cache (migrating it), the
-event outbox and the sync engine, then the doors (each lock in its safe
-state at once) and the readers, and wires the services.  :meth:`Gateway.run`
-runs every service as a named task of one :class:`asyncio.TaskGroup`.
+Opening (``async with Gateway(...)``) takes the data directory's lock (one
+gateway per directory), opens the cache (migrating it), the event outbox and
+the sync engine, then the doors (each lock in its safe state at once) and the
+readers, and wires the services.  :meth:`Gateway.run` runs every service as a
+named task of one :class:`asyncio.TaskGroup`.
 Closing unwinds the exit stack: readers and outputs close, locks go to their
 safe state, databases close last.
 
@@ -44,6 +45,7 @@ from gateway.hw.pins import PinFactory
 from gateway.hw.station import Station
 from gateway.net.mqtt import MqttLink, gateway_link_settings
 from gateway.store.files import load_platform_keys
+from gateway.store.lock import DataDirLock
 from gateway.store.outbox import Outbox
 from gateway.store.reader import CacheReader
 from gateway.store.writer import CacheWriter
@@ -117,6 +119,8 @@ class Gateway:
 
     async def __aenter__(self) -> Gateway:
         try:
+            # First: a second daemon on this data directory stops here, touching nothing.
+            self._stack.enter_context(DataDirLock(self.config.gateway.data_dir))
             await self._stack.enter_async_context(self.writer)
             await self._stack.enter_async_context(self.outbox)
             # Closed first (exit stacks unwind backwards): no load may outlive the writer.
