@@ -48,6 +48,7 @@ from gateway.store.files import load_platform_keys
 from gateway.store.lock import DataDirLock
 from gateway.store.outbox import Outbox
 from gateway.store.reader import CacheReader
+from gateway.store.state import SiteStateFile
 from gateway.store.writer import CacheWriter
 from gateway.wire.protocol import Topics
 
@@ -151,6 +152,7 @@ class Gateway:
             record=record,
             clock=clock,
             station=self.station,
+            state_file=SiteStateFile(config.site_state_path),
         )
         self.taps = Taps(
             config,
@@ -224,9 +226,10 @@ class Gateway:
 
     async def run(self) -> None:
         """Run every service until cancelled."""
-        for type_, data in self.station.startup_events:
+        for type_, data in [*self.station.startup_events, *self.modes.startup_events]:
             await self.events.record(type_, data)
         self.station.startup_events.clear()
+        self.modes.startup_events.clear()
         async with asyncio.TaskGroup() as tasks:
             for name, service in self.services():
                 tasks.create_task(service(), name=name)

@@ -7,10 +7,16 @@
   in that day (``unlock_after_first_staff``), and never during a lockdown.
 * **Fault lights**: while the gateway cannot grant anything for want of
   data, every door shows the fault pattern between taps.
+
+Lockdown and who came in first today outlast restarts: they are kept in the
+site state file (:mod:`gateway.store.state`), restored when the gateway
+opens (before any reader runs), and saved on every change.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import date
 from typing import Any
@@ -22,9 +28,13 @@ from gateway.core.decision import Decision
 from gateway.core.localtime import to_local
 from gateway.core.policy import Pattern
 from gateway.core.schedule import WeeklySchedule
+from gateway.errors import CacheError
 from gateway.events import Record
 from gateway.hw.station import Station
 from gateway.store.reader import CacheReader
+from gateway.store.state import SiteState, SiteStateFile
+
+log = logging.getLogger(__name__)
 
 #: How often (seconds) the fault lights are brought up to date.
 FAULT_CHECK_INTERVAL = 5.0
@@ -44,6 +54,7 @@ class SiteModes:
         station: Station,
         freshness: Freshness,
         record: Record,
+        state_file: SiteStateFile,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -51,23 +62,48 @@ class SiteModes:
         self._station = station
         self._freshness = freshness
         self._record = record
+        self._state_file = state_file
+        state, problem = state_file.load()
         #: Lockdown: every door locked, only staff credentials open them.
-        self.lockdown = False
+        self.lockdown = state.lockdown
+        self._lockdown_by = state.lockdown_by
         #: The local date a staff member last came in, per door.
-        self._staff_in: dict[str, date] = {}
+        self._staff_in: dict[str, date] = dict(state.staff_in)
         self._waits_for_staff = {d.id for d in config.doors if d.unlock_after_first_staff}
+        #: What opening found, for the gateway to record once it runs.
+        self.startup_events: list[tuple[str, dict[str, Any]]] = []
+        if problem is not None:
+            self.startup_events.append(("site_state_unreadable", {"detail": problem[:300]}))
+        if state.lockdown:
+            self.startup_events.append(
+                (
+                    "mode_changed",
+                    {"mode": "lockdown", "by": "restored", "set_by": state.lockdown_by},
+                )
+            )
+
+    async def _save(self) -> None:
+        """Store the modes that must outlast a restart; a failure is recorded, never fatal."""
+        state = SiteState(self.lockdown, self._lockdown_by, dict(self._staff_in))
+        try:
+            await asyncio.to_thread(self._state_file.save, state)
+        except CacheError as exc:
+            log.error("%s", exc)
+            await self._record("site_state_not_saved", {"detail": str(exc)[:300]})
 
     async def set_lockdown(self, on: bool, *, by: str) -> None:
         """Enter or leave lockdown; entering locks every door at once."""
         if on == self.lockdown:
             return
         self.lockdown = on
+        self._lockdown_by = by if on else None
+        await self._save()
         await self._record("mode_changed", {"mode": "lockdown" if on else "normal", "by": by})
         if on:
             for door in self._station.doors.values():
                 await door.lock_now()
 
-    def note_granted(self, decision: Decision) -> None:
+    async def note_granted(self, decision: Decision) -> None:
         """A door opened for someone: remember a staff member's arrival where it matters."""
         # Only doors that open once staff are in need to know who was staff: the
         # extra lookup stays off the tap path everywhere else.
@@ -78,7 +114,10 @@ class SiteModes:
         with self._cache.view() as view:
             member, site = view.member(decision.member_id), view.site()
         if member is not None and member.staff and site is not None:
-            self._staff_in[decision.door_id] = to_local(decision.at, site.tz).date()
+            today = to_local(decision.at, site.tz).date()
+            if self._staff_in.get(decision.door_id) != today:
+                self._staff_in[decision.door_id] = today
+                await self._save()  # once a day per door
 
     def services(self) -> Iterator[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
         """The tasks that keep the modes: one per scheduled door, and the fault lights."""

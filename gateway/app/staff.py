@@ -163,7 +163,7 @@ class GatewayDesk:
         start = int(self._clock.now().timestamp())
         end = start + days * 86_400
         with self._cache.view() as view:
-            result = member_access(view, member_id, start, end)
+            result = member_access(view, member_id, start, end, lockdown=self._modes.lockdown)
         return None if result is None else access_json(result, start, end)
 
     def start_enrolment(self, reader_id: str, seconds: float) -> None:

@@ -252,11 +252,12 @@ class Taps:
 
     async def _act(self, door_id: str, decision: Decision) -> None:
         """Carry out a decision at the door: the lock, and the member's feedback."""
-        self._modes.note_granted(decision)
         door = self._station.doors.get(door_id)
         if door is not None and decision.granted:
             await door.grant(extended=decision.extended_unlock)
         await self._station.show(door_id, policy.feedback_for(decision))
+        # After the door has acted: a staff arrival may be saved to disk.
+        await self._modes.note_granted(decision)
         self.carried_out += 1
 
     # Enrolment (staff API).

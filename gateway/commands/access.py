@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.clock import Clock
 from gateway.commands.common import Groups, add_config, positive_int
-from gateway.commands.explain import fmt_local, instant_arg, open_cache, site_zone
+from gateway.commands.explain import fmt_local, instant_arg, open_cache, site_state, site_zone
 from gateway.config.models import load_config
 from gateway.core.access import access_json, member_access
 from gateway.core.decision import REASON_DOCS
@@ -32,13 +32,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
 
 def access(args: argparse.Namespace, clock: Clock) -> int:
     config = load_config(args.config)
+    lockdown = site_state(config).lockdown  # as the doors see it now
     reader = open_cache(config)
     try:
         with reader.view() as view:
             tz = site_zone(view, config) or ZoneInfo("UTC")
             start = instant_arg(args.start, tz, clock, "--from")
             end = start + args.days * 86_400
-            result = member_access(view, args.member, start, end)
+            result = member_access(view, args.member, start, end, lockdown=lockdown)
     finally:
         reader.close()
     if result is None:

@@ -15,6 +15,7 @@ from gateway.core.credentials import parse_read
 from gateway.core.decision import REASON_DOCS, Conditions, Decision, decide, decide_code
 from gateway.core.localtime import parse_instant, to_iso, to_local
 from gateway.store.reader import CacheReader, SqliteView
+from gateway.store.state import SiteState, SiteStateFile
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: Groups) -> None:
@@ -56,6 +57,9 @@ def explain(args: argparse.Namespace, clock: Clock) -> int:
         from gateway.store.files import load_platform_keys
 
         keys = load_platform_keys(config)
+    # The doors' own lockdown: a staff member asking "would it open?" gets the
+    # answer the door would give now.
+    lockdown = site_state(config).lockdown
     reader = open_cache(config)
     code: Mapping[str, object] | None = None
     try:
@@ -70,13 +74,17 @@ def explain(args: argparse.Namespace, clock: Clock) -> int:
                     args.code,
                     args.door,
                     at,
-                    Conditions(code_window=config.qr.app_code_window_seconds, clock_trusted=True),
+                    Conditions(
+                        lockdown=lockdown,
+                        code_window=config.qr.app_code_window_seconds,
+                        clock_trusted=True,
+                    ),
                     keys=keys,
                 )
                 decision, code, read = result.decision, result.code, None
             else:
                 read = parse_read(args.credential, site_id=config.gateway.site_id)
-                decision = decide(view, read, args.door, at)
+                decision = decide(view, read, args.door, at, Conditions(lockdown=lockdown))
             door = view.door(args.door)
             member = view.member(decision.member_id) if decision.member_id else None
     finally:
@@ -154,3 +162,8 @@ def decision_json(decision: Decision) -> dict[str, Any]:
         "credential": decision.credential_id,
         "extended_unlock": decision.extended_unlock,
     }
+
+
+def site_state(config: Config) -> SiteState:
+    """The site state the gateway's doors use (lockdown, first staff in)."""
+    return SiteStateFile(config.site_state_path).load()[0]

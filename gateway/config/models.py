@@ -393,6 +393,11 @@ class Config(_Section):
         return self.gateway.data_dir / "cache.sqlite3"
 
     @property
+    def site_state_path(self) -> Path:
+        """The file of site state that outlasts restarts (lockdown, first staff in)."""
+        return self.gateway.data_dir / "site-state.json"
+
+    @property
     def tokens_path(self) -> Path:
         """The file of staff token hashes."""
         if self.api is not None and self.api.tokens_file is not None:

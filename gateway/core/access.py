@@ -56,8 +56,14 @@ class MemberAccess:
     blocked: Reason | None = None
 
 
-def member_access(view: AccessView, member_id: str, start: int, end: int) -> MemberAccess | None:
-    """The member's access windows overlapping ``[start, end)``; None if no such member."""
+def member_access(
+    view: AccessView, member_id: str, start: int, end: int, *, lockdown: bool = False
+) -> MemberAccess | None:
+    """The member's access windows overlapping ``[start, end)``; None if no such member.
+
+    During a ``lockdown`` only staff members have windows: everyone else is
+    ``blocked`` with ``lockdown``, as the doors would refuse them.
+    """
     member = view.member(member_id)
     if member is None:
         return None
@@ -69,6 +75,8 @@ def member_access(view: AccessView, member_id: str, start: int, end: int) -> Mem
             else Reason.MEMBER_CANCELLED
         )
         return MemberAccess(member, creds, (), blocked)
+    if lockdown and not member.staff:
+        return MemberAccess(member, creds, (), Reason.LOCKDOWN)
     site = view.site()
     if site is None:
         return MemberAccess(member, creds, (), Reason.NO_DATA)

@@ -1,0 +1,105 @@
+"""Site state the gateway must remember across restarts: lockdown, first staff in.
+
+Kept in ``<data_dir>/site-state.json``, written whole through a temporary
+file, flushed to disk and renamed over the old one, so a crash or a power
+cut leaves either the old state or the new one, never half of either.  The
+cache is not the place for it: the cache can always be rebuilt from a
+snapshot, this cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import CacheError
+
+log = logging.getLogger(__name__)
+
+#: The state file's name in the data directory.
+STATE_NAME = "site-state.json"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteState:
+    """What the doors' modes depend on beyond the synced data."""
+
+    #: Every door locked; only staff members' grants open doors.
+    lockdown: bool = False
+    #: Who set the lockdown (a staff token's name, a command's id).
+    lockdown_by: str | None = None
+    #: Per door that opens once staff are in: the site-local date staff last came in.
+    staff_in: dict[str, date] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The file's content."""
+        return {
+            "v": 1,
+            "lockdown": self.lockdown,
+            "lockdown_by": self.lockdown_by,
+            "staff_in": {door: day.isoformat() for door, day in sorted(self.staff_in.items())},
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> SiteState:
+        """Parse the file's content; ValueError when it is not a state this gateway wrote."""
+        if not isinstance(data, dict) or data.get("v") != 1:
+            raise ValueError("not a version 1 site state")
+        lockdown, by, staff_in = data.get("lockdown"), data.get("lockdown_by"), data.get("staff_in")
+        if not isinstance(lockdown, bool) or not (by is None or isinstance(by, str)):
+            raise ValueError("lockdown must be true or false, lockdown_by a string or null")
+        if not isinstance(staff_in, dict):
+            raise ValueError("staff_in must be an object")
+        return cls(lockdown, by, {str(k): date.fromisoformat(v) for k, v in staff_in.items()})
+
+
+class SiteStateFile:
+    """Reads and writes :class:`SiteState` in one file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def load(self) -> tuple[SiteState, str | None]:
+        """The stored state, and why it could not be read (None: it could, or there is none).
+
+        An unreadable file gives the default state: the doors then run in their
+        normal modes, and the caller records why.
+        """
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return SiteState(), None
+        except OSError as exc:
+            return SiteState(), f"{self.path}: cannot read: {exc.strerror}"
+        try:
+            return SiteState.from_json(json.loads(raw)), None
+        except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            return SiteState(), f"{self.path}: {exc}"
+
+    def save(self, state: SiteState) -> None:
+        """Store ``state`` durably (CacheError if it cannot be written)."""
+        data = json.dumps(state.to_json(), indent=1).encode() + b"\n"
+        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CacheError(f"{self.path}: site state not saved: {exc.strerror or exc}") from exc
