@@ -472,3 +472,31 @@ def test_sqlite_errors_leave_the_store_as_cache_errors_and_roll_back(tmp_path: P
             assert await writer.claim_nonce("n-1", 2_000_000_000, 1_000)
 
     asyncio.run(go())
+
+
+def test_a_snapshot_stage_is_begun_while_other_reads_run_on_the_same_connection(
+    tmp_path: Path,
+) -> None:
+    """SQLite refuses DROP TABLE while a statement is open on the connection; the
+    sync engine's reads (a resume check on reconnect, the version) run beside the
+    snapshot loader, and must never make it fail with "database table is locked"."""
+
+    async def go() -> None:
+        clock = ManualClock(datetime(2026, 3, 10, tzinfo=UTC))
+        async with CacheWriter(tmp_path / "cache.sqlite3", clock) as writer:
+            await writer.replace_dataset(parse_dataset(base_dataset()))
+            for i in range(20):
+                await writer.stage.store_chunk("s1", i, 50, 2, "x", b"y" * 1000)
+
+            async def reads() -> None:
+                for _ in range(5):
+                    assert (await writer.stage.pending_snapshot()) is not None
+                    assert await writer.dataset_version() == 1
+                    assert await writer.updated_at() is not None
+
+            for _ in range(50):
+                await asyncio.gather(reads(), writer.stage.begin_stage(), reads())
+            await writer.stage.drop_stage()
+            assert not writer.db.in_transaction
+
+    asyncio.run(go())

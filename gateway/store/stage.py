@@ -38,6 +38,10 @@ class _Writer(Protocol):
 
     async def _apply(self, changes: Sequence[model.Change]) -> None: ...
 
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+    async def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
 
 class SnapshotStage:
     """The snapshot side of a :class:`~gateway.store.writer.CacheWriter` (its ``stage``)."""
@@ -49,11 +53,11 @@ class SnapshotStage:
     async def begin_stage(self) -> None:
         """Create empty stage tables for a snapshot, dropping any left from before."""
         await self.drop_stage()
-        suffix = "b" if await self._live_suffix() == "a" else "a"
         # A snapshot commits chunk by chunk; checkpointing the WAL every 4 MB
         # (SQLite's default) costs ~12 % of a 1M-booking load, every 80 MB
         # does not.  Restored when the stage is swapped in or dropped.
         async with self._w._tx_lock:
+            suffix = "b" if await self._live_suffix() == "a" else "a"
             await self._w.db.execute(f"PRAGMA wal_autocheckpoint={BULK_CHECKPOINT_PAGES}")
             await self._w.db.executescript(
                 f"BEGIN IMMEDIATE;\n{entity_tables(STAGE_PREFIX, suffix)}\nCOMMIT;"
@@ -102,11 +106,7 @@ class SnapshotStage:
                     await self._w._set_meta(delta_version)
                 # The stage tables were filled with enforcement on; only replayed
                 # deltas (applied with it off, above) can have broken a reference.
-                problems = (
-                    list(await (await db.execute("PRAGMA foreign_key_check")).fetchall())
-                    if replay
-                    else []
-                )
+                problems = await self._w._rows("PRAGMA foreign_key_check") if replay else []
                 if problems:
                     table, _, parent, _ = problems[0]
                     raise sqlite3.IntegrityError(
@@ -131,13 +131,11 @@ class SnapshotStage:
                 await db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
 
     async def _live_suffix(self) -> str:
-        row = await (
-            await self._w.db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'bookings' "
-                "AND name LIKE 'bookings_by_member_%'"
-            )
-        ).fetchone()
-        return "a" if row is None else str(row[0])[-1]
+        rows = await self._w._rows(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'bookings' "
+            "AND name LIKE 'bookings_by_member_%'"
+        )
+        return "a" if not rows else str(rows[0][0])[-1]
 
     async def store_chunk(
         self, snapshot_id: str, index: int, count: int, version: int, sha256: str, data: bytes
@@ -154,22 +152,15 @@ class SnapshotStage:
                 "INSERT OR IGNORE INTO snapshot_chunks VALUES (?, ?, ?, ?, ?, ?)",
                 (snapshot_id, index, count, version, sha256, data),
             )
-            row = await (
-                await self._w.db.execute(
-                    "SELECT count(*) FROM snapshot_chunks WHERE snapshot_id = ?", (snapshot_id,)
-                )
-            ).fetchone()
-        return int(row[0]) if row else 0
+            rows = await self._w._rows(
+                "SELECT count(*) FROM snapshot_chunks WHERE snapshot_id = ?", (snapshot_id,)
+            )
+        return int(rows[0][0]) if rows else 0
 
     async def pending_snapshot(self) -> tuple[str, int, int, str, list[int]] | None:
         """The transfer in progress: (id, version, count, sha256, indexes held), if any."""
-        rows = list(
-            await (
-                await self._w.db.execute(
-                    "SELECT snapshot_id, version, count, sha256, idx FROM snapshot_chunks "
-                    "ORDER BY idx"
-                )
-            ).fetchall()
+        rows = await self._w.read(
+            "SELECT snapshot_id, version, count, sha256, idx FROM snapshot_chunks ORDER BY idx"
         )
         if not rows:
             return None
@@ -178,12 +169,9 @@ class SnapshotStage:
 
     async def snapshot_chunks(self, snapshot_id: str) -> list[bytes]:
         """The stored chunks of a snapshot, in index order."""
-        rows = await (
-            await self._w.db.execute(
-                "SELECT data FROM snapshot_chunks WHERE snapshot_id = ? ORDER BY idx",
-                (snapshot_id,),
-            )
-        ).fetchall()
+        rows = await self._w.read(
+            "SELECT data FROM snapshot_chunks WHERE snapshot_id = ? ORDER BY idx", (snapshot_id,)
+        )
         return [bytes(r[0]) for r in rows]
 
     async def drop_chunks(self) -> None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aiosqlite
 
@@ -182,6 +182,24 @@ class CacheWriter:
             await self._rollback()
             raise
 
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement to its end and close it, inside a transaction already held.
+
+        SQLite refuses to drop a table while any statement on the connection is
+        still open ("database table is locked"): a cursor left open after a
+        fetchone() would make the next snapshot's stage fail.
+        """
+        async with self.db.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """One query outside any transaction, taking turns with the writers (as rows)."""
+        try:
+            async with self._tx_lock:
+                return await self._rows(sql, params)
+        except sqlite3.Error as exc:
+            raise CacheError(f"{self.path}: cannot read the cache: {exc}") from exc
+
     async def _rollback(self) -> None:
         if self.db.in_transaction:
             with contextlib.suppress(sqlite3.Error):
@@ -260,15 +278,13 @@ class CacheWriter:
         """
         async with self._transaction("pass use not recorded"):
             await self.db.execute("DELETE FROM pass_uses WHERE until < ?", (now,))
-            row = await (
-                await self.db.execute(
-                    "INSERT INTO pass_uses (pass_id, uses, until) VALUES (?, 1, ?) "
-                    "ON CONFLICT(pass_id) DO UPDATE SET uses = uses + 1 WHERE uses < ? "
-                    "RETURNING uses",
-                    (pass_id, until, max_uses),
-                )
-            ).fetchone()
-        return None if row is None else int(row[0])
+            rows = await self._rows(
+                "INSERT INTO pass_uses (pass_id, uses, until) VALUES (?, 1, ?) "
+                "ON CONFLICT(pass_id) DO UPDATE SET uses = uses + 1 WHERE uses < ? "
+                "RETURNING uses",
+                (pass_id, until, max_uses),
+            )
+        return int(rows[0][0]) if rows else None
 
     async def _set_meta(self, version: int | None) -> None:
         values = {"updated_at": str(int(self._clock.now().timestamp()))}
@@ -282,14 +298,10 @@ class CacheWriter:
 
     async def updated_at(self) -> int | None:
         """When the cache last took data from the platform (Unix seconds), if ever."""
-        row = await (
-            await self.db.execute("SELECT value FROM meta WHERE key = 'updated_at'")
-        ).fetchone()
-        return None if row is None else int(row[0])
+        rows = await self.read("SELECT value FROM meta WHERE key = 'updated_at'")
+        return int(rows[0][0]) if rows else None
 
     async def dataset_version(self) -> int | None:
         """The version of the data in the cache, or None when it holds none."""
-        row = await (
-            await self.db.execute("SELECT value FROM meta WHERE key = 'dataset_version'")
-        ).fetchone()
-        return None if row is None else int(row[0])
+        rows = await self.read("SELECT value FROM meta WHERE key = 'dataset_version'")
+        return int(rows[0][0]) if rows else None
