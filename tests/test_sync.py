@@ -16,6 +16,7 @@ from gateway.clock import ManualClock
 from gateway.core.credentials import parse_read
 from gateway.core.decision import Reason, decide
 from gateway.core.jws import Signer, b64url, b64url_decode, keyset_of
+from gateway.errors import CacheError
 from gateway.store.reader import CacheReader
 from gateway.store.writer import CacheWriter
 from gateway.wire.cloudkit import CloudSigner
@@ -494,5 +495,36 @@ def test_a_flood_of_bad_messages_is_recorded_once_per_interval_with_a_count(
         await h.engine.handle(b"garbage")
         rejected = [d for t, d in h.events if t == "message_rejected"]
         assert [d["suppressed_before"] for d in rejected] == [0, 499]
+
+    run(tmp_path / "c.sqlite3", body)
+
+
+def test_a_snapshot_the_disk_fails_to_take_is_recorded_and_applied_on_the_next_try(
+    tmp_path: Path,
+) -> None:
+    """Not the snapshot's fault (a full or failing disk): no silent dead task, the
+    chunks are kept, and the engine applies them when it next asks for data."""
+
+    async def body(h: Harness) -> None:
+        real = h.writer.stage.stage_rows
+        failures = []
+
+        async def failing(*args: Any) -> None:
+            if not failures:
+                failures.append(1)
+                raise CacheError("snapshot not applied: database or disk is full")
+            await real(*args)
+
+        h.writer.stage.stage_rows = failing  # type: ignore[method-assign]
+        await h.snapshot(base_dataset())
+        assert h.engine.version is None
+        failed = [d for t, d in h.events if t == "snapshot_failed"]
+        assert [d["detail"] for d in failed] == ["snapshot not applied: database or disk is full"]
+        assert "bad_snapshot" not in h.rejected()  # the platform's data was fine
+        assert (await h.writer.stage.pending_snapshot()) is not None  # chunks kept
+        await h.engine.on_connected()  # the next time it asks for what it lacks
+        await h.engine.wait_snapshot()
+        assert h.engine.version == 1
+        assert h.reason("nfc:04000001") is Reason.GRANTED_PLAN
 
     run(tmp_path / "c.sqlite3", body)

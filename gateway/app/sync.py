@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -28,7 +29,7 @@ from gateway.app.snapshots import stage_snapshot
 from gateway.clock import Clock
 from gateway.core import model
 from gateway.core.jws import KeySet, SignatureError
-from gateway.errors import DatasetError
+from gateway.errors import DatasetError, DoorgwError
 from gateway.events import Record
 from gateway.store.writer import CacheWriter
 from gateway.wire.dataset import parse_changes
@@ -119,8 +120,12 @@ class SyncEngine:
         chunks); False when nothing is missing."""
         pending = await self._writer.stage.pending_snapshot()
         if pending is not None:
-            sid, _, count, _, held = pending
+            sid, version, count, _, held = pending
             missing = sorted(set(range(count)) - set(held))
+            if not missing:
+                if self._snapshot_task is None:
+                    self._start_snapshot_apply(sid, version)  # a complete transfer, not yet in
+                return True
             await self._pacer.ask(
                 "resume", self.version, snapshot_id=sid, missing=missing, force=force
             )
@@ -312,6 +317,17 @@ class SyncEngine:
                 {"reason": "bad_snapshot", "detail": str(exc)[:300], "snapshot_id": snapshot_id},
             )
             await self._pacer.ask("bad_snapshot", self.version, force=True)
+        except Exception as exc:  # noqa: BLE001 - a snapshot task must never die unseen
+            # The gateway's own trouble (a full or failing disk), not the snapshot's:
+            # its chunks stay, and applying them is tried again when the engine
+            # next asks for what it lacks (on reconnect, or after a silence).
+            log.error("snapshot %s not applied: %s", snapshot_id, exc)
+            with contextlib.suppress(DoorgwError):
+                await self._writer.stage.drop_stage()
+            with contextlib.suppress(DoorgwError):
+                await self._record(
+                    "snapshot_failed", {"snapshot_id": snapshot_id, "detail": str(exc)[:300]}
+                )
         finally:
             self._applied_while_staging = None
             self._snapshot_task = None
