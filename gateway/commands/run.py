@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 
 from gateway.clock import Clock
 from gateway.commands.common import Groups, add_config
@@ -13,6 +14,12 @@ from gateway.config.models import Config, load_config
 from gateway.errors import StopTimeoutError
 
 log = logging.getLogger(__name__)
+
+
+def _stop_before_start(signum: int, frame: object) -> None:
+    # Nothing is open yet (the daemon's own handlers replace this one before it
+    # opens a file or a pin): leave as a clean stop, not killed by a signal.
+    raise SystemExit(0)
 
 
 def run_daemon(config: Config, clock: Clock) -> int:
@@ -43,4 +50,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
     """Add ``run``."""
     p = sub.add_parser("run", help="run the gateway daemon")
     add_config(p)
-    p.set_defaults(handler=lambda args, clock: run_daemon(load_config(args.config), clock))
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace, clock: Clock) -> int:
+    # First of all, before the config is read and the daemon loaded: a stop
+    # requested while the service starts up is a clean stop.
+    signal.signal(signal.SIGTERM, _stop_before_start)
+    return run_daemon(load_config(args.config), clock)
