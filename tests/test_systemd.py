@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ from gateway.app.gateway import Gateway
 from gateway.app.serve import serve
 from gateway.clock import SystemClock
 from gateway.config.models import DoorConfig
-from gateway.config.write import config_with
+from gateway.config.write import config_with, write_config
 from gateway.net.sdnotify import Notifier
 from gateway.store.outbox import Outbox
 from sim.broker import Broker
@@ -323,3 +324,32 @@ def test_sigterm_at_any_moment_of_start_up_and_connect_stops_cleanly(
     else:
         assert daemon.returncode == 0, out.decode(errors="replace")[-2000:]
     assert b"Traceback" not in out
+
+
+def test_doorgw_run_keeps_its_files_to_itself_whatever_the_umask(
+    broker: Broker, tmp_path: Path, notify: NotifySocket
+) -> None:
+    data = tmp_path / "data"  # made by the daemon
+    settings = broker.gateway_settings("gw-1", data)
+    config = write_config(settings, tmp_path / "doorgw.toml")
+    daemon = subprocess.Popen(
+        # A shell's usual umask, as when staff start it by hand.
+        ["sh", "-c", 'umask 022 && exec "$0" -m gateway run --config "$1"', sys.executable, config],
+        env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_ready(notify, 1)
+        daemon.send_signal(signal.SIGTERM)
+        out, _ = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+    assert daemon.returncode == 0, out
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    files = sorted(p.name for p in data.iterdir())
+    assert {"cache.sqlite3", "events.sqlite3", "doorgw.lock"} <= set(files)
+    for name in files:
+        assert stat.S_IMODE((data / name).stat().st_mode) & 0o077 == 0, name

@@ -57,4 +57,8 @@ def _run(args: argparse.Namespace, clock: Clock) -> int:
     # First of all, before the config is read and the daemon loaded: a stop
     # requested while the service starts up is a clean stop.
     signal.signal(signal.SIGTERM, _stop_before_start)
+    # What the daemon writes (cache, outbox, their WAL files, keys, state) is
+    # for its own user only, however it was started: systemd's unit says
+    # UMask=0077 too, a shell usually 0022.
+    os.umask(0o077)
     return run_daemon(load_config(args.config), clock)

@@ -35,7 +35,8 @@ class DataDirLock:
 
     def acquire(self) -> None:
         """Take the lock; InstanceError naming the holder's pid if another has it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The data directory is the service's own: 0700 when made here.
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
