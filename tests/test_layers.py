@@ -198,3 +198,19 @@ def test_the_gateway_distribution_does_not_ship_the_simulator() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = project["tool"]["setuptools"]["packages"]["find"]["include"]
     assert all(p.startswith("gateway") for p in packages), packages
+
+
+#: A class longer than this is doing more than one job (docs/architecture.md).
+MAX_CLASS_LINES = 300
+
+
+def test_no_class_in_the_gateway_is_over_300_lines() -> None:
+    long = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1}"
+        for path in GATEWAY.values()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES
+    ]
+    assert long == []

@@ -11,11 +11,16 @@ replays the deltas that arrived meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 
-from gateway.errors import DatasetError
+from gateway.errors import DatasetError, DoorgwError
+from gateway.events import Record
 from gateway.store.writer import CacheWriter
 from gateway.wire.protocol import WIRE_VALUES, decode_part
+
+log = logging.getLogger(__name__)
 
 
 async def stage_snapshot(writer: CacheWriter, snapshot_id: str, sha256: str) -> None:
@@ -42,3 +47,30 @@ async def stage_snapshot(writer: CacheWriter, snapshot_id: str, sha256: str) -> 
             await asyncio.gather(ahead, return_exceptions=True)
     if "site" not in seen:
         raise DatasetError("snapshot has no site row")
+
+
+async def reject_snapshot(
+    writer: CacheWriter, record: Record, snapshot_id: str, exc: DatasetError
+) -> None:
+    """The snapshot itself is bad: forget it whole and say why (the platform sends anew)."""
+    await writer.stage.drop_chunks()
+    await writer.stage.drop_stage()
+    await record(
+        "message_rejected",
+        {"reason": "bad_snapshot", "detail": str(exc)[:300], "snapshot_id": snapshot_id},
+    )
+
+
+async def abandon_snapshot(
+    writer: CacheWriter, record: Record, snapshot_id: str, exc: Exception
+) -> None:
+    """The gateway's own trouble (a full or failing disk), not the snapshot's.
+
+    The stage goes, the chunks stay: applying them is tried again when the
+    engine next asks for what it lacks (on reconnect, or after a silence).
+    """
+    log.error("snapshot %s not applied: %s", snapshot_id, exc)
+    with contextlib.suppress(DoorgwError):
+        await writer.stage.drop_stage()
+    with contextlib.suppress(DoorgwError):
+        await record("snapshot_failed", {"snapshot_id": snapshot_id, "detail": str(exc)[:300]})

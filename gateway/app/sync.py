@@ -19,17 +19,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from gateway.app.rejections import Rejections
 from gateway.app.resync import RESYNC_INTERVAL, RESYNC_RETRY_MAX, RequestResync, ResyncPacer
-from gateway.app.snapshots import stage_snapshot
+from gateway.app.snapshots import abandon_snapshot, reject_snapshot, stage_snapshot
 from gateway.clock import Clock
 from gateway.core import model
 from gateway.core.jws import KeySet, SignatureError
-from gateway.errors import DatasetError, DoorgwError
+from gateway.errors import DatasetError
 from gateway.events import Record
 from gateway.store.writer import CacheWriter
 from gateway.wire.dataset import parse_changes
@@ -310,24 +309,10 @@ class SyncEngine:
         try:
             await self._apply_snapshot_inner(snapshot_id, version)
         except DatasetError as exc:
-            await self._writer.stage.drop_chunks()
-            await self._writer.stage.drop_stage()
-            await self._record(
-                "message_rejected",
-                {"reason": "bad_snapshot", "detail": str(exc)[:300], "snapshot_id": snapshot_id},
-            )
+            await reject_snapshot(self._writer, self._record, snapshot_id, exc)
             await self._pacer.ask("bad_snapshot", self.version, force=True)
         except Exception as exc:  # noqa: BLE001 - a snapshot task must never die unseen
-            # The gateway's own trouble (a full or failing disk), not the snapshot's:
-            # its chunks stay, and applying them is tried again when the engine
-            # next asks for what it lacks (on reconnect, or after a silence).
-            log.error("snapshot %s not applied: %s", snapshot_id, exc)
-            with contextlib.suppress(DoorgwError):
-                await self._writer.stage.drop_stage()
-            with contextlib.suppress(DoorgwError):
-                await self._record(
-                    "snapshot_failed", {"snapshot_id": snapshot_id, "detail": str(exc)[:300]}
-                )
+            await abandon_snapshot(self._writer, self._record, snapshot_id, exc)
         finally:
             self._applied_while_staging = None
             self._snapshot_task = None
