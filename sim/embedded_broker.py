@@ -96,6 +96,10 @@ class EmbeddedBroker:
             # Its background tasks end with the event loop, complaining as they go.
             logging.getLogger("amqtt").setLevel(logging.CRITICAL)
             _force_close(broker, handlers)
+            # abort() closes each socket in a callback on the next turns of the
+            # loop: let them run, or a loop that ends first leaves them open.
+            for _ in range(3):
+                await asyncio.sleep(0)
 
     def cloud_peer(self, dataset: dict[str, Any], **kw: Any) -> Any:
         """The platform stand-in, connected without TLS."""

@@ -106,7 +106,11 @@ def site(tmp_path: Path) -> Any:
 
 async def scan(gw: Gateway, scanner: SimulatedScanner, text: str) -> dict[str, Any]:
     """Scan ``text`` and return the access event it produced."""
-    before = gw.outbox.last_seq
+    # What the outbox file holds, not outbox.last_seq: the counter moves only once
+    # the append that committed a row resumes, so on a busy machine the previous
+    # scan's event can already be readable while last_seq still points before it.
+    stored = await gw.outbox.pending(gw.outbox.acked_seq, 100_000)
+    before = max([gw.outbox.last_seq, *(e["seq"] for e in stored)])
     scanner.scan(text)
     return await next_access(gw, before)
 
