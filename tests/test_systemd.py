@@ -353,3 +353,24 @@ def test_doorgw_run_keeps_its_files_to_itself_whatever_the_umask(
     assert {"cache.sqlite3", "events.sqlite3", "doorgw.lock"} <= set(files)
     for name in files:
         assert stat.S_IMODE((data / name).stat().st_mode) & 0o077 == 0, name
+
+
+def test_a_data_directory_that_cannot_be_used_is_one_clear_error(
+    broker: Broker, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    settings = broker.gateway_settings("gw-1", tmp_path / "a-file" / "data")
+    config = write_config(settings, tmp_path / "doorgw.toml")
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"doorgw: error: {tmp_path / 'a-file' / 'data'}: cannot use the data directory: "
+        "Not a directory"
+    )
+    assert "Traceback" not in done.stderr

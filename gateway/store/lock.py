@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from gateway.errors import DoorgwError
+from gateway.errors import CacheError, DoorgwError
 
 #: The lock file's name in the data directory.
 LOCK_NAME = "doorgw.lock"
@@ -35,9 +35,14 @@ class DataDirLock:
 
     def acquire(self) -> None:
         """Take the lock; InstanceError naming the holder's pid if another has it."""
-        # The data directory is the service's own: 0700 when made here.
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            # The data directory is the service's own: 0700 when made here.
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise CacheError(
+                f"{self.path.parent}: cannot use the data directory: {exc.strerror or exc}"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
