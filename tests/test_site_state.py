@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from gateway.commands.cli import main
-from gateway.config.models import ApiSection, DoorConfig
+from gateway.config.models import ApiSection
 from gateway.config.write import config_with, write_config
 from gateway.net.staff_tokens import TokenStore
 from gateway.store.state import SiteState, SiteStateFile
@@ -49,11 +49,7 @@ def test_an_unreadable_state_file_gives_normal_modes_and_says_why(
 
 def _gateway_config(broker: Broker, tmp_path: Path, api_port: int) -> Path:
     settings = broker.gateway_settings("gw-1", tmp_path / "gw-1")
-    settings = config_with(
-        settings,
-        doors=(DoorConfig(id="front"),),
-        api=ApiSection(port=api_port),
-    )
+    settings = config_with(settings, api=ApiSection(port=api_port))
     return write_config(settings, tmp_path / "gw-1" / "doorgw.toml")
 
 

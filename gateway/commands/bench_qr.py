@@ -138,15 +138,11 @@ def run(
 
     def check(text: str, door: str) -> Any:
         with reader.view() as view:
-            return check_code(
-                view, text, door, T0, Conditions(code_window=WINDOW, clock_trusted=True), keys=keys
-            )
+            return check_code(view, text, door, T0, CONDITIONS, keys=keys)
 
     def decide(text: str, door: str) -> Any:
         with reader.view() as view:
-            return decide_code(
-                view, text, door, T0, Conditions(code_window=WINDOW, clock_trusted=True), keys=keys
-            )
+            return decide_code(view, text, door, T0, CONDITIONS, keys=keys)
 
     # Untimed pass: warm the caches (statements, app keys) and count the outcomes.
     for text, door, _ in codes:

@@ -15,11 +15,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.clock import Clock
 from gateway.config.models import DEFAULT_CONFIG_PATH
 
-#: A command's body: the parsed arguments and the clock, to an exit status.
-Handler = Callable[[argparse.Namespace, Clock], int]
 #: ``add_subparsers()`` results, by the command they belong to.
 Groups = MutableMapping[str, Any]
 

@@ -22,9 +22,6 @@ from gateway.errors import CacheError
 
 log = logging.getLogger(__name__)
 
-#: The state file's name in the data directory.
-STATE_NAME = "site-state.json"
-
 
 @dataclass(frozen=True, slots=True)
 class SiteState:
