@@ -23,6 +23,7 @@ other card data is taken as a card serial number (NFC UID).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
@@ -200,14 +201,18 @@ class OsdpReader(SerialPortTask):
         # Events are taken from libosdp's own queue (get_event), which it fills
         # whether or not a callback is set: reading it keeps it from growing.
         cp = osdp.ControlPanel([info], log_level=osdp.LogLevel.Error)
-        await asyncio.to_thread(cp.start)
-        self._cp = cp
+        # A stop request while cp.start runs in its thread must not leave the
+        # panel's own thread running: it would outlive the gateway and keep the
+        # process from exiting. The start is let finish, then the panel stops.
+        started = asyncio.ensure_future(asyncio.to_thread(cp.start))
         try:
+            await asyncio.shield(started)
+            self._cp = cp
             await self._serve(cp, channel)
         finally:
             self._cp = None
             self.secure = False
-            await asyncio.to_thread(cp.stop)
+            await asyncio.shield(_stop_when_started(cp, started))
 
     async def _serve(self, cp: Any, channel: _SerialChannel) -> None:
         # Without a secure channel for sc_timeout (from the start, or since it
@@ -342,3 +347,10 @@ def _answered(cp: Any, address: int) -> bool:
         return cp.get_pd_id(address) is not None
     except Exception:  # noqa: BLE001 - libosdp raises plain exceptions when there is no id
         return False
+
+
+async def _stop_when_started(cp: Any, started: asyncio.Future[Any]) -> None:
+    """Stop the control panel once its start (in a thread) has finished, however it ended."""
+    with contextlib.suppress(Exception):
+        await started
+    await asyncio.to_thread(cp.stop)
