@@ -296,36 +296,6 @@ def test_a_second_daemon_on_one_data_directory_is_refused_and_kill_9_frees_it(
             first.communicate()
 
 
-@pytest.mark.parametrize("delay", [0.2, 0.5, 0.8, 1.1, 1.4, 1.7, 2.0, 2.3])
-def test_sigterm_at_any_moment_of_start_up_and_connect_stops_cleanly(
-    broker: Broker, tmp_path: Path, delay: float
-) -> None:
-    """From opening the files to the MQTT session coming up, a stop request is honoured:
-    exit status 0, long before the 15 s after which a stuck stop is an error."""
-    config = broker.gateway_config("gw-1", tmp_path / "gw-1")
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        time.sleep(delay)
-        daemon.send_signal(signal.SIGTERM)
-        out, _ = daemon.communicate(timeout=10)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate()
-    if daemon.returncode == -signal.SIGTERM:
-        # Killed by the signal itself: only while Python was still starting,
-        # before doorgw took over SIGTERM, when nothing had been opened yet
-        # (systemd counts such an end as clean).
-        assert not (tmp_path / "gw-1" / "cache.sqlite3").exists()
-    else:
-        assert daemon.returncode == 0, out.decode(errors="replace")[-2000:]
-    assert b"Traceback" not in out
-
-
 def test_doorgw_run_keeps_its_files_to_itself_whatever_the_umask(
     broker: Broker, tmp_path: Path, notify: NotifySocket
 ) -> None:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 
 from gateway.clock import Clock
 from gateway.commands.common import Groups, add_config
@@ -14,12 +13,6 @@ from gateway.config.models import Config, load_config
 from gateway.errors import StopTimeoutError
 
 log = logging.getLogger(__name__)
-
-
-def _stop_before_start(signum: int, frame: object) -> None:
-    # Nothing is open yet (the daemon's own handlers replace this one before it
-    # opens a file or a pin): leave as a clean stop, not killed by a signal.
-    raise SystemExit(0)
 
 
 def run_daemon(config: Config, clock: Clock) -> int:
@@ -54,9 +47,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
 
 
 def _run(args: argparse.Namespace, clock: Clock) -> int:
-    # First of all, before the config is read and the daemon loaded: a stop
-    # requested while the service starts up is a clean stop.
-    signal.signal(signal.SIGTERM, _stop_before_start)
     # What the daemon writes (cache, outbox, their WAL files, keys, state) is
     # for its own user only, however it was started: systemd's unit says
     # UMask=0077 too, a shell usually 0022.
