@@ -57,3 +57,7 @@ class HardwareError(DoorgwError, OSError):
 
 class StopTimeoutError(DoorgwError, TimeoutError):
     """The gateway's tasks did not stop in time; the message shows where they were."""
+
+
+class ServiceFailedError(DoorgwError, RuntimeError):
+    """An essential service kept failing: the process must end for systemd to restart it."""

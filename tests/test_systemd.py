@@ -344,3 +344,117 @@ def test_a_data_directory_that_cannot_be_used_is_one_clear_error(
         "Not a directory"
     )
     assert "Traceback" not in done.stderr
+
+
+# A daemon whose heartbeat service fails: the first ``fails`` runs (all of them
+# when negative) raise once the link is up.  A real process, a real broker, a
+# real notify socket; only the failure is made up.
+FAILING_HEARTBEAT = """
+import sys
+import gateway.app.supervisor as supervisor
+import gateway.app.uplink as uplink
+
+supervisor.RESTART_MIN = float(sys.argv[1])
+supervisor.MAX_FAILURES = int(sys.argv[2])
+fails = int(sys.argv[3])
+original = uplink.Uplink._heartbeat
+calls = 0
+
+
+async def heartbeat(self):
+    global calls
+    calls += 1
+    if fails < 0 or calls <= fails:
+        await self._link.connected.wait()
+        raise RuntimeError("injected failure")
+    await original(self)
+
+
+uplink.Uplink._heartbeat = heartbeat
+from gateway.commands.cli import main
+
+sys.exit(main(["run", "--config", sys.argv[4]]))
+"""
+
+
+def _failing_daemon(
+    config: Path, notify: NotifySocket, *, restart: float, max_failures: int, fails: int
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000"}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            FAILING_HEARTBEAT,
+            *map(str, (restart, max_failures, fails, config)),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _stored_events(data_dir: Path) -> list[tuple[str, dict[str, object]]]:
+    import json
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "events.sqlite3") as db:
+        rows = db.execute("SELECT type, data FROM events ORDER BY seq").fetchall()
+    return [(t, json.loads(d)) for t, d in rows]
+
+
+def test_a_failed_service_is_restarted_and_the_watchdog_waits_while_it_is_down(
+    broker: Broker, tmp_path: Path, notify: NotifySocket
+) -> None:
+    config = broker.gateway_config("gw-1", tmp_path / "gw-1")
+    daemon = _failing_daemon(config, notify, restart=1.5, max_failures=5, fails=1)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(m.startswith("STATUS=running") for m in notify.lines()[1:]):
+            assert daemon.poll() is None, notify.lines()
+            assert time.monotonic() < deadline, notify.lines()
+            time.sleep(0.05)
+        daemon.send_signal(signal.SIGTERM)
+        out, _ = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+    assert daemon.returncode == 0, out
+    messages = notify.messages
+    lines = [m for _, m in messages]
+    down = lines.index("STATUS=degraded: heartbeat not running")
+    up = next(i for i in range(down, len(lines)) if lines[i].startswith("STATUS=running"))
+    # No ping while the heartbeat waited for its restart, pings again after.
+    assert "WATCHDOG=1" not in lines[down:up]
+    assert messages[up][0] - messages[down][0] >= 1.0  # the restart's backoff
+    assert "WATCHDOG=1" in lines[up:]
+    failed = [d for t, d in _stored_events(tmp_path / "gw-1") if t == "service_failed"]
+    assert failed == [
+        {"service": "heartbeat", "error": "RuntimeError: injected failure", "restart_in_s": 1.5}
+    ]
+
+
+def test_an_essential_service_that_cannot_come_back_ends_the_daemon_non_zero(
+    broker: Broker, tmp_path: Path, notify: NotifySocket
+) -> None:
+    config = broker.gateway_config("gw-1", tmp_path / "gw-1")
+    daemon = _failing_daemon(config, notify, restart=0.05, max_failures=2, fails=-1)
+    try:
+        out, _ = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+    assert daemon.returncode == 1, out
+    text = out.decode()
+    assert (
+        "service heartbeat failed 3 times in 300 s; last: RuntimeError: injected failure; "
+        "exiting for a restart"
+    ) in text
+    assert "Traceback" not in text.split("giving up")[-1]
+    failed = [
+        d["restart_in_s"] for t, d in _stored_events(tmp_path / "gw-1") if t == "service_failed"
+    ]
+    assert failed == [0.05, 0.1, None]
+    assert notify.lines()[-1] == "STOPPING=1\nSTATUS=stopping"

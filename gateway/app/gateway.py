@@ -24,9 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from gateway.app.clocktrust import ClockTrust, ClockWatch, ntp_synchronised
 from gateway.app.eventlog import EventLog
@@ -34,6 +33,7 @@ from gateway.app.freshness import Freshness
 from gateway.app.modes import SiteModes
 from gateway.app.remote import RemoteCommands
 from gateway.app.staff import GatewayDesk
+from gateway.app.supervisor import Service, Supervisor
 from gateway.app.sync import SyncEngine
 from gateway.app.taps import Taps
 from gateway.app.uplink import Uplink
@@ -54,9 +54,6 @@ from gateway.wire.protocol import Topics
 
 #: Seconds the tasks get to stop after a stop request, before it is an error.
 STOP_TIMEOUT = 15.0
-
-#: A named service: a task name and the coroutine function that runs it.
-Service = tuple[str, Callable[[], Coroutine[Any, Any, None]]]
 
 
 class Gateway:
@@ -116,6 +113,10 @@ class Gateway:
             lambda topic, payload: self.engine.handle(payload, topic),
             self.engine.on_connected,
         )
+        #: Runs the services, restarting those that fail.
+        self.supervisor = Supervisor(self.events.record)
+        #: The running services' task, while :meth:`running` runs them.
+        self.task: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Gateway:
@@ -206,33 +207,44 @@ class Gateway:
         await self._stack.aclose()
 
     def services(self) -> Iterator[Service]:
-        """Every long-running service of this gateway, by task name."""
-        yield "mqtt-link", self.link.run
-        yield from self.uplink.services()
-        yield "resync-retry", functools.partial(self.engine.keep_asking, self.link.connected.is_set)
+        """Every long-running service of this gateway, by task name.
+
+        Readers and the staff API are not essential: the gateway goes on (and
+        keeps retrying them) without one; every other service is.
+        """
+        yield Service("mqtt-link", self.link.run)
+        for name, run in self.uplink.services():
+            yield Service(name, run)
+        yield Service(
+            "resync-retry", functools.partial(self.engine.keep_asking, self.link.connected.is_set)
+        )
         for door_id, door in self.station.doors.items():
-            yield f"door-{door_id}", door.run
+            yield Service(f"door-{door_id}", door.run)
         for reader_id, reader in self.station.readers.items():
-            yield f"reader-{reader_id}", reader.run
-        yield from self.modes.services()
-        yield "clock-watch", self.clock_watch.run
+            yield Service(f"reader-{reader_id}", reader.run, essential=False)
+        for name, run in self.modes.services():
+            yield Service(name, run)
+        yield Service("clock-watch", self.clock_watch.run)
         if self.config.api is not None:
             from gateway.net.api import serve_api  # FastAPI loads only where it is used
 
-            yield (
+            yield Service(
                 "api",
                 functools.partial(serve_api, self.desk, self.config.api, self.config.tokens_path),
+                essential=False,
             )
 
     async def run(self) -> None:
-        """Run every service until cancelled."""
+        """Run every service, supervised, until cancelled.
+
+        Raises :class:`~gateway.errors.ServiceFailedError` when an essential
+        service cannot come back.
+        """
         for type_, data in [*self.station.startup_events, *self.modes.startup_events]:
             await self.events.record(type_, data)
         self.station.startup_events.clear()
         self.modes.startup_events.clear()
-        async with asyncio.TaskGroup() as tasks:
-            for name, service in self.services():
-                tasks.create_task(service(), name=name)
+        await self.supervisor.run(self.services())
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
@@ -243,6 +255,7 @@ class Gateway:
         """
         async with self:
             task = asyncio.create_task(self.run(), name=f"gateway-{self.config.gateway.id}")
+            self.task = task
             try:
                 yield self
             finally:

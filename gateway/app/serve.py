@@ -27,11 +27,14 @@ async def serve(
     """Run one gateway until SIGTERM or SIGINT, telling systemd how it goes.
 
     systemd hears READY=1 once the cache, the outbox and the hardware are
-    open (doors locked), then watchdog pings from this event loop, then
-    STOPPING=1.  Stopping closes everything in reverse: readers and tasks
-    stop, locks go to their safe state, the MQTT link says "offline"; every
-    event is already in the outbox file.  ``started`` is called with the
-    running gateway (tests, the simulator).
+    open (doors locked), then watchdog pings while every essential service
+    runs (:meth:`~gateway.app.supervisor.Supervisor.down`), then STOPPING=1.
+    An essential service that cannot come back raises
+    :class:`~gateway.errors.ServiceFailedError` from here.  Stopping closes
+    everything in reverse: readers and tasks stop, locks go to their safe
+    state, the MQTT link says "offline"; every event is already in the
+    outbox file.  ``started`` is called with the running gateway (tests,
+    the simulator).
     """
     notifier = notifier or Notifier()
     loop = asyncio.get_running_loop()
@@ -47,12 +50,20 @@ async def serve(
                 f"dataset version {gw.engine.version}"
             )
             # Real time, not the injected clock: systemd's watchdog runs on real time.
-            watchdog = asyncio.create_task(notifier.watchdog(), name="watchdog")
+            status = f"running: {doors} door{'' if doors == 1 else 's'}"
+            watchdog = asyncio.create_task(
+                notifier.watchdog(healthy=_WatchdogGate(gw, notifier, status)), name="watchdog"
+            )
             if started is not None:
                 started(gw)
+            stopping = asyncio.create_task(stop.wait(), name="stop-request")
+            assert gw.task is not None
             try:
-                await stop.wait()
+                # The services end by themselves only when one of them cannot come
+                # back: leaving here raises that failure, for a non-zero exit.
+                await asyncio.wait({stopping, gw.task}, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                stopping.cancel()
                 log.info("stopping")
                 notifier.stopping()
                 watchdog.cancel()
@@ -60,3 +71,22 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         notifier.close()
+
+
+class _WatchdogGate:
+    """Whether to feed the watchdog: every essential service is running.
+
+    systemd's status line says which are not, while they are not.
+    """
+
+    def __init__(self, gw: Gateway, notifier: Notifier, status: str) -> None:
+        self._gw, self._notifier, self._status = gw, notifier, status
+        self._was: list[str] = []
+
+    def __call__(self) -> bool:
+        down = self._gw.supervisor.down()
+        if down != self._was:
+            self._was = down
+            text = f"degraded: {', '.join(down)} not running" if down else self._status
+            self._notifier.notify(status=text)
+        return not down

@@ -10,7 +10,7 @@ import os
 from gateway.clock import Clock
 from gateway.commands.common import Groups, add_config
 from gateway.config.models import Config, load_config
-from gateway.errors import StopTimeoutError
+from gateway.errors import ServiceFailedError, StopTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,13 @@ def run_daemon(config: Config, clock: Clock) -> int:
     # doorgw command that merely lists it.
     from gateway.app.serve import serve
 
-    async def main() -> None:
+    async def main() -> int:
         try:
             await serve(config, clock)
+        except ServiceFailedError as exc:
+            # The services are stopped and the doors locked: systemd restarts us.
+            log.error("%s; exiting for a restart", exc)
+            return 1
         except StopTimeoutError as exc:
             # Like systemd's final SIGKILL, but with a report. Events are already
             # durable, and asyncio's own clean-up would wait for the stuck task
@@ -32,11 +36,11 @@ def run_daemon(config: Config, clock: Clock) -> int:
             log.error("%s", exc)
             logging.shutdown()
             os._exit(1)
+        return 0
 
     # The process's logging is set up here, by the command, never by library code.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(main())
-    return 0
+    return asyncio.run(main())
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: Groups) -> None:

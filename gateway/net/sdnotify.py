@@ -6,9 +6,10 @@ Under a ``Type=notify`` unit systemd passes the path of a datagram socket in
 (sd_notify(3)), so it is written here rather than pulled in as a library.
 Outside systemd every call is a no-op.
 
-The watchdog is fed by a task on the gateway's event loop: if the loop
-hangs (a blocking call, a deadlock), the pings stop and systemd restarts the
-service, which is the point.
+The watchdog is fed by a task on the gateway's event loop, and only while
+the gateway says it is healthy: if the loop hangs (a blocking call, a
+deadlock) or an essential service is down, the pings stop and systemd
+restarts the service, which is the point.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,17 @@ class Notifier:
         """The service is shutting down."""
         self.notify(stopping=1, status="stopping")
 
-    async def watchdog(self) -> None:
-        """Ping the watchdog from the event loop until cancelled (no-op without one)."""
+    async def watchdog(self, healthy: Callable[[], bool] | None = None) -> None:
+        """Ping the watchdog from the event loop until cancelled (no-op without one).
+
+        ``healthy`` is asked before every ping: while it says False no ping
+        goes out, and systemd restarts the service once its period passes.
+        """
         if self.watchdog_interval is None:
             return
         while True:
-            self.notify(watchdog=1)
+            if healthy is None or healthy():
+                self.notify(watchdog=1)
             await asyncio.sleep(self.watchdog_interval)
 
     def close(self) -> None:
