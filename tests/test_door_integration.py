@@ -26,7 +26,14 @@ from gateway.wire.dataset import parse_dataset
 from sim.pn532 import SimulatedPn532
 from sim.wiegand import SimulatedWiegand
 
-from .conftest import base_dataset, gateway_config, until, write_gateway_config
+from .conftest import (
+    SmallDisk,
+    base_dataset,
+    gateway_config,
+    revoke_day_card,
+    until,
+    write_gateway_config,
+)
 
 SIGNER = Signer.generate("platform")
 LOCK, CONTACT, GREEN, RED, BUZZER, D0, D1 = 17, 27, 23, 24, 25, 5, 6
@@ -517,3 +524,75 @@ def test_an_osdp_reader_without_libosdp_installed_is_a_clear_hardware_error(
         r"\(pip install 'doorgw\[osdp\]'\)$",
     ):
         asyncio.run(go())
+
+
+def test_a_full_disk_keeps_the_door_opening_and_everything_recovers_when_space_returns(
+    tmp_path: Path, small_disk: SmallDisk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.store import outbox as outbox_module
+
+    monkeypatch.setattr(outbox_module, "RETRY_SECONDS", 0.1)
+    factory = MockFactory()
+    cloud = CloudSigner(SIGNER, "t")
+
+    async def go() -> None:
+        device = SimulatedPn532()
+        reader = Pn532ReaderConfig(id="nfc-front", door="front", kind="pn532", port=device.port)
+        settings = gateway_config(tmp_path, SIGNER, doors=(front_door(),), readers=(reader,))
+        data = small_disk.path / "data"
+        config = settings.model_copy(
+            update={"gateway": settings.gateway.model_copy(update={"data_dir": data})}
+        )
+        gw = Gateway(config, SystemClock(), pin_factory=factory)
+        try:
+            async with gw.running():
+                for chunk in cloud.snapshot(parse_dataset(base_dataset())):
+                    await gw.engine.handle(chunk)
+                await gw.engine.wait_snapshot()
+                version = gw.engine.version
+                assert version is not None
+                factory.pin(CONTACT).drive_low()
+                stored = gw.outbox.last_seq
+
+                small_disk.fill()
+                # A member taps (all_m's plan opens this door at any hour).
+                device.card = bytes.fromhex("04000003")
+                await until(lambda: factory.pin(LOCK).state is True)  # the door opened
+                device.card = None
+                await until(lambda: gw.outbox.storage_error is not None)
+                assert gw.taps.decisions["granted_plan"] == 1
+                # A revocation arriving now cannot be stored: refused, not half-applied.
+                outcome = await gw.engine.handle(
+                    cloud.delta(version, version + 1, [revoke_day_card()])
+                )
+                assert outcome == "rejected:not_stored"
+                assert gw.engine.version == version
+                assert gw.supervisor.down() == []  # every service still running
+                status = gw.desk.status()
+                assert "full" in status["outbox"]["storage_error"]
+                assert gw.outbox.last_seq == stored  # nothing stored meanwhile
+
+                small_disk.free()
+                # No new event is needed: the report goes in once there is room.
+                await until(lambda: gw.outbox.last_seq > stored)
+                assert gw.outbox.storage_error is None
+                events = await gw.outbox.pending(stored, 100)
+                assert events[0]["type"] == "events_dropped"
+                assert events[0]["data"]["types"]["access"] == 1
+                assert "full" in events[0]["data"]["storage_error"]
+                # Sync resumes: the platform answers the resync with the change again.
+                outcome = await gw.engine.handle(
+                    cloud.delta(version, version + 1, [revoke_day_card()])
+                )
+                assert outcome == "applied"
+                # Taps are stored again.
+                before = gw.outbox.last_seq
+                await until(lambda: factory.pin(LOCK).state is False, limit=30)
+                device.card = bytes.fromhex("04000003")
+                await until(lambda: gw.outbox.last_seq > before)
+                device.card = None
+                assert (await gw.outbox.pending(before, 10))[0]["type"] in {"access", "door_locked"}
+        finally:
+            device.close()
+
+    asyncio.run(go())

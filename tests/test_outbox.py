@@ -11,6 +11,8 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.store.outbox import Outbox
 
+from .conftest import SmallDisk
+
 CLOCK = ManualClock(datetime(2026, 3, 10, 10, tzinfo=UTC))
 
 
@@ -60,7 +62,7 @@ def test_a_full_outbox_warns_then_counts_what_it_drops_without_gaps(tmp_path: Pa
             assert await box.append("access", {"i": 99}) == 12
             tail = await box.pending(10, 10)
             assert tail[0]["type"] == "events_dropped"
-            assert tail[0]["data"] == {"count": 3, "types": {"access": 3}}
+            assert tail[0]["data"] == {"count": 3, "types": {"access": 3}, "storage_error": None}
             assert tail[0]["seq"] == 11
 
     asyncio.run(go())
@@ -78,3 +80,65 @@ def test_an_unusable_outbox_path_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(CacheError, match="cannot open the event outbox"):
         asyncio.run(go())
+
+
+def test_a_full_disk_drops_and_counts_events_without_raising_and_reports_once_room_returns(
+    small_disk: SmallDisk,
+) -> None:
+    clock = ManualClock(datetime(2026, 3, 10, 10, tzinfo=UTC))
+
+    async def go() -> None:
+        async with Outbox(small_disk.path / "events.sqlite3", clock) as box:
+            assert await box.append("access", {"i": 0}) == 1
+            small_disk.fill()
+            big = {"pad": "x" * 4000}  # more than a page: needs new space
+            seqs = await box.append_many([("access", big, None)] * 3 + [("door_forced", big, None)])
+            assert seqs == [None, None, None, None]
+            assert box.storage_error is not None
+            assert "full" in box.storage_error
+            assert (box.last_seq, box.depth) == (1, 1)
+            keeper = asyncio.create_task(box.keep())
+            clock.advance(60)  # space still gone: the keeper's tries fail quietly
+            await asyncio.sleep(0.1)
+            assert box.last_seq == 1
+            small_disk.free()
+            clock.advance(60)  # no new event comes: the keeper stores the report
+            for _ in range(100):
+                if box.last_seq == 2:
+                    break
+                await asyncio.sleep(0.02)
+            keeper.cancel()
+            assert box.storage_error is None
+            report = (await box.pending(1, 10))[0]
+            assert report["seq"] == 2
+            assert report["type"] == "events_dropped"
+            assert report["data"]["count"] == 4
+            assert report["data"]["types"] == {"access": 3, "door_forced": 1}
+            assert "full" in report["data"]["storage_error"]
+            assert await box.append("access", {"i": 5}) == 3  # gapless onwards
+
+    asyncio.run(go())
+
+
+def test_the_drop_report_goes_out_when_an_ack_makes_room_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "e.sqlite3"
+
+    async def go() -> None:
+        async with Outbox(path, CLOCK, max_events=10) as box:
+            await box.append_many([("access", {}, None)] * 8)
+            # The ninth crosses the warning line: the warning takes the last place.
+            assert await box.append_many([("access", {}, None)] * 3) == [9, None, None]
+        # A restart before room came back: the count is kept.
+        async with Outbox(path, CLOCK, max_events=10) as box:
+            await box.ack(4)  # the platform acks; no new event is needed
+            assert box.last_seq == 11
+            report = (await box.pending(10, 10))[0]
+            assert report["type"] == "events_dropped"
+            assert report["data"] == {"count": 2, "types": {"access": 2}, "storage_error": None}
+        async with Outbox(path, CLOCK, max_events=10) as box:
+            await box.ack(11)
+            assert box.last_seq == 11  # reported once, not again
+
+    asyncio.run(go())

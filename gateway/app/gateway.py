@@ -199,6 +199,7 @@ class Gateway:
             clock_watch=self.clock_watch,
             link=self.link,
             outbox=self.outbox,
+            supervisor=self.supervisor,
             clock=clock,
             station=self.station,
         )
@@ -215,6 +216,7 @@ class Gateway:
         yield Service("mqtt-link", self.link.run)
         for name, run in self.uplink.services():
             yield Service(name, run)
+        yield Service("outbox-keeper", self.outbox.keep)
         yield Service(
             "resync-retry", functools.partial(self.engine.keep_asking, self.link.connected.is_set)
         )

@@ -15,6 +15,7 @@ from gateway.app.clocktrust import ClockWatch
 from gateway.app.eventlog import EventLog
 from gateway.app.freshness import Freshness
 from gateway.app.modes import SiteModes
+from gateway.app.supervisor import Supervisor
 from gateway.app.sync import SyncEngine
 from gateway.app.taps import Taps
 from gateway.clock import Clock
@@ -45,6 +46,7 @@ class GatewayDesk:
         clock_watch: ClockWatch,
         link: MqttLink,
         outbox: Outbox,
+        supervisor: Supervisor,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -58,6 +60,7 @@ class GatewayDesk:
         self._clock_watch = clock_watch
         self._link = link
         self._outbox = outbox
+        self._supervisor = supervisor
 
     def monotonic(self) -> float:
         """The gateway's monotonic clock."""
@@ -115,7 +118,9 @@ class GatewayDesk:
                 "depth": self._outbox.depth,
                 "last_seq": self._outbox.last_seq,
                 "acked_seq": self._outbox.acked_seq,
+                "storage_error": self._outbox.storage_error,
             },
+            "services_down": self._supervisor.down(),
             "clock": {"trusted": trust.trusted, "source": trust.source, "skew_s": trust.skew_s},
         }
 

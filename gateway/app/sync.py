@@ -28,7 +28,7 @@ from gateway.app.snapshots import abandon_snapshot, reject_snapshot, stage_snaps
 from gateway.clock import Clock
 from gateway.core import model
 from gateway.core.jws import KeySet, SignatureError
-from gateway.errors import DatasetError
+from gateway.errors import CacheError, DatasetError
 from gateway.events import Record
 from gateway.store.writer import CacheWriter
 from gateway.wire.dataset import parse_changes
@@ -94,6 +94,8 @@ class SyncEngine:
         self._behind_beacons = 0
         self._snapshot_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        #: A delta was lost to a disk that refused it: a snapshot must replace it.
+        self._unstored = False
 
     async def start(self) -> None:
         """Load the live version; ask to resume a transfer a restart interrupted."""
@@ -131,6 +133,9 @@ class SyncEngine:
             return True
         if self.version is None:
             await self._pacer.ask("no_data", self.version, force=force)
+            return True
+        if self._unstored:
+            await self._pacer.ask("not_stored", self.version, force=force)
             return True
         return False
 
@@ -226,6 +231,17 @@ class SyncEngine:
             )
             await self._pacer.ask("inconsistent", self.version, force=True)
             return "rejected:inconsistent"
+        except CacheError as exc:
+            # The disk refused it (full, read-only): nothing was applied.  A whole
+            # snapshot is asked for, and asked again until one is stored.
+            log.error("delta %d not applied: %s", version, exc)
+            self._unstored = True
+            await self._record(
+                "message_rejected",
+                {"reason": "not_stored", "detail": str(exc)[:300], "version": version},
+            )
+            await self._pacer.ask("not_stored", self.version, force=True)
+            return "rejected:not_stored"
         self.version = version
         if self._applied_while_staging is not None:
             self._applied_while_staging.append((version, changes))
@@ -336,6 +352,7 @@ class SyncEngine:
             self.version = nxt
             self._buffer = {b: d for b, d in self._buffer.items() if b > nxt}
         await self._writer.stage.drop_chunks()
+        self._unstored = False
         self._pacer.answered()
         await self._record(
             "snapshot_applied",

@@ -7,17 +7,24 @@ and never skip.  The platform acknowledges the highest sequence it has
 stored contiguously; only then are events deleted.
 
 The outbox is bounded (``max_events``).  At ``warn_ratio`` of the bound it
-records an ``outbox_nearly_full`` event, once per crossing.  When full, new
-events are *not* stored and get no sequence number (so there is no gap);
-they are counted, and as soon as there is room again one ``events_dropped``
-event says how many of which type were lost.  Doors keep working throughout.
+records an ``outbox_nearly_full`` event, once per crossing.  When full, or
+when the disk refuses the write (full, read-only, failing), new events are
+*not* stored and get no sequence number (so there is no gap); they are
+counted, by type, and as soon as there is room again (an ack, or space on
+the disk: :meth:`Outbox.keep` tries every :data:`RETRY_SECONDS`) one
+``events_dropped`` event says how many of which type were lost.  The counts
+are stored with the events whenever the disk takes a write, so a restart
+before the report goes out does not lose it.  Doors keep working
+throughout: nothing here raises for a disk that refuses a write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import sqlite3
 from collections import Counter
 from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
@@ -39,7 +46,15 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO outbox_meta VALUES ('last_seq', 0), ('acked_seq', 0);
+-- Events not stored, by type, until an events_dropped event reports them;
+-- cause: why the disk refused them (NULL: only the outbox bound).
+CREATE TABLE IF NOT EXISTS dropped (
+    type TEXT PRIMARY KEY, count INTEGER NOT NULL, cause TEXT
+);
 """
+
+#: Seconds between attempts to store an owed drop report.
+RETRY_SECONDS = 5.0
 
 
 class Outbox:
@@ -60,6 +75,10 @@ class Outbox:
         self.acked_seq = 0
         self._warned = False
         self._dropped: Counter[str] = Counter()
+        #: Why the disk last refused events still to be reported (None: only the bound).
+        self._drop_cause: str | None = None
+        #: Why events cannot be stored right now, or None while they can.
+        self.storage_error: str | None = None
         self._inflight: set[asyncio.Future[Any]] = set()
         #: Set whenever events are appended, for the publisher to wake on.
         self.appended = asyncio.Event()
@@ -73,6 +92,10 @@ class Outbox:
             await self._db.executescript(_SCHEMA)
             cursor = await self._db.execute("SELECT key, value FROM outbox_meta")
             rows = {str(k): int(v) for k, v in await cursor.fetchall()}
+            cursor = await self._db.execute("SELECT type, count, cause FROM dropped")
+            for type_, count, cause in await cursor.fetchall():
+                self._dropped[str(type_)] += int(count)
+                self._drop_cause = cause or self._drop_cause
         except (OSError, aiosqlite.Error) as exc:
             if self._db is not None:
                 await self._db.close()
@@ -104,8 +127,11 @@ class Outbox:
     ) -> list[int | None]:
         """Store events in one transaction (group commit); sequence numbers in order.
 
-        Shielded from cancellation: a caller that is cancelled mid-write must
-        not leave the stored sequence and the one in memory apart.
+        An event that cannot be stored (the outbox is full, or the disk is
+        full, read-only or failing) gets None and is counted, never raised:
+        a door must not wait for, or fail with, the disk.  Shielded from
+        cancellation: a caller that is cancelled mid-write must not leave the
+        stored sequence and the one in memory apart.
         """
         return await self._shielded(self._append_many(events))
 
@@ -115,17 +141,13 @@ class Outbox:
         assert self._db is not None, "outbox is not open"
         now = int(self._clock.now().timestamp())
         async with self._lock:
+            dropped_before, warned_before = Counter(self._dropped), self._warned
             out: list[int | None] = []
             rows = []
             seq = self.last_seq
             extra: list[tuple[str, Mapping[str, Any]]] = []
             if self._dropped and self.depth < self.max_events:
-                extra.append(
-                    (
-                        "events_dropped",
-                        {"count": sum(self._dropped.values()), "types": dict(self._dropped)},
-                    )
-                )
+                extra.append(("events_dropped", self._dropped_report()))
                 self._dropped.clear()
             for type_, data, at in [(t, d, None) for t, d in extra] + list(events):
                 if seq - self.acked_seq >= self.max_events:
@@ -153,21 +175,75 @@ class Outbox:
                     log.warning(
                         "event outbox at %d of %d events", seq - self.acked_seq, self.max_events
                     )
-            if rows:
-                await self._db.execute("BEGIN IMMEDIATE")
+            if rows or self._dropped != dropped_before:
                 try:
-                    await self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
-                    await self._db.execute(
-                        "UPDATE outbox_meta SET value = ? WHERE key = 'last_seq'", (seq,)
-                    )
-                    await self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        await self._db.execute("ROLLBACK")
-                    raise
-                self.last_seq = seq
-                self.appended.set()
+                    await self._commit(rows, seq)
+                except (sqlite3.Error, OSError) as exc:
+                    # Nothing of this call was stored: every one of its events is lost,
+                    # and a drop report taken out above is owed still.
+                    self._dropped = dropped_before + Counter(t for t, _, _ in events)
+                    self._warned = warned_before
+                    self._storage_failed(exc)
+                    return [None] * len(events)
+                if rows:
+                    self.last_seq = seq
+                    self.appended.set()
+                if self.storage_error is not None:
+                    log.warning("the event outbox can be written again")
+                    self.storage_error = None
             return out[len(extra) :]
+
+    def _dropped_report(self) -> dict[str, Any]:
+        """The ``events_dropped`` event's data, for what was counted so far."""
+        return {
+            "count": sum(self._dropped.values()),
+            "types": dict(sorted(self._dropped.items())),
+            "storage_error": self._drop_cause,
+        }
+
+    async def _commit(self, rows: Sequence[tuple[int, int, str, str]], seq: int) -> None:
+        """Store ``rows``, the last sequence and the drop counts, all or nothing."""
+        assert self._db is not None
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            await self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+            await self._db.execute(
+                "UPDATE outbox_meta SET value = ? WHERE key = 'last_seq'", (seq,)
+            )
+            # The counts outlast a restart: a report owed is never forgotten.
+            await self._db.execute("DELETE FROM dropped")
+            await self._db.executemany(
+                "INSERT INTO dropped VALUES (?, ?, ?)",
+                [(t, n, self._drop_cause) for t, n in self._dropped.items()],
+            )
+            await self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                if self._db.in_transaction:
+                    await self._db.execute("ROLLBACK")
+            raise
+        if not self._dropped:
+            self._drop_cause = None
+
+    def _storage_failed(self, exc: BaseException) -> None:
+        """Writing failed: remember why (for the drop report), and say so once."""
+        detail = str(exc) or type(exc).__name__
+        self._drop_cause = detail[:200]
+        if self.storage_error is None:
+            log.error("%s: events cannot be stored (%s); they are counted", self.path, detail)
+        self.storage_error = detail
+
+    async def keep(self) -> None:
+        """Until cancelled: store what is owed (the drop report) as soon as there is room.
+
+        Room comes back when the platform acknowledges events (which stores
+        the report at once) or when the disk has space again: this notices
+        the latter without waiting for a new event.
+        """
+        while True:
+            await self._clock.sleep(RETRY_SECONDS)
+            if self._dropped and self.depth < self.max_events:
+                await self.append_many([])
 
     async def pending(self, after: int, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` stored events with sequence above ``after``, in order."""
@@ -181,8 +257,20 @@ class Outbox:
         return [{"seq": r[0], "at": r[1], "type": r[2], "data": json.loads(r[3])} for r in rows]
 
     async def ack(self, seq: int) -> int:
-        """The platform stored everything up to ``seq``: delete it; return how many."""
-        return await self._shielded(self._ack(seq))
+        """The platform stored everything up to ``seq``: delete it; return how many.
+
+        The room this makes is used at once for a drop report that is owed.
+        An ack the disk cannot take is logged and left: the platform
+        acknowledges again.
+        """
+        try:
+            deleted = await self._shielded(self._ack(seq))
+        except (sqlite3.Error, OSError) as exc:
+            self._storage_failed(exc)
+            return 0
+        if self._dropped and self.depth < self.max_events:
+            await self.append_many([])
+        return deleted
 
     async def _shielded(self, coro: Coroutine[Any, Any, _T]) -> _T:
         # The write finishes even if the caller is cancelled; closing waits for it.
@@ -207,8 +295,9 @@ class Outbox:
                 )
                 await self._db.execute("COMMIT")
             except BaseException:
-                if self._db.in_transaction:
-                    await self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    if self._db.in_transaction:
+                        await self._db.execute("ROLLBACK")
                 raise
             self.acked_seq = seq
             if self.depth < self._warn_at:
