@@ -192,7 +192,21 @@ def test_wrong_pins_lock_the_keypad_with_an_event(tmp_path: Path) -> None:
                 access == ["unknown_credential", "credential_revoked"] + ["unknown_credential"] * 3
             )
 
+    async def after_restart() -> None:
+        # Pulling the plug does not unlock the keypad early (nor lock it for longer).
+        gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
+        async with gw.running():
+            before = gw.outbox.last_seq
+            assert await gw.taps.pin("front", "kp-front", "1234") is None
+            refused = await gw.outbox.pending(before, 10)
+            assert [(e["type"], e["data"].get("reason")) for e in refused][:1] == [
+                ("pin_refused", "keypad_locked")
+            ]
+            remaining = gw.modes.keypads._locked_until["kp-front"] - gw.clock.monotonic()
+            assert 0 < remaining <= 60
+
     asyncio.run(go())
+    asyncio.run(after_restart())
 
 
 def test_a_card_and_pin_door_opens_for_the_card_then_its_holders_pin(tmp_path: Path) -> None:

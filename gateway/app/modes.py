@@ -8,9 +8,9 @@
 * **Fault lights**: while the gateway cannot grant anything for want of
   data, every door shows the fault pattern between taps.
 
-Lockdown and who came in first today outlast restarts: they are kept in the
-site state file (:mod:`gateway.store.state`), restored when the gateway
-opens (before any reader runs), and saved on every change.
+Lockdown, who came in first today and keypad lockouts outlast restarts:
+they are kept in the site state file (:mod:`gateway.store.state`), restored
+when the gateway opens (before any reader runs), and saved on every change.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from gateway.app.freshness import Freshness
 from gateway.clock import Clock
 from gateway.config.models import Config
 from gateway.core.decision import Decision
+from gateway.core.keypad import KeypadGuard
 from gateway.core.localtime import to_local
 from gateway.core.policy import Pattern
 from gateway.core.schedule import WeeklySchedule
@@ -69,6 +70,9 @@ class SiteModes:
         self._lockdown_by = state.lockdown_by
         #: The local date a staff member last came in, per door.
         self._staff_in: dict[str, date] = dict(state.staff_in)
+        #: Wrong-PIN lockout, per keypad: a restart neither resets nor extends it.
+        self.keypads = KeypadGuard()
+        self.keypads.restore(state.keypads, clock.monotonic(), clock.now().timestamp())
         self._waits_for_staff = {d.id for d in config.doors if d.unlock_after_first_staff}
         #: What opening found, for the gateway to record once it runs.
         self.startup_events: list[tuple[str, dict[str, Any]]] = []
@@ -84,7 +88,8 @@ class SiteModes:
 
     async def _save(self) -> None:
         """Store the modes that must outlast a restart; a failure is recorded, never fatal."""
-        state = SiteState(self.lockdown, self._lockdown_by, dict(self._staff_in))
+        keypads = self.keypads.export(self._clock.monotonic(), self._clock.now().timestamp())
+        state = SiteState(self.lockdown, self._lockdown_by, dict(self._staff_in), keypads)
         try:
             await asyncio.to_thread(self._state_file.save, state)
         except CacheError as exc:
@@ -102,6 +107,22 @@ class SiteModes:
         if on:
             for door in self._station.doors.values():
                 await door.lock_now()
+
+    def keypad_allowed(self, reader: str) -> bool:
+        """False while ``reader``'s keypad is locked by wrong PINs."""
+        return self.keypads.allowed(reader, self._clock.monotonic())
+
+    async def keypad_failed(self, reader: str) -> bool:
+        """Count a wrong PIN at ``reader`` (saved); True when it locks the keypad."""
+        locked = self.keypads.failed(reader, self._clock.monotonic())
+        await self._save()
+        return locked
+
+    async def keypad_succeeded(self, reader: str) -> None:
+        """A right PIN at ``reader`` clears its count."""
+        if self.keypads.export(self._clock.monotonic(), 0.0).get(reader):
+            self.keypads.succeeded(reader)
+            await self._save()
 
     async def note_granted(self, decision: Decision) -> None:
         """A door opened for someone: remember a staff member's arrival where it matters."""

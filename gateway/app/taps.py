@@ -26,7 +26,6 @@ from gateway.core import policy
 from gateway.core.credentials import CredentialRead, pin_digest
 from gateway.core.decision import CodeDecision, Conditions, Decision, Reason, decide, decide_code
 from gateway.core.jws import KeySet
-from gateway.core.keypad import KeypadGuard
 from gateway.core.model import CredentialKind
 from gateway.errors import DoorgwError
 from gateway.hw.station import Station
@@ -67,8 +66,6 @@ class Taps:
         self._engine = engine
         self._freshness = freshness
         self._clock_watch = clock_watch
-        #: Wrong-PIN lockout, per keypad.
-        self.keypads = KeypadGuard()
         #: Card and PIN doors, and how long a card waits there for its PIN.
         self._pin_timeouts = {d.id: d.pin_timeout_seconds for d in config.doors if d.card_and_pin}
         #: Card and PIN doors: the card awaiting its PIN, and until when (monotonic).
@@ -115,7 +112,7 @@ class Taps:
         it; without one (or after its timeout) the PIN alone is refused.
         """
         now = self._clock.monotonic()
-        if not self.keypads.allowed(reader_id, now):
+        if not self._modes.keypad_allowed(reader_id):
             await self._events.record(
                 "pin_refused", {"reader": reader_id, "door": door_id, "reason": "keypad_locked"}
             )
@@ -129,18 +126,18 @@ class Taps:
             decision = await self.present(door_id, read, reader=reader_id)
         outcome = policy.pin_outcome(decision.reason)
         if outcome is policy.PinOutcome.FAILURE:
-            if self.keypads.failed(reader_id, now):
+            if await self._modes.keypad_failed(reader_id):
                 await self._events.record(
                     "keypad_locked",
                     {
                         "reader": reader_id,
                         "door": door_id,
-                        "failures": self.keypads.max_failures,
-                        "seconds": self.keypads.lockout,
+                        "failures": self._modes.keypads.max_failures,
+                        "seconds": self._modes.keypads.lockout,
                     },
                 )
         elif outcome is policy.PinOutcome.SUCCESS:
-            self.keypads.succeeded(reader_id)
+            await self._modes.keypad_succeeded(reader_id)
         return decision
 
     async def code(self, door_id: str, reader_id: str, text: str) -> Decision | None:

@@ -41,3 +41,32 @@ class KeypadGuard:
     def succeeded(self, reader: str) -> None:
         """A right PIN clears the count."""
         self._failures.pop(reader, None)
+
+    def export(self, now: float, wall: float) -> dict[str, tuple[tuple[float, ...], float | None]]:
+        """The guard's state in wall-clock seconds (monotonic ``now`` is wall ``wall``),
+        per reader: the recent wrong PINs, and until when the keypad is locked."""
+        out: dict[str, tuple[tuple[float, ...], float | None]] = {}
+        for reader in sorted(set(self._failures) | set(self._locked_until)):
+            until = self._locked_until.get(reader)
+            failures = tuple(wall - (now - t) for t in self._failures.get(reader, ()))
+            locked = None if until is None or until <= now else wall + (until - now)
+            if failures or locked is not None:
+                out[reader] = (failures, locked)
+        return out
+
+    def restore(
+        self, state: dict[str, tuple[tuple[float, ...], float | None]], now: float, wall: float
+    ) -> None:
+        """Take back what :meth:`export` gave, after a restart.
+
+        Times from the future (a clock that was stepped back) count as now, so a
+        keypad can never be locked for longer than ``lockout`` from here.
+        """
+        for reader, (failures, locked) in state.items():
+            recent = deque(now - min(max(wall - t, 0.0), self.window + 1) for t in sorted(failures))
+            while recent and now - recent[0] > self.window:
+                recent.popleft()
+            if recent:
+                self._failures[reader] = recent
+            if locked is not None and locked > wall:
+                self._locked_until[reader] = now + min(locked - wall, self.lockout)

@@ -1,4 +1,5 @@
-"""Site state the gateway must remember across restarts: lockdown, first staff in.
+"""Site state the gateway must remember across restarts: lockdown, first staff in,
+keypad lockouts.
 
 Kept in ``<data_dir>/site-state.json``, written whole through a temporary
 file, flushed to disk and renamed over the old one, so a crash or a power
@@ -33,6 +34,8 @@ class SiteState:
     lockdown_by: str | None = None
     #: Per door that opens once staff are in: the site-local date staff last came in.
     staff_in: dict[str, date] = field(default_factory=dict)
+    #: Per keypad: its recent wrong PINs and until when it is locked (Unix seconds).
+    keypads: dict[str, tuple[tuple[float, ...], float | None]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The file's content."""
@@ -41,6 +44,13 @@ class SiteState:
             "lockdown": self.lockdown,
             "lockdown_by": self.lockdown_by,
             "staff_in": {door: day.isoformat() for door, day in sorted(self.staff_in.items())},
+            "keypads": {
+                reader: {
+                    "failures": [round(t, 3) for t in failures],
+                    "locked_until": None if until is None else round(until, 3),
+                }
+                for reader, (failures, until) in sorted(self.keypads.items())
+            },
         }
 
     @classmethod
@@ -53,7 +63,24 @@ class SiteState:
             raise ValueError("lockdown must be true or false, lockdown_by a string or null")
         if not isinstance(staff_in, dict):
             raise ValueError("staff_in must be an object")
-        return cls(lockdown, by, {str(k): date.fromisoformat(v) for k, v in staff_in.items()})
+        keypads: dict[str, tuple[tuple[float, ...], float | None]] = {}
+        raw_keypads = data.get("keypads", {})  # absent in files from before keypads were kept
+        if not isinstance(raw_keypads, dict):
+            raise ValueError("keypads must be an object")
+        for reader, entry in raw_keypads.items():
+            failures, until = entry["failures"], entry["locked_until"]
+            if not isinstance(failures, list) or not (until is None or _is_number(until)):
+                raise ValueError(f"keypads.{reader}: failures a list, locked_until a number")
+            if not all(_is_number(t) for t in failures):
+                raise ValueError(f"keypads.{reader}: failures must be numbers")
+            keypads[str(reader)] = (tuple(float(t) for t in failures), until)
+        return cls(
+            lockdown, by, {str(k): date.fromisoformat(v) for k, v in staff_in.items()}, keypads
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class SiteStateFile:
@@ -76,7 +103,7 @@ class SiteStateFile:
             return SiteState(), f"{self.path}: cannot read: {exc.strerror}"
         try:
             return SiteState.from_json(json.loads(raw)), None
-        except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
             return SiteState(), f"{self.path}: {exc}"
 
     def save(self, state: SiteState) -> None:
