@@ -43,6 +43,10 @@ class CacheError(DoorgwError):
     """The local cache cannot be opened or used."""
 
 
+class CacheCorruptError(CacheError):
+    """A database file is damaged: not a database, or failing its integrity check."""
+
+
 class CacheSchemaError(CacheError):
     """The cache file was written by a newer doorgw, or is not a doorgw cache."""
 

@@ -72,9 +72,12 @@ class _EventStore:
         rows = self._db.execute("SELECT gateway, seq, at, type, data FROM events ORDER BY seq")
         for gateway, seq, at, type_, data in rows:
             got = received[gateway]
-            got.events[seq] = {"seq": seq, "at": at, "type": type_, "data": json.loads(data)}
-            while got.contiguous + 1 in got.events:
-                got.contiguous += 1
+            event = {"seq": seq, "at": at, "type": type_, "data": json.loads(data)}
+            got.events[seq] = event
+            if type_ == "outbox_salvaged":
+                got.settled.append((int(event["data"]["first"]), int(event["data"]["last"])))
+        for got in received.values():
+            got.advance()
 
     def add(self, gateway: str, events: list[dict[str, Any]]) -> None:
         """Keep ``events`` (new ones only reach here); one small transaction."""
@@ -91,6 +94,20 @@ class Received:
 
     events: dict[int, dict[str, Any]] = field(default_factory=dict)
     contiguous: int = 0
+    #: Ranges an ``outbox_salvaged`` event declared: only what arrived will ever come.
+    settled: list[tuple[int, int]] = field(default_factory=list)
+
+    def advance(self) -> None:
+        """Move ``contiguous`` over every event held and every settled range."""
+        while True:
+            nxt = self.contiguous + 1
+            if nxt in self.events:
+                self.contiguous = nxt
+                continue
+            ends = [last for first, last in self.settled if first <= nxt <= last]
+            if not ends:
+                return
+            self.contiguous = max(ends)
     duplicates: int = 0
     batches: int = 0
 
@@ -317,10 +334,11 @@ class CloudPeer:
                 continue
             got.events[seq] = event
             fresh.append(event)
+            if event.get("type") == "outbox_salvaged":
+                got.settled.append((int(event["data"]["first"]), int(event["data"]["last"])))
         if self._store is not None and fresh:
             self._store.add(gateway, fresh)
-        while got.contiguous + 1 in got.events:
-            got.contiguous += 1
+        got.advance()
         self.event_arrived.set()
         # Acks are cumulative, so they need not be awaited in order; awaiting them
         # here would stall receiving whenever the broker goes away mid-publish.

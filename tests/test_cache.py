@@ -14,7 +14,7 @@ from gateway.clock import ManualClock
 from gateway.core import model
 from gateway.core.credentials import parse_read
 from gateway.core.decision import Reason, decide
-from gateway.errors import CacheError, CacheSchemaError, DatasetError
+from gateway.errors import CacheCorruptError, CacheError, CacheSchemaError, DatasetError
 from gateway.store.reader import CacheReader
 from gateway.store.rows import table_rows
 from gateway.store.schema import SCHEMA_VERSION
@@ -290,7 +290,7 @@ def test_a_newer_schema_is_refused_not_downgraded(tmp_path: Path) -> None:
         CacheReader(path)
 
 
-def test_a_file_that_is_not_a_cache_is_refused(tmp_path: Path) -> None:
+def test_a_file_that_is_not_a_cache_is_called_damaged(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite3"
     path.write_bytes(b"this is not sqlite" * 100)
 
@@ -298,7 +298,7 @@ def test_a_file_that_is_not_a_cache_is_refused(tmp_path: Path) -> None:
         async with CacheWriter(path, CLOCK):
             pass
 
-    with pytest.raises(CacheSchemaError, match="not a doorgw cache"):
+    with pytest.raises(CacheCorruptError, match="the cache is damaged: file is not a database"):
         asyncio.run(go())
     with pytest.raises(CacheSchemaError):
         CacheReader(path)

@@ -26,6 +26,7 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from gateway.app.clocktrust import ClockTrust, ClockWatch, ntp_synchronised
 from gateway.app.eventlog import EventLog
@@ -48,6 +49,7 @@ from gateway.store.files import load_platform_keys
 from gateway.store.lock import DataDirLock
 from gateway.store.outbox import Outbox
 from gateway.store.reader import CacheReader
+from gateway.store.recovery import check_cache, open_cache, open_outbox
 from gateway.store.state import SiteStateFile
 from gateway.store.writer import CacheWriter
 from gateway.wire.protocol import Topics
@@ -115,6 +117,8 @@ class Gateway:
         )
         #: Runs the services, restarting those that fail.
         self.supervisor = Supervisor(self.events.record)
+        #: What repairing damaged files at start did, for the events.
+        self._repairs: list[tuple[str, dict[str, Any]]] = []
         #: The running services' task, while :meth:`running` runs them.
         self.task: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -123,8 +127,9 @@ class Gateway:
         try:
             # First: a second daemon on this data directory stops here, touching nothing.
             self._stack.enter_context(DataDirLock(self.config.gateway.data_dir))
-            await self._stack.enter_async_context(self.writer)
-            await self._stack.enter_async_context(self.outbox)
+            # Damaged files are set aside and the gateway starts anyway (store.repair).
+            self._repairs.extend(await open_cache(self._stack, self.writer, self.clock))
+            await open_outbox(self._stack, self.outbox, self.clock)
             # Closed first (exit stacks unwind backwards): no load may outlive the writer.
             self._stack.push_async_callback(self.engine.close)
             self.cache = CacheReader(self.config.cache_path)
@@ -218,6 +223,10 @@ class Gateway:
             yield Service(name, run)
         yield Service("outbox-keeper", self.outbox.keep)
         yield Service(
+            "cache-check",
+            functools.partial(check_cache, self.config.cache_path, self.clock, self.events.record),
+        )
+        yield Service(
             "resync-retry", functools.partial(self.engine.keep_asking, self.link.connected.is_set)
         )
         for door_id, door in self.station.doors.items():
@@ -242,8 +251,10 @@ class Gateway:
         Raises :class:`~gateway.errors.ServiceFailedError` when an essential
         service cannot come back.
         """
-        for type_, data in [*self.station.startup_events, *self.modes.startup_events]:
+        startup = [*self._repairs, *self.station.startup_events, *self.modes.startup_events]
+        for type_, data in startup:
             await self.events.record(type_, data)
+        self._repairs.clear()
         self.station.startup_events.clear()
         self.modes.startup_events.clear()
         await self.supervisor.run(self.services())

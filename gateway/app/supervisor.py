@@ -90,8 +90,8 @@ class Supervisor:
             try:
                 await service.run()
                 return  # a service with nothing (more) to do
-            except asyncio.CancelledError:
-                raise
+            except (asyncio.CancelledError, ServiceFailedError):
+                raise  # a stop, or a service saying the gateway cannot go on
             except Exception as exc:  # noqa: BLE001 - the point: no failure goes unseen
                 error = exc
             now = time.monotonic()

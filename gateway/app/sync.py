@@ -94,23 +94,13 @@ class SyncEngine:
         self._behind_beacons = 0
         self._snapshot_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        #: A delta was lost to a disk that refused it: a snapshot must replace it.
-        self._unstored = False
+        self._unstored = False  # a delta the disk refused: ask until a snapshot is in
 
     async def start(self) -> None:
         """Load the live version; ask to resume a transfer a restart interrupted."""
         self.version = await self._writer.dataset_version()
         self.last_contact = await self._writer.updated_at()
-        pending = await self._writer.stage.pending_snapshot()
-        if pending is not None:
-            sid, version, count, _sha, held = pending
-            missing = sorted(set(range(count)) - set(held))
-            if missing:
-                await self._pacer.ask("resume", self.version, snapshot_id=sid, missing=missing)
-            else:
-                self._start_snapshot_apply(sid, version)
-        elif self.version is None:
-            await self._pacer.ask("no_data", self.version)
+        await self._ask_again(force=False)
 
     async def on_connected(self) -> None:
         """A broker session started: repeat a resync request the outage may have lost."""
@@ -231,17 +221,10 @@ class SyncEngine:
             )
             await self._pacer.ask("inconsistent", self.version, force=True)
             return "rejected:inconsistent"
-        except CacheError as exc:
-            # The disk refused it (full, read-only): nothing was applied.  A whole
-            # snapshot is asked for, and asked again until one is stored.
-            log.error("delta %d not applied: %s", version, exc)
+        except CacheError as exc:  # the disk refused it: a snapshot must replace it
             self._unstored = True
-            await self._record(
-                "message_rejected",
-                {"reason": "not_stored", "detail": str(exc)[:300], "version": version},
-            )
             await self._pacer.ask("not_stored", self.version, force=True)
-            return "rejected:not_stored"
+            return await self._reject("not_stored", f"delta {version}: {exc}", "delta")
         self.version = version
         if self._applied_while_staging is not None:
             self._applied_while_staging.append((version, changes))

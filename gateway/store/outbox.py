@@ -34,7 +34,8 @@ from typing import Any, Self, TypeVar
 import aiosqlite
 
 from gateway.clock import Clock
-from gateway.errors import CacheError
+from gateway.errors import CacheCorruptError, CacheError
+from gateway.store.repair import Salvage, continue_numbering
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,12 @@ class Outbox:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            damage = await self._db.execute_fetchall("PRAGMA quick_check")
+            if list(damage) != [("ok",)]:
+                raise CacheCorruptError(
+                    f"{self.path}: the event outbox is damaged: "
+                    + "; ".join(str(r[0]) for r in list(damage)[:3])
+                )
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=FULL")
             await self._db.executescript(_SCHEMA)
@@ -96,9 +103,18 @@ class Outbox:
             for type_, count, cause in await cursor.fetchall():
                 self._dropped[str(type_)] += int(count)
                 self._drop_cause = cause or self._drop_cause
-        except (OSError, aiosqlite.Error) as exc:
+        except (OSError, aiosqlite.Error, CacheCorruptError) as exc:
             if self._db is not None:
                 await self._db.close()
+                self._db = None
+            if isinstance(exc, CacheCorruptError):
+                raise
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+                exc, sqlite3.OperationalError
+            ):
+                # "file is not a database", "database disk image is malformed"
+                damaged = f"{self.path}: the event outbox is damaged: {exc}"
+                raise CacheCorruptError(damaged) from None
             raise CacheError(f"{self.path}: cannot open the event outbox: {exc}") from None
         self.last_seq, self.acked_seq = int(rows["last_seq"]), int(rows["acked_seq"])
         return self
@@ -111,6 +127,27 @@ class Outbox:
         if self._db is not None:
             await self._db.close()
             self._db = None
+
+    async def adopt(self, salvage: Salvage, *, moved_to: str, detail: str) -> int:
+        """Take in what was salvaged from a damaged outbox; this one must be new and empty.
+
+        The salvaged events keep their numbers; the ``outbox_salvaged`` event
+        takes the first number above any the old file can have used
+        (:func:`~gateway.store.repair.continue_numbering`).  Returns it.
+        """
+        assert self._db is not None, "outbox is not open"
+        assert self.last_seq == 0, "only a new outbox adopts a salvage"
+        now = int(self._clock.now().timestamp())
+        acked, marker, data = continue_numbering(salvage, self.max_events, now)
+        data = {**data, "moved_to": moved_to, "detail": detail[:300]}
+        self._dropped.update(salvage.dropped)
+        row = (marker, now, "outbox_salvaged", json.dumps(data, separators=(",", ":")))
+        await self._commit([*salvage.rows, row], marker)
+        await self._db.execute("UPDATE outbox_meta SET value = ? WHERE key = 'acked_seq'", (acked,))
+        self.last_seq, self.acked_seq = marker, acked
+        self.appended.set()
+        log.warning("%s: %d events salvaged; next is %d", self.path, len(salvage.rows), marker + 1)
+        return marker
 
     @property
     def depth(self) -> int:

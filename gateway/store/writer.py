@@ -16,7 +16,7 @@ import aiosqlite
 
 from gateway.clock import Clock
 from gateway.core import model
-from gateway.errors import CacheError, CacheSchemaError, DatasetError
+from gateway.errors import CacheCorruptError, CacheError, CacheSchemaError, DatasetError
 from gateway.store.rows import (
     TABLES,
     insert_sql,
@@ -95,14 +95,26 @@ class CacheWriter:
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA busy_timeout=5000")
             row = await (await db.execute("PRAGMA user_version")).fetchone()
+        except sqlite3.OperationalError as exc:
+            raise CacheError(f"{self.path}: cannot open the cache: {exc}") from None
         except sqlite3.DatabaseError as exc:
-            raise CacheSchemaError(f"{self.path}: not a doorgw cache: {exc}") from None
+            # "file is not a database", "database disk image is malformed"
+            raise CacheCorruptError(f"{self.path}: the cache is damaged: {exc}") from None
         current = int(row[0]) if row else 0
         if current > SCHEMA_VERSION:
             raise CacheSchemaError(
                 f"{self.path}: cache schema version {current} is newer than this doorgw "
                 f"understands ({SCHEMA_VERSION}); upgrade doorgw or remove the file to resync"
             )
+        try:
+            # quick_check reads every page (a third of a second at a million
+            # bookings); the full integrity_check runs later, beside the doors.
+            damage = [str(r[0]) for r in await db.execute_fetchall("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as exc:
+            damage = [str(exc)]
+        if damage != ["ok"]:
+            detail = "; ".join(damage[:3])
+            raise CacheCorruptError(f"{self.path}: the cache is damaged: {detail}")
         for version in range(current + 1, SCHEMA_VERSION + 1):
             log.info("migrating cache %s to schema version %d", self.path, version)
             await db.executescript(
