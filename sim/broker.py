@@ -188,9 +188,7 @@ class Broker:
                 ca_file=self.ca_file,
                 cert_file=cert,
                 key_file=key,
-                reconnect_min=0.05,
-                reconnect_max=0.5,
-                **mqtt,
+                **{"reconnect_min": 0.05, "reconnect_max": 0.5, **mqtt},
             ),
             sync=SyncSection(keys_file=self.keys_file()),
         )

@@ -108,6 +108,7 @@ class Received:
             if not ends:
                 return
             self.contiguous = max(ends)
+
     duplicates: int = 0
     batches: int = 0
 

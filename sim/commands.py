@@ -1,7 +1,7 @@
 """The simulator's commands, joined to ``doorgw`` through the ``doorgw.commands`` entry point.
 
-``doorgw sim`` (the live site), ``sim run FILE``, ``sim demo``, ``sim fleet``
-and ``bench sync``.  Installed with the simulator only: a gateway on a Pi has
+``doorgw sim`` (the live site), ``sim run FILE``, ``sim demo``, ``sim fleet``,
+``bench sync`` and ``bench drain``.  Installed with the simulator only: a gateway on a Pi has
 none of them.
 """
 
@@ -111,6 +111,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
     b.add_argument("--events", type=positive_int(10_000_000), default=100_000)
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(handler=bench_sync)
+    b = groups["bench"].add_parser(
+        "drain",
+        help="the outbox drained through a Mosquitto restarted again and again, "
+        "against the same drain through a quiet one",
+    )
+    b.add_argument("--events", type=positive_int(10_000_000), default=100_000)
+    b.add_argument("--restarts", type=positive_int(10_000), default=50)
+    b.add_argument("--seed", type=int, default=1, help="the restart schedule's seed")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(handler=bench_drain)
 
 
 def sim(args: argparse.Namespace, clock: Clock) -> int:
@@ -155,6 +165,13 @@ def fleet(args: argparse.Namespace, clock: Clock) -> int:
     from sim.fleet import fleet_command
 
     return fleet_command(args)
+
+
+def bench_drain(args: argparse.Namespace, clock: Clock) -> int:
+    """``doorgw bench drain``."""
+    from sim.bench_drain import bench_drain
+
+    return bench_drain(args)
 
 
 def bench_sync(args: argparse.Namespace, clock: Clock) -> int:

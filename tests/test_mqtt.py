@@ -204,6 +204,48 @@ def test_broker_restart_while_draining_loses_and_duplicates_nothing(
     run_async(go())
 
 
+def test_the_drain_makes_progress_through_repeated_broker_restarts(
+    broker: Broker, tmp_path: Path
+) -> None:
+    from gateway.app.uplink import BATCH_EVENTS
+
+    restarts = 6
+
+    async def go() -> None:
+        cloud = cloud_for(broker)
+        task = asyncio.create_task(cloud.run())
+        await cloud.connected.wait()
+        gw = gateway_for(broker, tmp_path, clock=SystemClock())
+        got = cloud.received["gw-1"]
+        async with gw:
+            await gw.outbox.append_many([("door_opened", {"n": i}, None) for i in range(40_000)])
+            run = asyncio.create_task(gw.run())
+            progress = []
+            for _ in range(restarts):
+                # Each restart waits for the platform to have more than before it:
+                # the drain must get somewhere in every session, however short.
+                before = got.contiguous
+                await until(lambda b=before: got.contiguous > b, "progress", limit=60)
+                progress.append(got.contiguous)
+                await asyncio.to_thread(broker.restart)
+            await until(
+                lambda: got.contiguous == gw.outbox.last_seq and gw.outbox.depth == 0,
+                "all there",
+                limit=120,
+            )
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+            last = gw.outbox.last_seq
+        assert progress == sorted(set(progress))  # it grew in every session
+        assert sorted(got.events) == list(range(1, last + 1))
+        # After a reconnect the gateway asks where the platform is before sending
+        # more: a restart costs at most a batch of repeats, not the whole window.
+        assert got.duplicates <= restarts * BATCH_EVENTS
+        task.cancel()
+
+    run_async(go())
+
+
 def test_deltas_the_broker_dropped_while_offline_are_recovered_by_resync(
     tmp_path: Path,
 ) -> None:

@@ -11,6 +11,7 @@ from gateway.app.gateway import Gateway
 from gateway.clock import Clock
 from gateway.config.models import Config
 from gateway.hw.pins import PinFactory
+from gateway.net.mqtt import ignore_stale_socket_callbacks
 from gateway.net.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ async def serve(
     """
     notifier = notifier or Notifier()
     loop = asyncio.get_running_loop()
+    ignore_stale_socket_callbacks(loop)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

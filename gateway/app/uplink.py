@@ -1,9 +1,10 @@
 """What goes up to the platform: events from the outbox, heartbeats, resync requests.
 
 The publisher sends the outbox in batches whenever a broker is reachable and
-waits for acks with a bounded window; after every reconnect it sends again
-everything not acknowledged, and the platform de-duplicates by
-``(gateway, seq)`` (docs/protocol.md).
+waits for acks with a bounded window.  After every reconnect it sends the
+first event not acknowledged, alone, and waits for the platform's ack to
+learn where the platform really is before opening the window; the platform
+de-duplicates by ``(gateway, seq)`` (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -89,16 +90,26 @@ class Uplink:
                 continue
 
     async def _drain(self) -> None:
-        # After every (re)connect, send again everything not acknowledged:
-        # the platform de-duplicates by (gateway, seq).
+        # Each session starts with one event and waits for the platform's ack:
+        # the platform may hold far more than our last ack says (acks are lost
+        # with a broker that went away), and its answer says where to go on
+        # from, so a flapping broker costs one duplicate per session, not a
+        # window's worth.  The platform de-duplicates by (gateway, seq) anyway.
         link, outbox = self._link, self._outbox
-        sent = outbox.acked_seq
         session = link.sessions
+        sent = outbox.acked_seq
+        # The probe: this session's first event; the window opens once an ack
+        # covers it (an older ack, delivered late, says nothing new).
+        probe: int | None = None
+        probing = True
         while link.connected.is_set():
             if link.sessions != session:
                 # Reconnected while waiting: what was in flight may be lost.
-                session, sent = link.sessions, outbox.acked_seq
-            if sent - outbox.acked_seq >= BATCH_EVENTS * WINDOW_BATCHES:
+                session, sent, probing, probe = link.sessions, outbox.acked_seq, True, None
+            if probing and probe is not None and outbox.acked_seq >= probe:
+                probing = False
+            window = 1 if probing else BATCH_EVENTS * WINDOW_BATCHES
+            if sent - outbox.acked_seq >= window:
                 self._acked.clear()
                 try:
                     async with asyncio.timeout(ACK_TIMEOUT):
@@ -107,7 +118,7 @@ class Uplink:
                     sent = outbox.acked_seq
                 continue
             sent = max(sent, outbox.acked_seq)
-            events = await outbox.pending(sent, BATCH_EVENTS)
+            events = await outbox.pending(sent, 1 if probing else BATCH_EVENTS)
             if not events:
                 outbox.appended.clear()
                 self._acked.clear()
@@ -126,7 +137,8 @@ class Uplink:
             await link.publish(
                 self._topics.events, json.dumps(batch, separators=(",", ":")).encode()
             )
-            log.debug("published events up to %d", events[-1]["seq"])
+            if probing and probe is None:
+                probe = events[0]["seq"]
             sent = events[-1]["seq"]
 
     async def _heartbeat(self) -> None:

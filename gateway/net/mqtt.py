@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import random
 import socket
@@ -19,6 +20,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -90,6 +92,38 @@ def raise_if_cancelling(exc: BaseException) -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError from exc
+
+
+def ignore_stale_socket_callbacks(loop: asyncio.AbstractEventLoop) -> None:
+    """Keep two known, harmless paho/aiomqtt leftovers out of the logs.
+
+    paho asks, from aiomqtt's connect thread, for the socket to be watched;
+    when the broker goes away at that moment the socket is closed before the
+    event loop runs the request, and asyncio reports "Bad file descriptor"
+    with a traceback.  And aiomqtt leaves the error of a session that ended
+    badly in a future nobody reads, which asyncio reports when it is
+    collected.  Nothing is lost either way: the link has seen the session
+    end and is retrying.  Every other loop error goes to asyncio's handler.
+    """
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        handle = repr(context.get("handle", ""))
+        if (
+            isinstance(exc, OSError)
+            and exc.errno == errno.EBADF
+            and ("add_writer" in handle or "add_reader" in handle)
+        ):
+            log.debug("ignored a socket watch for a closed MQTT socket: %s", handle)
+            return
+        if isinstance(exc, aiomqtt.MqttError) and "future" in context and "task" not in context:
+            # aiomqtt's own "disconnected" future, which it leaves unread when a
+            # session ends in an error: the link has already reported it.
+            log.debug("ignored an unread aiomqtt future: %s", exc)
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 def gateway_link_settings(config: Config, topics: Topics) -> LinkSettings:
