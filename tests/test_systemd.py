@@ -458,3 +458,26 @@ def test_an_essential_service_that_cannot_come_back_ends_the_daemon_non_zero(
     ]
     assert failed == [0.05, 0.1, None]
     assert notify.lines()[-1] == "STOPPING=1\nSTATUS=stopping"
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15, 0.3, 0.6])
+def test_sigterm_while_the_link_connects_is_a_clean_stop(
+    broker: Broker, tmp_path: Path, notify: NotifySocket, delay: float
+) -> None:
+    # READY comes once the doors are open, before the broker session: a stop
+    # right after it lands in the MQTT connect, subscribe or presence publish.
+    config = broker.gateway_config("gw-1", tmp_path / "gw-1")
+    daemon = _start_daemon(config, notify)
+    try:
+        _wait_ready(notify, 1)
+        time.sleep(delay)
+        daemon.send_signal(signal.SIGTERM)
+        out, _ = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+    text = out.decode()
+    assert daemon.returncode == 0, text  # not 1: no task outlived the stop timeout
+    assert "Traceback" not in text
+    assert "still running" not in text

@@ -288,7 +288,8 @@ class MqttLink:
             except asyncio.CancelledError:
                 # A clean stop sends no last will, so say "offline" ourselves.
                 self.connected.clear()
+                # Bounded: a stop must be done within 2 s in every phase.
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                    async with asyncio.timeout(2):
+                    async with asyncio.timeout(1):
                         await client.publish(s.will_topic, s.will_payload, qos=1, retain=True)
                 raise
