@@ -20,11 +20,16 @@ class ConfigError(DoorgwError, ValueError):
     list indexes such as ``doors[2].id``) when one is known.
     """
 
-    def __init__(self, path: str, message: str, key: str | None = None) -> None:
+    def __init__(
+        self, path: str, message: str, key: str | None = None, problems: tuple[str, ...] = ()
+    ) -> None:
         self.path = path
         self.key = key
         self.message = message
         where = f"{path}: {key}" if key else path
+        #: Every problem found, ``key: message`` each (the message is the first);
+        #: ``doorgw check-config`` lists them all.
+        self.problems = problems or ((f"{key}: {message}" if key else message),)
         super().__init__(f"{where}: {message}")
 
 

@@ -347,7 +347,9 @@ def test_console_entry_point_runs_as_a_module(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 2
-    assert proc.stderr == f"doorgw: error: {bad}: gateway.site_id: required setting is missing\n"
+    assert proc.stderr == (
+        f"{bad}: gateway.site_id: required setting is missing\ndoorgw: error: {bad}: 1 problem\n"
+    )
 
 
 def test_clock_is_not_read_when_at_is_given(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from gateway.commands.cli import main
 from gateway.config.models import load_config
+from gateway.core.jws import Signer
 from gateway.errors import ConfigError
 
 GOOD = """\
@@ -165,12 +167,78 @@ def test_bad_configs_name_the_key_and_the_problem(
     assert str(info.value).startswith(f"{path}: ")
 
 
+def _complete(tmp_path: Path, extra: str = "") -> Path:
+    """GOOD with what the daemon also needs: a broker and a usable key set."""
+    keys = tmp_path / "platform-keys.json"
+    keys.write_text(json.dumps({"keys": [Signer.generate("platform").public_jwk()]}))
+    return _write(
+        tmp_path,
+        GOOD + f'\n[mqtt]\nurls = ["mqtt://127.0.0.1:1883"]\n{extra}\n'
+        f'[sync]\nkeys_file = "{keys}"\n',
+    )
+
+
 def test_check_config_reports_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write(tmp_path, GOOD)
+    path = _complete(tmp_path)
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "ok: gateway gw-1 at site shoreditch" in out
     assert "doors: front, room-3" in out
+
+
+def test_check_config_lists_every_problem_the_daemon_would_meet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Valid TOML and a valid config, but no [mqtt] and no [sync]: run would refuse it.
+    path = _write(tmp_path, GOOD)
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"{path}: mqtt: the daemon needs an [mqtt] section (`doorgw provision enroll` writes it)",
+        f"{path}: sync: the daemon needs a [sync] section with keys_file",
+        f"doorgw: error: {path}: 2 problems",
+    ]
+
+
+def test_check_config_checks_the_files_it_names_and_their_modes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "gateway.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    key.chmod(0o644)
+    (tmp_path / "state").mkdir(mode=0o755)
+    (tmp_path / "state").chmod(0o755)
+    path = _complete(
+        tmp_path,
+        f'ca_file = "{tmp_path / "ca.pem"}"\ncert_file = "{tmp_path / "gw.pem"}"\n'
+        f'key_file = "{key}"\n',
+    )
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"{path}: mqtt.ca_file: {tmp_path / 'ca.pem'}: no such file",
+        f"{path}: mqtt.cert_file: {tmp_path / 'gw.pem'}: no such file",
+        f"{path}: mqtt.key_file: {key}: mode 0644 lets others read it (chmod 0600 {key})",
+        f"{path}: gateway.data_dir: {tmp_path / 'state'}: mode 0755: events and keys there are "
+        f"for the service alone (chmod 0700 {tmp_path / 'state'})",
+        f"doorgw: error: {path}: 4 problems",
+    ]
+
+
+def test_check_config_lists_all_validation_problems_not_the_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = GOOD.replace('id = "front"', "id = 7").replace(
+        "unlock_seconds = 4", "unlock_seconds = -1"
+    )
+    path = _write(tmp_path, text + "\n[api]\nport = 0\n")
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4
+    assert err[0] == f"{path}: doors[0].id: Input should be a valid string"
+    assert err[1].startswith(f"{path}: doors[1].unlock_seconds: ")
+    assert err[2].startswith(f"{path}: api.port: ")
+    assert err[3] == f"doorgw: error: {path}: 3 problems"
 
 
 @pytest.mark.parametrize(
@@ -188,14 +256,15 @@ def test_check_config_reports_ok(tmp_path: Path, capsys: pytest.CaptureFixture[s
         ),
     ],
 )
-def test_check_config_errors_are_one_line_and_exit_2(
+def test_check_config_errors_are_a_line_each_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | bytes, expected: str
 ) -> None:
     path = _write(tmp_path, content)
     assert main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
     assert expected in err
-    assert err.count("\n") == 1
+    assert err.splitlines()[-1] == f"doorgw: error: {path}: 1 problem"
+    assert err.count("\n") == 2
     assert "Traceback" not in err
 
 

@@ -27,7 +27,7 @@ from gateway.config.profiles import check_reserved, resolve
 from gateway.core.localtime import check_timezone
 from gateway.core.schedule import WeeklySchedule
 from gateway.errors import ConfigError
-from gateway.wire.dataset import Id, first_problem
+from gateway.wire.dataset import Id, all_problems, first_problem
 
 #: Where the daemon and staff commands look when ``--config`` is not given.
 DEFAULT_CONFIG_PATH = Path("/etc/doorgw/doorgw.toml")
@@ -441,10 +441,11 @@ def load_config(path: Path | str) -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         key, message = first_problem(exc)
+        problems = tuple(f"{k}: {m}" if k else m for k, m in all_problems(exc))
         more = exc.error_count() - 1
         if more:
             message += f" (and {more} more problem{'s' if more > 1 else ''})"
-        raise ConfigError(str(path), message, key=key or None) from None
+        raise ConfigError(str(path), message, key=key or None, problems=problems) from None
     if board is not None:
         used = [(f"door {d.id!r}", d.pins()) for d in config.doors]
         used += [(f"reader {r.id!r}", r.pins()) for r in config.readers]

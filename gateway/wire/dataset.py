@@ -409,6 +409,17 @@ def first_problem(err: ValidationError) -> tuple[str, str]:
     return format_location(e["loc"]), message
 
 
+def all_problems(err: ValidationError) -> list[tuple[str, str]]:
+    """Every error of ``err`` as (dotted location, readable message), in order."""
+    return [
+        (
+            format_location(e["loc"]),
+            _FRIENDLY.get(e["type"], e["msg"].removeprefix("Value error, ")),
+        )
+        for e in err.errors()
+    ]
+
+
 def describe_validation_error(err: ValidationError, limit: int = 5) -> str:
     """Render pydantic's errors as ``where: what`` lines naming the exact field."""
     lines = []
