@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -220,3 +224,82 @@ def test_a_development_ca_signs_what_init_asked_for(
     config = load_config(etc / "doorgw.toml")
     provision.check_bundle(etc, bundle, config, datetime.now(UTC))  # raises if anything is off
     assert main(["provision", "dev-ca", "--out", str(ca_dir)]) == 2  # never replaces a CA
+
+
+@pytest.fixture
+def service_layout() -> Iterator[tuple[Path, Path]]:
+    """/etc/doorgw and /var/lib/doorgw as systemd/doorgw.tmpfiles makes them, with
+    ``nobody``/``nogroup`` as the service account (a real non-root user and group)."""
+    if os.geteuid() != 0:
+        pytest.skip("giving files to a service account needs root (CI runs the suite as root)")
+    # Outside pytest's own 0700 directory: the service account must be able to get in.
+    with tempfile.TemporaryDirectory(prefix="doorgw-layout-") as tmp:
+        base = Path(tmp)
+        base.chmod(0o755)
+        etc, state = base / "etc", base / "state"
+        etc.mkdir(mode=0o750)
+        os.chown(etc, 0, NOGROUP)
+        state.mkdir(mode=0o700)
+        os.chown(state, NOBODY, NOGROUP)
+        yield etc, state
+
+
+NOBODY = NOGROUP = 65534
+
+
+def test_re_enrolment_keeps_the_service_able_to_read_its_files(
+    broker: Broker,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    service_layout: tuple[Path, Path],
+) -> None:
+    etc, state = service_layout
+    assert main([*INIT, "--dir", str(etc), "--data-dir", str(state)]) == 0
+    bundle = bundle_for(broker, etc, tmp_path / "bundle.json")
+    assert main(["provision", "enroll", str(bundle), "--dir", str(etc)]) == 0
+    # A second enrolment (a renewed certificate) writes a third release.
+    assert main(["provision", "enroll", str(bundle), "--dir", str(etc)]) == 0
+    assert release_of(etc) == "0003"
+    capsys.readouterr()
+    config = load_config(etc / "doorgw.toml")
+    assert config.mqtt is not None
+    assert config.sync is not None
+    files = [
+        etc / "doorgw.toml",
+        config.mqtt.ca_file,
+        config.mqtt.cert_file,
+        config.mqtt.key_file,
+        config.sync.keys_file,
+        config.tokens_path,
+    ]
+    # Read as the service would: a non-root user whose group owns /etc/doorgw.
+    done = subprocess.run(
+        ["cat", *map(str, files)],
+        user=NOBODY,
+        group=NOGROUP,
+        extra_groups=[NOGROUP],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    for release in sorted((etc / "releases").iterdir()):
+        assert (release.stat().st_gid, stat.S_IMODE(release.stat().st_mode)) == (NOGROUP, 0o750)
+        for item in release.iterdir():
+            assert (item.stat().st_gid, stat.S_IMODE(item.stat().st_mode)) == (NOGROUP, 0o640)
+    # Private keys stay private: the service's own, no one else's.
+    key = etc / "gateway.key"
+    assert (key.stat().st_uid, stat.S_IMODE(key.stat().st_mode)) == (NOBODY, 0o600)
+
+
+def test_relative_paths_are_taken_from_where_init_was_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main([*INIT, "--dir", "etc", "--data-dir", "state"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    config = load_config(tmp_path / "etc" / "doorgw.toml")
+    assert config.gateway.data_dir == tmp_path / "state"
+    # The token shown once works where the daemon will look, and nothing was left staged.
+    assert TokenStore(tmp_path / "state" / "staff-tokens.json").check(token) == "installer"
+    assert [p.name for p in (tmp_path / "etc" / "releases").iterdir()] == ["0001"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,12 @@ def run(args: Any, now: dt.datetime) -> int:
 def _run(args: Any, now: dt.datetime) -> int:
     import asyncio
 
+    # Relative paths are taken from where the command was run, before anything
+    # is staged: the config written holds absolute ones, and a relative data
+    # directory must not end up inside the release being staged.
+    for name in ("dir", "data_dir", "bundle", "rotation"):
+        if getattr(args, name, None) is not None:
+            setattr(args, name, Path(os.path.abspath(getattr(args, name))))
     step = args.provision_command
     if step == "init":
         result = init(

@@ -21,6 +21,7 @@ key signed it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -91,11 +92,36 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _share(path: Path, mode: int) -> None:
+    """Give ``path`` the configuration directory's group (its parent's), with ``mode``.
+
+    The service runs as its own user in that group (``/etc/doorgw`` is
+    ``root:doorgw 0750``, systemd/doorgw.tmpfiles): every release must be
+    readable by it, or the first re-enrolment would lock the service out of
+    its own keys.
+    """
+    os.chmod(path, mode)
+    group = path.parent.stat().st_gid
+    if path.stat().st_gid != group:
+        # Not root and not in that group: the modes are all that can be set.
+        with contextlib.suppress(PermissionError):
+            os.chown(path, -1, group)
+
+
 def _write(path: Path, data: bytes) -> None:
+    """Write a file of a release (or the CSR), synced, readable by the service's group."""
     with open(path, "wb") as out:
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
+    _share(path, 0o640)
+
+
+def _give_to_service(path: Path, data_dir: Path) -> None:
+    """Make a private file (0600) the service account's: the owner of its data directory."""
+    owner = data_dir.stat()
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def _publish_release(directory: Path, staged: Path) -> Path:
@@ -111,8 +137,13 @@ def _publish_release(directory: Path, staged: Path) -> Path:
 
 
 def _stage(directory: Path) -> Path:
-    staged = _releases(directory) / f".staging-{secrets.token_hex(4)}"
-    staged.mkdir(mode=0o750, parents=True)
+    releases = _releases(directory)
+    if not releases.is_dir():
+        releases.mkdir(mode=0o750)
+        _share(releases, 0o750)
+    staged = releases / f".staging-{secrets.token_hex(4)}"
+    staged.mkdir(mode=0o750)
+    _share(staged, 0o750)
     return staged
 
 
@@ -215,6 +246,9 @@ def init(
         config_link.symlink_to(Path("current") / "doorgw.toml")
     config.gateway.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = TokenStore(config.tokens_path).add(FIRST_TOKEN, now)
+    # Made by root, read by the service: the key and the tokens become its own.
+    _give_to_service(key_path, config.gateway.data_dir)
+    _give_to_service(config.tokens_path, config.gateway.data_dir)
     return InitResult(key_path, csr_path, config_link, token)
 
 
@@ -397,6 +431,7 @@ def rotate_keys(directory: Path, rotation_path: Path) -> Path:
     try:
         for item in _current(directory).resolve().iterdir():
             shutil.copy2(item, staged / item.name)
+            _share(staged / item.name, 0o640)
         _write(staged / "platform-keys.json", (json.dumps(new.to_jwks(), indent=1) + "\n").encode())
         return _publish_release(directory, staged)
     except BaseException:
