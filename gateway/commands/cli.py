@@ -8,8 +8,8 @@ and shows its traceback.
 
 The commands are the modules listed in :data:`COMMANDS`, each with
 ``register(sub, groups)``; other installed distributions add theirs through
-the ``doorgw.commands`` entry point group (the simulator adds ``sim`` and
-``bench sync``).
+the ``doorgw.commands`` entry point group (the simulator adds ``sim``,
+``bench sync`` and ``bench drain``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from gateway.commands import (
     access,
     bench,
     check_config,
+    config,
     demo,
     explain,
     passes,
@@ -47,6 +48,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     run,
     passes,
     provision,
+    config,
     tokens,
     bench,
 )

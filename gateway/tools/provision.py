@@ -92,7 +92,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _share(path: Path, mode: int) -> None:
+def share(path: Path, mode: int) -> None:
     """Give ``path`` the configuration directory's group (its parent's), with ``mode``.
 
     The service runs as its own user in that group (``/etc/doorgw`` is
@@ -108,13 +108,13 @@ def _share(path: Path, mode: int) -> None:
             os.chown(path, -1, group)
 
 
-def _write(path: Path, data: bytes) -> None:
+def write_release_file(path: Path, data: bytes) -> None:
     """Write a file of a release (or the CSR), synced, readable by the service's group."""
     with open(path, "wb") as out:
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
-    _share(path, 0o640)
+    share(path, 0o640)
 
 
 def _give_to_service(path: Path, data_dir: Path) -> None:
@@ -124,7 +124,7 @@ def _give_to_service(path: Path, data_dir: Path) -> None:
         os.chown(path, owner.st_uid, owner.st_gid)
 
 
-def _publish_release(directory: Path, staged: Path) -> Path:
+def publish_release(directory: Path, staged: Path) -> Path:
     """Give ``staged`` its release number and make it current, atomically."""
     release = _releases(directory) / _next_release(directory)
     _fsync_dir(staged)
@@ -136,14 +136,15 @@ def _publish_release(directory: Path, staged: Path) -> Path:
     return release
 
 
-def _stage(directory: Path) -> Path:
+def stage(directory: Path) -> Path:
+    """A new, empty release being put together (``releases/.staging-*``), the group's."""
     releases = _releases(directory)
     if not releases.is_dir():
         releases.mkdir(mode=0o750)
-        _share(releases, 0o750)
+        share(releases, 0o750)
     staged = releases / f".staging-{secrets.token_hex(4)}"
     staged.mkdir(mode=0o750)
-    _share(staged, 0o750)
+    share(staged, 0o750)
     return staged
 
 
@@ -208,8 +209,8 @@ def init(
         f"{doors}\n"
         '[api]\nlisten = "127.0.0.1"\nport = 8080\n'
     )
-    staged = _stage(directory)
-    _write(staged / "doorgw.toml", config_text.encode())
+    staged = stage(directory)
+    write_release_file(staged / "doorgw.toml", config_text.encode())
     try:
         config = load_config(staged / "doorgw.toml")
     except ConfigError as exc:
@@ -238,8 +239,8 @@ def init(
         ),
     )
     csr_path = directory / "gateway.csr"
-    _write(csr_path, csr.public_bytes(serialization.Encoding.PEM))
-    _publish_release(directory, staged)
+    write_release_file(csr_path, csr.public_bytes(serialization.Encoding.PEM))
+    publish_release(directory, staged)
     config_link = directory / "doorgw.toml"
     if not config_link.is_symlink():
         config_link.unlink(missing_ok=True)
@@ -354,12 +355,12 @@ async def enroll(
         raise ProvisionError(f"run `doorgw provision init` first: {exc}") from None
     bundle = _read_bundle(bundle_path)
     check_bundle(directory, bundle, config, now)
-    staged = _stage(directory)
+    staged = stage(directory)
     try:
         release_dir = directory / "current"
-        _write(staged / "ca.pem", bundle.ca_pem.encode())
-        _write(staged / "gateway.pem", bundle.certificate_pem.encode())
-        _write(
+        write_release_file(staged / "ca.pem", bundle.ca_pem.encode())
+        write_release_file(staged / "gateway.pem", bundle.certificate_pem.encode())
+        write_release_file(
             staged / "platform-keys.json",
             (json.dumps(bundle.signing_keys, indent=1) + "\n").encode(),
         )
@@ -372,7 +373,7 @@ async def enroll(
             f'topic_prefix = "{bundle.topic_prefix}"\n\n'
             f'[sync]\nkeys_file = "{release_dir / "platform-keys.json"}"\n'
         )
-        _write(staged / "doorgw.toml", text.encode())
+        write_release_file(staged / "doorgw.toml", text.encode())
         # Checked as it will be read once current: with the staged files in its place.
         check = load_config(staged / "doorgw.toml")
         staged_view = check.model_copy(
@@ -387,7 +388,7 @@ async def enroll(
         )
         if verify is not None:
             await verify(staged_view)
-        return _publish_release(directory, staged)
+        return publish_release(directory, staged)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
@@ -427,13 +428,15 @@ def rotate_keys(directory: Path, rotation_path: Path) -> Path:
         raise ProvisionError(f"the rotation is not signed by a pinned key: {exc}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise ProvisionError(f"not a usable key rotation: {exc}") from None
-    staged = _stage(directory)
+    staged = stage(directory)
     try:
         for item in _current(directory).resolve().iterdir():
             shutil.copy2(item, staged / item.name)
-            _share(staged / item.name, 0o640)
-        _write(staged / "platform-keys.json", (json.dumps(new.to_jwks(), indent=1) + "\n").encode())
-        return _publish_release(directory, staged)
+            share(staged / item.name, 0o640)
+        write_release_file(
+            staged / "platform-keys.json", (json.dumps(new.to_jwks(), indent=1) + "\n").encode()
+        )
+        return publish_release(directory, staged)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
