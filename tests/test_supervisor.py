@@ -155,3 +155,36 @@ def test_a_service_that_returns_is_done_not_failed() -> None:
     run_async(sup.run([Service("fault-lights", nothing_to_do)]))
     assert record.events == []
     assert sup.down() == []
+
+
+def test_a_part_whose_probe_does_not_answer_counts_as_down_until_it_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(supervisor, "PROBE_EVERY", 0.01)
+    monkeypatch.setattr(supervisor, "PROBE_TIMEOUT", 0.05)
+    sup = Supervisor(Recorder())
+    stuck = True
+    answered = asyncio.Event()
+
+    async def probe() -> None:
+        if stuck:
+            await asyncio.Event().wait()  # a database thread waiting on a dead disk
+        answered.set()
+
+    seen: list[list[str]] = []
+
+    async def main() -> None:
+        nonlocal stuck
+        sup.watch("event-outbox", probe)
+        task = asyncio.create_task(sup.run([Service("heartbeat", asyncio.Event().wait)]))
+        await asyncio.sleep(0.2)
+        seen.append(sup.down())
+        stuck = False
+        await asyncio.wait_for(answered.wait(), 10)
+        await asyncio.sleep(0.05)
+        seen.append(sup.down())
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run_async(main())
+    assert seen == [["event-outbox"], []]

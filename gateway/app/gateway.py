@@ -117,6 +117,8 @@ class Gateway:
         )
         #: Runs the services, restarting those that fail.
         self.supervisor = Supervisor(self.events.record)
+        # Every tap waits for its event to be stored: the outbox must keep answering.
+        self.supervisor.watch("event-outbox", self.outbox.ping)
         #: What repairing damaged files at start did, for the events.
         self._repairs: list[tuple[str, dict[str, Any]]] = []
         #: The running services' task, while :meth:`running` runs them.

@@ -18,8 +18,10 @@ reported, and systemd sees a healthy process.  So every service runs under
   retried for as long as the gateway runs: a door whose card reader is
   broken must not take the other doors down with it.
 
-:meth:`Supervisor.down` names the essential services not running right now;
-the systemd watchdog is fed only while it is empty (:mod:`gateway.app.serve`).
+:meth:`Supervisor.down` names the essential services not running right now,
+and the parts whose progress probe is not answering (:meth:`Supervisor.watch`:
+the event outbox's database thread); the systemd watchdog is fed only while
+it is empty (:mod:`gateway.app.serve`).
 Backoffs run on real time, like the watchdog they are measured against.
 """
 
@@ -29,7 +31,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, NamedTuple
 
 from gateway.errors import ServiceFailedError
@@ -46,6 +48,9 @@ STABLE_AFTER = 60.0
 #: An essential service failing more often than this within FAILURE_WINDOW ends the process.
 MAX_FAILURES = 5
 FAILURE_WINDOW = 300.0
+#: Seconds between progress probes, and how long one may take before its part counts as stuck.
+PROBE_EVERY = 5.0
+PROBE_TIMEOUT = 10.0
 
 
 class Service(NamedTuple):
@@ -64,12 +69,24 @@ class Supervisor:
         self._record = record
         self._down: set[str] = set()
         self._essential: set[str] = set()
+        self._probes: dict[str, Callable[[], Awaitable[object]]] = {}
         #: Failures per service since the gateway started, for status and metrics.
         self.failures: dict[str, int] = {}
 
     def down(self) -> list[str]:
-        """The essential services that are not running now (failed, awaiting restart)."""
-        return sorted(self._down & self._essential)
+        """The essential services not running now (failed, awaiting restart), and the
+        parts whose progress probe has not answered (:meth:`watch`)."""
+        return sorted(self._down & (self._essential | set(self._probes)))
+
+    def watch(self, name: str, probe: Callable[[], Awaitable[object]]) -> None:
+        """Probe a part's progress every :data:`PROBE_EVERY` seconds while running.
+
+        A running task can still be stuck: a database thread waiting on a
+        disk that no longer answers leaves every tap waiting too.  ``probe``
+        is a trivial request through that part; while one has not finished
+        within :data:`PROBE_TIMEOUT`, ``name`` counts as down.
+        """
+        self._probes[name] = probe
 
     async def run(self, services: Iterable[Service]) -> None:
         """Run every service until cancelled, or until an essential one cannot come back."""
@@ -79,6 +96,8 @@ class Supervisor:
                     if service.essential:
                         self._essential.add(service.name)
                     tasks.create_task(self._keep(service), name=service.name)
+                for name, probe in self._probes.items():
+                    tasks.create_task(self._probe(name, probe), name=f"probe-{name}")
         except* ServiceFailedError as group:
             raise group.exceptions[0] from None
 
@@ -120,6 +139,22 @@ class Supervisor:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESTART_MAX)
             self._down.discard(service.name)
+
+    async def _probe(self, name: str, probe: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    await probe()
+            except TimeoutError:
+                if name not in self._down:
+                    log.error("%s has not answered for %g s: counted as down", name, PROBE_TIMEOUT)
+                self._down.add(name)
+            except Exception as exc:  # noqa: BLE001 - an answer, if an unhappy one: not stuck
+                log.debug("probe of %s: %s", name, exc)
+                self._down.discard(name)
+            else:
+                self._down.discard(name)
+            await asyncio.sleep(PROBE_EVERY)
 
     async def _tell(self, name: str, cause: str, restart_in: float | None) -> None:
         try:

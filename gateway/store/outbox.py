@@ -282,6 +282,11 @@ class Outbox:
             if self._dropped and self.depth < self.max_events:
                 await self.append_many([])
 
+    async def ping(self) -> None:
+        """A trivial read through the database thread: it answers while writes can."""
+        assert self._db is not None, "outbox is not open"
+        await self._db.execute_fetchall("SELECT 1")
+
     async def pending(self, after: int, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` stored events with sequence above ``after``, in order."""
         assert self._db is not None, "outbox is not open"
