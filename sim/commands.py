@@ -1,8 +1,8 @@
 """The simulator's commands, joined to ``doorgw`` through the ``doorgw.commands`` entry point.
 
 ``doorgw sim`` (the live site), ``sim run FILE``, ``sim demo``, ``sim fleet``,
-``bench sync`` and ``bench drain``.  Installed with the simulator only: a gateway on a Pi has
-none of them.
+``bench sync``, ``bench drain`` and ``bench restart``.  Installed with the
+simulator only: a gateway on a Pi has none of them.
 """
 
 from __future__ import annotations
@@ -121,6 +121,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
     b.add_argument("--seed", type=int, default=1, help="the restart schedule's seed")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(handler=bench_drain)
+    b = groups["bench"].add_parser(
+        "restart",
+        help="kill -9 a real daemon at a large cache and time it back to READY, against "
+        "the same restart with an empty cache",
+    )
+    b.add_argument("--members", type=positive_int(10_000_000), default=100_000)
+    b.add_argument("--bookings", type=positive_int(100_000_000), default=1_000_000)
+    b.add_argument("--times", type=positive_int(100), default=5, help="restarts to time")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(handler=bench_restart)
 
 
 def sim(args: argparse.Namespace, clock: Clock) -> int:
@@ -165,6 +175,13 @@ def fleet(args: argparse.Namespace, clock: Clock) -> int:
     from sim.fleet import fleet_command
 
     return fleet_command(args)
+
+
+def bench_restart(args: argparse.Namespace, clock: Clock) -> int:
+    """``doorgw bench restart``."""
+    from sim.bench_restart import bench_restart
+
+    return bench_restart(args)
 
 
 def bench_drain(args: argparse.Namespace, clock: Clock) -> int:
