@@ -33,6 +33,9 @@ BATCH_EVENTS = 1000
 WINDOW_BATCHES = 16
 #: Seconds without an ack before unacknowledged events are sent again.
 ACK_TIMEOUT = 10.0
+#: Seconds to wait for the ack of a session's first event before sending it again
+#: (doubling up to ACK_TIMEOUT).
+PROBE_ACK_TIMEOUT = 1.0
 
 
 class Uplink:
@@ -100,22 +103,27 @@ class Uplink:
         sent = outbox.acked_seq
         # The probe: this session's first event; the window opens once an ack
         # covers it (an older ack, delivered late, says nothing new).
+        # A probe can be lost (published before the platform has subscribed
+        # again after a broker restart): it is repeated soon, then less often.
         probe: int | None = None
-        probing = True
+        probing, probe_wait = True, PROBE_ACK_TIMEOUT
         while link.connected.is_set():
             if link.sessions != session:
                 # Reconnected while waiting: what was in flight may be lost.
                 session, sent, probing, probe = link.sessions, outbox.acked_seq, True, None
+                probe_wait = PROBE_ACK_TIMEOUT
             if probing and probe is not None and outbox.acked_seq >= probe:
                 probing = False
             window = 1 if probing else BATCH_EVENTS * WINDOW_BATCHES
             if sent - outbox.acked_seq >= window:
                 self._acked.clear()
                 try:
-                    async with asyncio.timeout(ACK_TIMEOUT):
+                    async with asyncio.timeout(probe_wait if probing else ACK_TIMEOUT):
                         await _first(self._acked.wait(), link.disconnected.wait())
                 except TimeoutError:
                     sent = outbox.acked_seq
+                    if probing:
+                        probe, probe_wait = None, min(probe_wait * 2, ACK_TIMEOUT)
                 continue
             sent = max(sent, outbox.acked_seq)
             events = await outbox.pending(sent, 1 if probing else BATCH_EVENTS)

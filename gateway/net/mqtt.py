@@ -218,13 +218,19 @@ class MqttLink:
             if this is not None and this.cancelling():
                 raise asyncio.CancelledError
             url = urls[attempt % len(urls)]
+            sessions = self.sessions
             try:
                 await self._session(url)
-                attempt = 0  # a session that was up resets the backoff
             except aiomqtt.MqttError as exc:
                 raise_if_cancelling(exc)
                 log.warning("MQTT %s: %s", url, exc)
             finally:
+                # A session that was up resets the backoff, however it ended (a
+                # broker restart ends it with an error): else every restart would
+                # double the wait, and a flapping broker would leave the link
+                # waiting up to reconnect_max between short sessions.
+                if self.sessions != sessions:
+                    attempt = 0
                 self.connected.clear()
                 self.disconnected.set()
                 self._client = None
