@@ -275,6 +275,18 @@ def broker(tmp_path: Path) -> Iterator[Any]:
     b.stop()
 
 
+@pytest.fixture(autouse=True)
+def _keep_the_umask() -> Iterator[None]:
+    """``doorgw run`` sets the process's umask for good (it is the daemon's whole
+    life); run in-process by a test, it must not change the next test's files."""
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)
+
+
 class SmallDisk:
     """A real, small filesystem (tmpfs) that a test can fill up and free again."""
 

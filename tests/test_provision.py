@@ -136,7 +136,7 @@ def test_an_enroll_interrupted_while_writing_leaves_the_old_config(
     bundle = bundle_for(broker, etc, tmp_path / "bundle.json")
     before = (etc / "doorgw.toml").read_text()
     writes = 0
-    real_write = provision._write
+    real_write = provision.write_release_file
 
     def failing_write(path: Path, data: bytes) -> None:
         nonlocal writes
@@ -145,7 +145,7 @@ def test_an_enroll_interrupted_while_writing_leaves_the_old_config(
             raise OSError(28, "No space left on device")
         real_write(path, data)
 
-    monkeypatch.setattr(provision, "_write", failing_write)
+    monkeypatch.setattr(provision, "write_release_file", failing_write)
     assert main(["provision", "enroll", str(bundle), "--dir", str(etc), "--no-broker-check"]) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert (etc / "doorgw.toml").read_text() == before
@@ -237,9 +237,11 @@ def service_layout() -> Iterator[tuple[Path, Path]]:
         base = Path(tmp)
         base.chmod(0o755)
         etc, state = base / "etc", base / "state"
-        etc.mkdir(mode=0o750)
+        etc.mkdir()
+        etc.chmod(0o750)  # whatever the umask
         os.chown(etc, 0, NOGROUP)
-        state.mkdir(mode=0o700)
+        state.mkdir()
+        state.chmod(0o700)
         os.chown(state, NOBODY, NOGROUP)
         yield etc, state
 

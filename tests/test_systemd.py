@@ -481,3 +481,25 @@ def test_sigterm_while_the_link_connects_is_a_clean_stop(
     assert daemon.returncode == 0, text  # not 1: no task outlived the stop timeout
     assert "Traceback" not in text
     assert "still running" not in text
+
+
+def test_a_cache_path_that_is_a_directory_is_one_clear_error(
+    broker: Broker, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    (data / "cache.sqlite3").mkdir(parents=True)
+    data.chmod(0o700)
+    config = write_config(broker.gateway_settings("gw-1", data), tmp_path / "doorgw.toml")
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"doorgw: error: {data / 'cache.sqlite3'}: cannot open the cache: "
+        "unable to open database file"
+    ]
+    assert (data / "cache.sqlite3").is_dir()  # not "repaired": it is not a damaged file

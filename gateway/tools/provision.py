@@ -200,7 +200,9 @@ def init(
         doors = _door_table(board, door)
     except ConfigError as exc:
         raise ProvisionError(exc.message) from None
-    directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+    if not directory.is_dir():
+        directory.mkdir(parents=True)
+        directory.chmod(0o750)  # the service's group reads it, whatever the umask
     clean_stale(directory)
     config_text = (
         "# Written by `doorgw provision init`; `doorgw provision enroll` adds [mqtt] and [sync].\n"
