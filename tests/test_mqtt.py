@@ -231,7 +231,11 @@ def test_the_drain_makes_progress_through_repeated_broker_restarts(
                 # Each restart waits for the platform to have more than before it:
                 # the drain must get somewhere in every session, however short.
                 before = got.contiguous
-                await until(lambda b=before: got.contiguous > b, "progress", limit=20)
+
+                def grew(before: int = before) -> bool:
+                    return got.contiguous > before
+
+                await until(grew, "progress", limit=20)
                 progress.append(got.contiguous)
                 await asyncio.to_thread(broker.restart)
             await until(

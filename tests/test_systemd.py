@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -242,6 +243,28 @@ def test_doorgw_run_speaks_the_notify_protocol(
     assert lines[-1] == "STOPPING=1\nSTATUS=stopping"
 
 
+def _run_once(config: Path) -> subprocess.CompletedProcess[str]:
+    """``doorgw run`` on ``config`` to its end (for daemons that must refuse to start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    """``proc`` for the ``with`` block; killed and reaped if still running after it."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def _start_daemon(config: Path, notify: NotifySocket) -> subprocess.Popen[bytes]:
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
     return subprocess.Popen(
@@ -263,16 +286,9 @@ def test_a_second_daemon_on_one_data_directory_is_refused_and_kill_9_frees_it(
     broker: Broker, tmp_path: Path, notify: NotifySocket
 ) -> None:
     config = broker.gateway_config("gw-1", tmp_path / "gw-1")
-    first = _start_daemon(config, notify)
-    try:
+    with reaped(_start_daemon(config, notify)) as first:
         _wait_ready(notify, 1)
-        second = subprocess.run(
-            [sys.executable, "-m", "gateway", "run", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        second = _run_once(config)
         assert second.returncode == 2, second.stderr
         assert f"another doorgw (pid {first.pid}) is using {tmp_path / 'gw-1'}" in second.stderr
         assert "Traceback" not in second.stderr
@@ -280,20 +296,11 @@ def test_a_second_daemon_on_one_data_directory_is_refused_and_kill_9_frees_it(
         # However the holder ends, the kernel frees the directory: no stale lock.
         first.kill()
         first.communicate(timeout=30)
-        third = _start_daemon(config, notify)
-        try:
+        with reaped(_start_daemon(config, notify)) as third:
             _wait_ready(notify, 2)
             third.send_signal(signal.SIGTERM)
             out, _ = third.communicate(timeout=60)
             assert third.returncode == 0, out
-        finally:
-            if third.poll() is None:
-                third.kill()
-                third.communicate()
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.communicate()
 
 
 def test_doorgw_run_keeps_its_files_to_itself_whatever_the_umask(
@@ -331,13 +338,7 @@ def test_a_data_directory_that_cannot_be_used_is_one_clear_error(
     (tmp_path / "a-file").write_text("not a directory")
     settings = broker.gateway_settings("gw-1", tmp_path / "a-file" / "data")
     config = write_config(settings, tmp_path / "doorgw.toml")
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run_once(config)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         f"doorgw: error: {tmp_path / 'a-file' / 'data'}: cannot use the data directory: "
@@ -407,8 +408,7 @@ def test_a_failed_service_is_restarted_and_the_watchdog_waits_while_it_is_down(
     broker: Broker, tmp_path: Path, notify: NotifySocket
 ) -> None:
     config = broker.gateway_config("gw-1", tmp_path / "gw-1")
-    daemon = _failing_daemon(config, notify, restart=1.5, max_failures=5, fails=1)
-    try:
+    with reaped(_failing_daemon(config, notify, restart=1.5, max_failures=5, fails=1)) as daemon:
         deadline = time.monotonic() + 60
         while not any(m.startswith("STATUS=running") for m in notify.lines()[1:]):
             assert daemon.poll() is None, notify.lines()
@@ -416,10 +416,6 @@ def test_a_failed_service_is_restarted_and_the_watchdog_waits_while_it_is_down(
             time.sleep(0.05)
         daemon.send_signal(signal.SIGTERM)
         out, _ = daemon.communicate(timeout=60)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate()
     assert daemon.returncode == 0, out
     messages = notify.messages
     lines = [m for _, m in messages]
@@ -439,13 +435,8 @@ def test_an_essential_service_that_cannot_come_back_ends_the_daemon_non_zero(
     broker: Broker, tmp_path: Path, notify: NotifySocket
 ) -> None:
     config = broker.gateway_config("gw-1", tmp_path / "gw-1")
-    daemon = _failing_daemon(config, notify, restart=0.05, max_failures=2, fails=-1)
-    try:
+    with reaped(_failing_daemon(config, notify, restart=0.05, max_failures=2, fails=-1)) as daemon:
         out, _ = daemon.communicate(timeout=60)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate()
     assert daemon.returncode == 1, out
     text = out.decode()
     assert (
@@ -467,16 +458,11 @@ def test_sigterm_while_the_link_connects_is_a_clean_stop(
     # READY comes once the doors are open, before the broker session: a stop
     # right after it lands in the MQTT connect, subscribe or presence publish.
     config = broker.gateway_config("gw-1", tmp_path / "gw-1")
-    daemon = _start_daemon(config, notify)
-    try:
+    with reaped(_start_daemon(config, notify)) as daemon:
         _wait_ready(notify, 1)
         time.sleep(delay)
         daemon.send_signal(signal.SIGTERM)
         out, _ = daemon.communicate(timeout=60)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate()
     text = out.decode()
     assert daemon.returncode == 0, text  # not 1: no task outlived the stop timeout
     assert "Traceback" not in text
@@ -490,13 +476,7 @@ def test_a_cache_path_that_is_a_directory_is_one_clear_error(
     (data / "cache.sqlite3").mkdir(parents=True)
     data.chmod(0o700)
     config = write_config(broker.gateway_settings("gw-1", data), tmp_path / "doorgw.toml")
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run_once(config)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"doorgw: error: {data / 'cache.sqlite3'}: cannot open the cache: "

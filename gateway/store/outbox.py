@@ -26,7 +26,7 @@ import json
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -35,6 +35,7 @@ import aiosqlite
 
 from gateway.clock import Clock
 from gateway.errors import CacheCorruptError, CacheError
+from gateway.store.connect import connect
 from gateway.store.repair import Salvage, continue_numbering
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class Outbox:
     async def __aenter__(self) -> Self:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            self._db = await connect(self.path)
             damage = await self._db.execute_fetchall("PRAGMA quick_check")
             if list(damage) != [("ok",)]:
                 raise CacheCorruptError(
@@ -142,8 +143,7 @@ class Outbox:
         data = {**data, "moved_to": moved_to, "detail": detail[:300]}
         self._dropped.update(salvage.dropped)
         row = (marker, now, "outbox_salvaged", json.dumps(data, separators=(",", ":")))
-        await self._commit([*salvage.rows, row], marker)
-        await self._db.execute("UPDATE outbox_meta SET value = ? WHERE key = 'acked_seq'", (acked,))
+        await self._commit([*salvage.rows, row], marker, acked=acked)
         self.last_seq, self.acked_seq = marker, acked
         self.appended.set()
         log.warning("%s: %d events salvaged; next is %d", self.path, len(salvage.rows), marker + 1)
@@ -238,29 +238,40 @@ class Outbox:
             "storage_error": self._drop_cause,
         }
 
-    async def _commit(self, rows: Sequence[tuple[int, int, str, str]], seq: int) -> None:
-        """Store ``rows``, the last sequence and the drop counts, all or nothing."""
-        assert self._db is not None
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
-            await self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
-            await self._db.execute(
-                "UPDATE outbox_meta SET value = ? WHERE key = 'last_seq'", (seq,)
-            )
+    async def _commit(
+        self, rows: Sequence[tuple[int, int, str, str]], seq: int, *, acked: int | None = None
+    ) -> None:
+        """Store ``rows``, the last sequence (and ``acked``) and the drop counts, all or
+        nothing."""
+        async with self._transaction() as db:
+            await db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+            await db.execute("UPDATE outbox_meta SET value = ? WHERE key = 'last_seq'", (seq,))
+            if acked is not None:
+                await db.execute(
+                    "UPDATE outbox_meta SET value = ? WHERE key = 'acked_seq'", (acked,)
+                )
             # The counts outlast a restart: a report owed is never forgotten.
-            await self._db.execute("DELETE FROM dropped")
-            await self._db.executemany(
+            await db.execute("DELETE FROM dropped")
+            await db.executemany(
                 "INSERT INTO dropped VALUES (?, ?, ?)",
                 [(t, n, self._drop_cause) for t, n in self._dropped.items()],
             )
+        if not self._dropped:
+            self._drop_cause = None
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction: committed whole, or rolled back whole."""
+        assert self._db is not None, "outbox is not open"
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
             await self._db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 if self._db.in_transaction:
                     await self._db.execute("ROLLBACK")
             raise
-        if not self._dropped:
-            self._drop_cause = None
 
     def _storage_failed(self, exc: BaseException) -> None:
         """Writing failed: remember why (for the drop report), and say so once."""
@@ -329,18 +340,9 @@ class Outbox:
             if seq > self.last_seq:
                 log.warning("ack %d beyond the last event %d; ignored", seq, self.last_seq)
                 return 0
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = await self._db.execute("DELETE FROM events WHERE seq <= ?", (seq,))
-                await self._db.execute(
-                    "UPDATE outbox_meta SET value = ? WHERE key = 'acked_seq'", (seq,)
-                )
-                await self._db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    if self._db.in_transaction:
-                        await self._db.execute("ROLLBACK")
-                raise
+            async with self._transaction() as db:
+                cursor = await db.execute("DELETE FROM events WHERE seq <= ?", (seq,))
+                await db.execute("UPDATE outbox_meta SET value = ? WHERE key = 'acked_seq'", (seq,))
             self.acked_seq = seq
             if self.depth < self._warn_at:
                 self._warned = False

@@ -17,6 +17,7 @@ import aiosqlite
 from gateway.clock import Clock
 from gateway.core import model
 from gateway.errors import CacheCorruptError, CacheError, CacheSchemaError, DatasetError
+from gateway.store.connect import connect
 from gateway.store.rows import (
     TABLES,
     insert_sql,
@@ -57,7 +58,7 @@ class CacheWriter:
     async def __aenter__(self) -> Self:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            self._db = await connect(self.path)
         except (OSError, sqlite3.Error) as exc:
             raise CacheError(f"{self.path}: cannot open the cache: {exc}") from None
         try:
