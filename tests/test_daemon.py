@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,16 +90,27 @@ def test_stale_data_stops_grants_per_kind_and_says_so(tmp_path: Path) -> None:
     run(tmp_path, body, StalenessSection(plan_hours=48, booking_hours=48, pass_hours=4))
 
 
-def test_commands_expired_unsupported_and_resync(tmp_path: Path) -> None:
+def test_commands_expired_unsupported_wrong_topic_unaddressed_and_resync(tmp_path: Path) -> None:
     async def body(gw: Gateway, clock: ManualClock) -> None:
         cloud = await synced(gw, clock)
         now = int(clock.now().timestamp())
-        await gw.engine.handle(cloud.command("gw-1", "unlock", now - 1, door="front", seconds=5))
-        await gw.engine.handle(cloud.command("gw-1", "unlock", now + 60, door="front", seconds=5))
+        await gw.engine.handle(
+            cloud.command("gw-1", "unlock", now - 1, door="front", seconds=5), gw.topics.gw_command
+        )
+        await gw.engine.handle(
+            cloud.command("gw-1", "unlock", now + 60, door="front", seconds=5), gw.topics.gw_command
+        )
         resync = cloud.command("gw-1", "resync", now + 60)
-        await gw.engine.handle(resync)
-        await gw.engine.handle(resync)  # the same signed command again: a replay
-        await gw.engine.handle(cloud.command("gw-1", "resync", now + 86_400))
+        await gw.engine.handle(resync, gw.topics.gw_command)
+        await gw.engine.handle(
+            resync, gw.topics.gw_command
+        )  # the same signed command again: a replay
+        await gw.engine.handle(cloud.command("gw-1", "resync", now + 86_400), gw.topics.gw_command)
+        # A signed command replayed on a site topic, and one naming no gateway.
+        await gw.engine.handle(cloud.command("gw-1", "resync", now + 60), gw.topics.site_beacon)
+        assert await gw.engine.handle(
+            cloud.command(None, "resync", now + 60), gw.topics.gw_command
+        ) == ("rejected:malformed")
         got = [
             (e["type"], e["data"].get("reason"))
             for e in await events(gw)
@@ -113,7 +124,27 @@ def test_commands_expired_unsupported_and_resync(tmp_path: Path) -> None:
             ("resync_requested", "command"),
             ("command_refused", "replayed"),
             ("command_refused", "expiry_too_far"),
+            ("command_refused", "wrong_topic"),
         ]
+
+    run(tmp_path, body)
+
+
+def test_a_clock_run_ahead_and_back_does_not_let_a_command_be_replayed(tmp_path: Path) -> None:
+    async def body(gw: Gateway, clock: ManualClock) -> None:
+        cloud = await synced(gw, clock)
+        start = clock.now()
+        unlock = cloud.command("gw-1", "resync", int(start.timestamp()) + 600)
+        await gw.engine.handle(unlock, gw.topics.gw_command)
+        # The wall clock steps a day ahead (a bad NTP answer) while a command comes...
+        clock.set(start + timedelta(days=1))
+        ahead = cloud.command("gw-1", "resync", int(clock.now().timestamp()) + 60)
+        await gw.engine.handle(ahead, gw.topics.gw_command)
+        # ...and back: the first command's nonce must still be known.
+        clock.set(start + timedelta(seconds=5))
+        await gw.engine.handle(unlock, gw.topics.gw_command)
+        got = [e["data"].get("reason") for e in await events(gw) if e["type"].startswith("command")]
+        assert got == [None, None, "replayed"]
 
     run(tmp_path, body)
 

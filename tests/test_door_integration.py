@@ -385,10 +385,12 @@ def test_a_signed_unlock_command_opens_the_door_for_its_seconds(tmp_path: Path) 
             command = cloud.command(
                 "gw-1", "unlock", int(time.time()) + 60, door="front", seconds=0.3
             )
-            assert await gw.engine.handle(command) == "command"
+            assert await gw.engine.handle(command, gw.topics.gw_command) == "command"
             assert factory.pin(LOCK).state is True
             await until(lambda: factory.pin(LOCK).state is False)  # relocked after 0.3 s
-            assert await gw.engine.handle(command) == "command"  # the same one again
+            assert (
+                await gw.engine.handle(command, gw.topics.gw_command) == "command"
+            )  # the same one again
             assert factory.pin(LOCK).state is False
             events = [
                 (e["type"], e["data"].get("reason"))
@@ -423,14 +425,16 @@ def test_lockdown_locks_every_door_at_once_and_only_staff_get_in(tmp_path: Path)
             assert (await gw.taps.present("front", resident)).granted
             assert factory.pin(LOCK).state is True  # unlocked for the resident
             await gw.engine.handle(
-                cloud.command("gw-1", "lockdown", int(time.time()) + 60, on=True)
+                cloud.command("gw-1", "lockdown", int(time.time()) + 60, on=True),
+                gw.topics.gw_command,
             )
             assert factory.pin(LOCK).state is False  # locked at once
             assert (await gw.taps.present("front", resident)).reason is Reason.LOCKDOWN
             staff = CredentialRead(CredentialKind.NFC_UID, "04000011")
             assert (await gw.taps.present("front", staff)).granted
             await gw.engine.handle(
-                cloud.command("gw-1", "lockdown", int(time.time()) + 60, on=False)
+                cloud.command("gw-1", "lockdown", int(time.time()) + 60, on=False),
+                gw.topics.gw_command,
             )
             assert (await gw.taps.present("front", resident)).granted
             modes = [

@@ -106,7 +106,7 @@ class Gateway:
             record=self.events.record,
             request_resync=lambda msg: self.uplink.send_resync(msg),
             on_ack=lambda seq: self.uplink.on_ack(seq),
-            on_command=lambda command: self.remote.handle(command),
+            on_command=lambda command, topic: self.remote.handle(command, topic),
             on_signed_time=trust.observe,
         )
         self.freshness = Freshness(config, self.engine, clock)
@@ -177,6 +177,7 @@ class Gateway:
         )
         self.station.open_readers(sink=self.taps, clock=clock, record=record, closing=self._stack)
         self.remote = RemoteCommands(
+            command_topic=self.topics.gw_command,
             writer=self.writer,
             events=self.events,
             modes=self.modes,

@@ -29,6 +29,7 @@ class RemoteCommands:
     def __init__(
         self,
         *,
+        command_topic: str,
         clock: Clock,
         writer: CacheWriter,
         events: EventLog,
@@ -36,18 +37,33 @@ class RemoteCommands:
         modes: SiteModes,
         engine: SyncEngine,
     ) -> None:
+        self._command_topic = command_topic
         self._clock = clock
         self._writer = writer
+        # Where the wall clock stood when this process started, by the monotonic
+        # clock: a wall clock stepped far ahead must not purge nonces early.
+        self._wall_at_start = int(clock.now().timestamp()) - int(clock.monotonic())
         self._events = events
         self._station = station
         self._modes = modes
         self._engine = engine
 
-    async def handle(self, command: CommandMsg) -> None:
-        """Accept and carry out ``command``, or refuse it with a reason."""
+    async def handle(self, command: CommandMsg, topic: str) -> None:
+        """Accept and carry out ``command``, or refuse it with a reason.
+
+        Only the gateway's own command topic carries commands: a signed
+        command replayed on a site topic (a beacon's, a delta's) is refused
+        (``wrong_topic``).
+        """
         now = int(self._clock.now().timestamp())
-        refused = policy.command_timing(command.exp, now)
-        if refused is None and not await self._writer.claim_nonce(command.nonce, command.exp, now):
+        refused = "wrong_topic" if topic != self._command_topic else None
+        refused = refused or policy.command_timing(command.exp, now)
+        # Nonces are forgotten only once expired by both clocks: the wall clock,
+        # and the wall time the monotonic clock has counted since start.
+        forget_before = min(now, self._wall_at_start + int(self._clock.monotonic()))
+        if refused is None and not await self._writer.claim_nonce(
+            command.nonce, command.exp, forget_before
+        ):
             refused = "replayed"
         if refused is None:
             refused = policy.command_action_refusal(

@@ -66,7 +66,7 @@ class SyncEngine:
         record: Record,
         request_resync: RequestResync,
         on_ack: Callable[[int], Awaitable[object]] | None = None,
-        on_command: Callable[[CommandMsg], Awaitable[object]] | None = None,
+        on_command: Callable[[CommandMsg, str], Awaitable[object]] | None = None,
         on_signed_time: Callable[[int], object] | None = None,
     ) -> None:
         self._writer = writer
@@ -185,7 +185,7 @@ class SyncEngine:
                 await self._on_ack(msg.seq)
             return "ack"
         if self._on_command is not None:
-            await self._on_command(msg)
+            await self._on_command(msg, topic)
         return "command"
 
     # Deltas.

@@ -270,14 +270,16 @@ class CacheWriter:
                 changed += max(cursor.rowcount, 0)
         return changed
 
-    async def claim_nonce(self, nonce: str, exp: int, now: int) -> bool:
+    async def claim_nonce(self, nonce: str, exp: int, forget_before: int) -> bool:
         """Record a command's one-time nonce; False if it was seen before (a replay).
 
-        Nonces are kept until their command's expiry, after which the expiry
-        check alone refuses the command.
+        Nonces are kept until their command's expiry; those that expired
+        before ``forget_before`` go (the caller makes sure a clock run ahead
+        cannot move it early), after which the expiry check alone refuses
+        the command.
         """
         async with self._transaction("nonce not recorded"):
-            await self.db.execute("DELETE FROM seen_nonces WHERE exp < ?", (now,))
+            await self.db.execute("DELETE FROM seen_nonces WHERE exp < ?", (forget_before,))
             cursor = await self.db.execute(
                 "INSERT OR IGNORE INTO seen_nonces VALUES (?, ?)", (nonce, exp)
             )

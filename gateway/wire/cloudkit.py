@@ -65,7 +65,7 @@ class CloudSigner:
         """A signed acknowledgement of events up to ``seq``."""
         return self.sign({"type": "ack", "seq": seq}, gateway)
 
-    def command(self, gateway: str, action: str, exp: int, **fields: Any) -> bytes:
+    def command(self, gateway: str | None, action: str, exp: int, **fields: Any) -> bytes:
         """A signed one-time command."""
         return self.sign(
             {

@@ -163,8 +163,10 @@ class AckMsg(_Msg):
 
 
 class CommandMsg(_Msg):
-    """A one-time command with an expiry."""
+    """A one-time command with an expiry, for one named gateway."""
 
+    #: Required: a command no gateway is named in would be carried out by all of them.
+    gateway: Id
     type: Literal["command"]
     command_id: Id
     nonce: Annotated[str, Field(min_length=16, max_length=64)]
