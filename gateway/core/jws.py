@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gateway.core.ed25519 import check_public_key
 from gateway.errors import DoorgwError
 
 _B64URL = re.compile(rb"^[A-Za-z0-9_-]*$")
@@ -95,6 +96,10 @@ class KeySet:
                 keys[kid] = Ed25519PublicKey.from_public_bytes(raw)
             except ValueError:
                 raise ValueError(f"keys[{i}]: 'x' is not a 32-byte Ed25519 key") from None
+            try:
+                check_public_key(raw)
+            except ValueError as exc:
+                raise ValueError(f"keys[{i}]: {exc}") from None
         return cls(keys)
 
     def to_jwks(self) -> dict[str, list[dict[str, str]]]:

@@ -25,6 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway.core import base45
+from gateway.core.ed25519 import check_public_key
 from gateway.core.jws import KeySet
 from gateway.errors import DoorgwError
 
@@ -361,7 +362,9 @@ def verify_pass(code: ScannedCode, keys: KeySet) -> SignedPass:
 @functools.lru_cache(maxsize=4096)
 def _public_key(raw: bytes) -> Ed25519PublicKey:
     # Loading a key costs about as much as a third of a verify: members' app
-    # keys are loaded once, not on every scan.
+    # keys are loaded once, not on every scan.  A small-order key would let a
+    # code with no private key behind it verify: ValueError, never cached.
+    check_public_key(raw)
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
