@@ -124,6 +124,15 @@ def test_a_bad_bundle_changes_nothing(
     )
     (tmp_path / "b5.json").write_text("{not json")
     refused(tmp_path / "b5.json", "not an enrolment bundle")
+    # Values that would have become config syntax when pasted into the TOML.
+    refused(
+        bundle_for(broker, etc, tmp_path / "b6.json", topic_prefix='x"\n[api]\nlisten = "0.0.0.0'),
+        "topic_prefix",
+    )
+    refused(
+        bundle_for(broker, etc, tmp_path / "b7.json", broker_urls=['mqtts://a:1"\n[x]']),
+        "broker_urls",
+    )
 
 
 def test_an_enroll_interrupted_while_writing_leaves_the_old_config(
@@ -305,3 +314,34 @@ def test_relative_paths_are_taken_from_where_init_was_run(
     # The token shown once works where the daemon will look, and nothing was left staged.
     assert TokenStore(tmp_path / "state" / "staff-tokens.json").check(token) == "installer"
     assert [p.name for p in (tmp_path / "etc" / "releases").iterdir()] == ["0001"]
+
+
+def test_a_private_file_is_never_written_through_what_sits_at_a_predictable_name(
+    tmp_path: Path,
+) -> None:
+    from gateway.store.files import write_private
+
+    target = tmp_path / "gateway.key"
+    outside = tmp_path / "elsewhere"
+    outside.write_text("not yours")
+    (tmp_path / "gateway.key.tmp").symlink_to(outside)  # the name the old writer used
+    planted = tmp_path / ".gateway.key.tmp"
+    planted.write_text("planted")
+    planted.chmod(0o644)
+    write_private(target, b"secret")
+    assert outside.read_text() == "not yours"
+    assert not target.is_symlink()
+    assert target.read_bytes() == b"secret"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert planted.read_text() == "planted"  # neither used nor kept as the key
+
+
+def test_init_writes_its_config_with_a_toml_library_whatever_the_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    odd = tmp_path / 'state "quoted" \\ and [bracketed]'
+    assert main([*INIT, "--dir", str(tmp_path / "etc"), "--data-dir", str(odd)]) == 0
+    config = load_config(tmp_path / "etc" / "doorgw.toml")
+    assert config.gateway.data_dir == odd
+    assert config.api is not None
+    assert config.api.listen == "127.0.0.1"

@@ -229,20 +229,22 @@ ReaderConfig = Annotated[
 ]
 
 
+#: A broker: ``mqtts://host:port`` (or ``mqtt://`` for development on loopback).
+BrokerUrl = Annotated[str, StringConstraints(pattern=r"^mqtts?://[^/:]+(:\d{1,5})?$")]
+#: The MQTT topic prefix: path segments of letters, digits, ``_`` and ``-``.
+TopicPrefix = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")]
+
+
 class MqttSection(_Section):
     """``[mqtt]``: the brokers, the gateway's TLS identity and the topic prefix."""
 
     #: Tried in order, failing over to the next: ``mqtts://host:port`` (or ``mqtt://``
     #: for development on loopback only).
-    urls: tuple[Annotated[str, StringConstraints(pattern=r"^mqtts?://[^/:]+(:\d{1,5})?$")], ...] = (
-        Field(min_length=1, max_length=16)
-    )
+    urls: tuple[BrokerUrl, ...] = Field(min_length=1, max_length=16)
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    topic_prefix: Annotated[
-        str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
-    ] = "doorgw/v1"
+    topic_prefix: TopicPrefix = "doorgw/v1"
     keepalive: int = Field(default=30, ge=5, le=3600)
     reconnect_min: float = Field(default=0.5, gt=0, le=60)
     reconnect_max: float = Field(default=60.0, gt=0, le=3600)

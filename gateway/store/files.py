@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -39,16 +40,25 @@ def read_private(path: Path, error: type[DoorgwError]) -> bytes:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` readable by the owner only (0600), atomically."""
+    """Write ``data`` to ``path`` readable by the owner only (0600), atomically.
+
+    The data goes to a new file of a random name, made with O_EXCL and
+    O_NOFOLLOW (a file or a symlink planted at a predictable name is never
+    written through or kept), synced, then renamed over ``path``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_platform_keys(config: Config) -> KeySet:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -40,14 +41,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.config.models import Config, load_config
+from gateway.config.models import BrokerUrl, Config, TopicPrefix, load_config
 from gateway.config.profiles import load_board
 from gateway.core.jws import KeySet, SignatureError
 from gateway.errors import ConfigError, DoorgwError
 from gateway.net.staff_tokens import TokenStore
 from gateway.store.files import read_private, write_private
 from gateway.tools.pki import Issued, certify, issue, make_ca
-from gateway.wire.dataset import describe_validation_error
+from gateway.wire.dataset import Id, describe_validation_error
 
 #: The name of the first staff token, made by ``init``.
 FIRST_TOKEN = "installer"
@@ -159,12 +160,13 @@ def clean_stale(directory: Path) -> None:
 # init
 
 
-def _door_table(board: str, door_id: str) -> str:
+def _door_table(board: str, door_id: str) -> dict[str, str]:
+    """The one door's table: the board's first relay, its inputs and feedback outputs."""
     profile = load_board(board)
-    lines = [f'id = "{door_id}"']
+    door = {"id": door_id}
     relays = sorted(n for n in profile.outputs if n.startswith("relay"))
     if relays:
-        lines.append(f'lock = "{relays[0]}"')
+        door["lock"] = relays[0]
     for key, name in (
         ("contact", "in1"),
         ("rex", "in2"),
@@ -173,8 +175,8 @@ def _door_table(board: str, door_id: str) -> str:
         ("buzzer", "buzzer"),
     ):
         if name in profile.outputs or name in profile.inputs:
-            lines.append(f'{key} = "{name}"')
-    return "[[doors]]\n" + "\n".join(lines) + "\n"
+            door[key] = name
+    return door
 
 
 def init(
@@ -204,12 +206,19 @@ def init(
         directory.mkdir(parents=True)
         directory.chmod(0o750)  # the service's group reads it, whatever the umask
     clean_stale(directory)
+    settings = {
+        "gateway": {
+            "id": gateway_id,
+            "site_id": site_id,
+            "data_dir": str(data_dir),
+            "board": board,
+        },
+        "doors": [doors],
+        "api": {"listen": "127.0.0.1", "port": 8080},
+    }
     config_text = (
         "# Written by `doorgw provision init`; `doorgw provision enroll` adds [mqtt] and [sync].\n"
-        f'[gateway]\nid = "{gateway_id}"\nsite_id = "{site_id}"\n'
-        f'data_dir = "{data_dir}"\nboard = "{board}"\n\n'
-        f"{doors}\n"
-        '[api]\nlisten = "127.0.0.1"\nport = 8080\n'
+        + tomli_w.dumps(settings)
     )
     staged = stage(directory)
     write_release_file(staged / "doorgw.toml", config_text.encode())
@@ -263,13 +272,15 @@ class EnrollBundle(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    gateway_id: str
-    site_id: str
-    broker_urls: list[str] = Field(min_length=1)
-    ca_pem: str
-    certificate_pem: str
+    # Checked against the same patterns as the config they end up in: nothing
+    # in a bundle can add to the config more than these values.
+    gateway_id: Id
+    site_id: Id
+    broker_urls: list[BrokerUrl] = Field(min_length=1, max_length=16)
+    ca_pem: str = Field(max_length=1_000_000)
+    certificate_pem: str = Field(max_length=1_000_000)
     signing_keys: dict[str, Any]
-    topic_prefix: str = "doorgw/v1"
+    topic_prefix: TopicPrefix = "doorgw/v1"
 
 
 def _read_bundle(path: Path) -> EnrollBundle:
@@ -367,14 +378,20 @@ async def enroll(
             (json.dumps(bundle.signing_keys, indent=1) + "\n").encode(),
         )
         base = _without_sections(current_config.read_text(), ("mqtt", "sync"))
-        text = (
-            f"{base}\n[mqtt]\nurls = {json.dumps(bundle.broker_urls)}\n"
-            f'ca_file = "{release_dir / "ca.pem"}"\n'
-            f'cert_file = "{release_dir / "gateway.pem"}"\n'
-            f'key_file = "{directory / "gateway.key"}"\n'
-            f'topic_prefix = "{bundle.topic_prefix}"\n\n'
-            f'[sync]\nkeys_file = "{release_dir / "platform-keys.json"}"\n'
+        # Written by the TOML library: a value can never become syntax.
+        sections = tomli_w.dumps(
+            {
+                "mqtt": {
+                    "urls": list(bundle.broker_urls),
+                    "ca_file": str(release_dir / "ca.pem"),
+                    "cert_file": str(release_dir / "gateway.pem"),
+                    "key_file": str(directory / "gateway.key"),
+                    "topic_prefix": bundle.topic_prefix,
+                },
+                "sync": {"keys_file": str(release_dir / "platform-keys.json")},
+            }
         )
+        text = f"{base}\n{sections}"
         write_release_file(staged / "doorgw.toml", text.encode())
         # Checked as it will be read once current: with the staged files in its place.
         check = load_config(staged / "doorgw.toml")
