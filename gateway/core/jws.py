@@ -50,20 +50,41 @@ def b64url(data: bytes) -> str:
 
 
 def b64url_decode(text: str | bytes) -> bytes:
-    """Decode unpadded base64url strictly; raise ValueError on anything else."""
+    """Decode unpadded, canonical base64url strictly; raise ValueError on anything else.
+
+    Canonical: the unused low bits of the last character are zero, so one
+    value has one spelling (a message cannot be re-spelled and still pass).
+    """
     raw = text.encode("ascii") if isinstance(text, str) else text
-    if not _B64URL.match(raw):
+    if not _B64URL.match(raw) or len(raw) % 4 == 1:
         raise ValueError("not unpadded base64url")
     try:
-        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+        data = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError) as exc:
         raise ValueError("not base64url") from exc
+    if base64.urlsafe_b64encode(data).rstrip(b"=") != raw:
+        raise ValueError("not canonical base64url")
+    return data
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members, refusing a name given twice."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate member {key!r}")
+        out[key] = value
+    return out
 
 
 def public_jwk(key: Ed25519PublicKey, kid: str) -> dict[str, str]:
     """The JWK (RFC 8037 OKP) of an Ed25519 public key."""
     raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return {"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": b64url(raw), "alg": "EdDSA"}
+
+
+#: The longest protected header accepted, in base64url characters.
+MAX_HEADER_B64 = 1024
 
 
 class KeySet:
@@ -127,14 +148,21 @@ class KeySet:
                 "not a compact JWS (three base64url parts)",
             )
         head_b64, payload_b64, sig_b64 = parts
+        # The header is parsed before the signature can be checked: small, flat
+        # and unambiguous, or refused (a deeply nested one used to raise
+        # RecursionError; duplicate keys could read differently elsewhere).
+        if len(head_b64) > MAX_HEADER_B64:
+            raise SignatureError("malformed", f"JWS header of {len(head_b64)} characters")
         try:
-            header = json.loads(b64url_decode(head_b64))
+            header = json.loads(b64url_decode(head_b64), object_pairs_hook=_unique_keys)
             payload = b64url_decode(payload_b64)
             signature = b64url_decode(sig_b64)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise SignatureError("malformed", "JWS parts are not base64url / JSON") from None
-        if not isinstance(header, dict):
-            raise SignatureError("malformed", "JWS header is not a JSON object")
+        if not isinstance(header, dict) or any(isinstance(v, dict | list) for v in header.values()):
+            raise SignatureError("malformed", "JWS header is not a flat JSON object")
+        if len(signature) != 64:
+            raise SignatureError("malformed", "an EdDSA signature is 64 bytes")
         alg = header.get("alg")
         if alg == "none" or not signature:
             raise SignatureError("unsigned", "message is not signed")

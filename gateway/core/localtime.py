@@ -16,6 +16,7 @@ the wall-clock hours it names except where the spring gap removes them.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -70,11 +71,19 @@ def _gap_end(lo: int, hi: int, tz: ZoneInfo) -> int:
     return hi
 
 
+#: What an IANA zone name can look like (the longest today has 32 characters).
+_ZONE_NAME = re.compile(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+){0,3}$")
+
+
 def check_timezone(name: str) -> str:
     """Return ``name`` if it is an IANA zone this machine knows; raise ValueError if not."""
+    # Names are short and plain: a long or odd one never reaches the file system
+    # (ZoneInfo raises OSError for a 300-character name).
+    if not isinstance(name, str) or len(name) > 64 or not _ZONE_NAME.match(name):
+        raise ValueError(f"{str(name)[:80]!r} is not an IANA timezone (e.g. Europe/London)")
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(f"{name!r} is not an IANA timezone (e.g. Europe/London)") from None
     return name
 

@@ -115,6 +115,14 @@ class Topics:
         ]
 
 
+#: Every number in a message stays below 2**53: what JSON numbers hold exactly
+#: everywhere (a version of 10**30 used to be accepted and freeze every later
+#: delta as "old"; one of 2**63 raised OverflowError in SQLite).
+MAX_SAFE_INT = 2**53 - 1
+#: Chunks per snapshot: 10,000 chunks of 192 KiB hold far more than a site has.
+MAX_CHUNKS = 10_000
+
+
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -123,15 +131,15 @@ class _Msg(BaseModel):
     #: When set, the message is for this gateway only.
     gateway: Id | None = None
     #: When the platform signed it (Unix seconds).
-    iat: int = Field(ge=0)
+    iat: int = Field(ge=0, le=MAX_SAFE_INT)
 
 
 class DeltaMsg(_Msg):
     """Ordered changes taking the dataset from ``base_version`` to ``version``."""
 
     type: Literal["delta"]
-    base_version: int = Field(ge=0)
-    version: int = Field(ge=1)
+    base_version: int = Field(ge=0, le=MAX_SAFE_INT)
+    version: int = Field(ge=1, le=MAX_SAFE_INT)
     changes: list[ChangeDoc] = Field(max_length=10_000)
 
 
@@ -140,9 +148,9 @@ class SnapshotChunkMsg(_Msg):
 
     type: Literal["snapshot_chunk"]
     snapshot_id: Id
-    version: int = Field(ge=0)
-    index: int = Field(ge=0)
-    count: int = Field(ge=1, le=1_000_000)
+    version: int = Field(ge=0, le=MAX_SAFE_INT)
+    index: int = Field(ge=0, lt=MAX_CHUNKS)
+    count: int = Field(ge=1, le=MAX_CHUNKS)
     #: SHA-256 (hex) over the decoded ``data`` bytes of all chunks, in index order.
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     data: str
@@ -152,14 +160,14 @@ class BeaconMsg(_Msg):
     """The platform's current dataset version, sent periodically."""
 
     type: Literal["beacon"]
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=MAX_SAFE_INT)
 
 
 class AckMsg(_Msg):
     """The highest event sequence the platform has stored contiguously."""
 
     type: Literal["ack"]
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_SAFE_INT)
 
 
 class CommandMsg(_Msg):
@@ -170,7 +178,7 @@ class CommandMsg(_Msg):
     type: Literal["command"]
     command_id: Id
     nonce: Annotated[str, Field(min_length=16, max_length=64)]
-    exp: int = Field(ge=0)
+    exp: int = Field(ge=0, le=MAX_SAFE_INT)
     action: Literal["unlock", "lockdown", "resync", "set_mode"]
     door: Id | None = None
     seconds: float | None = Field(default=None, gt=0, le=3600)
