@@ -528,3 +528,50 @@ def test_a_snapshot_the_disk_fails_to_take_is_recorded_and_applied_on_the_next_t
         assert h.reason("nfc:04000001") is Reason.GRANTED_PLAN
 
     run(tmp_path / "c.sqlite3", body)
+
+
+def _bad_snapshot(h: Harness, snapshot_id: str) -> list[bytes]:
+    """A signed snapshot whose first chunk does not match the announced hash."""
+    chunks = h.cloud.snapshot(
+        parse_dataset({**base_dataset(), "version": 2}), snapshot_id=snapshot_id
+    )
+    head = json.loads(b64url_decode(chunks[0].split(b".")[1]))
+    head["data"] = "eJwDAAAAAAE="
+    body = {k: v for k, v in head.items() if k not in ("v", "site", "iat")}
+    chunks[0] = CloudSigner(SIGNER, "t", h.clock.now).sign(body)
+    return chunks
+
+
+def test_a_bad_snapshot_sent_again_and_again_is_one_event_and_one_request_per_interval(
+    tmp_path: Path,
+) -> None:
+    async def body(h: Harness) -> None:
+        await h.snapshot(base_dataset())
+        h.resyncs.clear()
+        for attempt in range(6):  # the platform answers every request with the same bad data
+            if attempt == 5:
+                h.clock.advance(10)  # the interval has passed: one more of each
+            for chunk in _bad_snapshot(h, f"bad-{attempt}"):
+                await h.engine.handle(chunk)
+            await h.engine.wait_snapshot()
+            h.clock.advance(0.4)
+        assert h.rejected() == ["bad_snapshot", "bad_snapshot"]
+        assert [r.reason for r in h.resyncs] == ["bad_snapshot", "bad_snapshot"]
+        last = [d for t, d in h.events if t == "message_rejected"][-1]
+        assert last["suppressed_before"] == 4  # the four it stands for
+
+    run(tmp_path / "c.sqlite3", body)
+
+
+def test_a_replayed_overlapping_delta_does_not_force_a_request_each_time(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        await h.snapshot(base_dataset())
+        await h.engine.handle(h.cloud.delta(1, 2, []))
+        await h.engine.handle(h.cloud.delta(2, 3, []))
+        h.resyncs.clear()
+        overlapping = h.cloud.delta(1, 4, [])  # from before what the gateway holds
+        for _ in range(1000):
+            assert await h.engine.handle(overlapping) == "resync_overlap"
+        assert len(h.resyncs) == 1
+
+    run(tmp_path / "c.sqlite3", body)

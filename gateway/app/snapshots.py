@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from gateway.errors import DatasetError, DoorgwError
 from gateway.events import Record
@@ -21,6 +22,9 @@ from gateway.store.writer import CacheWriter
 from gateway.wire.protocol import WIRE_VALUES, decode_part
 
 log = logging.getLogger(__name__)
+
+#: Records one rejection (reason, detail, topic) at a bounded rate.
+Reject = Callable[[str, str, str], Awaitable[str]]
 
 
 async def stage_snapshot(writer: CacheWriter, snapshot_id: str, sha256: str) -> None:
@@ -50,15 +54,16 @@ async def stage_snapshot(writer: CacheWriter, snapshot_id: str, sha256: str) -> 
 
 
 async def reject_snapshot(
-    writer: CacheWriter, record: Record, snapshot_id: str, exc: DatasetError
+    writer: CacheWriter, reject: Reject, snapshot_id: str, exc: DatasetError
 ) -> None:
-    """The snapshot itself is bad: forget it whole and say why (the platform sends anew)."""
+    """The snapshot itself is bad: forget it whole and say why (the platform sends anew).
+
+    ``reject`` records it at the rejections' bounded rate: a platform that
+    keeps sending the same bad row must not fill the outbox.
+    """
     await writer.stage.drop_chunks()
     await writer.stage.drop_stage()
-    await record(
-        "message_rejected",
-        {"reason": "bad_snapshot", "detail": str(exc)[:300], "snapshot_id": snapshot_id},
-    )
+    await reject("bad_snapshot", f"snapshot {snapshot_id}: {exc}"[:300], "snapshot")
 
 
 async def abandon_snapshot(

@@ -202,7 +202,7 @@ class SyncEngine:
             if self.version is None or msg.base_version > self.version:
                 return await self._gap(msg, changes)
             if msg.base_version < self.version:
-                await self._pacer.ask("overlap", self.version, force=True)
+                await self._pacer.ask("overlap", self.version)  # a replay must not force one
                 return "resync_overlap"
             outcome = await self._apply_delta(msg.version, changes)
             # Deltas that arrived early may now fit.
@@ -308,8 +308,10 @@ class SyncEngine:
         try:
             await self._apply_snapshot_inner(snapshot_id, version)
         except DatasetError as exc:
-            await reject_snapshot(self._writer, self._record, snapshot_id, exc)
-            await self._pacer.ask("bad_snapshot", self.version, force=True)
+            await reject_snapshot(self._writer, self._reject, snapshot_id, exc)
+            # Not forced: a platform that sends the same bad snapshot again must not
+            # make the two of them loop (at most one request every 10 s).
+            await self._pacer.ask("bad_snapshot", self.version)
         except Exception as exc:  # noqa: BLE001 - a snapshot task must never die unseen
             await abandon_snapshot(self._writer, self._record, snapshot_id, exc)
         finally:
