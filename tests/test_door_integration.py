@@ -179,8 +179,17 @@ def test_wrong_pins_lock_the_keypad_with_an_event(tmp_path: Path) -> None:
                 await gw.taps.pin("front", "kp-front", pin)
             # Locked now: even the right PIN is not looked at.
             assert await gw.taps.pin("front", "kp-front", "1234") is None
-            types = [e["type"] for e in await gw.outbox.pending(0, 1000)]
+            stored = await gw.outbox.pending(0, 1000)
+            types = [e["type"] for e in stored]
             assert types.count("keypad_locked") == 1
+            locked = next(e["data"] for e in stored if e["type"] == "keypad_locked")
+            assert locked == {
+                "reader": "kp-front",
+                "door": "front",
+                "scope": "door:front",
+                "failures": 5,
+                "seconds": 60.0,
+            }
             assert types[-1] == "pin_refused"
             access = [
                 e["data"]["reason"]
@@ -202,11 +211,34 @@ def test_wrong_pins_lock_the_keypad_with_an_event(tmp_path: Path) -> None:
             assert [(e["type"], e["data"].get("reason")) for e in refused][:1] == [
                 ("pin_refused", "keypad_locked")
             ]
-            remaining = gw.modes.keypads._locked_until["kp-front"] - gw.clock.monotonic()
+            remaining = gw.modes.keypads.locked_for("kp-front", "front", gw.clock.monotonic())
             assert 0 < remaining <= 60
 
     asyncio.run(go())
     asyncio.run(after_restart())
+
+
+def test_a_right_pin_between_guesses_does_not_reset_the_count(tmp_path: Path) -> None:
+    factory = MockFactory()
+    door_only_config(tmp_path)
+
+    async def go() -> None:
+        gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
+        async with gw.running():
+            for chunk in CloudSigner(SIGNER, "t").snapshot(parse_dataset(base_dataset())):
+                await gw.engine.handle(chunk)
+            await gw.engine.wait_snapshot()
+            # The audit's pattern: four guesses, then one's own PIN, again and again.
+            for guess in ("0000", "2222", "3333", "4444"):
+                await gw.taps.pin("front", "kp-front", guess)
+            own = await gw.taps.pin("front", "kp-front", "5678")  # all_m's own PIN
+            assert own is not None
+            await gw.taps.pin("front", "kp-front", "6666")  # the fifth wrong one
+            assert await gw.taps.pin("front", "kp-front", "5678") is None  # locked
+            types = [e["type"] for e in await gw.outbox.pending(0, 1000)]
+            assert types.count("keypad_locked") == 1
+
+    asyncio.run(go())
 
 
 def test_a_card_and_pin_door_opens_for_the_card_then_its_holders_pin(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from gateway.app.freshness import Freshness
 from gateway.clock import Clock
 from gateway.config.models import Config
 from gateway.core.decision import Decision
-from gateway.core.keypad import KeypadGuard
+from gateway.core.keypad import KeypadGuard, Lockout
 from gateway.core.localtime import to_local
 from gateway.core.policy import Pattern
 from gateway.core.schedule import WeeklySchedule
@@ -108,21 +108,15 @@ class SiteModes:
             for door in self._station.doors.values():
                 await door.lock_now()
 
-    def keypad_allowed(self, reader: str) -> bool:
-        """False while ``reader``'s keypad is locked by wrong PINs."""
-        return self.keypads.allowed(reader, self._clock.monotonic())
+    def keypad_allowed(self, reader: str, door: str) -> bool:
+        """False while ``reader`` (at ``door``) is locked by wrong PINs."""
+        return self.keypads.allowed(reader, door, self._clock.monotonic())
 
-    async def keypad_failed(self, reader: str) -> bool:
-        """Count a wrong PIN at ``reader`` (saved); True when it locks the keypad."""
-        locked = self.keypads.failed(reader, self._clock.monotonic())
+    async def keypad_failed(self, reader: str, door: str) -> Lockout | None:
+        """Count a wrong PIN at ``reader`` (saved); the lockout it causes, if any."""
+        lockout = self.keypads.failed(reader, door, self._clock.monotonic())
         await self._save()
-        return locked
-
-    async def keypad_succeeded(self, reader: str) -> None:
-        """A right PIN at ``reader`` clears its count."""
-        if self.keypads.export(self._clock.monotonic(), 0.0).get(reader):
-            self.keypads.succeeded(reader)
-            await self._save()
+        return lockout
 
     async def note_granted(self, decision: Decision) -> None:
         """A door opened for someone: remember a staff member's arrival where it matters."""

@@ -112,7 +112,7 @@ class Taps:
         it; without one (or after its timeout) the PIN alone is refused.
         """
         now = self._clock.monotonic()
-        if not self._modes.keypad_allowed(reader_id):
+        if not self._modes.keypad_allowed(reader_id, door_id):
             await self._events.record(
                 "pin_refused", {"reader": reader_id, "door": door_id, "reason": "keypad_locked"}
             )
@@ -126,18 +126,19 @@ class Taps:
             decision = await self.present(door_id, read, reader=reader_id)
         outcome = policy.pin_outcome(decision.reason)
         if outcome is policy.PinOutcome.FAILURE:
-            if await self._modes.keypad_failed(reader_id):
+            # Only time clears wrong PINs: a right one in between does not.
+            lockout = await self._modes.keypad_failed(reader_id, door_id)
+            if lockout is not None:
                 await self._events.record(
                     "keypad_locked",
                     {
                         "reader": reader_id,
                         "door": door_id,
-                        "failures": self._modes.keypads.max_failures,
-                        "seconds": self._modes.keypads.lockout,
+                        "scope": lockout.scope,
+                        "failures": lockout.failures,
+                        "seconds": lockout.seconds,
                     },
                 )
-        elif outcome is policy.PinOutcome.SUCCESS:
-            await self._modes.keypad_succeeded(reader_id)
         return decision
 
     async def code(self, door_id: str, reader_id: str, text: str) -> Decision | None:

@@ -19,6 +19,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from gateway.core.keypad import Exported
 from gateway.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,9 @@ class SiteState:
     lockdown_by: str | None = None
     #: Per door that opens once staff are in: the site-local date staff last came in.
     staff_in: dict[str, date] = field(default_factory=dict)
-    #: Per keypad: its recent wrong PINs and until when it is locked (Unix seconds).
-    keypads: dict[str, tuple[tuple[float, ...], float | None]] = field(default_factory=dict)
+    #: Per keypad scope (``keypad:ID``, ``door:ID``, ``site``): its recent wrong PINs,
+    #: until when it is locked, and its recent lockouts (Unix seconds).
+    keypads: dict[str, Exported] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The file's content."""
@@ -45,11 +47,12 @@ class SiteState:
             "lockdown_by": self.lockdown_by,
             "staff_in": {door: day.isoformat() for door, day in sorted(self.staff_in.items())},
             "keypads": {
-                reader: {
+                scope: {
                     "failures": [round(t, 3) for t in failures],
                     "locked_until": None if until is None else round(until, 3),
+                    "lockouts": [round(t, 3) for t in lockouts],
                 }
-                for reader, (failures, until) in sorted(self.keypads.items())
+                for scope, (failures, until, lockouts) in sorted(self.keypads.items())
             },
         }
 
@@ -63,17 +66,24 @@ class SiteState:
             raise ValueError("lockdown must be true or false, lockdown_by a string or null")
         if not isinstance(staff_in, dict):
             raise ValueError("staff_in must be an object")
-        keypads: dict[str, tuple[tuple[float, ...], float | None]] = {}
+        keypads: dict[str, Exported] = {}
         raw_keypads = data.get("keypads", {})  # absent in files from before keypads were kept
         if not isinstance(raw_keypads, dict):
             raise ValueError("keypads must be an object")
         for reader, entry in raw_keypads.items():
             failures, until = entry["failures"], entry["locked_until"]
+            lockouts = entry.get("lockouts", [])
             if not isinstance(failures, list) or not (until is None or _is_number(until)):
                 raise ValueError(f"keypads.{reader}: failures a list, locked_until a number")
-            if not all(_is_number(t) for t in failures):
-                raise ValueError(f"keypads.{reader}: failures must be numbers")
-            keypads[str(reader)] = (tuple(float(t) for t in failures), until)
+            if not isinstance(lockouts, list) or not all(
+                _is_number(t) for t in [*failures, *lockouts]
+            ):
+                raise ValueError(f"keypads.{reader}: failures and lockouts must be numbers")
+            keypads[str(reader)] = (
+                tuple(float(t) for t in failures),
+                until,
+                tuple(float(t) for t in lockouts),
+            )
         return cls(
             lockdown, by, {str(k): date.fromisoformat(v) for k, v in staff_in.items()}, keypads
         )
