@@ -29,6 +29,7 @@ from gateway.config.models import DoorConfig, ScannerReaderConfig, TimeSection, 
 from gateway.core import qr
 from gateway.core.jws import Signer, b64url
 from gateway.errors import CacheError
+from gateway.hw.readers.scanner.reader import MIN_LINE_INTERVAL
 from gateway.wire.cloudkit import CloudSigner
 from gateway.wire.dataset import parse_dataset
 from sim.scanner import SimulatedScanner
@@ -111,6 +112,8 @@ async def scan(gw: Gateway, scanner: SimulatedScanner, text: str) -> dict[str, A
     # scan's event can already be readable while last_seq still points before it.
     stored = await gw.outbox.pending(gw.outbox.acked_seq, 100_000)
     before = max([gw.outbox.last_seq, *(e["seq"] for e in stored)])
+    # As a person shows codes: the scanner drops one that comes closer after the last.
+    await asyncio.sleep(MIN_LINE_INTERVAL)
     scanner.scan(text)
     return await next_access(gw, before)
 
@@ -256,9 +259,13 @@ def test_an_old_app_code_and_a_forged_pass_are_refused_and_shown_red(site: Site)
 
 
 def test_garbage_and_oversized_scanner_input_is_refused_and_the_scanner_keeps_working(
-    site: Site,
+    site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from gateway.hw.readers.scanner import reader as scanner_reader
+
+    monkeypatch.setattr(scanner_reader, "DISCARD_REPORT_INTERVAL", 0.2)
     good = through_a_camera(ISSUER.issue(site="t", pass_id="dp-ok", doors=["front"], **window()))
+    apart = scanner_reader.MIN_LINE_INTERVAL + 0.1  # codes as a person shows them
 
     async def go() -> None:
         async with site.gateway().running() as gw:
@@ -267,10 +274,12 @@ def test_garbage_and_oversized_scanner_input_is_refused_and_the_scanner_keeps_wo
             scanner = site.scanners[0]
             before = gw.outbox.last_seq
             scanner.send(b"\x00\x01\xff\xfe binary noise\r\n")
+            await asyncio.sleep(apart)
             scanner.send(b"X" * 6000 + b"\r\n")  # beyond any line a scanner sends
-            scanner.scan("DG1:" + "9" * 1500)  # a line, but longer than any code
-            scanner.scan("4006381333931")  # a product barcode
-            scanner.scan("DG1:%%%")  # our prefix, then damage
+            for text in ("DG1:" + "9" * 1500, "4006381333931", "DG1:%%%"):
+                # a line longer than any code, a product barcode, our prefix then damage
+                await asyncio.sleep(apart)
+                scanner.scan(text)
             reasons: list[str] = []
             discarded: list[str] = []
 
@@ -281,7 +290,7 @@ def test_garbage_and_oversized_scanner_input_is_refused_and_the_scanner_keeps_wo
                     if event["type"] == "access":
                         reasons.append(event["data"]["reason"])
                     elif event["type"] == "reader_input_discarded":
-                        discarded.append(event["data"]["reason"])
+                        discarded.extend(event["data"]["reasons"])
                 return len(reasons) == 3
 
             async with asyncio.timeout(20):
@@ -355,8 +364,12 @@ def test_a_scanner_repeating_the_code_in_view_is_one_presentation(site: Site) ->
             await site.sync(gw)
             await online(gw)
             before = gw.outbox.last_seq
-            for _ in range(3):  # continuous-scan mode: the same code, again and again
+            # Continuous-scan mode: the same code again and again (faster than the
+            # scanner's minimum spacing, and spaced), then another code.
+            for pause in (0.0, 0.0, MIN_LINE_INTERVAL + 0.1, MIN_LINE_INTERVAL + 0.1):
+                await asyncio.sleep(pause)
                 site.scanners[0].scan(text)
+            await asyncio.sleep(MIN_LINE_INTERVAL + 0.1)
             site.scanners[0].scan(other)
             reasons: list[str] = []
             async with asyncio.timeout(20):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from gateway.clock import SystemClock
 from gateway.hw.readers.scanner.framer import Discarded, Line, LineFramer
-from gateway.hw.readers.scanner.reader import SerialLineReader
+from gateway.hw.readers.scanner.reader import MIN_LINE_INTERVAL, SerialLineReader
 from sim.scanner import SimulatedScanner
 
 from .conftest import background, until
@@ -73,13 +73,20 @@ def test_lines_arrive_and_an_unplugged_scanner_comes_back(tmp_path: Path) -> Non
             await until(lambda: not reader.online)
             scanner.plug()
             await until(lambda: reader.online)
+            await asyncio.sleep(MIN_LINE_INTERVAL)  # a person shows the next code
             scanner.send(b"second\n")
             await until(lambda: lines == ["DP1.abc.def", "second"])
 
     asyncio.run(go())
     kinds = [t for t, _ in events]
     assert kinds == ["reader_online", "reader_input_discarded", "reader_offline", "reader_online"]
-    assert events[1][1] == {"reader": "qr-front", "reason": "not_utf8", "bytes": 1}
+    assert events[1][1] == {
+        "reader": "qr-front",
+        "reason": "not_utf8",
+        "bytes": 1,
+        "count": 1,
+        "reasons": {"not_utf8": 1},
+    }
 
 
 @given(chunks=st.lists(st.binary(max_size=200), max_size=30))
@@ -93,3 +100,33 @@ def test_arbitrary_scanner_bytes_give_clean_lines_or_reasons(chunks: list[bytes]
             else:
                 assert isinstance(item, Discarded)
                 assert item.reason in ("not_utf8", "too_long", "control_chars")
+
+
+def test_one_burst_is_one_presentation_and_its_garbage_one_event(tmp_path: Path) -> None:
+    # The audit's read: 500 short lines and 500 of control characters at once.
+    scanner = Scanner(tmp_path / "scanner")
+    lines: list[str] = []
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    async def on_line(text: str) -> None:
+        lines.append(text)
+
+    async def record(type_: str, data: dict[str, Any]) -> None:
+        events.append((type_, data))
+
+    async def go() -> None:
+        reader = SerialLineReader(
+            "qr-front", str(scanner.path), on_line=on_line, record=record, clock=SystemClock()
+        )
+        async with background(reader.run()):
+            await until(lambda: reader.online)
+            scanner.send(b"".join(b"c%03d\n" % i + b"\x01\x02\n" for i in range(500)))
+            await until(lambda: any(t == "reader_input_discarded" for t, _ in events))
+            await asyncio.sleep(0.5)  # anything more would have come by now
+
+    asyncio.run(go())
+    assert len(lines) == 1
+    discarded = [d for t, d in events if t == "reader_input_discarded"]
+    assert len(discarded) == 1
+    assert discarded[0]["count"] == 999
+    assert set(discarded[0]["reasons"]) == {"extra_line", "control_chars"}

@@ -5,23 +5,33 @@ device (``/dev/ttyACM0``), a pty from the simulator or ``loop://`` all work
 unchanged.  Reading blocks in a worker thread with a short timeout; every
 result hops onto the event loop here.  A port that disappears is reopened
 with exponential backoff; ``reader_offline`` and ``reader_online`` events
-say when.  Nothing a scanner sends can stop the task.
+say when.  Nothing a scanner sends can stop the task, or flood the outbox:
+one read (one burst) is at most one presentation, codes closer together
+than :data:`MIN_LINE_INTERVAL` are dropped, and everything thrown away is
+counted into one ``reader_input_discarded`` event per
+:data:`DISCARD_REPORT_INTERVAL`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import serial
 
 from gateway.clock import Clock
 from gateway.events import Record
-from gateway.hw.readers.scanner.framer import Discarded, Line, LineFramer
+from gateway.hw.readers.scanner.framer import Discarded, LineFramer
 from gateway.hw.readers.serial_port import SerialPortTask
 
 OnLine = Callable[[str], Awaitable[object]]
+
+#: Seconds a scanner must leave between two codes; one faster is thrown away.
+MIN_LINE_INTERVAL = 0.3
+#: At most one ``reader_input_discarded`` event per reader this often (seconds).
+DISCARD_REPORT_INTERVAL = 10.0
 
 
 class SerialLineReader(SerialPortTask):
@@ -52,17 +62,53 @@ class SerialLineReader(SerialPortTask):
             rng=rng,
         )
         self._on_line = on_line
+        self._last_line = float("-inf")
+        self._discarded: Counter[str] = Counter()
+        self._discarded_bytes = 0
+        self._last_report = float("-inf")
 
     async def _session(self, port: serial.SerialBase) -> None:
         await self._set_online(True)
         framer = LineFramer()
         while True:
             data = await asyncio.to_thread(port.read, 4096)
+            # What one read returns is one burst: one presentation at most.
+            presented = False
             for item in framer.feed(data):
-                if isinstance(item, Line):
+                if isinstance(item, Discarded):
+                    self._discard(item.reason, item.size)
+                elif presented:
+                    self._discard("extra_line", len(item.text))
+                elif self._clock.monotonic() - self._last_line < MIN_LINE_INTERVAL:
+                    self._discard("too_fast", len(item.text))
+                else:
+                    presented = True
+                    self._last_line = self._clock.monotonic()
                     await self._on_line(item.text)
-                elif isinstance(item, Discarded):
-                    await self._record(
-                        "reader_input_discarded",
-                        {"reader": self.reader_id, "reason": item.reason, "bytes": item.size},
-                    )
+            await self._report_discards()
+
+    def _discard(self, reason: str, size: int) -> None:
+        self._discarded[reason] += 1
+        self._discarded_bytes += size
+
+    async def _report_discards(self) -> None:
+        """One ``reader_input_discarded`` event for what was thrown away, at most one
+        per :data:`DISCARD_REPORT_INTERVAL` (a scanner sending garbage in a loop
+        must not fill the outbox)."""
+        now = self._clock.monotonic()
+        if not self._discarded or now - self._last_report < DISCARD_REPORT_INTERVAL:
+            return
+        reasons = dict(sorted(self._discarded.items()))
+        await self._record(
+            "reader_input_discarded",
+            {
+                "reader": self.reader_id,
+                "reason": self._discarded.most_common(1)[0][0],
+                "bytes": self._discarded_bytes,
+                "count": sum(reasons.values()),
+                "reasons": reasons,
+            },
+        )
+        self._discarded.clear()
+        self._discarded_bytes = 0
+        self._last_report = now
