@@ -99,23 +99,51 @@ def test_health_needs_no_token_and_says_when_the_gateway_is_ready(tmp_path: Path
 def test_without_a_good_token_staff_endpoints_answer_401_then_429(tmp_path: Path) -> None:
     async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
         assert (await client.get("/openapi.json")).status_code == 200  # public, not a failure
-        for path in ("/api/status", "/metrics"):
-            r = await client.get(path)
-            assert (r.status_code, r.headers["www-authenticate"]) == (401, "Bearer")
-        wrong = await client.post("/api/lockdown", json={"on": True}, headers=auth("dgw_nope"))
-        assert wrong.status_code == 401
+        # Requests with no token (what a web page can make a browser send) are
+        # refused, not counted and not recorded.
+        for _ in range(20):
+            for path in ("/api/status", "/metrics"):
+                r = await client.get(path)
+                assert (r.status_code, r.headers["www-authenticate"]) == (401, "Bearer")
+        assert (await client.get("/api/status", headers=auth(token))).status_code == 200
+        assert not [e for e in gw.events.recent if e["type"] == "staff_auth_failed"]
+        # Wrong tokens are: three from this address (max_failures = 3) lock it out...
+        for _ in range(3):
+            wrong = await client.post("/api/lockdown", json={"on": True}, headers=auth("dgw_no"))
+            assert wrong.status_code == 401
         assert gw.modes.lockdown is False
-        # Three failures from this address (max_failures = 3): now even the right token waits.
-        locked = await client.get("/api/status", headers=auth(token))
+        locked = await client.get("/api/status", headers=auth("dgw_nope"))
         assert locked.status_code == 429
         assert 0 < int(locked.headers["retry-after"]) <= 60
-        failures = [e["data"] for e in gw.events.recent if e["type"] == "staff_auth_failed"]
-        assert len(failures) == 3
-        assert failures[-1] == {"client": "127.0.0.1", "path": "/api/lockdown", "token_given": True}
-        clock.advance(61)
+        # ...but never the right token: nobody can lock staff out.
         assert (await client.get("/api/status", headers=auth(token))).status_code == 200
+        ok = await client.post("/api/lockdown", json={"on": True}, headers=auth(token))
+        assert ok.status_code == 200
+        # One event for the burst of failures, however many there were.
+        failures = [e["data"] for e in gw.events.recent if e["type"] == "staff_auth_failed"]
+        assert failures == [
+            {
+                "client": "127.0.0.1",
+                "path": "/api/lockdown",
+                "token_given": True,
+                "suppressed_before": 0,
+            }
+        ]
+        clock.advance(61)
+        assert (await client.get("/api/status", headers=auth("dgw_again"))).status_code == 401
+        failures = [e["data"] for e in gw.events.recent if e["type"] == "staff_auth_failed"]
+        assert failures[-1]["suppressed_before"] == 2
 
     run(tmp_path, body)
+
+
+def test_the_failure_limiter_is_bounded_however_many_addresses_fail() -> None:
+    from gateway.net.api import MAX_TRACKED_CLIENTS, FailureLimiter
+
+    limiter = FailureLimiter(max_failures=3, window=60)
+    for i in range(MAX_TRACKED_CLIENTS * 5):
+        limiter.failed(f"10.0.{i // 256}.{i % 256}", 1.0)
+    assert len(limiter._failures) == MAX_TRACKED_CLIENTS
 
 
 def test_status_shows_doors_readers_sync_outbox_and_clock(tmp_path: Path) -> None:

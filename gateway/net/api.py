@@ -129,8 +129,18 @@ class StaffDesk(Protocol):
         ...
 
 
+#: Client addresses whose wrong tokens are counted at once, at most.
+MAX_TRACKED_CLIENTS = 1024
+#: At most one ``staff_auth_failed`` event this often (seconds), for the whole API.
+AUTH_EVENT_INTERVAL = 10.0
+
+
 class FailureLimiter:
-    """Counts wrong tokens per client address; too many in a window locks that address out."""
+    """Counts wrong tokens per client address; too many in a window locks that address out.
+
+    Bounded: at most :data:`MAX_TRACKED_CLIENTS` addresses are kept (the
+    oldest failing one goes first), so rotating addresses cannot grow it.
+    """
 
     def __init__(self, max_failures: int, window: float) -> None:
         self.max_failures = max_failures
@@ -138,16 +148,17 @@ class FailureLimiter:
         self._failures: dict[str, deque[float]] = {}
 
     def _recent(self, client: str, now: float) -> deque[float]:
-        times = self._failures.setdefault(client, deque())
+        times = self._failures.get(client)
+        if times is None:
+            return deque()
         while times and times[0] <= now - self.window:
             times.popleft()
         if not times:
-            del self._failures[client]  # bounded: only addresses failing right now are kept
-            return deque()
+            del self._failures[client]  # only addresses failing right now are kept
         return times
 
     def retry_after(self, client: str, now: float) -> float | None:
-        """Seconds until ``client`` may try again, or None if it may now."""
+        """Seconds until ``client`` may try another token, or None if it may now."""
         times = self._recent(client, now)
         if len(times) < self.max_failures:
             return None
@@ -155,8 +166,31 @@ class FailureLimiter:
 
     def failed(self, client: str, now: float) -> None:
         """One more wrong token from ``client``."""
-        self._recent(client, now)
-        self._failures.setdefault(client, deque()).append(now)
+        times = self._recent(client, now)
+        if client not in self._failures and len(self._failures) >= MAX_TRACKED_CLIENTS:
+            del self._failures[next(iter(self._failures))]
+        self._failures[client] = times
+        times.append(now)
+
+
+class AuthFailureEvents:
+    """``staff_auth_failed`` events at a bounded rate, for the whole API.
+
+    One per :data:`AUTH_EVENT_INTERVAL` at most; the next carries
+    ``suppressed_before``, how many failures it stands for.
+    """
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+        self._suppressed = 0
+
+    def due(self, now: float) -> int | None:
+        """The count to report with an event now, or None to count this one silently."""
+        if self._last is not None and now - self._last < AUTH_EVENT_INTERVAL:
+            self._suppressed += 1
+            return None
+        self._last, suppressed, self._suppressed = now, self._suppressed, 0
+        return suppressed
 
 
 class UnlockBody(BaseModel):
@@ -178,32 +212,46 @@ class EnrolBody(BaseModel):
 
 
 async def _staff(request: Request) -> str:
-    """The name of the staff token presented; 401 without a good one, 429 after too many."""
+    """The name of the staff token presented; 401 without a good one, 429 after too many.
+
+    The token is checked first: a valid token always gets through, whatever
+    others did from the same address.  A request with no token is refused
+    and not counted (a web page can make a browser send those); only wrong
+    tokens count towards an address's lockout.
+    """
     desk: StaffDesk = request.app.state.desk
     limiter: FailureLimiter = request.app.state.limiter
     client = request.client.host if request.client else "unknown"
     now = desk.monotonic()
-    wait = limiter.retry_after(client, now)
-    if wait is not None:
-        raise HTTPException(
-            429,
-            "too many wrong tokens from this address; try again later",
-            headers={"Retry-After": str(math.ceil(wait))},
-        )
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else ""
     tokens: TokenStore = request.app.state.tokens
-    name = tokens.check(token.strip()) if scheme.lower() == "bearer" and token else None
-    if name is None:
+    name = tokens.check(token) if token else None
+    if name is not None:
+        return name
+    if token:
+        wait = limiter.retry_after(client, now)
+        if wait is not None:
+            raise HTTPException(
+                429,
+                "too many wrong tokens from this address; try again later",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
         limiter.failed(client, now)
-        # Recorded until the address is locked out, so a flood cannot fill the outbox.
-        await desk.record(
-            "staff_auth_failed",
-            {"client": client, "path": request.url.path, "token_given": bool(token)},
-        )
-        raise HTTPException(
-            401, "a valid staff token is needed", headers={"WWW-Authenticate": "Bearer"}
-        )
-    return name
+        suppressed = request.app.state.auth_events.due(now)
+        if suppressed is not None:
+            await desk.record(
+                "staff_auth_failed",
+                {
+                    "client": client,
+                    "path": request.url.path[:200],
+                    "token_given": True,
+                    "suppressed_before": suppressed,
+                },
+            )
+    raise HTTPException(
+        401, "a valid staff token is needed", headers={"WWW-Authenticate": "Bearer"}
+    )
 
 
 #: A staff endpoint's parameter: the name of the token that called it.
@@ -222,6 +270,7 @@ def create_app(desk: StaffDesk, tokens: TokenStore, api: ApiSection) -> FastAPI:
     app.state.desk = desk
     app.state.tokens = tokens
     app.state.limiter = limiter
+    app.state.auth_events = AuthFailureEvents()
 
     async def audit(by: str, action: str, **data: Any) -> None:
         await desk.record("staff_action", {"action": action, "by": by, **data})
@@ -423,6 +472,10 @@ async def serve_api(desk: StaffDesk, api: ApiSection, tokens_path: Path) -> None
             ssl_keyfile=api.tls_key_file,
             lifespan="off",
             access_log=False,
+            # No proxy is supported in front: X-Forwarded-For must not name the
+            # client (a local process could rotate addresses or frame another).
+            proxy_headers=False,
+            forwarded_allow_ips="",
             log_level="warning",
         )
         server = _Server(config)
