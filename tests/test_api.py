@@ -137,6 +137,29 @@ def test_without_a_good_token_staff_endpoints_answer_401_then_429(tmp_path: Path
     run(tmp_path, body)
 
 
+def test_no_cdn_docs_a_strict_policy_on_every_answer_and_only_own_hosts(tmp_path: Path) -> None:
+    async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
+        for path in ("/docs", "/redoc"):  # they load scripts from a CDN: gone
+            assert (await client.get(path)).status_code == 404
+        page = await client.get("/")
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'none'" in csp
+        assert "script-src 'sha256-" in csp
+        assert "frame-ancestors 'none'" in csp
+        assert page.headers["x-frame-options"] == "DENY"
+        assert (await client.get("/health/live")).headers["x-content-type-options"] == "nosniff"
+        # DNS rebinding: a name that resolves here is still not this gateway's name.
+        rebound = await client.get(
+            "/api/status", headers={**auth(token), "Host": "evil.example:8080"}
+        )
+        assert rebound.status_code == 421
+        for host in ("localhost:8080", "127.0.0.1", "[::1]:8080", "192.168.1.20"):
+            ok = await client.get("/health/live", headers={"Host": host})
+            assert ok.status_code == 200, host
+
+    run(tmp_path, body)
+
+
 def test_the_failure_limiter_is_bounded_however_many_addresses_fail() -> None:
     from gateway.net.api import MAX_TRACKED_CLIENTS, FailureLimiter
 

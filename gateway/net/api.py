@@ -16,11 +16,14 @@ describes the endpoints; the OpenAPI document is served at /openapi.json.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import ipaddress
 import itertools
 import logging
 import math
+import re
 import socket
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -265,7 +268,23 @@ def create_app(desk: StaffDesk, tokens: TokenStore, api: ApiSection) -> FastAPI:
         title="doorgw local API",
         version=__version__,
         description="Health, status, recent events and staff actions of one doorgw gateway.",
+        # The interactive docs load scripts from a CDN into the origin whose
+        # sessionStorage holds the staff token: off.  /openapi.json stays.
+        docs_url=None,
+        redoc_url=None,
     )
+    page = resources.files("gateway").joinpath("data/status.html").read_text()
+    headers = _security_headers(page)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        # DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends
+        # Host: evil.example.  Only IP literals and localhost name this gateway.
+        if not _is_own_host(request.headers.get("host", "")):
+            return JSONResponse({"detail": "unknown Host"}, status_code=421)
+        response: Response = await call_next(request)
+        response.headers.update(headers)
+        return response
 
     app.state.desk = desk
     app.state.tokens = tokens
@@ -364,13 +383,52 @@ def create_app(desk: StaffDesk, tokens: TokenStore, api: ApiSection) -> FastAPI:
         """Prometheus metrics (text exposition format)."""
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
-    page = resources.files("gateway").joinpath("data/status.html").read_text()
-
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def status_page() -> str:
         return page
 
     return app
+
+
+def _security_headers(page: str) -> dict[str, str]:
+    """Headers for every response: the status page may run its own inline script
+    and style (by hash) and talk to this origin, and nothing else."""
+
+    def digests(tag: str) -> str:
+        found = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.DOTALL)
+        return " ".join(
+            "'sha256-" + base64.b64encode(hashlib.sha256(t.encode()).digest()).decode() + "'"
+            for t in found
+        )
+
+    csp = (
+        f"default-src 'none'; script-src {digests('script')}; style-src {digests('style')}; "
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    return {
+        "Content-Security-Policy": csp,
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
+
+
+def _is_own_host(host: str) -> bool:
+    """Whether a Host header names this gateway: an IP literal or localhost, any port."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else ""
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 class _Metrics:
