@@ -335,6 +335,53 @@ def test_a_dead_first_broker_fails_over_to_the_next(broker: Broker, tmp_path: Pa
     run_async(go())
 
 
+def test_a_broker_that_never_answers_connect_is_given_up_on(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A broker that takes the connection and goes away before its CONNACK (one
+    # being restarted): aiomqtt would wait for ever; the link tries the next one.
+    import socket
+    import threading
+
+    from gateway.net import mqtt
+
+    monkeypatch.setattr(mqtt, "CONNECT_TIMEOUT", 0.5)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+
+    def go_away() -> None:
+        # Read the CONNECT, then close without a CONNACK: a broker being restarted.
+        while True:
+            try:
+                conn, _ = silent.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)
+
+    threading.Thread(target=go_away, daemon=True).start()
+
+    async def go() -> None:
+        cloud = cloud_for(broker)
+        task = asyncio.create_task(cloud.run())
+        await cloud.connected.wait()
+        mute = f"mqtt://127.0.0.1:{silent.getsockname()[1]}"
+        config = load_config(
+            broker.gateway_config("gw-1", tmp_path / "gw-1", urls=[mute, broker.url])
+        )
+        gw = Gateway(config, ManualClock(datetime.fromtimestamp(local("2026-03-10T10:00"), UTC)))
+        async with gw.running():
+            # Within the bound (0.5 s here), not after the 10 s aiomqtt itself may take.
+            await until(lambda: gw.link.broker == broker.url, "on to the second broker", 8)
+        task.cancel()
+
+    try:
+        run_async(go())
+    finally:
+        silent.close()
+
+
 def test_doorgw_run_stops_cleanly_on_sigterm(broker: Broker, tmp_path: Path) -> None:
     import signal
     import sys

@@ -32,6 +32,8 @@ from gateway.wire.protocol import StatusMsg, Topics
 
 log = logging.getLogger(__name__)
 
+#: Seconds to wait for the broker's CONNACK before trying again.
+CONNECT_TIMEOUT = 10.0
 #: TCP_NODELAY, for every MQTT socket doorgw opens.
 NO_DELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -262,7 +264,19 @@ class MqttLink:
             socket_options=[NO_DELAY],
             max_queued_outgoing_messages=10_000,
         )
-        async with client:
+        async with contextlib.AsyncExitStack() as stack:
+            # aiomqtt waits for the CONNACK without a limit, and a broker that goes
+            # away after accepting the TCP connection never sends one: without
+            # this bound the link would wait for ever (seen with a restarting broker).
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await stack.enter_async_context(client)
+            except TimeoutError:
+                with contextlib.suppress(Exception):
+                    client._client.disconnect()  # paho's socket, which aiomqtt still holds
+                raise aiomqtt.MqttError(
+                    f"no answer to CONNECT within {CONNECT_TIMEOUT:g} s"
+                ) from None
             # Each of these steps ends in aiomqtt's asyncio.wait_for, which in
             # Python 3.11 can swallow a stop request that arrives as it completes;
             # the session would then wait for messages forever.
