@@ -79,6 +79,8 @@ class Outbox:
         self._dropped: Counter[str] = Counter()
         #: Why the disk last refused events still to be reported (None: only the bound).
         self._drop_cause: str | None = None
+        #: The counts changed since they were last written to the file.
+        self._drops_unsaved = False
         #: Why events cannot be stored right now, or None while they can.
         self.storage_error: str | None = None
         self._inflight: set[asyncio.Future[Any]] = set()
@@ -142,6 +144,7 @@ class Outbox:
         acked, marker, data = continue_numbering(salvage, self.max_events, now)
         data = {**data, "moved_to": moved_to, "detail": detail[:300]}
         self._dropped.update(salvage.dropped)
+        self._drops_unsaved = True
         row = (marker, now, "outbox_salvaged", json.dumps(data, separators=(",", ":")))
         await self._commit([*salvage.rows, row], marker, acked=acked)
         self.last_seq, self.acked_seq = marker, acked
@@ -212,13 +215,16 @@ class Outbox:
                     log.warning(
                         "event outbox at %d of %d events", seq - self.acked_seq, self.max_events
                     )
-            if rows or self._dropped != dropped_before:
+            if self._dropped != dropped_before:
+                self._drops_unsaved = True
+            if rows or self._drops_unsaved:
                 try:
                     await self._commit(rows, seq)
                 except (sqlite3.Error, OSError) as exc:
                     # Nothing of this call was stored: every one of its events is lost,
                     # and a drop report taken out above is owed still.
                     self._dropped = dropped_before + Counter(t for t, _, _ in events)
+                    self._drops_unsaved = True
                     self._warned = warned_before
                     self._storage_failed(exc)
                     return [None] * len(events)
@@ -250,12 +256,15 @@ class Outbox:
                 await db.execute(
                     "UPDATE outbox_meta SET value = ? WHERE key = 'acked_seq'", (acked,)
                 )
-            # The counts outlast a restart: a report owed is never forgotten.
-            await db.execute("DELETE FROM dropped")
-            await db.executemany(
-                "INSERT INTO dropped VALUES (?, ?, ?)",
-                [(t, n, self._drop_cause) for t, n in self._dropped.items()],
-            )
+            # The counts outlast a restart: a report owed is never forgotten.  Only
+            # when they changed: a tap's commit must not pay for them otherwise.
+            if self._drops_unsaved:
+                await db.execute("DELETE FROM dropped")
+                await db.executemany(
+                    "INSERT INTO dropped VALUES (?, ?, ?)",
+                    [(t, n, self._drop_cause) for t, n in self._dropped.items()],
+                )
+        self._drops_unsaved = False
         if not self._dropped:
             self._drop_cause = None
 
