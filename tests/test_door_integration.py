@@ -619,6 +619,7 @@ def test_a_full_disk_keeps_the_door_opening_and_everything_recovers_when_space_r
                 assert gw.engine.version == version
                 assert gw.supervisor.down() == []  # every service still running
                 status = gw.desk.status()
+                assert (status["services_down"], status["service_failures"]) == ([], {})
                 assert "full" in status["outbox"]["storage_error"]
                 assert gw.outbox.last_seq == stored  # nothing stored meanwhile
 

@@ -121,6 +121,7 @@ class GatewayDesk:
                 "storage_error": self._outbox.storage_error,
             },
             "services_down": self._supervisor.down(),
+            "service_failures": dict(sorted(self._supervisor.failures.items())),
             "clock": {"trusted": trust.trusted, "source": trust.source, "skew_s": trust.skew_s},
         }
 
