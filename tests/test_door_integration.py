@@ -47,6 +47,13 @@ def front_door(**settings: Any) -> DoorConfig:
     )
 
 
+async def synced(gw: Gateway, doc: dict[str, Any]) -> None:
+    """Give ``gw`` the site ``doc`` as the platform would: a signed snapshot, applied."""
+    for chunk in CloudSigner(SIGNER, "t").snapshot(parse_dataset(doc)):
+        await gw.engine.handle(chunk)
+    await gw.engine.wait_snapshot()
+
+
 def door_only_config(tmp_path: Path, *readers: ReaderConfig, **door: Any) -> Path:
     """The gateway with its door and only ``readers`` (none by default), written out."""
     settings = gateway_config(tmp_path, SIGNER, doors=(front_door(**door),), readers=readers)
@@ -150,9 +157,7 @@ def test_an_early_member_sees_booking_soon_not_a_plain_refusal(tmp_path: Path) -
     async def go() -> None:
         gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
         async with gw.running():
-            for chunk in CloudSigner(SIGNER, "t").snapshot(parse_dataset(doc)):
-                await gw.engine.handle(chunk)
-            await gw.engine.wait_snapshot()
+            await synced(gw, doc)
             decision = await gw.taps.present(
                 "room1", CredentialRead(CredentialKind.NFC_UID, "04000005")
             )
@@ -172,9 +177,7 @@ def test_wrong_pins_lock_the_keypad_with_an_event(tmp_path: Path) -> None:
     async def go() -> None:
         gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
         async with gw.running():
-            for chunk in CloudSigner(SIGNER, "t").snapshot(parse_dataset(base_dataset())):
-                await gw.engine.handle(chunk)
-            await gw.engine.wait_snapshot()
+            await synced(gw, base_dataset())
             for pin in ("0000", "1111", "2222", "3333", "4444"):
                 await gw.taps.pin("front", "kp-front", pin)
             # Locked now: even the right PIN is not looked at.
@@ -225,9 +228,7 @@ def test_a_right_pin_between_guesses_does_not_reset_the_count(tmp_path: Path) ->
     async def go() -> None:
         gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
         async with gw.running():
-            for chunk in CloudSigner(SIGNER, "t").snapshot(parse_dataset(base_dataset())):
-                await gw.engine.handle(chunk)
-            await gw.engine.wait_snapshot()
+            await synced(gw, base_dataset())
             # The audit's pattern: four guesses, then one's own PIN, again and again.
             for guess in ("0000", "2222", "3333", "4444"):
                 await gw.taps.pin("front", "kp-front", guess)
@@ -261,9 +262,7 @@ def test_a_card_and_pin_door_opens_for_the_card_then_its_holders_pin(tmp_path: P
         gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
         reader = SimulatedWiegand(factory, D0, D1)
         async with gw.running():
-            for chunk in CloudSigner(SIGNER, "t").snapshot(parse_dataset(doc)):
-                await gw.engine.handle(chunk)
-            await gw.engine.wait_snapshot()
+            await synced(gw, doc)
             seen = 0
 
             async def next_access(*keys: str, card: bool = False) -> str:
@@ -342,9 +341,7 @@ def test_an_osdp_reader_opens_the_door_and_shows_the_answer_on_its_own_led(
         gw = Gateway(load_config(tmp_path / "doorgw.toml"), SystemClock(), pin_factory=factory)
         try:
             async with gw.running():
-                for chunk in CloudSigner(SIGNER, "t").snapshot(parse_dataset(base_dataset())):
-                    await gw.engine.handle(chunk)
-                await gw.engine.wait_snapshot()
+                await synced(gw, base_dataset())
                 await until(lambda: device.secure)
                 await asyncio.sleep(0.3)
                 device.card(bytes.fromhex("04000003"))  # all_m: a 24/7 plan

@@ -42,8 +42,10 @@ def test_garbage_is_discarded_with_a_reason_and_reading_goes_on() -> None:
 Scanner = SimulatedScanner
 
 
-def test_lines_arrive_and_an_unplugged_scanner_comes_back(tmp_path: Path) -> None:
-    scanner = Scanner(tmp_path / "scanner")
+def _reader(
+    scanner: SimulatedScanner, **options: Any
+) -> tuple[SerialLineReader, list[str], list[tuple[str, dict[str, Any]]]]:
+    """A reader on ``scanner``'s port, with the lines and events it hands over."""
     lines: list[str] = []
     events: list[tuple[str, dict[str, Any]]] = []
 
@@ -53,16 +55,22 @@ def test_lines_arrive_and_an_unplugged_scanner_comes_back(tmp_path: Path) -> Non
     async def record(type_: str, data: dict[str, Any]) -> None:
         events.append((type_, data))
 
+    reader = SerialLineReader(
+        "qr-front",
+        str(scanner.path),
+        on_line=on_line,
+        record=record,
+        clock=SystemClock(),
+        **options,
+    )
+    return reader, lines, events
+
+
+def test_lines_arrive_and_an_unplugged_scanner_comes_back(tmp_path: Path) -> None:
+    scanner = Scanner(tmp_path / "scanner")
+    reader, lines, events = _reader(scanner, retry_min=0.05, retry_max=0.2)
+
     async def go() -> None:
-        reader = SerialLineReader(
-            "qr-front",
-            str(scanner.path),
-            on_line=on_line,
-            record=record,
-            clock=SystemClock(),
-            retry_min=0.05,
-            retry_max=0.2,
-        )
         async with background(reader.run()):
             await until(lambda: reader.online)
             scanner.send(b"DP1.abc")
@@ -105,19 +113,9 @@ def test_arbitrary_scanner_bytes_give_clean_lines_or_reasons(chunks: list[bytes]
 def test_one_burst_is_one_presentation_and_its_garbage_one_event(tmp_path: Path) -> None:
     # The audit's read: 500 short lines and 500 of control characters at once.
     scanner = Scanner(tmp_path / "scanner")
-    lines: list[str] = []
-    events: list[tuple[str, dict[str, Any]]] = []
-
-    async def on_line(text: str) -> None:
-        lines.append(text)
-
-    async def record(type_: str, data: dict[str, Any]) -> None:
-        events.append((type_, data))
+    reader, lines, events = _reader(scanner)
 
     async def go() -> None:
-        reader = SerialLineReader(
-            "qr-front", str(scanner.path), on_line=on_line, record=record, clock=SystemClock()
-        )
         async with background(reader.run()):
             await until(lambda: reader.online)
             scanner.send(b"".join(b"c%03d\n" % i + b"\x01\x02\n" for i in range(500)))
