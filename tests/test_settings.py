@@ -115,3 +115,21 @@ def test_a_config_edited_in_place_is_refused_and_check_config_says_why(
     assert f"{link}: warning: {link} is no longer the link to current/doorgw.toml" in (
         capsys.readouterr().err
     )
+
+
+def test_an_editor_that_cannot_run_or_fails_changes_nothing(
+    etc: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("VISUAL", str(tmp_path / "no-such-editor"))
+    assert main(["config", "edit", "--dir", str(etc)]) == 2
+    assert "cannot run the editor" in capsys.readouterr().err
+    monkeypatch.setenv("VISUAL", f"{sys.executable} -c 'raise SystemExit(3)'")
+    assert main(["config", "edit", "--dir", str(etc)]) == 2
+    assert "the editor exited with status 3; nothing changed" in capsys.readouterr().err
+    monkeypatch.setenv("VISUAL", f"{sys.executable} -c pass")
+    assert (
+        main(["config", "edit", "--from", str(tmp_path / "missing.toml"), "--dir", str(etc)]) == 2
+    )
+    assert "missing.toml: cannot read" in capsys.readouterr().err
+    assert release_of(etc) == "0001"
+    assert sorted(p.name for p in (etc / "releases").iterdir()) == ["0001"]
