@@ -139,8 +139,9 @@ def test_without_a_good_token_staff_endpoints_answer_401_then_429(tmp_path: Path
 
 def test_no_cdn_docs_a_strict_policy_on_every_answer_and_only_own_hosts(tmp_path: Path) -> None:
     async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
-        for path in ("/docs", "/redoc"):  # they load scripts from a CDN: gone
-            assert (await client.get(path)).status_code == 404
+        for path in ("/docs", "/redoc"):  # they loaded scripts from a CDN: gone
+            assert (await client.get(path)).status_code == 401  # no path is probed without a token
+            assert (await client.get(path, headers=auth(token))).status_code == 404
         page = await client.get("/")
         csp = page.headers["content-security-policy"]
         assert "default-src 'none'" in csp
@@ -161,7 +162,7 @@ def test_no_cdn_docs_a_strict_policy_on_every_answer_and_only_own_hosts(tmp_path
 
 
 def test_the_failure_limiter_is_bounded_however_many_addresses_fail() -> None:
-    from gateway.net.api import MAX_TRACKED_CLIENTS, FailureLimiter
+    from gateway.net.staff_auth import MAX_TRACKED_CLIENTS, FailureLimiter
 
     limiter = FailureLimiter(max_failures=3, window=60)
     for i in range(MAX_TRACKED_CLIENTS * 5):

@@ -192,6 +192,7 @@ def test_the_unit_is_hardened_as_documented() -> None:
         "ProtectSystem=strict",
         "StateDirectory=doorgw",
         "SupplementaryGroups=gpio dialout",
+        "LimitNOFILE=1024",
     ):
         assert line in text
 

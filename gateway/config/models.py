@@ -304,6 +304,8 @@ class ApiSection(_Section):
     #: Wrong tokens from one client address before it is refused for a while.
     max_failures: int = Field(default=5, ge=1, le=1000)
     lockout_seconds: float = Field(default=60.0, ge=1, le=86400)
+    #: Connections the API holds at once; at the limit the longest-idle one is dropped.
+    max_connections: int = Field(default=32, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiSection:

@@ -24,10 +24,10 @@ import itertools
 import logging
 import math
 import re
+import resource
 import socket
-from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -41,12 +41,26 @@ from pydantic import BaseModel, Field
 
 from gateway import __version__
 from gateway.config.models import ApiSection
+from gateway.net.http_guard import (
+    IDLE_TIMEOUT,
+    MAX_HEADERS,
+    ConnectionCounts,
+    GuardedH11Protocol,
+    Listener,
+    OncePerInterval,
+    StaffGate,
+)
+from gateway.net.staff_auth import StaffAuth
 from gateway.net.staff_tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
 #: Seconds between attempts to listen again when the port cannot be had.
 RETRY_LISTEN = 30.0
+#: File descriptors kept for the doors, readers, MQTT and the stores, whatever the API holds.
+FD_RESERVE = 200
+#: Paths anyone may fetch; every other path needs a staff token before anything else.
+PUBLIC_PATHS = ("/", "/health/live", "/health/ready", "/openapi.json")
 
 
 @dataclass(frozen=True)
@@ -132,70 +146,6 @@ class StaffDesk(Protocol):
         ...
 
 
-#: Client addresses whose wrong tokens are counted at once, at most.
-MAX_TRACKED_CLIENTS = 1024
-#: At most one ``staff_auth_failed`` event this often (seconds), for the whole API.
-AUTH_EVENT_INTERVAL = 10.0
-
-
-class FailureLimiter:
-    """Counts wrong tokens per client address; too many in a window locks that address out.
-
-    Bounded: at most :data:`MAX_TRACKED_CLIENTS` addresses are kept (the
-    oldest failing one goes first), so rotating addresses cannot grow it.
-    """
-
-    def __init__(self, max_failures: int, window: float) -> None:
-        self.max_failures = max_failures
-        self.window = window
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, client: str, now: float) -> deque[float]:
-        times = self._failures.get(client)
-        if times is None:
-            return deque()
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            del self._failures[client]  # only addresses failing right now are kept
-        return times
-
-    def retry_after(self, client: str, now: float) -> float | None:
-        """Seconds until ``client`` may try another token, or None if it may now."""
-        times = self._recent(client, now)
-        if len(times) < self.max_failures:
-            return None
-        return times[0] + self.window - now
-
-    def failed(self, client: str, now: float) -> None:
-        """One more wrong token from ``client``."""
-        times = self._recent(client, now)
-        if client not in self._failures and len(self._failures) >= MAX_TRACKED_CLIENTS:
-            del self._failures[next(iter(self._failures))]
-        self._failures[client] = times
-        times.append(now)
-
-
-class AuthFailureEvents:
-    """``staff_auth_failed`` events at a bounded rate, for the whole API.
-
-    One per :data:`AUTH_EVENT_INTERVAL` at most; the next carries
-    ``suppressed_before``, how many failures it stands for.
-    """
-
-    def __init__(self) -> None:
-        self._last: float | None = None
-        self._suppressed = 0
-
-    def due(self, now: float) -> int | None:
-        """The count to report with an event now, or None to count this one silently."""
-        if self._last is not None and now - self._last < AUTH_EVENT_INTERVAL:
-            self._suppressed += 1
-            return None
-        self._last, suppressed, self._suppressed = now, self._suppressed, 0
-        return suppressed
-
-
 class UnlockBody(BaseModel):
     """How long to unlock for (default: the door's own unlock time)."""
 
@@ -214,47 +164,13 @@ class EnrolBody(BaseModel):
     seconds: float = Field(default=60, gt=0, le=600)
 
 
-async def _staff(request: Request) -> str:
-    """The name of the staff token presented; 401 without a good one, 429 after too many.
+def _staff(request: Request) -> str:
+    """The name of the staff token presented.
 
-    The token is checked first: a valid token always gets through, whatever
-    others did from the same address.  A request with no token is refused
-    and not counted (a web page can make a browser send those); only wrong
-    tokens count towards an address's lockout.
+    :class:`~gateway.net.http_guard.StaffGate` checked it before the
+    request got here (before its body was read); this only passes it on.
     """
-    desk: StaffDesk = request.app.state.desk
-    limiter: FailureLimiter = request.app.state.limiter
-    client = request.client.host if request.client else "unknown"
-    now = desk.monotonic()
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" else ""
-    tokens: TokenStore = request.app.state.tokens
-    name = tokens.check(token) if token else None
-    if name is not None:
-        return name
-    if token:
-        wait = limiter.retry_after(client, now)
-        if wait is not None:
-            raise HTTPException(
-                429,
-                "too many wrong tokens from this address; try again later",
-                headers={"Retry-After": str(math.ceil(wait))},
-            )
-        limiter.failed(client, now)
-        suppressed = request.app.state.auth_events.due(now)
-        if suppressed is not None:
-            await desk.record(
-                "staff_auth_failed",
-                {
-                    "client": client,
-                    "path": request.url.path[:200],
-                    "token_given": True,
-                    "suppressed_before": suppressed,
-                },
-            )
-    raise HTTPException(
-        401, "a valid staff token is needed", headers={"WWW-Authenticate": "Bearer"}
-    )
+    return str(request.state.staff)
 
 
 #: A staff endpoint's parameter: the name of the token that called it.
@@ -263,7 +179,6 @@ Staff = Annotated[str, Depends(_staff)]
 
 def create_app(desk: StaffDesk, tokens: TokenStore, api: ApiSection) -> FastAPI:
     """The API of one running gateway."""
-    limiter = FailureLimiter(api.max_failures, api.lockout_seconds)
     app = FastAPI(
         title="doorgw local API",
         version=__version__,
@@ -276,20 +191,15 @@ def create_app(desk: StaffDesk, tokens: TokenStore, api: ApiSection) -> FastAPI:
     page = resources.files("gateway").joinpath("data/status.html").read_text()
     headers = _security_headers(page)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        # DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends
-        # Host: evil.example.  Only IP literals and localhost name this gateway.
-        if not _is_own_host(request.headers.get("host", "")):
-            return JSONResponse({"detail": "unknown Host"}, status_code=421)
-        response: Response = await call_next(request)
-        response.headers.update(headers)
-        return response
-
-    app.state.desk = desk
-    app.state.tokens = tokens
-    app.state.limiter = limiter
-    app.state.auth_events = AuthFailureEvents()
+    auth = StaffAuth(
+        tokens,
+        max_failures=api.max_failures,
+        lockout_seconds=api.lockout_seconds,
+        monotonic=desk.monotonic,
+        record=desk.record,
+    )
+    app.add_middleware(StaffGate, public=PUBLIC_PATHS, check=auth.check, headers=headers)
+    app.state.auth = auth
 
     async def audit(by: str, action: str, **data: Any) -> None:
         await desk.record("staff_action", {"action": action, "by": by, **data})
@@ -308,8 +218,9 @@ def create_app(desk: StaffDesk, tokens: TokenStore, api: ApiSection) -> FastAPI:
 
     @app.get("/api/status", tags=["status"])
     async def status(by: Staff) -> dict[str, Any]:
-        """Doors, readers, sync, outbox and clock, now."""
-        return desk.status()
+        """Doors, readers, sync, outbox and clock, now; and this API's own connections."""
+        connections: ConnectionCounts | None = getattr(app.state, "connections", None)
+        return {**desk.status(), "api": None if connections is None else asdict(connections)}
 
     @app.get("/api/events", tags=["status"])
     async def events(
@@ -415,22 +326,6 @@ def _security_headers(page: str) -> dict[str, str]:
     }
 
 
-def _is_own_host(host: str) -> bool:
-    """Whether a Host header names this gateway: an IP literal or localhost, any port."""
-    name = host.strip().lower()
-    if name.startswith("["):
-        name = name[1 : name.find("]")] if "]" in name else ""
-    elif name.count(":") == 1:
-        name = name.rsplit(":", 1)[0]
-    if name == "localhost":
-        return True
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
-
-
 class _Metrics:
     """Reads the gateway's state at scrape time: nothing to keep in step."""
 
@@ -495,11 +390,60 @@ class _Metrics:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: SIGTERM belongs to the daemon."""
+    """uvicorn serving through our :class:`~gateway.net.http_guard.Listener`.
+
+    No signal handlers (SIGTERM belongs to the daemon), and no
+    ``loop.create_server``: the Listener accepts, so that connections are
+    counted and bounded from the first byte, TLS handshakes included.
+    """
+
+    def __init__(
+        self, config: uvicorn.Config, sock: socket.socket, counts: ConnectionCounts
+    ) -> None:
+        super().__init__(config)
+        self._sock = sock
+        self._counts = counts
+        self._accepting: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        config = self.config
+
+        def protocol(
+            mark: Callable[[bool], None], release: Callable[[], None]
+        ) -> GuardedH11Protocol:
+            p = GuardedH11Protocol(config=config, server_state=self.server_state, app_state={})
+            p.mark, p.release = mark, release
+            return p
+
+        listener = Listener(self._sock, protocol, counts=self._counts, ssl_context=config.ssl)
+        self._accepting = asyncio.create_task(listener.serve(), name="api-accept")
+        self.servers = []
+        self.started = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+        await super().shutdown(sockets)
+
+
+def connection_budget(wanted: int) -> int:
+    """How many API connections the process can afford: ``wanted``, or fewer if
+    the file-descriptor limit would leave the doors less than :data:`FD_RESERVE`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted + FD_RESERVE:
+        raised = hard if hard == resource.RLIM_INFINITY else min(hard, wanted + FD_RESERVE)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - FD_RESERVE))
 
 
 async def serve_api(desk: StaffDesk, api: ApiSection, tokens_path: Path) -> None:
@@ -510,6 +454,15 @@ async def serve_api(desk: StaffDesk, api: ApiSection, tokens_path: Path) -> None
         # cross the network in the clear: say so where the IT person will look.
         log.warning("staff API on %s without TLS: tokens travel unencrypted", api.listen)
         await desk.record("api_without_tls", {"listen": api.listen, "port": api.port})
+    budget = connection_budget(api.max_connections)
+    if budget < api.max_connections:
+        log.warning(
+            "staff API limited to %d connections (file-descriptor limit); %d configured",
+            budget,
+            api.max_connections,
+        )
+    # A flood of bad requests must not become a flood of log lines.
+    logging.getLogger("uvicorn.error").addFilter(OncePerInterval())
     while True:
         try:
             # Bound here, not by uvicorn, which would exit the process when it cannot.
@@ -529,6 +482,10 @@ async def serve_api(desk: StaffDesk, api: ApiSection, tokens_path: Path) -> None
             ssl_certfile=api.tls_cert_file,
             ssl_keyfile=api.tls_key_file,
             lifespan="off",
+            http=GuardedH11Protocol,
+            ws="none",
+            timeout_keep_alive=int(IDLE_TIMEOUT),
+            h11_max_incomplete_event_size=MAX_HEADERS,
             access_log=False,
             # No proxy is supported in front: X-Forwarded-For must not name the
             # client (a local process could rotate addresses or frame another).
@@ -536,8 +493,9 @@ async def serve_api(desk: StaffDesk, api: ApiSection, tokens_path: Path) -> None
             forwarded_allow_ips="",
             log_level="warning",
         )
-        server = _Server(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]), name="api-server")
+        counts = app.state.connections = ConnectionCounts(budget)
+        server = _Server(config, sock, counts)
+        task = asyncio.create_task(server.serve(), name="api-server")
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
