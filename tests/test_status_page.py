@@ -78,14 +78,16 @@ for (let i = 0; i < 40; i++) {
   // What any page can make a browser send: no token (no-cors drops Authorization).
   tries.push(fetch(api + "/api/status", {mode: "no-cors"}));
   tries.push(fetch(api + "/api/lockdown", {mode: "no-cors", method: "POST", body: '{"on": true}'}));
-  tries.push(fetch(api + "/api/status", {mode: "no-cors", headers: {"Authorization": "Bearer dgw_x"}}));
+  tries.push(fetch(api + "/api/status",
+    {mode: "no-cors", headers: {"Authorization": "Bearer dgw_x"}}));
   // With a token it must ask first (CORS preflight), which is refused.
   tries.push(fetch(api + "/api/lockdown", {
     method: "POST", headers: {"Authorization": "Bearer dgw_guess" + i}, body: "{}"}));
 }
 Promise.allSettled(tries).then(r => {
   document.getElementById("out").textContent =
-    "sent " + r.length + ", refused by the browser " + r.filter(x => x.status === "rejected").length;
+    "sent " + r.length + ", refused by the browser " +
+    r.filter(x => x.status === "rejected").length;
 });
 </script></body></html>"""
 
