@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.config.models import Config, DoorConfig, GatewaySection, MqttSection, SyncSection
 from gateway.config.write import write_config
-from gateway.core.jws import Signer
+from gateway.core.jws import MAX_TOKEN_BYTES, Signer
 from gateway.tools.pki import issue, make_ca
 
 if TYPE_CHECKING:
@@ -46,6 +46,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+#: The broker's packet limit: the gateway's message limit plus room for topic and header.
+MAX_PACKET_BYTES = MAX_TOKEN_BYTES + 256
 
 
 class Broker:
@@ -93,6 +97,9 @@ class Broker:
             "persistence true",
             f"persistence_location {persistence}/",
             f"max_queued_messages {max_queued}",
+            # Nobody may make a client read more than the gateway accepts
+            # (docs/protocol.md, "Transport"): larger packets are refused here.
+            f"max_packet_size {MAX_PACKET_BYTES}",
             "allow_anonymous false",
             f"acl_file {self.dir / 'acl'}",
             f"log_dest file {self.dir / 'mosquitto.log'}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from gateway.clock import ManualClock, SystemClock
 from gateway.config.models import load_config
 from gateway.core.credentials import parse_read
 from gateway.core.decision import Reason
-from gateway.core.jws import Signer
+from gateway.core.jws import MAX_TOKEN_BYTES, Signer
 from gateway.net.mqtt import tls_context
 from sim.broker import Broker, free_port
 from sim.cloud import CloudPeer
@@ -467,5 +468,52 @@ def test_a_stop_request_swallowed_below_the_link_still_stops_it() -> None:
             with pytest.raises(asyncio.CancelledError):
                 await task
         assert sessions == 1  # it did not reconnect after being asked to stop
+
+    run_async(go())
+
+
+def test_messages_larger_than_the_limit_are_stopped_by_the_broker_or_refused_unread(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """The audit's 64 MiB message took a gateway from 67 to 260 MiB: the broker we
+    ship refuses packets past the gateway's limit, and the gateway refuses what
+    slips under the packet limit but over its own before decoding anything."""
+
+    def client(ident: str) -> aiomqtt.Client:
+        cert, key = broker.certs["cloud"]
+        return aiomqtt.Client(
+            "127.0.0.1",
+            broker.port,
+            identifier=ident,
+            tls_context=tls_context(broker.ca_file, cert, key),
+        )
+
+    async def go() -> None:
+        cloud = cloud_for(broker)
+        task = asyncio.create_task(cloud.run())
+        await cloud.connected.wait()
+        gw = gateway_for(broker, tmp_path)
+        async with gw.running():
+            await until(lambda: gw.engine.version == 1, "snapshot applied")
+            sessions = gw.link.sessions
+            topic = "doorgw/v1/gw/gw-1/delta"
+            with contextlib.suppress(aiomqtt.MqttError):
+                async with client("cloud-huge") as huge:
+                    await huge.publish(topic, b"A" * (8 << 20), qos=1, timeout=5)
+            async with client("cloud-big") as big:
+                await big.publish(topic, b"A" * (MAX_TOKEN_BYTES + 1), qos=1)
+                await big.publish(topic, b"not a JWS", qos=1)
+            await until(lambda: "message_rejected" in types(cloud), "rejection reported")
+            await asyncio.sleep(0.5)
+            rejected = [
+                e["data"] for e in cloud.events_of("gw-1") if e["type"] == "message_rejected"
+            ]
+            # One event for both (rate-limited per reason); the 8 MiB one never arrived.
+            assert [r["reason"] for r in rejected] == ["malformed"]
+            assert rejected[0]["detail"] == f"message of {MAX_TOKEN_BYTES + 1} bytes is too large"
+            assert gw.link.connected.is_set()
+            assert gw.link.sessions == sessions
+            assert gw.engine.version == 1
+        task.cancel()
 
     run_async(go())

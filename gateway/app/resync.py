@@ -43,7 +43,7 @@ class ResyncPacer:
         have_version: int | None,
         *,
         snapshot_id: str | None = None,
-        missing: list[int] | None = None,
+        missing: list[tuple[int, int]] | None = None,
         force: bool = False,
     ) -> None:
         """Ask for data (a whole snapshot, or a transfer's ``missing`` chunks)."""

@@ -47,6 +47,17 @@ log = logging.getLogger(__name__)
 MAX_BUFFERED_DELTAS = 10_000
 
 
+def ranges(indexes: list[int]) -> list[tuple[int, int]]:
+    """Sorted indexes as inclusive ``(first, last)`` runs: [0, 1, 2, 5] -> [(0, 2), (5, 5)]."""
+    out: list[tuple[int, int]] = []
+    for i in indexes:
+        if out and out[-1][1] == i - 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out
+
+
 class SyncEngine:
     """Applies the platform's signed messages to the cache.
 
@@ -112,7 +123,7 @@ class SyncEngine:
         pending = await self._writer.stage.pending_snapshot()
         if pending is not None:
             sid, version, count, _, held = pending
-            missing = sorted(set(range(count)) - set(held))
+            missing = ranges(sorted(set(range(count)) - set(held)))
             if not missing:
                 if self._snapshot_task is None:
                     self._start_snapshot_apply(sid, version)  # a complete transfer, not yet in

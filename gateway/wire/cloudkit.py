@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.core import model
 from gateway.core.jws import Signer
-from gateway.wire.protocol import dataset_parts
+from gateway.wire.protocol import MAX_CHUNK_ROWS, dataset_parts
 
 #: Default upper bound of a chunk's compressed data (before base64 and JWS).
 CHUNK_BYTES = 192 * 1024
@@ -122,6 +122,7 @@ def _split(table: str, rows: list[list[Any]], limit: int) -> list[bytes]:
     # Guess rows per chunk from a sample, then halve any chunk that is too big.
     sample = _pack(table, rows[:200])
     per = max(1, int(len(rows[:200]) * limit * 0.8 / max(1, len(sample))))
+    per = min(per, MAX_CHUNK_ROWS)  # rows that compress well must not make a chunk too long
     out: list[bytes] = []
     stack = [rows[i : i + per] for i in range(0, len(rows), per)][::-1]
     while stack:

@@ -29,7 +29,9 @@ from gateway.wire.dataset import ChangeDoc, Id, describe_validation_error
 PROTOCOL_VERSION: Literal[1] = 1
 
 #: Largest decompressed snapshot chunk accepted (a zip bomb stops here).
-MAX_CHUNK_ROWS_BYTES = 64 * 1024 * 1024
+MAX_CHUNK_ROWS_BYTES = 8 * 1024 * 1024
+#: Most rows one snapshot chunk may hold (what decoding one costs in memory).
+MAX_CHUNK_ROWS = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,9 +199,28 @@ def parse_cloud_message(
 ) -> DeltaMsg | SnapshotChunkMsg | BeaconMsg | AckMsg | CommandMsg:
     """Validate a verified JWS payload; raise DatasetError naming the field."""
     try:
-        return CLOUD_MESSAGE.validate_json(payload)
+        # Parsed with every object's members checked unique: a name given twice
+        # would let two readers of one signed message see two different messages.
+        doc = unique_json(payload)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested thousands deep
+        raise DatasetError(f"invalid message: not JSON with unique members ({exc})") from None
+    try:
+        return CLOUD_MESSAGE.validate_python(doc)
     except ValidationError as exc:
         raise DatasetError(f"invalid message: {describe_validation_error(exc)}") from None
+
+
+def unique_json(data: bytes | str) -> Any:
+    """JSON text parsed; ValueError if any object names a member twice."""
+    return json.loads(data, object_pairs_hook=_unique_members)
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        names = [k for k, _ in pairs]
+        raise ValueError(f"member {next(k for k in names if names.count(k) > 1)!r} given twice")
+    return out
 
 
 # Gateway -> cloud.
@@ -264,7 +285,8 @@ class ResyncRequestMsg(BaseModel):
     have_version: int | None
     reason: str
     snapshot_id: Id | None = None
-    missing: list[int] | None = None
+    #: With ``resume``: the chunk indexes still wanted, as inclusive ``[first, last]`` ranges.
+    missing: list[tuple[int, int]] | None = None
 
 
 # Snapshot rows: one compact array per entity, in the order below.
@@ -302,7 +324,10 @@ ROW_TYPES: dict[str, Any] = {
 def _part_model(table: str) -> type[BaseModel]:
     # Built at run time from ROW_TYPES, so the types are dynamic for mypy.
     table_type: Any = Literal[table]
-    rows_type: Any = list[ROW_TYPES[table]]  # type: ignore[valid-type]
+    rows_type: Any = Annotated[
+        list[ROW_TYPES[table]],  # type: ignore[valid-type]
+        Field(max_length=MAX_CHUNK_ROWS),
+    ]
     part: type[BaseModel] = create_model(
         f"SnapshotPart_{table}",
         __config__=ConfigDict(extra="forbid", frozen=True),
@@ -334,10 +359,19 @@ def decode_part(data: bytes) -> tuple[str, list[tuple[Any, ...]]]:
             raise DatasetError("snapshot chunk expands beyond the size limit")
     except zlib.error as exc:
         raise DatasetError(f"snapshot chunk is not zlib-compressed: {exc}") from None
+    # Every row is an array holding at most two more: more brackets than that
+    # means more rows than allowed, found before anything is built from them.
+    if raw.count(b"[") > 3 * MAX_CHUNK_ROWS + 1:
+        raise DatasetError(f"snapshot chunk holds more than {MAX_CHUNK_ROWS} rows")
     try:
-        part = SNAPSHOT_PART.validate_json(raw)
+        doc = unique_json(raw)
+    except (ValueError, RecursionError) as exc:
+        raise DatasetError(f"snapshot chunk: not JSON with unique members ({exc})") from None
+    try:
+        part = SNAPSHOT_PART.validate_python(doc)
     except ValidationError as exc:
         raise DatasetError(f"snapshot chunk: {describe_validation_error(exc)}") from None
+    del doc
     table: str = part.table
     return table, _to_db_rows(table, part.rows)
 
