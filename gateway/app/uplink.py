@@ -81,8 +81,8 @@ class Uplink:
         """Ask the platform for data (the sync engine decides when)."""
         try:
             await self._link.publish(self._topics.resync, msg.model_dump_json().encode())
-        except LinkDownError:
-            log.info("resync request not sent: no broker; it is repeated on reconnect")
+        except LinkDownError as exc:
+            log.info("resync request not sent (%s); it is repeated on reconnect", exc)
 
     async def _publish_outbox(self) -> None:
         while True:
@@ -90,7 +90,11 @@ class Uplink:
             try:
                 await self._drain()
             except LinkDownError:
-                continue
+                # Never straight back in: a session that is ending is given a
+                # moment to end, so a failing publish cannot become a busy loop.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._link.disconnected.wait()
 
     async def _drain(self) -> None:
         # Each session starts with one event and waits for the platform's ack:

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
 from gateway.config.models import Config
 from gateway.errors import DoorgwError
@@ -94,6 +95,20 @@ def raise_if_cancelling(exc: BaseException) -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError from exc
+
+
+#: paho's answers to a publish that mean the connection is gone.
+_SESSION_LOST = frozenset(
+    {mqtt.MQTT_ERR_NO_CONN, mqtt.MQTT_ERR_CONN_LOST, mqtt.MQTT_ERR_QUEUE_SIZE}
+)
+
+
+def _end_session(client: aiomqtt.Client, reason: str) -> None:
+    """Make ``client``'s message iteration end, as aiomqtt does when its socket fails."""
+    disconnected = client._disconnected  # aiomqtt's own end-of-session signal
+    if not disconnected.done():
+        log.warning("MQTT session ended: %s", reason)
+        disconnected.set_exception(aiomqtt.MqttError(reason))
 
 
 def ignore_stale_socket_callbacks(loop: asyncio.AbstractEventLoop) -> None:
@@ -196,8 +211,11 @@ class MqttLink:
         # A publish in flight when the session drops would otherwise wait out its
         # timeout: give up as soon as the link is down, and let the caller resend.
         down = asyncio.ensure_future(self.disconnected.wait())
+        # aiomqtt's own signal too: it is set as soon as the socket fails, while
+        # the session may still be busy in on_connect and not yet have seen it.
+        lost = client._disconnected
         try:
-            await asyncio.wait((publish, down), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((publish, down, lost), return_when=asyncio.FIRST_COMPLETED)
         finally:
             down.cancel()
         if not publish.done():
@@ -205,6 +223,13 @@ class MqttLink:
             raise LinkDownError("the broker went away during a publish")
         try:
             publish.result()
+        except aiomqtt.MqttCodeError as exc:
+            if exc.rc in _SESSION_LOST:
+                # paho says the connection is gone while aiomqtt still iterates
+                # messages (seen when two sessions' sockets swap file descriptors):
+                # end the session, or every publish would fail at once, for ever.
+                _end_session(client, f"publish failed: {exc}")
+            raise LinkDownError(f"publish failed: {exc}") from None
         except aiomqtt.MqttError as exc:
             raise LinkDownError(f"publish failed: {exc}") from None
 
