@@ -181,3 +181,39 @@ def test_replayed_old_messages_do_not_refresh_the_data(tmp_path: Path) -> None:
         assert gw.freshness.age() == 0
 
     run(tmp_path, body)
+
+
+def test_commands_that_move_doors_wait_for_a_trusted_clock(tmp_path: Path) -> None:
+    """A clock set back makes an old signed unlock look current: while nothing vouches
+    for the clock, unlock and lockdown are refused (``clock_untrusted``); resync is not."""
+    clock = ManualClock(datetime.fromtimestamp(local("2026-03-10T10:00"), UTC))
+    config = load_config(write_config(tmp_path))
+    config = config_with(config, time=config.time.model_copy(update={"use_ntp": False}))
+
+    async def go() -> None:
+        async with Gateway(config, clock).running() as gw:
+            await synced(gw, clock)  # its signatures vouch for the clock
+            start = clock.now()
+            cloud = CloudSigner(SIGNER, "t", lambda: start)  # the platform's clock is right
+            clock.set(start - timedelta(hours=6))  # stepped back: no longer believed
+            at = int(clock.now().timestamp())
+            lock = cloud.command("gw-1", "lockdown", at + 60, on=True)
+            await gw.engine.handle(lock, gw.topics.gw_command)
+            resync = cloud.command("gw-1", "resync", at + 60)
+            await gw.engine.handle(resync, gw.topics.gw_command)
+            assert gw.modes.lockdown is False
+            clock.set(start)  # back where the platform's signatures put it
+            again = cloud.command("gw-1", "lockdown", int(start.timestamp()) + 60, on=True)
+            await gw.engine.handle(again, gw.topics.gw_command)
+            assert gw.modes.lockdown is True
+            got = [
+                (e["data"]["action"], e["data"].get("reason"))
+                for e in await events(gw)
+                if e["type"].startswith("command")
+            ]
+            assert got == [("lockdown", "clock_untrusted"), ("resync", None), ("lockdown", None)]
+            trust = [e["data"] for e in await events(gw) if e["type"] == "clock_trust_changed"]
+            assert {"trusted": False, "source": "behind_platform"}.items() <= trust[-2].items()
+            assert trust[-1]["trusted"] is True
+
+    asyncio.run(go())

@@ -184,6 +184,7 @@ class Gateway:
             engine=self.engine,
             clock=clock,
             station=self.station,
+            clock_watch=self.clock_watch,
         )
         self.uplink = Uplink(
             config,

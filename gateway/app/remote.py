@@ -1,7 +1,7 @@
 """Signed commands from the platform: resync, unlock a door, lockdown.
 
 The sync engine has verified the signature; the rules of acceptance
-(expiry, lifetime, what each action needs) are
+(expiry, lifetime, a trusted clock for actions that move doors, what each action needs) are
 :func:`gateway.core.policy.command_timing` and
 :func:`~gateway.core.policy.command_action_refusal`.  Each command's nonce is
 claimed in the cache file, so a replayed command is refused even after a
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.app.clocktrust import ClockWatch
 from gateway.app.eventlog import EventLog
 from gateway.app.modes import SiteModes
 from gateway.app.sync import SyncEngine
@@ -36,8 +37,10 @@ class RemoteCommands:
         station: Station,
         modes: SiteModes,
         engine: SyncEngine,
+        clock_watch: ClockWatch,
     ) -> None:
         self._command_topic = command_topic
+        self._clock_watch = clock_watch
         self._clock = clock
         self._writer = writer
         # Where the wall clock stood when this process started, by the monotonic
@@ -58,6 +61,15 @@ class RemoteCommands:
         now = int(self._clock.now().timestamp())
         refused = "wrong_topic" if topic != self._command_topic else None
         refused = refused or policy.command_timing(command.exp, now)
+        # An expiry read on a clock nobody vouches for says nothing: a clock set
+        # back would make an old signed unlock current again.  Refused before
+        # its nonce is claimed, so the platform may send it again later.
+        if (
+            refused is None
+            and command.action in policy.CLOCK_BOUND_ACTIONS
+            and not (await self._clock_watch.check()).trusted
+        ):
+            refused = "clock_untrusted"
         # Nonces are forgotten only once expired by both clocks: the wall clock,
         # and the wall time the monotonic clock has counted since start.
         forget_before = min(now, self._wall_at_start + int(self._clock.monotonic()))

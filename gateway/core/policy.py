@@ -226,6 +226,10 @@ def command_timing(exp: int, now: int, *, max_lifetime: int = MAX_COMMAND_LIFETI
     return None
 
 
+#: Actions that move doors: refused while the clock is not trusted, since their
+#: expiry cannot be believed then (``resync`` only asks for data, and is taken).
+CLOCK_BOUND_ACTIONS = frozenset({"unlock", "lockdown"})
+
 #: The command actions a gateway carries out.
 COMMAND_ACTIONS = frozenset({"resync", "unlock", "lockdown"})
 
