@@ -304,8 +304,10 @@ class VirtualSite:
         read = parse_read(card, site_id=self.site_id)
         before = (sim.gw.outbox.last_seq, sim.gw.taps.carried_out)
         if read.kind.value == "wiegand" and door == sim.doors[0] and sim.wiegand is not None:
-            facility, _, number = read.value.partition(":")
-            sim.wiegand.card(int(facility or 0), int(number))
+            # BITS/FACILITY:CARD, or a legacy FACILITY:CARD, sent as a 26-bit card.
+            bits, _, rest = read.value.rpartition("/")
+            facility, _, number = rest.rpartition(":")
+            sim.wiegand.card(int(facility or 0), int(number), int(bits or 26))
             return await self.next_access(sim, before, "the card's decision")
         if read.kind.value == "nfc_uid" and door in sim.nfc:
             reader = sim.nfc[door]

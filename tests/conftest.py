@@ -147,7 +147,7 @@ BASE_DATASET: dict[str, Any] = {
         _card("c-future", "future_m", "0400000E"),
         _card("c-past", "past_m", "0400000F"),
         _card("c-none", "none_m", "04000010"),
-        {"id": "w-day", "member_id": "day_m", "kind": "wiegand", "value": "12:345"},
+        {"id": "w-day", "member_id": "day_m", "kind": "wiegand", "value": "26/12:345"},
         {"id": "p-day", "member_id": "day_m", "kind": "pin", "value": pin_digest("t", "1234")},
         {"id": "p-all", "member_id": "all_m", "kind": "pin", "value": pin_digest("t", "5678")},
         {

@@ -133,7 +133,7 @@ def test_explain_with_an_explicit_offset(config: Path, capsys: pytest.CaptureFix
         (["--door", "front", "--credential", "fingerprint:1"], "is not KIND:VALUE"),
         (["--door", "front", "--credential", "nfc:XYZ"], "is not 4, 7 or 10 bytes of hex"),
         (["--door", "front", "--credential", "pin:12"], "a PIN is 4 to 12 digits"),
-        (["--door", "front", "--credential", "wiegand:1:2:3"], "is not CARD or FACILITY:CARD"),
+        (["--door", "front", "--credential", "wiegand:1:2:3"], "is not BITS/FACILITY:CARD"),
         (["--door", "front", "--credential", "app:short"], "is not a 32-byte Ed25519"),
         (
             ["--door", "front", "--credential", "nfc:04000001", "--at", "tomorrow"],

@@ -178,7 +178,7 @@ CASES: list[tuple[str, str, str, int, Reason, str | None, int | None]] = [
     (
         "wiegand",
         "front",
-        "wiegand:012:0345",
+        "wiegand:26/012:0345",
         local("2026-03-10T09:00"),
         Reason.GRANTED_PLAN,
         "e-day",

@@ -13,6 +13,7 @@ from gpiozero.pins.mock import MockFactory
 from gateway.app.gateway import Gateway
 from gateway.clock import SystemClock
 from gateway.config.models import (
+    CredentialsSection,
     DoorConfig,
     OsdpReaderConfig,
     Pn532ReaderConfig,
@@ -75,7 +76,7 @@ def test_cards_at_the_readers_open_the_door_or_show_red(tmp_path: Path) -> None:
     doc = base_dataset()
     # all_m holds a 24/7 plan, so these taps are granted whatever the real time is.
     doc["credentials"].append(
-        {"id": "w-all", "member_id": "all_m", "kind": "wiegand", "value": "7:4242"}
+        {"id": "w-all", "member_id": "all_m", "kind": "wiegand", "value": "26/7:4242"}
     )
     factory = MockFactory()
 
@@ -246,7 +247,7 @@ def test_a_card_and_pin_door_opens_for_the_card_then_its_holders_pin(tmp_path: P
     doc = base_dataset()
     # all_m holds a 24/7 plan and PIN 5678; day_m's PIN is 1234.
     doc["credentials"].append(
-        {"id": "w-all", "member_id": "all_m", "kind": "wiegand", "value": "7:4242"}
+        {"id": "w-all", "member_id": "all_m", "kind": "wiegand", "value": "26/7:4242"}
     )
     door_only_config(
         tmp_path,
@@ -644,3 +645,56 @@ def test_a_full_disk_keeps_the_door_opening_and_everything_recovers_when_space_r
             device.close()
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("legacy", [(), (26,)])
+def test_a_wiegand_card_is_its_format_too(tmp_path: Path, legacy: tuple[int, ...]) -> None:
+    """The audit: 26-, 34-, 35- and 37-bit cards with one facility and number were one
+    credential, so a cheap format could stand in for a longer one. Now the format is
+    part of the value; format-less values match only formats the config names."""
+    doc = base_dataset()
+    doc["credentials"] += [  # all_m holds a 24/7 plan
+        {"id": "w-new", "member_id": "all_m", "kind": "wiegand", "value": "37/7:4242"},
+        {"id": "w-old", "member_id": "all_m", "kind": "wiegand", "value": "7:5000"},
+    ]
+    factory = MockFactory()
+    reader_cfg = WiegandReaderConfig(
+        id="wg-front", door="front", kind="wiegand", data0_pin=D0, data1_pin=D1
+    )
+    settings = gateway_config(
+        tmp_path,
+        SIGNER,
+        doors=(front_door(),),
+        readers=(reader_cfg,),
+        credentials=CredentialsSection(wiegand_legacy_formats=legacy),
+    )
+    config = load_config(write_gateway_config(tmp_path, settings))
+    cards = [(37, 4242), (26, 4242), (34, 4242), (26, 5000), (37, 5000)]
+
+    async def go() -> list[tuple[str, str]]:
+        gw = Gateway(config, SystemClock(), pin_factory=factory)
+        async with gw.running():
+            await synced(gw, doc)
+            reader = SimulatedWiegand(factory, D0, D1)
+            for bits, number in cards:
+                reader.card(7, number, bits)
+                await asyncio.sleep(0.1)
+            async with asyncio.timeout(20):
+                while True:
+                    got = [
+                        (e["data"]["credential"], e["data"]["reason"])
+                        for e in await gw.outbox.pending(0, 1000)
+                        if e["type"] == "access"
+                    ]
+                    if len(got) == len(cards):
+                        return got
+                    await asyncio.sleep(0.02)
+
+    old = ("w-old", "granted_plan") if legacy else (None, "unknown_credential")
+    assert asyncio.run(go()) == [
+        ("w-new", "granted_plan"),
+        (None, "unknown_credential"),  # 26 bits: the same numbers on a cheaper card
+        (None, "unknown_credential"),  # 34 bits
+        old,  # a format-less value: matched only where the config allows 26 bits
+        (None, "unknown_credential"),  # and never for a format it does not name
+    ]

@@ -95,7 +95,7 @@ def test_a_card_read_over_the_secure_channel_and_feedback_on_the_reader() -> Non
     bench = run(KEY, body)
     assert bench.reads == [
         CredentialRead(CredentialKind.NFC_UID, "04A2B3C4D5E6F7"),
-        CredentialRead(CredentialKind.WIEGAND, "12:34567"),
+        CredentialRead(CredentialKind.WIEGAND, "26/12:34567"),
     ]
     assert bench.types()[:2] == ["reader_secure_channel", "reader_online"]
     assert "reader_insecure" not in bench.types()

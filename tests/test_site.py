@@ -30,7 +30,7 @@ def test_an_nfc_card_is_found_by_the_doors_pn532_and_a_wiegand_card_on_its_lines
             assert room.nfc["room-3"].commands.count(0x4A) > polls_before
             assert room.nfc["room-3"].card is None  # taken away again
             # Alan's card over the Wiegand lines of the front door (gw-1's first door).
-            decision = await site.present("front", "wiegand:12:34567")
+            decision = await site.present("front", "wiegand:26/12:34567")
             assert decision is not None
             assert decision.member_id == "alan"
             assert site.at("front").name == "gw-1"

@@ -31,7 +31,7 @@ def test_a_known_26_bit_frame() -> None:
     read = decode_frame(frame)
     assert read == CardRead(26, 12, 34567)
     assert isinstance(read, CardRead)
-    assert normalize(CredentialKind.WIEGAND, read.value) == "12:34567"
+    assert normalize(CredentialKind.WIEGAND, read.value) == "26/12:34567"
 
 
 @given(length=st.sampled_from(sorted(FORMATS)), data=st.data())

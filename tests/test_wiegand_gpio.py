@@ -78,7 +78,7 @@ def test_two_cards_framed_on_the_gap() -> None:
 
     bench = run(body)
     assert bench.cards == [CardRead(26, 12, 34567), CardRead(37, 1000, 500_000)]
-    assert [c.value for c in bench.cards] == ["12:34567", "1000:500000"]
+    assert [c.value for c in bench.cards] == ["26/12:34567", "37/1000:500000"]
 
 
 def test_frames_that_reach_a_busy_loop_together_are_split_on_their_edge_times() -> None:

@@ -13,6 +13,7 @@ on the network.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from typing import Any
 
 from gateway.app.clocktrust import ClockWatch
@@ -23,7 +24,7 @@ from gateway.app.sync import SyncEngine
 from gateway.clock import Clock
 from gateway.config.models import Config
 from gateway.core import policy
-from gateway.core.credentials import CredentialRead, pin_digest
+from gateway.core.credentials import CredentialRead, pin_digest, wiegand_legacy
 from gateway.core.decision import CodeDecision, Conditions, Decision, Reason, decide, decide_code
 from gateway.core.jws import KeySet
 from gateway.core.model import CredentialKind
@@ -56,6 +57,7 @@ class Taps:
         clock_watch: ClockWatch,
     ) -> None:
         self._config = config
+        self._legacy_wiegand = frozenset(config.credentials.wiegand_legacy_formats)
         self._clock = clock
         self._keys = keys
         self._cache = cache
@@ -96,6 +98,10 @@ class Taps:
 
     async def card(self, door_id: str, reader_id: str, read: CredentialRead) -> Decision | None:
         """A card at a reader: enrolled if staff asked for that reader's next card, else decided."""
+        if read.kind is CredentialKind.WIEGAND and self._legacy_wiegand:
+            legacy = wiegand_legacy(read.value, self._legacy_wiegand)
+            if legacy is not None:
+                read = dataclasses.replace(read, legacy=legacy)
         deadline = self._enrolling.pop(reader_id, None)
         if deadline is None or self._clock.monotonic() > deadline:
             return await self.present(door_id, read, reader=reader_id)

@@ -269,6 +269,19 @@ class SyncSection(_Section):
     staleness: StalenessSection = StalenessSection()
 
 
+class CredentialsSection(_Section):
+    """``[credentials]``: how card reads are matched to the site's credentials.
+
+    A Wiegand card's value includes its format (``26/12:34567``), so a cheap
+    26-bit card cannot stand in for a 37-bit one with the same facility and
+    number.  A platform that stores Wiegand numbers without their format
+    (``12:34567``) can be matched for the formats listed here, and only those.
+    """
+
+    #: Formats (frame lengths) whose reads also match format-less values.
+    wiegand_legacy_formats: tuple[Literal[26, 34, 35, 37], ...] = ()
+
+
 class QrSection(_Section):
     """``[qr]``: how scanned codes are checked (docs/credentials.md)."""
 
@@ -331,6 +344,7 @@ class Config(_Section):
     sync: SyncSection | None = None
     outbox: OutboxSection = OutboxSection()
     qr: QrSection = QrSection()
+    credentials: CredentialsSection = CredentialsSection()
     api: ApiSection | None = None
 
     @field_validator("doors")

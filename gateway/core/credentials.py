@@ -29,7 +29,7 @@ KIND_ALIASES: dict[str, CredentialKind] = {
 }
 
 _HEX = re.compile(r"^[0-9A-F]+$")
-_WIEGAND = re.compile(r"^(?:(?P<fc>\d{1,10}):)?(?P<cn>\d{1,12})$")
+_WIEGAND = re.compile(r"^(?:(?P<bits>\d{1,3})/(?=\d+:))?(?:(?P<fc>\d{1,10}):)?(?P<cn>\d{1,12})$")
 _PIN = re.compile(r"^\d{4,12}$")
 
 
@@ -39,6 +39,9 @@ class CredentialRead:
 
     kind: CredentialKind
     value: str
+    #: Also looked up when no credential has ``value``: a Wiegand card's number
+    #: without its format, where the config allows that format's legacy mapping.
+    legacy: str | None = None
 
 
 def pin_digest(site_id: str, pin: str) -> str:
@@ -54,7 +57,9 @@ def normalize(kind: CredentialKind, raw: str, *, site_id: str | None = None) -> 
     """Return the canonical value of ``raw`` for ``kind``.
 
     * NFC UIDs: 4, 7 or 10 bytes of hex, separators ``: - space`` dropped, upper case.
-    * Wiegand: ``FACILITY:CARD`` or ``CARD`` in decimal, leading zeros dropped.
+    * Wiegand: ``BITS/FACILITY:CARD`` in decimal, leading zeros dropped
+      (``26/12:34567``: the frame's length is part of the card); the legacy
+      ``FACILITY:CARD`` or ``CARD``, without a format, is kept as given.
     * PIN: 4-12 digits, stored as :func:`pin_digest` (needs ``site_id``).
     * App keys: an Ed25519 public key, 32 bytes in unpadded base64url.
 
@@ -72,10 +77,11 @@ def normalize(kind: CredentialKind, raw: str, *, site_id: str | None = None) -> 
         m = _WIEGAND.match(text)
         if not m:
             raise CredentialFormatError(
-                f"Wiegand number {raw!r} is not CARD or FACILITY:CARD in decimal (e.g. 12:34567)"
+                f"Wiegand number {raw!r} is not BITS/FACILITY:CARD in decimal (e.g. 26/12:34567)"
             )
         card = int(m["cn"])
-        return f"{int(m['fc'])}:{card}" if m["fc"] is not None else str(card)
+        number = f"{int(m['fc'])}:{card}" if m["fc"] is not None else str(card)
+        return f"{int(m['bits'])}/{number}" if m["bits"] is not None else number
     if kind is CredentialKind.PIN:
         if not _PIN.match(text):
             raise CredentialFormatError("a PIN is 4 to 12 digits")
@@ -94,7 +100,8 @@ def normalize(kind: CredentialKind, raw: str, *, site_id: str | None = None) -> 
 
 
 def parse_read(text: str, *, site_id: str | None = None) -> CredentialRead:
-    """Parse ``KIND:VALUE`` as staff type it: ``nfc:04A2B3C4``, ``wiegand:12:345``, ``pin:1234``."""
+    """Parse ``KIND:VALUE`` as staff type it: ``nfc:04A2B3C4``, ``wiegand:26/12:345``,
+    ``pin:1234``."""
     kind_text, sep, value = text.partition(":")
     kind = KIND_ALIASES.get(kind_text.strip().lower())
     if not sep or kind is None:
@@ -103,3 +110,10 @@ def parse_read(text: str, *, site_id: str | None = None) -> CredentialRead:
             f"credential {text!r} is not KIND:VALUE with KIND one of {kinds}"
         )
     return CredentialRead(kind, normalize(kind, value, site_id=site_id))
+
+
+def wiegand_legacy(value: str, formats: frozenset[int]) -> str | None:
+    """The format-less value a Wiegand read ``BITS/FACILITY:CARD`` may also match,
+    when ``BITS`` is one of ``formats`` (the config's explicit legacy mapping)."""
+    bits, sep, number = value.partition("/")
+    return number if sep and bits.isdigit() and int(bits) in formats else None

@@ -365,6 +365,8 @@ def decide(
             Reason.CARD_REQUIRED, "present your card first, then type your PIN", door_id, ts
         )
     cred = view.credential(read.kind, read.value)
+    if cred is None and read.legacy is not None:
+        cred = view.credential(read.kind, read.legacy)
     noun = _CREDENTIAL_NOUN[read.kind]
     if cred is None:
         return _deny(Reason.UNKNOWN_CREDENTIAL, f"unknown {noun}", door_id, ts)

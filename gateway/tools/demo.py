@@ -43,7 +43,7 @@ DEMO_TAPS: tuple[tuple[str, str, str, str], ...] = (
     ("Ada, not in her plan", "office-12", "nfc:04A1B2C3D4E5F6", "2026-03-10T10:00"),
     ("Ada, on Christmas Day", "front", "nfc:04A1B2C3D4E5F6", "2026-12-25T10:00"),
     ("Grace, unpaid booking", "studio", "nfc:04112233445566", "2026-03-10T10:05"),
-    ("Alan, 24/7 resident", "office-12", "wiegand:12:34567", "2026-03-10T03:00"),
+    ("Alan, 24/7 resident", "office-12", "wiegand:26/12:34567", "2026-03-10T03:00"),
     ("Alan, by PIN", "front", "pin:4711", "2026-03-10T03:01"),
     ("Margaret, visitor invite", "room-3", "nfc:99887766", "2026-03-10T11:00"),
     ("Margaret, not invited", "studio", "nfc:99887766", "2026-03-10T11:01"),

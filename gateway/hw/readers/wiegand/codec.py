@@ -35,7 +35,7 @@ class WiegandError(DoorgwError, ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CardRead:
-    """A card number read over Wiegand (its credential value is ``FACILITY:CARD``)."""
+    """A card number read over Wiegand (its credential value is ``BITS/FACILITY:CARD``)."""
 
     bits: int
     facility: int
@@ -43,8 +43,9 @@ class CardRead:
 
     @property
     def value(self) -> str:
-        """The canonical Wiegand credential value (docs/model.md)."""
-        return f"{self.facility}:{self.card}"
+        """The canonical Wiegand credential value (docs/model.md): the format is part
+        of it, so a 26-bit card never stands in for a 37-bit one with the same numbers."""
+        return f"{self.bits}/{self.facility}:{self.card}"
 
 
 @dataclass(frozen=True, slots=True)
