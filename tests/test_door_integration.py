@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import secrets
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,15 +16,19 @@ from gpiozero.pins.mock import MockFactory
 from gateway.app.gateway import Gateway
 from gateway.clock import SystemClock
 from gateway.config.models import (
+    Config,
     CredentialsSection,
     DoorConfig,
     OsdpReaderConfig,
     Pn532ReaderConfig,
     ReaderConfig,
+    SyncSection,
     WiegandReaderConfig,
     load_config,
 )
+from gateway.core.credentials import pin_digest
 from gateway.core.jws import Signer
+from gateway.errors import ConfigError
 from gateway.wire.cloudkit import CloudSigner
 from gateway.wire.dataset import parse_dataset
 from sim.pn532 import SimulatedPn532
@@ -698,3 +705,69 @@ def test_a_wiegand_card_is_its_format_too(tmp_path: Path, legacy: tuple[int, ...
         old,  # a format-less value: matched only where the config allows 26 bits
         (None, "unknown_credential"),  # and never for a format it does not name
     ]
+
+
+def test_pins_are_keyed_so_a_copied_cache_reveals_none(tmp_path: Path) -> None:
+    """The audit reversed every unsalted PIN digest of a copied cache in under a
+    second. Keyed with the site's PIN key, the digests in the cache match no PIN
+    tried without the key; the unkeyed form is taken only while migrating."""
+    key = secrets.token_bytes(32)
+    key_file = tmp_path / "pin-key"
+    key_file.write_text(base64.urlsafe_b64encode(key).rstrip(b"=").decode() + "\n")
+    key_file.chmod(0o600)
+    doc = base_dataset()
+    for cred in doc["credentials"]:
+        if cred["id"] == "p-all":  # all_m's PIN 5678, as a platform with the key sends it
+            cred["value"] = pin_digest("t", "5678", key)
+    doc["credentials"].append(  # one the platform has not moved over yet
+        {"id": "p-old", "member_id": "all_m", "kind": "pin", "value": pin_digest("t", "2468")}
+    )
+
+    def config(unkeyed: bool) -> Config:
+        return gateway_config(
+            tmp_path,
+            SIGNER,
+            doors=(front_door(),),
+            sync=SyncSection(
+                keys_file=tmp_path / "keys.json",
+                pin_key_file=key_file,
+                accept_unkeyed_pins=unkeyed,
+            ),
+            credentials=CredentialsSection(pin_max_digits=6),
+        )
+
+    async def go(unkeyed: bool) -> list[str]:
+        path = write_gateway_config(tmp_path, config(unkeyed))
+        gw = Gateway(load_config(path), SystemClock(), pin_factory=MockFactory())
+        async with gw.running():
+            await synced(gw, doc)
+            before = gw.outbox.last_seq
+            for pin in ("5678", "2468", "1234567"):
+                await gw.taps.pin("front", "kp-front", pin)
+            return [
+                e["data"]["reason"]
+                for e in await gw.outbox.pending(before, 100)
+                if e["type"] in ("access", "pin_refused")
+            ]
+
+    assert asyncio.run(go(unkeyed=False)) == ["granted_plan", "unknown_credential", "pin_length"]
+    # What someone holding a copy of the cache file can do: try every 4-digit PIN.
+    with sqlite3.connect(tmp_path / "data" / "cache.sqlite3") as db:
+        stored = {v for (v,) in db.execute("SELECT value FROM credentials WHERE kind = 'pin'")}
+    found = {f"{n:04d}" for n in range(10_000) if pin_digest("t", f"{n:04d}") in stored}
+    assert found == {"1234", "1111", "2468"}  # the unkeyed ones only: 5678 stays hidden
+    # While the platform moves over, the unkeyed form may be allowed explicitly.
+    assert asyncio.run(go(unkeyed=True)) == ["granted_plan", "granted_plan", "pin_length"]
+
+
+def test_a_pin_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    key_file = tmp_path / "pin-key"
+    key_file.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="))
+    key_file.chmod(0o644)
+    settings = gateway_config(
+        tmp_path,
+        SIGNER,
+        sync=SyncSection(keys_file=tmp_path / "keys.json", pin_key_file=key_file),
+    )
+    with pytest.raises(ConfigError, match="chmod 0600"):
+        Gateway(load_config(write_gateway_config(tmp_path, settings)), SystemClock())

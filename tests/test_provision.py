@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
+import secrets
 import stat
 import subprocess
 import tempfile
@@ -22,6 +24,7 @@ from gateway.commands.cli import main
 from gateway.config.models import load_config
 from gateway.core.jws import Signer
 from gateway.net.staff_tokens import TokenStore
+from gateway.store.files import load_pin_key_file
 from gateway.tools import provision
 from sim.broker import Broker, free_port
 
@@ -133,6 +136,23 @@ def test_a_bad_bundle_changes_nothing(
         bundle_for(broker, etc, tmp_path / "b7.json", broker_urls=['mqtts://a:1"\n[x]']),
         "broker_urls",
     )
+    refused(bundle_for(broker, etc, tmp_path / "b8.json", pin_key="c2hvcnQ"), "pin_key")
+    assert not (etc / "pin-key").exists()
+
+
+def test_the_bundles_pin_key_becomes_a_private_file_the_config_names(
+    broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    etc, _ = initialised(tmp_path, capsys)
+    key = secrets.token_bytes(32)
+    text = base64.urlsafe_b64encode(key).rstrip(b"=").decode()
+    bundle = bundle_for(broker, etc, tmp_path / "bundle.json", pin_key=text)
+    assert main(["provision", "enroll", str(bundle), "--dir", str(etc), "--no-broker-check"]) == 0
+    config = load_config(etc / "doorgw.toml")
+    assert config.sync is not None
+    assert config.sync.pin_key_file == etc / "pin-key"
+    assert stat.S_IMODE((etc / "pin-key").stat().st_mode) == 0o600
+    assert load_pin_key_file(config) == key
 
 
 def test_an_enroll_interrupted_while_writing_leaves_the_old_config(

@@ -45,7 +45,7 @@ from gateway.errors import ConfigError, StopTimeoutError
 from gateway.hw.pins import PinFactory
 from gateway.hw.station import Station
 from gateway.net.mqtt import MqttLink, gateway_link_settings
-from gateway.store.files import load_platform_keys
+from gateway.store.files import load_pin_key_file, load_platform_keys
 from gateway.store.lock import DataDirLock
 from gateway.store.outbox import Outbox
 from gateway.store.reader import CacheReader
@@ -85,6 +85,7 @@ class Gateway:
         #: gpiozero pin factory for doors and Wiegand readers (tests pass MockFactory).
         self._pin_factory = pin_factory
         self.keys = keys or load_platform_keys(config)
+        self.pin_key = load_pin_key_file(config)
         self.topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
         self.writer = CacheWriter(config.cache_path, clock)
         self.outbox = Outbox(config.outbox_path, clock, max_events=config.outbox.max_events)
@@ -165,6 +166,7 @@ class Gateway:
         self.taps = Taps(
             config,
             keys=self.keys,
+            pin_key=self.pin_key,
             cache=self.cache,
             writer=self.writer,
             events=self.events,

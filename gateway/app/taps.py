@@ -47,6 +47,7 @@ class Taps:
         *,
         clock: Clock,
         keys: KeySet,
+        pin_key: bytes | None = None,
         cache: CacheReader,
         writer: CacheWriter,
         events: EventLog,
@@ -58,6 +59,10 @@ class Taps:
     ) -> None:
         self._config = config
         self._legacy_wiegand = frozenset(config.credentials.wiegand_legacy_formats)
+        self._pin_key = pin_key
+        sync = config.sync
+        self._unkeyed_pins = pin_key is not None and sync is not None and sync.accept_unkeyed_pins
+        self._pin_digits = (config.credentials.pin_min_digits, config.credentials.pin_max_digits)
         self._clock = clock
         self._keys = keys
         self._cache = cache
@@ -124,14 +129,29 @@ class Taps:
             )
             await self._station.show(door_id, policy.Pattern.DENIED)
             return None
-        read = CredentialRead(CredentialKind.PIN, pin_digest(self._config.gateway.site_id, pin))
-        awaiting = self._awaiting_pin.pop(door_id, None)
-        if awaiting is not None and now <= awaiting[1]:
-            decision = await self.present(door_id, awaiting[0], pin=read, reader=reader_id)
+        low, high = self._pin_digits
+        decision: Decision | None = None
+        if not low <= len(pin) <= high:
+            # No PIN of this length exists here: a wrong guess, counted as one.
+            await self._events.record(
+                "pin_refused", {"reader": reader_id, "door": door_id, "reason": "pin_length"}
+            )
+            await self._station.show(door_id, policy.Pattern.DENIED)
+            failed = True
         else:
-            decision = await self.present(door_id, read, reader=reader_id)
-        outcome = policy.pin_outcome(decision.reason)
-        if outcome is policy.PinOutcome.FAILURE:
+            site = self._config.gateway.site_id
+            read = CredentialRead(
+                CredentialKind.PIN,
+                pin_digest(site, pin, self._pin_key),
+                legacy=pin_digest(site, pin) if self._unkeyed_pins else None,
+            )
+            awaiting = self._awaiting_pin.pop(door_id, None)
+            if awaiting is not None and now <= awaiting[1]:
+                decision = await self.present(door_id, awaiting[0], pin=read, reader=reader_id)
+            else:
+                decision = await self.present(door_id, read, reader=reader_id)
+            failed = policy.pin_outcome(decision.reason) is policy.PinOutcome.FAILURE
+        if failed:
             # Only time clears wrong PINs: a right one in between does not.
             lockout = await self._modes.keypad_failed(reader_id, door_id)
             if lockout is not None:

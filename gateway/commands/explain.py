@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -14,6 +15,8 @@ from gateway.config.models import Config, load_config
 from gateway.core.credentials import parse_read
 from gateway.core.decision import REASON_DOCS, Conditions, Decision, decide, decide_code
 from gateway.core.localtime import parse_instant, to_iso, to_local
+from gateway.core.model import CredentialKind
+from gateway.store.files import load_pin_key_file
 from gateway.store.reader import CacheReader, SqliteView
 from gateway.store.state import SiteState, SiteStateFile
 
@@ -83,7 +86,12 @@ def explain(args: argparse.Namespace, clock: Clock) -> int:
                 )
                 decision, code, read = result.decision, result.code, None
             else:
-                read = parse_read(args.credential, site_id=config.gateway.site_id)
+                site, pin_key = config.gateway.site_id, load_pin_key_file(config)
+                read = parse_read(args.credential, site_id=site, pin_key=pin_key)
+                unkeyed_pins = config.sync is not None and config.sync.accept_unkeyed_pins
+                if read.kind is CredentialKind.PIN and pin_key is not None and unkeyed_pins:
+                    legacy = parse_read(args.credential, site_id=site).value
+                    read = dataclasses.replace(read, legacy=legacy)
                 decision = decide(view, read, args.door, at, Conditions(lockdown=lockdown))
             door = view.door(args.door)
             member = view.member(decision.member_id) if decision.member_id else None

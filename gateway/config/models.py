@@ -267,6 +267,11 @@ class SyncSection(_Section):
 
     keys_file: Path
     staleness: StalenessSection = StalenessSection()
+    #: The site's PIN key (mode 0600, from provisioning): PIN digests are keyed
+    #: with it (docs/model.md).  Unset: the older unkeyed digests.
+    pin_key_file: Path | None = None
+    #: With a PIN key: also accept unkeyed digests, while the platform moves over.
+    accept_unkeyed_pins: bool = False
 
 
 class CredentialsSection(_Section):
@@ -280,6 +285,15 @@ class CredentialsSection(_Section):
 
     #: Formats (frame lengths) whose reads also match format-less values.
     wiegand_legacy_formats: tuple[Literal[26, 34, 35, 37], ...] = ()
+    #: How many digits a PIN typed at a keypad has (anything else is a wrong PIN).
+    pin_min_digits: int = Field(default=4, ge=4, le=8)
+    pin_max_digits: int = Field(default=8, ge=4, le=8)
+
+    @model_validator(mode="after")
+    def _pin_digits(self) -> CredentialsSection:
+        if self.pin_min_digits > self.pin_max_digits:
+            raise ValueError("pin_min_digits is more than pin_max_digits")
+        return self
 
 
 class QrSection(_Section):
@@ -484,7 +498,12 @@ def load_config(path: Path | str) -> Config:
     )
     if config.sync is not None:
         update["sync"] = config.sync.model_copy(
-            update={"keys_file": _under(base, config.sync.keys_file)}
+            update={
+                "keys_file": _under(base, config.sync.keys_file),
+                "pin_key_file": None
+                if config.sync.pin_key_file is None
+                else _under(base, config.sync.pin_key_file),
+            }
         )
     if config.api is not None:
         update["api"] = _paths_under(

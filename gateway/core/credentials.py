@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 
@@ -44,23 +45,35 @@ class CredentialRead:
     legacy: str | None = None
 
 
-def pin_digest(site_id: str, pin: str) -> str:
-    """The stored form of a PIN: SHA-256 over ``doorgw-pin:<site>:<pin>``, hex.
+def pin_digest(site_id: str, pin: str, key: bytes | None = None) -> str:
+    """The stored form of a PIN, hex: HMAC-SHA256 with the site's PIN key over
+    ``doorgw-pin:<site>:<pin>``, or (no key: the older, unkeyed form) SHA-256 of it.
 
-    PINs are short, so this is no defence against brute force by someone
-    holding the cache; it keeps PINs out of logs, events and casual reads.
+    PINs are short: an unkeyed digest is reversed by trying every PIN, so it
+    only keeps PINs out of logs and events.  Keyed, a copied cache file alone
+    reveals nothing; the key lives in its own 0600 file, never in the cache.
     """
-    return hashlib.sha256(f"doorgw-pin:{site_id}:{pin}".encode()).hexdigest()
+    message = f"doorgw-pin:{site_id}:{pin}".encode()
+    if key is None:
+        return hashlib.sha256(message).hexdigest()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def normalize(kind: CredentialKind, raw: str, *, site_id: str | None = None) -> str:
+#: PINs are this many digits at most and least, whatever the config narrows them to.
+PIN_DIGITS = (4, 12)
+
+
+def normalize(
+    kind: CredentialKind, raw: str, *, site_id: str | None = None, pin_key: bytes | None = None
+) -> str:
     """Return the canonical value of ``raw`` for ``kind``.
 
     * NFC UIDs: 4, 7 or 10 bytes of hex, separators ``: - space`` dropped, upper case.
     * Wiegand: ``BITS/FACILITY:CARD`` in decimal, leading zeros dropped
       (``26/12:34567``: the frame's length is part of the card); the legacy
       ``FACILITY:CARD`` or ``CARD``, without a format, is kept as given.
-    * PIN: 4-12 digits, stored as :func:`pin_digest` (needs ``site_id``).
+    * PIN: 4-12 digits, stored as :func:`pin_digest` (needs ``site_id``; keyed
+      with ``pin_key`` when the site has one).
     * App keys: an Ed25519 public key, 32 bytes in unpadded base64url.
 
     Raises CredentialFormatError, naming the kind and what is wrong.
@@ -87,7 +100,7 @@ def normalize(kind: CredentialKind, raw: str, *, site_id: str | None = None) -> 
             raise CredentialFormatError("a PIN is 4 to 12 digits")
         if site_id is None:
             raise CredentialFormatError("a PIN can only be looked up for a known site")
-        return pin_digest(site_id, text)
+        return pin_digest(site_id, text, pin_key)
     try:
         key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
@@ -99,7 +112,9 @@ def normalize(kind: CredentialKind, raw: str, *, site_id: str | None = None) -> 
     return base64.urlsafe_b64encode(key).rstrip(b"=").decode()
 
 
-def parse_read(text: str, *, site_id: str | None = None) -> CredentialRead:
+def parse_read(
+    text: str, *, site_id: str | None = None, pin_key: bytes | None = None
+) -> CredentialRead:
     """Parse ``KIND:VALUE`` as staff type it: ``nfc:04A2B3C4``, ``wiegand:26/12:345``,
     ``pin:1234``."""
     kind_text, sep, value = text.partition(":")
@@ -109,7 +124,7 @@ def parse_read(text: str, *, site_id: str | None = None) -> CredentialRead:
         raise CredentialFormatError(
             f"credential {text!r} is not KIND:VALUE with KIND one of {kinds}"
         )
-    return CredentialRead(kind, normalize(kind, value, site_id=site_id))
+    return CredentialRead(kind, normalize(kind, value, site_id=site_id, pin_key=pin_key))
 
 
 def wiegand_legacy(value: str, formats: frozenset[int]) -> str | None:
@@ -117,3 +132,15 @@ def wiegand_legacy(value: str, formats: frozenset[int]) -> str | None:
     when ``BITS`` is one of ``formats`` (the config's explicit legacy mapping)."""
     bits, sep, number = value.partition("/")
     return number if sep and bits.isdigit() and int(bits) in formats else None
+
+
+def load_pin_key(text: str) -> bytes:
+    """A site PIN key from its file's text: unpadded base64url of 32 bytes or more."""
+    raw = text.strip()
+    try:
+        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) < 32 or not re.fullmatch(r"[A-Za-z0-9_-]+", raw):
+        raise CredentialFormatError("a PIN key is 32 or more random bytes in unpadded base64url")
+    return key

@@ -391,6 +391,8 @@ def decide(
     if pin is None:
         return _deny(Reason.PIN_REQUIRED, "enter your PIN", door_id, ts, cred)
     second = view.credential(pin.kind, pin.value) if pin.kind is CredentialKind.PIN else None
+    if second is None and pin.kind is CredentialKind.PIN and pin.legacy is not None:
+        second = view.credential(pin.kind, pin.legacy)
     if (
         second is None
         or second.member_id != member.id

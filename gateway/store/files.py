@@ -13,8 +13,9 @@ import stat
 from pathlib import Path
 
 from gateway.config.models import Config
+from gateway.core.credentials import load_pin_key
 from gateway.core.jws import KeySet
-from gateway.errors import ConfigError, DoorgwError
+from gateway.errors import ConfigError, CredentialFormatError, DoorgwError
 
 
 def read_private(path: Path, error: type[DoorgwError]) -> bytes:
@@ -72,3 +73,28 @@ def load_platform_keys(config: Config) -> KeySet:
         raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
     except ValueError as exc:
         raise ConfigError(str(path), f"not a usable JWKS: {exc}") from None
+
+
+def load_pin_key_file(config: Config) -> bytes | None:
+    """The site's PIN key from ``[sync] pin_key_file`` (None when unset).
+
+    A secret: the file must not be readable by group or others.
+    """
+    path = None if config.sync is None else config.sync.pin_key_file
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+        text = path.read_text(encoding="ascii")
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "a PIN key file holds one line of base64url") from None
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise ConfigError(
+            str(path), f"mode {stat.S_IMODE(st.st_mode):04o}: a secret (chmod 0600 {path})"
+        )
+    try:
+        return load_pin_key(text)
+    except CredentialFormatError as exc:
+        raise ConfigError(str(path), str(exc)) from None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.config.models import Config, OsdpReaderConfig, load_config
+from gateway.core.credentials import load_pin_key
 from gateway.core.jws import KeySet
 from gateway.errors import ConfigError
 
@@ -61,6 +62,19 @@ def preflight(path: Path) -> Preflight:
             found.problems.append(
                 f"sync.keys_file: {config.sync.keys_file}: not a usable key set: {exc}"
             )
+    if config.sync is not None and config.sync.pin_key_file is not None:
+        if _check_file(config.sync.pin_key_file, "sync.pin_key_file", found, secret=True):
+            try:
+                load_pin_key(config.sync.pin_key_file.read_text(encoding="ascii"))
+            except (OSError, ValueError) as exc:
+                found.problems.append(f"sync.pin_key_file: {config.sync.pin_key_file}: {exc}")
+    elif config.sync is not None and any(
+        r.kind == "wiegand" and getattr(r, "keypad", True) for r in config.readers
+    ):
+        found.warnings.append(
+            "sync.pin_key_file: not set; PIN digests are unkeyed, so a copied cache file "
+            "reveals every PIN (docs/model.md)"
+        )
     if config.api is not None:
         _check_file(config.api.tls_cert_file, "api.tls_cert_file", found)
         _check_file(config.api.tls_key_file, "api.tls_key_file", found, secret=True)

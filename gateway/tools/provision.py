@@ -43,8 +43,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.config.models import BrokerUrl, Config, TopicPrefix, load_config
 from gateway.config.profiles import load_board
+from gateway.core.credentials import load_pin_key
 from gateway.core.jws import KeySet, SignatureError
-from gateway.errors import ConfigError, DoorgwError
+from gateway.errors import ConfigError, CredentialFormatError, DoorgwError
 from gateway.net.staff_tokens import TokenStore
 from gateway.store.files import read_private, write_private
 from gateway.tools.pki import Issued, certify, issue, make_ca
@@ -281,6 +282,8 @@ class EnrollBundle(BaseModel):
     certificate_pem: str = Field(max_length=1_000_000)
     signing_keys: dict[str, Any]
     topic_prefix: TopicPrefix = "doorgw/v1"
+    #: The site's PIN key (docs/model.md), unpadded base64url of 32+ bytes; optional.
+    pin_key: str | None = Field(default=None, max_length=200)
 
 
 def _read_bundle(path: Path) -> EnrollBundle:
@@ -368,6 +371,11 @@ async def enroll(
         raise ProvisionError(f"run `doorgw provision init` first: {exc}") from None
     bundle = _read_bundle(bundle_path)
     check_bundle(directory, bundle, config, now)
+    if bundle.pin_key is not None:
+        try:
+            load_pin_key(bundle.pin_key)
+        except CredentialFormatError as exc:
+            raise ProvisionError(f"the bundle's pin_key: {exc}") from None
     staged = stage(directory)
     try:
         release_dir = directory / "current"
@@ -378,6 +386,11 @@ async def enroll(
             (json.dumps(bundle.signing_keys, indent=1) + "\n").encode(),
         )
         base = _without_sections(current_config.read_text(), ("mqtt", "sync"))
+        # A secret, like the gateway's key: beside it, 0600, the service's own.
+        pin_key_path = directory / "pin-key"
+        if bundle.pin_key is not None:
+            write_private(pin_key_path, (bundle.pin_key.strip() + "\n").encode())
+            _give_to_service(pin_key_path, config.gateway.data_dir)
         # Written by the TOML library: a value can never become syntax.
         sections = tomli_w.dumps(
             {
@@ -388,7 +401,10 @@ async def enroll(
                     "key_file": str(directory / "gateway.key"),
                     "topic_prefix": bundle.topic_prefix,
                 },
-                "sync": {"keys_file": str(release_dir / "platform-keys.json")},
+                "sync": {
+                    "keys_file": str(release_dir / "platform-keys.json"),
+                    **({"pin_key_file": str(pin_key_path)} if bundle.pin_key else {}),
+                },
             }
         )
         text = f"{base}\n{sections}"
