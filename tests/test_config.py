@@ -475,3 +475,20 @@ def test_the_api_listens_on_an_ip_address_and_tls_files_come_in_pairs(tmp_path: 
         path.write_text(base + body)
         with pytest.raises(ConfigError, match=message):
             load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # Found by tests/fuzz/run: both escaped as a ValueError traceback.
+        ('[gateway]\nid = "gw-1"\nsite_id = "t"\ndata_dir = "d\\u0000x"\n', "NUL character"),
+        ("[gateway]\nid = " + "9" * 5000 + "\n", "not valid TOML"),
+    ],
+)
+def test_config_text_the_fuzzer_found_is_one_clear_error(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "doorgw.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)

@@ -261,9 +261,10 @@ def test_an_old_app_code_and_a_forged_pass_are_refused_and_shown_red(site: Site)
 def test_garbage_and_oversized_scanner_input_is_refused_and_the_scanner_keeps_working(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from gateway.hw.readers import discards
     from gateway.hw.readers.scanner import reader as scanner_reader
 
-    monkeypatch.setattr(scanner_reader, "DISCARD_REPORT_INTERVAL", 0.2)
+    monkeypatch.setattr(discards, "REPORT_INTERVAL", 0.2)
     good = through_a_camera(ISSUER.issue(site="t", pass_id="dp-ok", doors=["front"], **window()))
     apart = scanner_reader.MIN_LINE_INTERVAL + 0.1  # codes as a person shows them
 

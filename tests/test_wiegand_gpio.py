@@ -106,12 +106,37 @@ def test_a_bad_frame_is_recorded_and_reading_goes_on() -> None:
         await bench.clock.run_for(0.05, step=0.005)
         bench.send(encode_card(26, 1, 2))
         await bench.clock.run_for(0.05, step=0.005)
+        bad = [d for t, d in bench.events if t == "reader_bad_frame"]
+        assert [d["reason"] for d in bad] == ["26-bit frame: even parity (bit 0) fails"]
+        # Bad frames are one event per 10 s: the second comes when that has passed.
+        await bench.clock.run_for(10, step=0.5)
 
     bench = run(body)
-    assert [d["reason"] for t, d in bench.events if t == "reader_bad_frame"] == [
-        "26-bit frame: even parity (bit 0) fails",
-        "3-bit frame: not a supported format (4, 8, 26, 34, 35 or 37 bits)",
+    bad = [d for t, d in bench.events if t == "reader_bad_frame"]
+    assert [(d["reason"], d["bits"], d["count"]) for d in bad] == [
+        ("26-bit frame: even parity (bit 0) fails", 26, 1),
+        ("3-bit frame: not a supported format (4, 8, 26, 34, 35 or 37 bits)", 3, 1),
     ]
+    assert bench.cards == [CardRead(26, 1, 2)]
+
+
+def test_noise_on_the_lines_is_bounded_and_one_event_per_interval() -> None:
+    """A noisy cable: 300 bad bursts, and one that never pauses."""
+
+    async def body(bench: Bench, reader: WiegandReader) -> None:
+        for _ in range(300):
+            bench.send([1, 0, 1])
+            await bench.clock.run_for(0.05, step=0.005)
+        bench.send([1, 0] * 5000)  # 10,000 edges without a gap
+        await bench.clock.run_for(10.5, step=0.5)
+        bench.send(encode_card(26, 1, 2))
+        await bench.clock.run_for(0.05, step=0.005)
+
+    bench = run(body)
+    bad = [d for t, d in bench.events if t == "reader_bad_frame"]
+    assert len(bad) <= 3  # not 301: the first, one per 10 s after it
+    assert sum(d["count"] for d in bad) == 301, bad
+    assert any("10000-bit burst" in r for d in bad for r in d["reasons"])
     assert bench.cards == [CardRead(26, 1, 2)]
 
 

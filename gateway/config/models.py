@@ -447,6 +447,25 @@ class Config(_Section):
         return next((d for d in self.doors if d.id == door_id), None)
 
 
+def _nul_at(value: object, key: str = "") -> str | None:
+    """The key of the first string in ``value`` holding a NUL character, if any."""
+    if isinstance(value, str):
+        return key or "config" if "\x00" in value else None
+    items: list[tuple[str, object]] = []
+    if isinstance(value, dict):
+        items = [(f"{key}.{k}" if key else str(k), v) for k, v in value.items()]
+        for k in value:
+            if "\x00" in str(k):
+                return key or "config"
+    elif isinstance(value, list):
+        items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    for sub, v in items:
+        found = _nul_at(v, sub)
+        if found is not None:
+            return found
+    return None
+
+
 def load_config(path: Path | str) -> Config:
     """Read and validate a config file; raise ConfigError naming file and key.
 
@@ -461,8 +480,11 @@ def load_config(path: Path | str) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(str(path), "not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: an integer of 9,000 digits
         raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    nul = _nul_at(data)
+    if nul is not None:  # no setting has one, and paths with one cannot be opened
+        raise ConfigError(str(path), "a value holds a NUL character", key=nul)
     try:
         data, board = resolve(data, path.parent)
     except ConfigError as exc:

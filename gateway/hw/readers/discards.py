@@ -41,13 +41,24 @@ class InputReports:
         self._last: float | None = None
         self._later: asyncio.Task[None] | None = None
 
-    async def add(self, reason: str, *, size: int | None = None, **detail: Any) -> None:
-        """One piece of bad input; recorded now, or counted into the next event."""
+    def count(self, reason: str, *, size: int | None = None, **detail: Any) -> None:
+        """One piece of bad input, counted; :meth:`report` records what is due."""
         self._counts[reason] += 1
         if size is not None:
             self._sized = True
             self._bytes += size
         self._detail = detail
+
+    async def add(self, reason: str, *, size: int | None = None, **detail: Any) -> None:
+        """:meth:`count` one piece, then :meth:`report`."""
+        self.count(reason, size=size, **detail)
+        await self.report()
+
+    async def report(self) -> None:
+        """Record what was counted if the interval has passed; else see that it is
+        recorded when it has, even if no more bad input comes."""
+        if not self._counts:
+            return
         now = self._clock.monotonic()
         if self._last is None or now - self._last >= REPORT_INTERVAL:
             await self._flush()

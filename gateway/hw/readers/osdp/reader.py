@@ -36,6 +36,7 @@ from gateway.core.model import CredentialKind
 from gateway.core.policy import Pattern
 from gateway.errors import CredentialFormatError
 from gateway.events import Record
+from gateway.hw.readers.discards import InputReports
 from gateway.hw.readers.serial_port import SerialPortTask, SessionError
 from gateway.hw.readers.wiegand.codec import CardRead, WiegandError, decode_frame
 
@@ -189,6 +190,9 @@ class OsdpReader(SerialPortTask):
         self.secure = False
         #: The reader's lasting LED state (fault, or idle).
         self._lasting = _IDLE
+        # A reader sending bad card data as fast as it can is one event per interval.
+        self._discards = InputReports(reader_id, "reader_input_discarded", record, clock)
+        self._bad_frames = InputReports(reader_id, "reader_bad_frame", record, clock)
 
     async def _session(self, port: serial.SerialBase) -> None:
         import osdp  # imported here: only gateways with OSDP readers need libosdp
@@ -212,6 +216,8 @@ class OsdpReader(SerialPortTask):
         finally:
             self._cp = None
             self.secure = False
+            self._discards.close()
+            self._bad_frames.close()
             await asyncio.shield(_stop_when_started(cp, started))
 
     async def _serve(self, cp: Any, channel: _SerialChannel) -> None:
@@ -226,6 +232,8 @@ class OsdpReader(SerialPortTask):
             event = await asyncio.to_thread(cp.get_event, self.address, 0.1)
             if event is not None:
                 await self._event(event)
+            await self._discards.report()
+            await self._bad_frames.report()
             if self.secure:
                 ever_secure = True
                 down_since = self._link_time()
@@ -252,17 +260,12 @@ class OsdpReader(SerialPortTask):
             await self._notification(event)
         elif kind == _EVENT_CARDREAD:
             if not self.secure:
-                await self._record(
-                    "reader_input_discarded",
-                    {"reader": self.reader_id, "reason": "card read without secure channel"},
-                )
+                await self._discards.add("card read without secure channel")
                 return
             try:
                 read = card_read(event)
             except CredentialFormatError as exc:
-                await self._record(
-                    "reader_bad_frame", {"reader": self.reader_id, "reason": str(exc)}
-                )
+                await self._bad_frames.add(str(exc)[:200])
                 return
             await self._on_read(read)
         # Key presses, status reports and manufacturer replies are not used yet.

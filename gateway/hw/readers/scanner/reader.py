@@ -9,20 +9,20 @@ say when.  Nothing a scanner sends can stop the task, or flood the outbox:
 one read (one burst) is at most one presentation, codes closer together
 than :data:`MIN_LINE_INTERVAL` are dropped, and everything thrown away is
 counted into one ``reader_input_discarded`` event per
-:data:`DISCARD_REPORT_INTERVAL`.
+:data:`~gateway.hw.readers.discards.REPORT_INTERVAL`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import serial
 
 from gateway.clock import Clock
 from gateway.events import Record
+from gateway.hw.readers.discards import InputReports
 from gateway.hw.readers.scanner.framer import Discarded, LineFramer
 from gateway.hw.readers.serial_port import SerialPortTask
 
@@ -30,8 +30,6 @@ OnLine = Callable[[str], Awaitable[object]]
 
 #: Seconds a scanner must leave between two codes; one faster is thrown away.
 MIN_LINE_INTERVAL = 0.3
-#: At most one ``reader_input_discarded`` event per reader this often (seconds).
-DISCARD_REPORT_INTERVAL = 10.0
 
 
 class SerialLineReader(SerialPortTask):
@@ -63,52 +61,31 @@ class SerialLineReader(SerialPortTask):
         )
         self._on_line = on_line
         self._last_line = float("-inf")
-        self._discarded: Counter[str] = Counter()
-        self._discarded_bytes = 0
-        self._last_report = float("-inf")
+        self._discards = InputReports(reader_id, "reader_input_discarded", record, clock)
 
     async def _session(self, port: serial.SerialBase) -> None:
         await self._set_online(True)
         framer = LineFramer()
+        try:
+            await self._lines(port, framer)
+        finally:
+            self._discards.close()  # what is counted is reported in the next session
+
+    async def _lines(self, port: serial.SerialBase, framer: LineFramer) -> None:
         while True:
             data = await asyncio.to_thread(port.read, 4096)
             # What one read returns is one burst: one presentation at most.
             presented = False
             for item in framer.feed(data):
                 if isinstance(item, Discarded):
-                    self._discard(item.reason, item.size)
+                    self._discards.count(item.reason, size=item.size)
                 elif presented:
-                    self._discard("extra_line", len(item.text))
+                    self._discards.count("extra_line", size=len(item.text))
                 elif self._clock.monotonic() - self._last_line < MIN_LINE_INTERVAL:
-                    self._discard("too_fast", len(item.text))
+                    self._discards.count("too_fast", size=len(item.text))
                 else:
                     presented = True
                     self._last_line = self._clock.monotonic()
                     await self._on_line(item.text)
-            await self._report_discards()
-
-    def _discard(self, reason: str, size: int) -> None:
-        self._discarded[reason] += 1
-        self._discarded_bytes += size
-
-    async def _report_discards(self) -> None:
-        """One ``reader_input_discarded`` event for what was thrown away, at most one
-        per :data:`DISCARD_REPORT_INTERVAL` (a scanner sending garbage in a loop
-        must not fill the outbox)."""
-        now = self._clock.monotonic()
-        if not self._discarded or now - self._last_report < DISCARD_REPORT_INTERVAL:
-            return
-        reasons = dict(sorted(self._discarded.items()))
-        await self._record(
-            "reader_input_discarded",
-            {
-                "reader": self.reader_id,
-                "reason": self._discarded.most_common(1)[0][0],
-                "bytes": self._discarded_bytes,
-                "count": sum(reasons.values()),
-                "reasons": reasons,
-            },
-        )
-        self._discarded.clear()
-        self._discarded_bytes = 0
-        self._last_report = now
+            # All a burst threw away is one report (at most one per interval).
+            await self._discards.report()

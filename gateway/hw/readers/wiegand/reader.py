@@ -23,7 +23,11 @@ from gpiozero.pins import Factory
 
 from gateway.clock import Clock
 from gateway.events import Record
+from gateway.hw.readers.discards import InputReports
 from gateway.hw.readers.wiegand.codec import CardRead, KeyPress, WiegandError, decode_frame
+
+#: Bits kept of one burst: the longest format is 37; longer is noise.
+MAX_FRAME_BITS = 64
 
 OnCard = Callable[[CardRead], Awaitable[object]]
 OnPin = Callable[[str], Awaitable[object]]
@@ -55,6 +59,7 @@ class WiegandReader:
         self._on_card = on_card
         self._on_pin = on_pin
         self._record = record
+        self._bad_frames = InputReports(reader_id, "reader_bad_frame", record, clock)
         self.gap = gap
         self.pin_timeout = pin_timeout
         self.max_pin = max_pin
@@ -89,7 +94,7 @@ class WiegandReader:
         while True:
             bit, last = carried if carried is not None else await self._bits.get()
             carried = None
-            frame = [bit]
+            frame, length = [bit], 1
             while True:
                 try:
                     # The clock decides when the gap is over (simulated in tests).
@@ -99,18 +104,20 @@ class WiegandReader:
                 if self._factory.ticks_diff(ticks, last) > self.gap:
                     carried = (bit, ticks)  # the wire was silent: a new frame began
                     break
-                frame.append(bit)
+                length += 1
+                if length <= MAX_FRAME_BITS:  # noise without a gap: kept bounded
+                    frame.append(bit)
                 last = ticks
-            await self._frame(frame)
+            await self._frame(frame, length)
 
-    async def _frame(self, bits: list[int]) -> None:
+    async def _frame(self, bits: list[int], length: int) -> None:
         try:
+            if length > MAX_FRAME_BITS:
+                raise WiegandError(f"{length}-bit burst: longer than any Wiegand frame")
             read = decode_frame(bits)
         except WiegandError as exc:
-            await self._record(
-                "reader_bad_frame",
-                {"reader": self.reader_id, "bits": len(bits), "reason": str(exc)},
-            )
+            # A noisy cable sends these as fast as it can: one event per interval.
+            await self._bad_frames.add(str(exc), bits=length)
             return
         if isinstance(read, CardRead):
             await self._on_card(read)
@@ -134,6 +141,7 @@ class WiegandReader:
 
     def close(self) -> None:
         """Release the pins."""
+        self._bad_frames.close()
         for line in self._lines:
             if line.pin is not None:
                 line.pin.when_changed = None
