@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -539,10 +540,10 @@ def test_a_snapshot_the_disk_fails_to_take_is_recorded_and_applied_on_the_next_t
     run(tmp_path / "c.sqlite3", body)
 
 
-def _bad_snapshot(h: Harness, snapshot_id: str) -> list[bytes]:
+def _bad_snapshot(h: Harness, snapshot_id: str, version: int = 2) -> list[bytes]:
     """A signed snapshot whose first chunk does not match the announced hash."""
     chunks = h.cloud.snapshot(
-        parse_dataset({**base_dataset(), "version": 2}), snapshot_id=snapshot_id
+        parse_dataset({**base_dataset(), "version": version}), snapshot_id=snapshot_id
     )
     head = json.loads(b64url_decode(chunks[0].split(b".")[1]))
     head["data"] = "eJwDAAAAAAE="
@@ -582,5 +583,34 @@ def test_a_replayed_overlapping_delta_does_not_force_a_request_each_time(tmp_pat
         for _ in range(1000):
             assert await h.engine.handle(overlapping) == "resync_overlap"
         assert len(h.resyncs) == 1
+
+    run(tmp_path / "c.sqlite3", body)
+
+
+def test_requests_after_bad_snapshots_back_off_until_one_applies(tmp_path: Path) -> None:
+    """Each request after a bad snapshot doubles the wait before the next (10 s,
+    20 s, 40 s ... up to 300 s); a snapshot that applies resets it."""
+
+    async def body(h: Harness) -> None:
+        await h.snapshot(base_dataset())
+        h.resyncs.clear()
+        asked_at = []
+        for attempt in range(60):  # a bad snapshot every 5 s, for 5 minutes
+            before = len(h.resyncs)
+            for chunk in _bad_snapshot(h, f"bad-{attempt}"):
+                await h.engine.handle(chunk)
+            await h.engine.wait_snapshot()
+            if len(h.resyncs) > before:
+                asked_at.append(attempt * 5)
+            h.clock.advance(5)
+        gaps = [b - a for a, b in itertools.pairwise(asked_at)]
+        assert gaps == [10, 20, 40, 80], asked_at
+        await h.snapshot({**base_dataset(), "version": 9})  # good data at last
+        assert h.engine.version == 9
+        before = len(h.resyncs)
+        for chunk in _bad_snapshot(h, "bad-again", 10):  # the next bad one: asked about at once
+            await h.engine.handle(chunk)
+        await h.engine.wait_snapshot()
+        assert len(h.resyncs) == before + 1
 
     run(tmp_path / "c.sqlite3", body)

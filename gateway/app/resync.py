@@ -1,8 +1,11 @@
 """When the gateway asks the platform for data, and how often.
 
 A resync request is sent at most every :data:`RESYNC_INTERVAL` seconds
-unless forced (a command, a reconnect, a snapshot the gateway had to
-reject).  A gateway still waiting for its data asks again after a silence
+unless forced (a command, a reconnect).  After snapshots the gateway had
+to reject (``bad_snapshot``), that interval doubles with each one in a
+row, up to :data:`RESYNC_RETRY_MAX`, so a platform that keeps sending the
+same bad data is asked less and less often; a snapshot that applies
+resets it.  A gateway still waiting for its data asks again after a silence
 that doubles from :data:`RESYNC_INTERVAL` up to :data:`RESYNC_RETRY_MAX`.
 """
 
@@ -34,6 +37,8 @@ class ResyncPacer:
         self._record = record
         self._request = request
         self._last: float | None = None
+        #: Requests after bad snapshots, in a row: the wait before the next doubles with each.
+        self.bad_snapshots = 0
         #: When a resync was last asked for or a snapshot chunk last arrived.
         self._progress = clock.monotonic()
 
@@ -48,8 +53,13 @@ class ResyncPacer:
     ) -> None:
         """Ask for data (a whole snapshot, or a transfer's ``missing`` chunks)."""
         now = self._clock.monotonic()
-        if not force and self._last is not None and now - self._last < RESYNC_INTERVAL:
+        interval = RESYNC_INTERVAL
+        if reason == "bad_snapshot" and self.bad_snapshots:
+            interval = min(RESYNC_INTERVAL * 2 ** (self.bad_snapshots - 1), RESYNC_RETRY_MAX)
+        if not force and self._last is not None and now - self._last < interval:
             return
+        if reason == "bad_snapshot":
+            self.bad_snapshots += 1
         self._last = self._progress = now
         await self._record("resync_requested", {"reason": reason, "have_version": have_version})
         await self._request(
@@ -69,6 +79,7 @@ class ResyncPacer:
     def answered(self) -> None:
         """The data asked for is in: the next need may ask at once."""
         self._last = None
+        self.bad_snapshots = 0
 
     def silence(self) -> float:
         """Seconds since the last request or answer."""

@@ -320,8 +320,8 @@ class SyncEngine:
             await self._apply_snapshot_inner(snapshot_id, version)
         except DatasetError as exc:
             await reject_snapshot(self._writer, self._reject, snapshot_id, exc)
-            # Not forced: a platform that sends the same bad snapshot again must not
-            # make the two of them loop (at most one request every 10 s).
+            # Not forced, and backing off: a platform that sends the same bad
+            # snapshot again must not make the two of them loop.
             await self._pacer.ask("bad_snapshot", self.version)
         except Exception as exc:  # noqa: BLE001 - a snapshot task must never die unseen
             await abandon_snapshot(self._writer, self._record, snapshot_id, exc)
