@@ -437,3 +437,25 @@ def test_with_a_certificate_the_api_speaks_https_only(tmp_path: Path) -> None:
                     await plain.get("/health/live")
 
     asyncio.run(go())
+
+
+def test_forwarded_headers_neither_hide_nor_frame_a_client(tmp_path: Path) -> None:
+    """uvicorn trusts X-Forwarded-For from loopback by default: a local process could
+    rotate addresses to dodge the lockout, or have another address locked out."""
+
+    async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
+        for i in range(5):
+            forged = {
+                **auth(f"dgw_wrong{i}"),
+                "X-Forwarded-For": f"10.0.0.{i}",
+                "Forwarded": "for=10.9.9.9",
+            }
+            await client.get("/api/status", headers=forged)
+        locked = await client.get(
+            "/api/status", headers={**auth("dgw_more"), "X-Forwarded-For": "10.0.0.99"}
+        )
+        assert locked.status_code == 429  # all counted against the real peer, 127.0.0.1
+        failed = [e["data"] for e in gw.events.recent if e["type"] == "staff_auth_failed"]
+        assert {f["client"] for f in failed} == {"127.0.0.1"}
+
+    run(tmp_path, body)

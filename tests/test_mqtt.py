@@ -19,6 +19,7 @@ from gateway.core.credentials import parse_read
 from gateway.core.decision import Reason
 from gateway.core.jws import MAX_TOKEN_BYTES, Signer
 from gateway.net.mqtt import tls_context
+from gateway.wire.cloudkit import CloudSigner
 from sim.broker import Broker, free_port
 from sim.cloud import CloudPeer
 
@@ -514,6 +515,41 @@ def test_messages_larger_than_the_limit_are_stopped_by_the_broker_or_refused_unr
             assert gw.link.connected.is_set()
             assert gw.link.sessions == sessions
             assert gw.engine.version == 1
+        task.cancel()
+
+    run_async(go())
+
+
+def test_a_signed_command_is_taken_only_from_the_gateways_own_command_topic(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """The audit's replay: a signed command for gw-1 was accepted from the site's
+    beacon topic. Through the real broker, only gw/gw-1/command carries commands."""
+
+    async def go() -> None:
+        cloud = cloud_for(broker)
+        task = asyncio.create_task(cloud.run())
+        await cloud.connected.wait()
+        gw = gateway_for(broker, tmp_path)
+        async with gw.running():
+            await until(lambda: gw.engine.version == 1, "snapshot applied")
+            signer = CloudSigner(broker.signer, "t", gw.clock.now)
+            exp = int(gw.clock.now().timestamp()) + 60
+            for topic in ("doorgw/v1/site/t/beacon", "doorgw/v1/site/t/delta"):
+                await cloud.publish(topic, signer.command("gw-1", "lockdown", exp, on=True))
+            await cloud.publish("doorgw/v1/gw/gw-1/command", signer.command("gw-1", "resync", exp))
+            await until(lambda: "command_accepted" in types(cloud), "the command accepted")
+            outcomes = [
+                (e["type"], e["data"].get("reason"))
+                for e in cloud.events_of("gw-1")
+                if e["type"].startswith("command")
+            ]
+            assert outcomes == [
+                ("command_refused", "wrong_topic"),
+                ("command_refused", "wrong_topic"),
+                ("command_accepted", None),
+            ]
+            assert gw.modes.lockdown is False
         task.cancel()
 
     run_async(go())
