@@ -7,6 +7,7 @@ import base64
 import secrets
 import sqlite3
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from gateway.app.gateway import Gateway
-from gateway.clock import SystemClock
+from gateway.clock import ManualClock, SystemClock
 from gateway.config.models import (
     Config,
     CredentialsSection,
@@ -26,8 +27,9 @@ from gateway.config.models import (
     WiegandReaderConfig,
     load_config,
 )
-from gateway.core.credentials import pin_digest
+from gateway.core.credentials import CredentialRead, pin_digest
 from gateway.core.jws import Signer
+from gateway.core.model import CredentialKind
 from gateway.errors import ConfigError
 from gateway.wire.cloudkit import CloudSigner
 from gateway.wire.dataset import parse_dataset
@@ -38,6 +40,7 @@ from .conftest import (
     SmallDisk,
     base_dataset,
     gateway_config,
+    local,
     revoke_day_card,
     until,
     write_gateway_config,
@@ -771,3 +774,33 @@ def test_a_pin_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="chmod 0600"):
         Gateway(load_config(write_gateway_config(tmp_path, settings)), SystemClock())
+
+
+def test_a_reader_presenting_faster_than_people_do_is_held_back(tmp_path: Path) -> None:
+    """A device on a reader's wires trying card numbers: five at once, then two a
+    second; what is held back is one counted event, not one each."""
+    door_only_config(tmp_path)
+    clock = ManualClock(datetime.fromtimestamp(local("2026-03-10T10:00"), UTC))
+
+    async def go() -> tuple[int, list[dict[str, Any]]]:
+        gw = Gateway(load_config(tmp_path / "doorgw.toml"), clock, pin_factory=MockFactory())
+        async with gw.running():
+            await synced(gw, base_dataset())
+            before = gw.outbox.last_seq
+            decided = 0
+            for n in range(200):  # 200 cards in 10 s
+                read = CredentialRead(CredentialKind.WIEGAND, f"26/7:{n}")
+                decided += await gw.taps.card("front", "wg-front", read) is not None
+                clock.advance(0.05)
+            clock.advance(10)
+            await gw.taps.card(
+                "front", "wg-front", CredentialRead(CredentialKind.WIEGAND, "26/7:1")
+            )
+            events = await gw.outbox.pending(before, 1000)
+            return decided, [e["data"] for e in events if e["type"] == "reader_input_discarded"]
+
+    decided, held = asyncio.run(go())
+    assert decided == 5 + int(2 * 199 * 0.05)  # the burst, then 2 a second for 9.95 s
+    assert sum(h["count"] for h in held) == 200 - decided
+    assert len(held) <= 2
+    assert {h["reason"] for h in held} == {"too_fast"}

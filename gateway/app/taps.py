@@ -28,7 +28,9 @@ from gateway.core.credentials import CredentialRead, pin_digest, wiegand_legacy
 from gateway.core.decision import CodeDecision, Conditions, Decision, Reason, decide, decide_code
 from gateway.core.jws import KeySet
 from gateway.core.model import CredentialKind
+from gateway.core.ratelimit import TokenBucket
 from gateway.errors import DoorgwError
+from gateway.hw.readers.discards import InputReports
 from gateway.hw.station import Station
 from gateway.store.reader import CacheReader
 from gateway.store.writer import CacheWriter
@@ -36,6 +38,11 @@ from gateway.store.writer import CacheWriter
 #: A scanner repeating the code it just read (continuous-scan mode, a code
 #: held in view) within this many seconds is reading one presentation.
 SCAN_REPEAT_SECONDS = 2.0
+
+
+#: Cards one reader may present at once, then per second (people manage about one).
+CARD_BURST = 5
+CARD_RATE = 2.0
 
 
 class Taps:
@@ -60,6 +67,8 @@ class Taps:
         self._config = config
         self._legacy_wiegand = frozenset(config.credentials.wiegand_legacy_formats)
         self._pin_key = pin_key
+        self._card_rate: dict[str, TokenBucket] = {}
+        self._too_fast: dict[str, InputReports] = {}
         sync = config.sync
         self._unkeyed_pins = pin_key is not None and sync is not None and sync.accept_unkeyed_pins
         self._pin_digits = (config.credentials.pin_min_digits, config.credentials.pin_max_digits)
@@ -102,7 +111,21 @@ class Taps:
     # The sink the readers hand their reads to.
 
     async def card(self, door_id: str, reader_id: str, read: CredentialRead) -> Decision | None:
-        """A card at a reader: enrolled if staff asked for that reader's next card, else decided."""
+        """A card at a reader: enrolled if staff asked for that reader's next card, else decided.
+
+        A reader presenting faster than people do (a device on its wires trying
+        card numbers) is held to :data:`CARD_BURST` cards, then
+        :data:`CARD_RATE` a second; the rest are counted as ``too_fast``.
+        """
+        bucket = self._card_rate.setdefault(reader_id, TokenBucket(CARD_BURST, CARD_RATE))
+        if not bucket.take(self._clock.monotonic()):
+            reports = self._too_fast.get(reader_id)
+            if reports is None:
+                record = self._events.record
+                reports = InputReports(reader_id, "reader_input_discarded", record, self._clock)
+                self._too_fast[reader_id] = reports
+            await reports.add("too_fast", door=door_id)
+            return None
         if read.kind is CredentialKind.WIEGAND and self._legacy_wiegand:
             legacy = wiegand_legacy(read.value, self._legacy_wiegand)
             if legacy is not None:
