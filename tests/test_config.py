@@ -492,3 +492,12 @@ def test_config_text_the_fuzzer_found_is_one_clear_error(
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+def test_arrays_nested_as_deep_as_toml_allows_are_one_clear_error(tmp_path: Path) -> None:
+    """Found by tests/fuzz/run: the NUL check recursed past Python's limit."""
+    path = tmp_path / "doorgw.toml"
+    for depth in (900, 5000):
+        path.write_text("[gateway]\nid = " + "[" * depth + "]" * depth + "\n")
+        with pytest.raises(ConfigError):
+            load_config(path)

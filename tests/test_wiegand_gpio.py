@@ -135,8 +135,10 @@ def test_noise_on_the_lines_is_bounded_and_one_event_per_interval() -> None:
     bench = run(body)
     bad = [d for t, d in bench.events if t == "reader_bad_frame"]
     assert len(bad) <= 3  # not 301: the first, one per 10 s after it
-    assert sum(d["count"] for d in bad) == 301, bad
-    assert any("10000-bit burst" in r for d in bad for r in d["reasons"])
+    # 301 bad frames or a few more: framing on the gap follows real edge times,
+    # and a loaded machine can cut the long burst in two.
+    assert 301 <= sum(d["count"] for d in bad) <= 305, bad
+    assert any("-bit burst: longer than any" in r for d in bad for r in d["reasons"])
     assert bench.cards == [CardRead(26, 1, 2)]
 
 

@@ -447,22 +447,24 @@ class Config(_Section):
         return next((d for d in self.doors if d.id == door_id), None)
 
 
-def _nul_at(value: object, key: str = "") -> str | None:
-    """The key of the first string in ``value`` holding a NUL character, if any."""
-    if isinstance(value, str):
-        return key or "config" if "\x00" in value else None
-    items: list[tuple[str, object]] = []
-    if isinstance(value, dict):
-        items = [(f"{key}.{k}" if key else str(k), v) for k, v in value.items()]
-        for k in value:
-            if "\x00" in str(k):
+def _nul_at(value: object) -> str | None:
+    """The key of the first string in ``value`` holding a NUL character, if any.
+
+    A loop, not recursion: TOML arrays can nest deeper than Python recurses.
+    """
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        key, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
                 return key or "config"
-    elif isinstance(value, list):
-        items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
-    for sub, v in items:
-        found = _nul_at(v, sub)
-        if found is not None:
-            return found
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                if "\x00" in str(k):
+                    return key or "config"
+                stack.append((f"{key}.{k}" if key else str(k), v))
+        elif isinstance(item, list):
+            stack.extend((f"{key}[{i}]", v) for i, v in enumerate(item))
     return None
 
 
@@ -482,6 +484,8 @@ def load_config(path: Path | str) -> Config:
         raise ConfigError(str(path), "not UTF-8 text") from None
     except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: an integer of 9,000 digits
         raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(str(path), "not valid TOML: nested too deeply") from None
     nul = _nul_at(data)
     if nul is not None:  # no setting has one, and paths with one cannot be opened
         raise ConfigError(str(path), "a value holds a NUL character", key=nul)
@@ -493,6 +497,8 @@ def load_config(path: Path | str) -> Config:
         raise ConfigError(str(path), exc.message, exc.key) from None
     try:
         config = Config.model_validate(data)
+    except RecursionError:
+        raise ConfigError(str(path), "a value is nested too deeply") from None
     except ValidationError as exc:
         key, message = first_problem(exc)
         problems = tuple(f"{k}: {m}" if k else m for k, m in all_problems(exc))
