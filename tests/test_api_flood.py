@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import resource
+import socket
 import subprocess
 import sys
 import time
@@ -311,3 +313,54 @@ def test_doorgw_run_under_a_flood_keeps_its_descriptors_memory_and_broker_link(
     text = err.decode()
     assert "Too many open files" not in text
     assert text.count("Traceback") == 0, text[-3000:]
+
+
+def test_accept_errors_are_logged_once_per_interval_and_accepting_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Out of descriptors, accept() fails on every try: one log line per 10 s with a
+    count (the audit saw 85,000 tracebacks in 10 s), and accepting resumes after."""
+    from gateway.net.http_guard import ConnectionCounts, Listener
+
+    accepted: list[asyncio.Protocol] = []
+
+    def factory(mark: Any, release: Any) -> asyncio.Protocol:
+        protocol = asyncio.Protocol()
+        accepted.append(protocol)
+        return protocol
+
+    async def go() -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        listener = Listener(sock, factory, counts=ConnectionCounts(8))
+        task = asyncio.create_task(listener.serve())
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        clients = []
+        try:
+            await asyncio.sleep(0.05)
+            # The process's descriptors all but used up: the next accept() fails.
+            open_now = len(os.listdir("/proc/self/fd"))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 4, hard))
+            for _ in range(3):
+                c = socket.socket()
+                c.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    c.connect(("127.0.0.1", port))
+                clients.append(c)
+            await asyncio.sleep(1.5)  # about 15 failed tries
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        await asyncio.sleep(0.3)  # descriptors again: the waiting connections get in
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for c in clients:
+            c.close()
+        sock.close()
+
+    with caplog.at_level(logging.ERROR, logger="gateway.net.http_guard"):
+        asyncio.run(go())
+    lines = [r for r in caplog.records if "cannot accept" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert "Too many open files" in lines[0].getMessage()
+    assert accepted  # accepting went on once descriptors were free
