@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,22 @@ def gateway_for(broker: Broker, tmp_path: Path, name: str = "gw-1", clock: Any =
 
 def types(cloud: CloudPeer, gateway: str = "gw-1") -> list[str]:
     return [e["type"] for e in cloud.events_of(gateway)]
+
+
+@contextlib.asynccontextmanager
+async def linked(broker: Broker, tmp_path: Path) -> AsyncIterator[tuple[CloudPeer, Gateway]]:
+    """The platform stand-in and gateway gw-1 on the broker, gw-1 holding the base data."""
+    cloud = cloud_for(broker)
+    task = asyncio.create_task(cloud.run())
+    await cloud.connected.wait()
+    gw = gateway_for(broker, tmp_path)
+    try:
+        async with gw.running():
+            await until(lambda: gw.engine.version == 1, "snapshot applied")
+            yield cloud, gw
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def test_a_new_gateway_syncs_decides_and_reports(broker: Broker, tmp_path: Path) -> None:
@@ -490,12 +506,7 @@ def test_messages_larger_than_the_limit_are_stopped_by_the_broker_or_refused_unr
         )
 
     async def go() -> None:
-        cloud = cloud_for(broker)
-        task = asyncio.create_task(cloud.run())
-        await cloud.connected.wait()
-        gw = gateway_for(broker, tmp_path)
-        async with gw.running():
-            await until(lambda: gw.engine.version == 1, "snapshot applied")
+        async with linked(broker, tmp_path) as (cloud, gw):
             sessions = gw.link.sessions
             topic = "doorgw/v1/gw/gw-1/delta"
             with contextlib.suppress(aiomqtt.MqttError):
@@ -515,7 +526,6 @@ def test_messages_larger_than_the_limit_are_stopped_by_the_broker_or_refused_unr
             assert gw.link.connected.is_set()
             assert gw.link.sessions == sessions
             assert gw.engine.version == 1
-        task.cancel()
 
     run_async(go())
 
@@ -527,12 +537,7 @@ def test_a_signed_command_is_taken_only_from_the_gateways_own_command_topic(
     beacon topic. Through the real broker, only gw/gw-1/command carries commands."""
 
     async def go() -> None:
-        cloud = cloud_for(broker)
-        task = asyncio.create_task(cloud.run())
-        await cloud.connected.wait()
-        gw = gateway_for(broker, tmp_path)
-        async with gw.running():
-            await until(lambda: gw.engine.version == 1, "snapshot applied")
+        async with linked(broker, tmp_path) as (cloud, gw):
             signer = CloudSigner(broker.signer, "t", gw.clock.now)
             exp = int(gw.clock.now().timestamp()) + 60
             for topic in ("doorgw/v1/site/t/beacon", "doorgw/v1/site/t/delta"):
@@ -550,6 +555,5 @@ def test_a_signed_command_is_taken_only_from_the_gateways_own_command_topic(
                 ("command_accepted", None),
             ]
             assert gw.modes.lockdown is False
-        task.cancel()
 
     run_async(go())
