@@ -336,6 +336,18 @@ def test_bench_qr_reports_its_rate_and_floor(capsys: pytest.CaptureFixture[str])
     assert data["pass_chars"] <= 178  # QR version 7 at level M
 
 
+def test_bench_api_times_the_real_api_against_bare_uvicorn(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(["bench", "api", "--requests", "50", "--json"], capsys)
+    assert code == 0  # every GET /api/status answered 200 with the bench's token
+    data = json.loads(out)
+    assert data["requests"] == 50
+    for key in ("p50_us", "p99_us", "floor_p50_us", "floor_p99_us"):
+        assert data[key] > 0
+    assert data["ratio_p50"] == round(data["p50_us"] / data["floor_p50_us"], 2)
+
+
 def test_console_entry_point_runs_as_a_module(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[gateway]\nid = 'x'\n")

@@ -1,4 +1,4 @@
-"""``doorgw bench decide | qr``: the decision benchmarks, each against its floor.
+"""``doorgw bench decide | qr | api``: the gateway's own benchmarks, each against its floor.
 
 ``bench sync`` needs the simulator's broker and joins from the simulator
 (:mod:`sim.commands`)."""
@@ -35,6 +35,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(handler=bench_qr)
+    b = bench.add_parser(
+        "api", help="staff API latency on a kept-alive connection against bare uvicorn"
+    )
+    b.add_argument("--requests", type=positive_int(1_000_000), default=2000)
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(handler=bench_api)
     groups["bench"] = bench
 
 
@@ -50,3 +56,10 @@ def bench_qr(args: argparse.Namespace, clock: Clock) -> int:
     from gateway.commands.bench_qr import bench_qr
 
     return bench_qr(args)
+
+
+def bench_api(args: argparse.Namespace, clock: Clock) -> int:
+    """``bench api``."""
+    from gateway.commands.bench_api import bench_api
+
+    return bench_api(args)
