@@ -62,17 +62,22 @@ def run(tmp_path: Path, body: Body) -> None:
                 await gw.engine.handle(chunk)
             await gw.engine.wait_snapshot()
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                async with asyncio.timeout(20):
-                    while True:
-                        try:
-                            await client.get("/health/live")
-                            break
-                        except httpx.TransportError:
-                            await asyncio.sleep(0.05)
+                await until_answers(client)
                 await body(gw, client, token, clock)
         device.close()
 
     asyncio.run(go())
+
+
+async def until_answers(client: httpx.AsyncClient) -> None:
+    """Wait until the API listens (it starts beside the gateway's other services)."""
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                await client.get("/health/live")
+                return
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
 
 
 def auth(token: str) -> dict[str, str]:

@@ -38,7 +38,7 @@ from sim.broker import Broker, free_port
 from sim.pn532 import SimulatedPn532
 
 from .conftest import base_dataset, until
-from .test_api import START
+from .test_api import START, until_answers
 
 LOCK = 17
 CARD = bytes.fromhex("04000001")  # day_m's card in the base dataset: granted
@@ -139,16 +139,6 @@ async def gateway_on(broker: Broker, tmp_path: Path) -> AsyncIterator[tuple[Gate
     finally:
         ticker.cancel()
         device.close()
-
-
-async def until_answers(client: httpx.AsyncClient) -> None:
-    async with asyncio.timeout(20):
-        while True:
-            try:
-                await client.get("/health/live")
-                return
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)
 
 
 async def tap_opens(gw: Gateway, device: SimulatedPn532) -> None:
