@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import socket
@@ -23,8 +22,6 @@ import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import uvicorn
 
 from gateway.clock import SystemClock
 from gateway.config.models import (
@@ -36,6 +33,7 @@ from gateway.config.models import (
     SyncSection,
 )
 from gateway.core.jws import Signer
+from gateway.net.api import serve_bare
 from gateway.net.staff_tokens import TokenStore
 from gateway.tools.sitegen import percentile
 from gateway.wire.cloudkit import CloudSigner
@@ -119,17 +117,14 @@ async def _run(requests: int) -> dict[str, Any]:
         api_port, floor_port = _free_port(), _free_port()
         config = _config(home, api_port)
         token = TokenStore(config.tokens_path).add("bench", int(time.time()))
-        floor = uvicorn.Server(
-            uvicorn.Config(_hello, host="127.0.0.1", port=floor_port, log_level="warning")
-        )
-        floor.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+        stop_floor = asyncio.Event()
         gw = Gateway(config, SystemClock())
         async with gw.running():
             cloud = CloudSigner(signer, doc["site"]["id"])
             for chunk in cloud.snapshot(parse_dataset(doc)):
                 await gw.engine.handle(chunk)
             await gw.engine.wait_snapshot()
-            serving = asyncio.create_task(floor.serve())
+            serving = asyncio.create_task(serve_bare(_hello, floor_port, stop_floor))
             api = _KeptAlive(api_port, {"Authorization": f"Bearer {token}"})
             bare = _KeptAlive(floor_port, {})
             try:
@@ -147,7 +142,7 @@ async def _run(requests: int) -> dict[str, Any]:
             finally:
                 api.close()
                 bare.close()
-                floor.should_exit = True
+                stop_floor.set()
                 await serving
 
     def us(values: list[float], q: float) -> float:

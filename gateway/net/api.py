@@ -524,3 +524,17 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+async def serve_bare(app: Any, port: int, stop: asyncio.Event) -> None:
+    """Serve ``app`` on loopback with uvicorn's defaults until ``stop`` is set.
+
+    No guard, no limits: what any HTTP answer costs here, the floor that
+    ``doorgw bench api`` measures the staff API against.
+    """
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(server.serve(), name="bare-uvicorn")
+    await stop.wait()
+    server.should_exit = True
+    await task
