@@ -154,6 +154,18 @@ def test_config_is_frozen(tmp_path: Path) -> None:
             "doors[0].unlocked_schedule",
             "is not of the form 'DAYS HH:MM-HH:MM'",
         ),
+        # This session's settings.
+        (
+            GOOD + "\n[credentials]\nwiegand_legacy_formats = [27]\n",
+            "credentials.wiegand_legacy_formats[0]",
+            "26, 34, 35 or 37",
+        ),
+        (
+            GOOD + "\n[credentials]\npin_min_digits = 8\npin_max_digits = 4\n",
+            "credentials",
+            "pin_min_digits is more than pin_max_digits",
+        ),
+        (GOOD + "\n[credentials]\npin_max_digits = 12\n", "credentials.pin_max_digits", "8"),
     ],
 )
 def test_bad_configs_name_the_key_and_the_problem(

@@ -763,16 +763,26 @@ def test_pins_are_keyed_so_a_copied_cache_reveals_none(tmp_path: Path) -> None:
     assert asyncio.run(go(unkeyed=True)) == ["granted_plan", "granted_plan", "pin_length"]
 
 
-def test_a_pin_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "mode", "message"),
+    [
+        (base64.urlsafe_b64encode(b"k" * 32).decode().rstrip("="), 0o644, "chmod 0600"),
+        ("c2hvcnQ", 0o600, "32 or more random bytes"),  # "short"
+        ("not base64!", 0o600, "unpadded base64url"),
+    ],
+)
+def test_a_pin_key_file_that_is_readable_by_others_or_no_key_is_refused(
+    tmp_path: Path, text: str, mode: int, message: str
+) -> None:
     key_file = tmp_path / "pin-key"
-    key_file.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="))
-    key_file.chmod(0o644)
+    key_file.write_text(text)
+    key_file.chmod(mode)
     settings = gateway_config(
         tmp_path,
         SIGNER,
         sync=SyncSection(keys_file=tmp_path / "keys.json", pin_key_file=key_file),
     )
-    with pytest.raises(ConfigError, match="chmod 0600"):
+    with pytest.raises(ConfigError, match=message):
         Gateway(load_config(write_gateway_config(tmp_path, settings)), SystemClock())
 
 

@@ -462,7 +462,10 @@ async def serve_api(desk: StaffDesk, api: ApiSection, tokens_path: Path) -> None
             api.max_connections,
         )
     # A flood of bad requests must not become a flood of log lines.
-    logging.getLogger("uvicorn.error").addFilter(OncePerInterval())
+    # Once per process: the API service may be restarted, its filter must not pile up.
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, OncePerInterval) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(OncePerInterval())
     while True:
         try:
             # Bound here, not by uvicorn, which would exit the process when it cannot.
