@@ -9,6 +9,7 @@ to, so a day-long scenario runs in milliseconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -86,8 +87,15 @@ class ManualClock:
             await asyncio.sleep(0)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sleepers.append((self._mono + seconds, future))
-        await future
+        entry = (self._mono + seconds, future)
+        self._sleepers.append(entry)
+        try:
+            await future
+        finally:
+            if not future.done() or future.cancelled():
+                # Cancelled before its time: a clock that stands still must not keep it.
+                with contextlib.suppress(ValueError):
+                    self._sleepers.remove(entry)
 
     async def run_for(self, seconds: float, step: float = 0.05) -> None:
         """Advance ``seconds`` in steps, letting tasks run at each step.

@@ -806,8 +806,18 @@ def test_a_reader_presenting_faster_than_people_do_is_held_back(tmp_path: Path) 
             await gw.taps.card(
                 "front", "wg-front", CredentialRead(CredentialKind.WIEGAND, "26/7:1")
             )
-            events = await gw.outbox.pending(before, 1000)
-            return decided, [e["data"] for e in events if e["type"] == "reader_input_discarded"]
+            held: list[dict[str, Any]] = []
+
+            async def reported() -> bool:
+                # The first held-back card at once, the rest once 10 s have passed.
+                events = await gw.outbox.pending(before, 1000)
+                held[:] = [e["data"] for e in events if e["type"] == "reader_input_discarded"]
+                return len(held) >= 2
+
+            async with asyncio.timeout(10):
+                while not await reported():  # noqa: ASYNC110 - polling the file
+                    await asyncio.sleep(0.01)
+            return decided, held
 
     decided, held = asyncio.run(go())
     assert decided == 5 + int(2 * 199 * 0.05)  # the burst, then 2 a second for 9.95 s

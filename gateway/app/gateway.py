@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -46,6 +47,7 @@ from gateway.hw.pins import PinFactory
 from gateway.hw.station import Station
 from gateway.net.mqtt import MqttLink, gateway_link_settings
 from gateway.store.files import load_pin_key_file, load_platform_keys
+from gateway.store.flush import Sync
 from gateway.store.lock import DataDirLock
 from gateway.store.outbox import Outbox
 from gateway.store.reader import CacheReader
@@ -77,7 +79,11 @@ class Gateway:
         keys: KeySet | None = None,
         pin_factory: PinFactory | None = None,
         clock_trust: ClockTrust | None = None,
+        fsync_delay: float = 0.0,
+        fsync: Sync = os.fsync,
     ) -> None:
+        # fsync_delay, fsync: the outbox flusher's (seconds added to each sync, to
+        # model slow storage; the call that syncs), for benchmarks and tests.
         if config.mqtt is None:
             raise ConfigError("config", "the daemon needs an [mqtt] section", "mqtt")
         self.config = config
@@ -88,7 +94,14 @@ class Gateway:
         self.pin_key = load_pin_key_file(config)
         self.topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
         self.writer = CacheWriter(config.cache_path, clock)
-        self.outbox = Outbox(config.outbox_path, clock, max_events=config.outbox.max_events)
+        self.outbox = Outbox(
+            config.outbox_path,
+            clock,
+            max_events=config.outbox.max_events,
+            flush_window=config.outbox.flush_window_ms / 1000,
+            fsync_delay=fsync_delay,
+            fsync=fsync,
+        )
         self.events = EventLog(self.outbox, clock)
         trust = clock_trust or ClockTrust(
             clock,
@@ -228,6 +241,8 @@ class Gateway:
         for name, run in self.uplink.services():
             yield Service(name, run)
         yield Service("outbox-keeper", self.outbox.keep)
+        if self.outbox.flusher is not None:
+            yield Service("outbox-flusher", self.outbox.flusher.run)
         yield Service(
             "cache-check",
             functools.partial(check_cache, self.config.cache_path, self.clock, self.events.record),

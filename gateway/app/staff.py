@@ -119,10 +119,26 @@ class GatewayDesk:
                 "last_seq": self._outbox.last_seq,
                 "acked_seq": self._outbox.acked_seq,
                 "storage_error": self._outbox.storage_error,
+                "durable_seq": self._outbox.durable_seq,
+                "flush": self._flush_status(),
             },
             "services_down": self._supervisor.down(),
             "service_failures": dict(sorted(self._supervisor.failures.items())),
             "clock": {"trusted": trust.trusted, "source": trust.source, "skew_s": trust.skew_s},
+        }
+
+    def _flush_status(self) -> dict[str, Any] | None:
+        """How syncing stored events to the storage goes (None: each commit syncs)."""
+        flusher = self._outbox.flusher
+        if flusher is None:
+            return None
+        return {
+            "window_ms": round(flusher.window * 1000),
+            "flushes": flusher.flushes,
+            "late": flusher.late,
+            "last_ms": round(flusher.last_seconds * 1000, 1),
+            "max_ms": round(flusher.max_seconds * 1000, 1),
+            "error": flusher.error,
         }
 
     def metrics(self) -> GatewayMetrics:

@@ -130,10 +130,14 @@ class Uplink:
                         probe, probe_wait = None, min(probe_wait * 2, ACK_TIMEOUT)
                 continue
             sent = max(sent, outbox.acked_seq)
-            events = await outbox.pending(sent, 1 if probing else BATCH_EVENTS)
+            # Cleared before looking: events stored meanwhile set it again.  Only
+            # durable events go: a number the platform saw must never be reused.
+            outbox.appended.clear()
+            self._acked.clear()
+            events = await outbox.pending(
+                sent, 1 if probing else BATCH_EVENTS, upto=outbox.durable_seq
+            )
             if not events:
-                outbox.appended.clear()
-                self._acked.clear()
                 try:
                     async with asyncio.timeout(ACK_TIMEOUT):
                         await _first(

@@ -1,8 +1,12 @@
 """The event outbox: every event stored with a gapless sequence number until acknowledged.
 
 Events (access decisions, door events, system events) are written to their
-own SQLite file with ``synchronous=FULL``: unlike the cache, they cannot be
-fetched again from anywhere.  Sequence numbers are per gateway, start at 1
+own SQLite file: unlike the cache, they cannot be fetched again from
+anywhere.  With a flush window (as the daemon runs it) a commit reaches
+SQLite's write-ahead log, which survives a crash of the process, and a
+:class:`~gateway.store.flush.WalFlusher` makes it durable against power
+loss within the window; without one every commit is synced
+(``synchronous=FULL``) before it returns.  Sequence numbers are per gateway, start at 1
 and never skip.  The platform acknowledges the highest sequence it has
 stored contiguously; only then are events deleted.
 
@@ -24,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
@@ -36,6 +41,7 @@ import aiosqlite
 from gateway.clock import Clock
 from gateway.errors import CacheCorruptError, CacheError
 from gateway.store.connect import connect
+from gateway.store.flush import Sync, WalFlusher
 from gateway.store.repair import Salvage, continue_numbering
 
 log = logging.getLogger(__name__)
@@ -59,11 +65,85 @@ CREATE TABLE IF NOT EXISTS dropped (
 RETRY_SECONDS = 5.0
 
 
+async def _open(
+    path: Path, *, flushed: bool
+) -> tuple[aiosqlite.Connection, bool, dict[str, int], list[tuple[Any, ...]]]:
+    """Open (or create) an outbox file: its connection, whether it has a write-ahead log,
+    its sequence numbers and its drop counts.  ``flushed``: commits only write to the
+    log, which a flusher syncs and checkpoints."""
+    db: aiosqlite.Connection | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await connect(path)
+        damage = await db.execute_fetchall("PRAGMA quick_check")
+        if list(damage) != [("ok",)]:
+            raise CacheCorruptError(
+                f"{path}: the event outbox is damaged: "
+                + "; ".join(str(r[0]) for r in list(damage)[:3])
+            )
+        wal = list(await db.execute_fetchall("PRAGMA journal_mode=WAL")) == [("wal",)]
+        if flushed and wal:
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA wal_autocheckpoint=0")
+        else:
+            await db.execute("PRAGMA synchronous=FULL")
+        await db.executescript(_SCHEMA)
+        meta = {str(k): int(v) for k, v in await db.execute_fetchall("SELECT * FROM outbox_meta")}
+        dropped = list(await db.execute_fetchall("SELECT type, count, cause FROM dropped"))
+    except (OSError, aiosqlite.Error, CacheCorruptError) as exc:
+        if db is not None:
+            await db.close()
+        if isinstance(exc, CacheCorruptError):
+            raise
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            # "file is not a database", "database disk image is malformed"
+            raise CacheCorruptError(f"{path}: the event outbox is damaged: {exc}") from None
+        raise CacheError(f"{path}: cannot open the event outbox: {exc}") from None
+    return db, wal, meta, [tuple(r) for r in dropped]
+
+
+@contextlib.asynccontextmanager
+async def _transaction(db: aiosqlite.Connection | None) -> AsyncIterator[aiosqlite.Connection]:
+    """One write transaction: committed whole, or rolled back whole."""
+    assert db is not None, "outbox is not open"
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        await db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+        raise
+
+
+def _dropped_report(dropped: Counter[str], cause: str | None) -> dict[str, Any]:
+    """The ``events_dropped`` event's data, for what was counted so far."""
+    return {
+        "count": sum(dropped.values()),
+        "types": dict(sorted(dropped.items())),
+        "storage_error": cause,
+    }
+
+
 class Outbox:
-    """The durable, bounded, acknowledged event queue of one gateway."""
+    """The durable, bounded, acknowledged event queue of one gateway.
+
+    ``flush_window``: seconds within which a stored event is synced to the
+    storage (None: each commit is synced before it returns); ``fsync_delay``
+    and ``fsync`` are the flusher's (:class:`~gateway.store.flush.WalFlusher`).
+    """
 
     def __init__(
-        self, path: Path, clock: Clock, *, max_events: int = 1_000_000, warn_ratio: float = 0.9
+        self,
+        path: Path,
+        clock: Clock,
+        *,
+        max_events: int = 1_000_000,
+        warn_ratio: float = 0.9,
+        flush_window: float | None = None,
+        fsync_delay: float = 0.0,
+        fsync: Sync = os.fsync,
     ) -> None:
         if max_events < 10:
             raise ValueError("an outbox needs room for at least 10 events")
@@ -84,42 +164,35 @@ class Outbox:
         #: Why events cannot be stored right now, or None while they can.
         self.storage_error: str | None = None
         self._inflight: set[asyncio.Future[Any]] = set()
-        #: Set whenever events are appended, for the publisher to wake on.
+        #: Set whenever events are ready to publish (stored, and durable), for the
+        #: publisher to wake on.
         self.appended = asyncio.Event()
+        self.flusher: WalFlusher | None = None
+        if flush_window is not None:
+            self.flusher = WalFlusher(
+                self.path,
+                clock,
+                window=flush_window,
+                delay=fsync_delay,
+                sync=fsync,
+                on_durable=self.appended.set,
+            )
 
     async def __aenter__(self) -> Self:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = await connect(self.path)
-            damage = await self._db.execute_fetchall("PRAGMA quick_check")
-            if list(damage) != [("ok",)]:
-                raise CacheCorruptError(
-                    f"{self.path}: the event outbox is damaged: "
-                    + "; ".join(str(r[0]) for r in list(damage)[:3])
-                )
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA synchronous=FULL")
-            await self._db.executescript(_SCHEMA)
-            cursor = await self._db.execute("SELECT key, value FROM outbox_meta")
-            rows = {str(k): int(v) for k, v in await cursor.fetchall()}
-            cursor = await self._db.execute("SELECT type, count, cause FROM dropped")
-            for type_, count, cause in await cursor.fetchall():
-                self._dropped[str(type_)] += int(count)
-                self._drop_cause = cause or self._drop_cause
-        except (OSError, aiosqlite.Error, CacheCorruptError) as exc:
-            if self._db is not None:
+        self._db, wal, meta, dropped = await _open(self.path, flushed=self.flusher is not None)
+        if not wal:
+            self.flusher = None  # no log to flush: every commit is synced
+        for type_, count, cause in dropped:
+            self._dropped[str(type_)] += int(count)
+            self._drop_cause = cause or self._drop_cause
+        self.last_seq, self.acked_seq = meta["last_seq"], meta["acked_seq"]
+        if self.flusher is not None:
+            try:
+                await self.flusher.open(self.last_seq)
+            except (OSError, sqlite3.Error) as exc:
                 await self._db.close()
                 self._db = None
-            if isinstance(exc, CacheCorruptError):
-                raise
-            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
-                exc, sqlite3.OperationalError
-            ):
-                # "file is not a database", "database disk image is malformed"
-                damaged = f"{self.path}: the event outbox is damaged: {exc}"
-                raise CacheCorruptError(damaged) from None
-            raise CacheError(f"{self.path}: cannot open the event outbox: {exc}") from None
-        self.last_seq, self.acked_seq = int(rows["last_seq"]), int(rows["acked_seq"])
+                raise CacheError(f"{self.path}: cannot sync the event outbox: {exc}") from None
         return self
 
     async def __aexit__(
@@ -127,6 +200,8 @@ class Outbox:
     ) -> None:
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=10)
+        if self.flusher is not None:
+            await self.flusher.close()
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -148,7 +223,7 @@ class Outbox:
         row = (marker, now, "outbox_salvaged", json.dumps(data, separators=(",", ":")))
         await self._commit([*salvage.rows, row], marker, acked=acked)
         self.last_seq, self.acked_seq = marker, acked
-        self.appended.set()
+        self._stored()
         log.warning("%s: %d events salvaged; next is %d", self.path, len(salvage.rows), marker + 1)
         return marker
 
@@ -156,6 +231,18 @@ class Outbox:
     def depth(self) -> int:
         """Events stored and not yet acknowledged."""
         return self.last_seq - self.acked_seq
+
+    @property
+    def durable_seq(self) -> int:
+        """Every event up to this sequence number is synced to the storage."""
+        return self.last_seq if self.flusher is None else self.flusher.durable_seq
+
+    def _stored(self) -> None:
+        """Events up to :attr:`last_seq` are committed: publishable now, or once synced."""
+        if self.flusher is None:
+            self.appended.set()
+        else:
+            self.flusher.committed(self.last_seq)
 
     async def append(self, type_: str, data: dict[str, Any], at: int | None = None) -> int | None:
         """Store one event; return its sequence number, or None if the outbox is full."""
@@ -187,7 +274,7 @@ class Outbox:
             seq = self.last_seq
             extra: list[tuple[str, Mapping[str, Any]]] = []
             if self._dropped and self.depth < self.max_events:
-                extra.append(("events_dropped", self._dropped_report()))
+                extra.append(("events_dropped", _dropped_report(self._dropped, self._drop_cause)))
                 self._dropped.clear()
             for type_, data, at in [(t, d, None) for t, d in extra] + list(events):
                 if seq - self.acked_seq >= self.max_events:
@@ -230,26 +317,18 @@ class Outbox:
                     return [None] * len(events)
                 if rows:
                     self.last_seq = seq
-                    self.appended.set()
+                    self._stored()
                 if self.storage_error is not None:
                     log.warning("the event outbox can be written again")
                     self.storage_error = None
             return out[len(extra) :]
-
-    def _dropped_report(self) -> dict[str, Any]:
-        """The ``events_dropped`` event's data, for what was counted so far."""
-        return {
-            "count": sum(self._dropped.values()),
-            "types": dict(sorted(self._dropped.items())),
-            "storage_error": self._drop_cause,
-        }
 
     async def _commit(
         self, rows: Sequence[tuple[int, int, str, str]], seq: int, *, acked: int | None = None
     ) -> None:
         """Store ``rows``, the last sequence (and ``acked``) and the drop counts, all or
         nothing."""
-        async with self._transaction() as db:
+        async with _transaction(self._db) as db:
             await db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
             await db.execute("UPDATE outbox_meta SET value = ? WHERE key = 'last_seq'", (seq,))
             if acked is not None:
@@ -267,20 +346,6 @@ class Outbox:
         self._drops_unsaved = False
         if not self._dropped:
             self._drop_cause = None
-
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction: committed whole, or rolled back whole."""
-        assert self._db is not None, "outbox is not open"
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-            await self._db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                if self._db.in_transaction:
-                    await self._db.execute("ROLLBACK")
-            raise
 
     def _storage_failed(self, exc: BaseException) -> None:
         """Writing failed: remember why (for the drop report), and say so once."""
@@ -307,13 +372,17 @@ class Outbox:
         assert self._db is not None, "outbox is not open"
         await self._db.execute_fetchall("SELECT 1")
 
-    async def pending(self, after: int, limit: int) -> list[dict[str, Any]]:
-        """Up to ``limit`` stored events with sequence above ``after``, in order."""
+    async def pending(
+        self, after: int, limit: int, *, upto: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` stored events with sequence above ``after`` (and at most
+        ``upto``), in order."""
         assert self._db is not None, "outbox is not open"
         rows = await (
             await self._db.execute(
-                "SELECT seq, at, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after, limit),
+                "SELECT seq, at, type, data FROM events WHERE seq > ? AND seq <= ?"
+                " ORDER BY seq LIMIT ?",
+                (after, self.last_seq if upto is None else upto, limit),
             )
         ).fetchall()
         return [{"seq": r[0], "at": r[1], "type": r[2], "data": json.loads(r[3])} for r in rows]
@@ -349,7 +418,7 @@ class Outbox:
             if seq > self.last_seq:
                 log.warning("ack %d beyond the last event %d; ignored", seq, self.last_seq)
                 return 0
-            async with self._transaction() as db:
+            async with _transaction(self._db) as db:
                 cursor = await db.execute("DELETE FROM events WHERE seq <= ?", (seq,))
                 await db.execute("UPDATE outbox_meta SET value = ? WHERE key = 'acked_seq'", (seq,))
             self.acked_seq = seq

@@ -1,0 +1,238 @@
+"""Making stored events durable against power loss, in groups, off the door's path.
+
+The outbox commits each event to SQLite's write-ahead log with
+``synchronous=NORMAL``: the commit is a ``write()`` into the kernel's page
+cache, which outlives any crash of this process (kill -9 included), and
+costs no wait for the disk.  What a power cut can still take is the part
+of the log not yet on the storage itself.  :class:`WalFlusher` closes that
+gap: after the first commit it has not yet made durable, it syncs the log
+file (``fsync`` on the log's own file, from a worker thread, never the
+database's) so that every event is on the storage within ``window``
+seconds of being stored, one sync for every event committed meanwhile.
+
+Each sync is to *end* within the window.  So the flusher waits for more
+commits for at most half the window, and less when the last sync was slow:
+a sync as slow as the last one then still ends in time, with as much again
+to spare (timers fire late, disks vary).  A disk slower than the window is
+synced back to back; each sync that ended late is counted
+(:attr:`WalFlusher.late`) and shown in the status.
+
+Nothing may leave the gateway before it is durable: the platform
+acknowledges sequence numbers, and an event it saw that a power cut then
+took would have its number used again for another event.  So the
+publisher sends only up to :attr:`WalFlusher.durable_seq`.
+
+Checkpoints (copying the log into the database file, which SQLite would
+otherwise do in the middle of some tap's commit) are done here too, on the
+flusher's own connection, every :data:`CHECKPOINT_EVENTS` events or
+:data:`CHECKPOINT_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.clock import Clock
+
+log = logging.getLogger(__name__)
+
+#: Checkpoint after this many events (each commit adds a few pages to the
+#: log: this keeps it to a few MB, near SQLite's own 1000-page default) ...
+CHECKPOINT_EVENTS = 500
+#: ... or this many seconds after the last one, if anything was written since.
+CHECKPOINT_SECONDS = 60.0
+
+#: Seconds between attempts after the disk refused a sync.
+RETRY_SECONDS = 5.0
+
+#: How a file is made durable: ``os.fsync`` (tests and benchmarks may wrap it).
+Sync = Callable[[int], None]
+
+
+class WalFlusher:
+    """Syncs one SQLite file's write-ahead log in groups, within a window.
+
+    ``delay`` seconds are added to every sync, in the syncing thread, as a
+    slow storage would (``doorgw bench tap --fsync-delay-ms``).  ``sync``
+    is the call that makes the log's file durable.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        clock: Clock,
+        *,
+        window: float,
+        delay: float = 0.0,
+        sync: Sync = os.fsync,
+        on_durable: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.path = Path(path)
+        self.wal_path = self.path.with_name(self.path.name + "-wal")
+        self.window = window
+        self.delay = delay
+        self._clock = clock
+        self._sync = sync
+        self._on_durable = on_durable
+        #: Every event up to this sequence number is on the storage.
+        self.durable_seq = 0
+        #: The last sequence number committed to the log.
+        self._committed = 0
+        #: When (monotonic) the oldest commit not yet synced was made.
+        self._since: float | None = None
+        self._wake = asyncio.Event()
+        self._stopping = threading.Event()
+        self._fd: int | None = None
+        self._inode: tuple[int, int] | None = None
+        self._checkpointer: sqlite3.Connection | None = None
+        #: The sequence number, and the monotonic time, of the last checkpoint.
+        self._checkpointed: tuple[int, float] = (0, 0.0)
+        #: Syncs done, syncs that ended after the window, and the last and longest took.
+        self.flushes = 0
+        self.late = 0
+        self.last_seconds = 0.0
+        self.max_seconds = 0.0
+        #: Why the last sync failed, or None.
+        self.error: str | None = None
+
+    @property
+    def unflushed_since(self) -> float | None:
+        """When (monotonic) the oldest event not yet durable was stored, or None."""
+        return self._since
+
+    async def open(self, committed: int) -> None:
+        """Start with everything up to ``committed`` (left by the last run) made durable."""
+        self._committed = committed
+        self._checkpointed = (committed, self._clock.monotonic())
+        self._stopping.clear()
+        await asyncio.to_thread(self._sync_now)
+        self.durable_seq = committed
+
+    def committed(self, seq: int) -> None:
+        """Events up to ``seq`` are in the log now: have them synced within the window."""
+        self._committed = seq
+        if self._since is None:
+            self._since = self._clock.monotonic()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Until cancelled: sync what was committed, each group within the window."""
+        while True:
+            await self._wake.wait()
+            since = self._since if self._since is not None else self._clock.monotonic()
+            # Gather more commits for as long as the window leaves room for (above).
+            start = since + min(self.window / 2, self.window - 2 * self.last_seconds)
+            wait = start - self._clock.monotonic()
+            if wait > 0:
+                # On the gateway's clock, and never longer in real time: the disk's
+                # time is real, and a simulation whose clock stands still (or runs
+                # hours a second) must still see its events synced.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._clock.sleep(wait)
+            self._wake.clear()
+            if not await self.flush():
+                await self._clock.sleep(RETRY_SECONDS)
+
+    async def flush(self) -> bool:
+        """Sync now what was committed; False (and the reason kept) if the disk refused."""
+        target, since = self._committed, self._since
+        if target <= self.durable_seq:
+            self._since = None
+            return True
+        self._since = None  # commits from now on belong to the next sync
+        started = self._clock.monotonic()
+        last, at = self._checkpointed
+        checkpoint = target - last >= CHECKPOINT_EVENTS or started - at >= CHECKPOINT_SECONDS
+        try:
+            # Shielded: a sync under way completes and is accounted for.
+            await asyncio.shield(asyncio.to_thread(self._sync_now, checkpoint=checkpoint))
+        except (OSError, sqlite3.Error) as exc:
+            if since is not None:
+                self._since = since if self._since is None else min(since, self._since)
+            self._wake.set()
+            detail = str(exc) or type(exc).__name__
+            if self.error is None:
+                log.error("%s: events cannot be made durable (%s)", self.wal_path, detail)
+            self.error = detail
+            return False
+        took = self._clock.monotonic() - started
+        if checkpoint:
+            self._checkpointed = (target, started)
+        self.flushes += 1
+        self.last_seconds = took
+        self.max_seconds = max(self.max_seconds, took)
+        if since is not None and self._clock.monotonic() - since > self.window:
+            self.late += 1
+        if self.error is not None:
+            log.warning("%s: events are made durable again", self.wal_path)
+            self.error = None
+        self.durable_seq = max(self.durable_seq, target)
+        self._on_durable()
+        return True
+
+    async def close(self) -> None:
+        """Sync what is left, then let go of the log's file."""
+        self._stopping.set()
+        if self._committed > self.durable_seq:
+            self.delay = 0.0
+            with contextlib.suppress(OSError, sqlite3.Error):
+                await asyncio.to_thread(self._sync_now)
+                self.durable_seq = self._committed
+        await asyncio.to_thread(self._release)
+
+    # In the worker thread.
+
+    def _sync_now(self, *, checkpoint: bool = False) -> None:
+        if self.delay > 0:
+            self._stopping.wait(self.delay)
+        fd = self._log_fd()
+        if fd is None:
+            return  # no log yet: nothing was committed to one
+        self._sync(fd)
+        if checkpoint:
+            self._checkpoint()
+
+    def _log_fd(self) -> int | None:
+        """The log's file, opened again if SQLite replaced it (a new file is also
+        synced into its directory, or a power cut could lose the name)."""
+        try:
+            st = os.stat(self.wal_path)
+        except FileNotFoundError:
+            return None
+        if self._fd is not None and self._inode == (st.st_dev, st.st_ino):
+            return self._fd
+        self._close_fd()
+        self._fd = os.open(self.wal_path, os.O_RDONLY | os.O_CLOEXEC)
+        self._inode = (st.st_dev, st.st_ino)
+        directory = os.open(self.wal_path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self._sync(directory)
+        finally:
+            os.close(directory)
+        return self._fd
+
+    def _checkpoint(self) -> None:
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(self.path, check_same_thread=False)
+            self._checkpointer.execute("PRAGMA synchronous=NORMAL")
+        # PASSIVE: never waits for, nor holds up, the outbox's own connection.
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _release(self) -> None:
+        self._close_fd()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd, self._inode = None, None
