@@ -89,6 +89,10 @@ class WalFlusher:
         self._since: float | None = None
         self._wake = asyncio.Event()
         self._stopping = threading.Event()
+        #: One worker thread at a time uses the log's file and the checkpointer: a
+        #: sync still under way when the flusher is cancelled finishes before close.
+        self._io = threading.Lock()
+        self._closed = False
         self._fd: int | None = None
         self._inode: tuple[int, int] | None = None
         self._checkpointer: sqlite3.Connection | None = None
@@ -112,6 +116,7 @@ class WalFlusher:
         self._committed = committed
         self._checkpointed = (committed, self._clock.monotonic())
         self._stopping.clear()
+        self._closed = False
         await asyncio.to_thread(self._sync_now)
         self.durable_seq = committed
 
@@ -193,6 +198,12 @@ class WalFlusher:
     def _sync_now(self, *, checkpoint: bool = False) -> None:
         if self.delay > 0:
             self._stopping.wait(self.delay)
+        with self._io:
+            self._sync_locked(checkpoint=checkpoint)
+
+    def _sync_locked(self, *, checkpoint: bool) -> None:
+        if self._closed:
+            return  # a sync that started after close: the file was synced on closing
         fd = self._log_fd()
         if fd is None:
             return  # no log yet: nothing was committed to one
@@ -227,6 +238,11 @@ class WalFlusher:
         self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _release(self) -> None:
+        with self._io:
+            self._release_locked()
+
+    def _release_locked(self) -> None:
+        self._closed = True
         self._close_fd()
         if self._checkpointer is not None:
             self._checkpointer.close()
