@@ -2,7 +2,7 @@
 
 The port is opened with :func:`serial.serial_for_url`, so a device path, a
 pty from the simulator or ``loop://`` all work.  Blocking pyserial calls run
-in worker threads.  When a session fails (the port vanished, the device
+on the reader's own worker thread.  When a session fails (the port vanished, the device
 stopped answering) the port is closed, ``reader_offline`` is recorded if the
 reader had been online, and it is reopened after an exponential backoff.
 """
@@ -10,8 +10,12 @@ reader had been online, and it is reopened after an exponential backoff.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import serial
 
@@ -21,6 +25,20 @@ from gateway.events import Record
 from gateway.retry import backoff
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+def read_some(port: serial.SerialBase, limit: int) -> bytes:
+    """What the device has sent, as soon as it has sent anything: up to ``limit``
+    bytes, waiting at most the port's timeout for the first (in a worker thread).
+
+    Not ``port.read(limit)``: that waits for ``limit`` bytes or the whole
+    timeout, so a short answer would wait out the timeout before anyone saw it.
+    """
+    data = bytes(port.read(max(1, min(limit, port.in_waiting))))
+    more = min(limit - len(data), port.in_waiting) if data else 0
+    return data + bytes(port.read(more)) if more > 0 else data
 
 
 class SessionError(DoorgwError):
@@ -53,17 +71,41 @@ class SerialPortTask:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         #: True while a session with the device is up.
         self.online = False
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def _blocking(self, call: Callable[..., _T], *args: Any) -> _T:
+        """Run a blocking call on this reader's own thread.
+
+        Not the loop's shared pool: readers block there for up to their read
+        timeout, and a card must never wait behind another reader's read, the
+        outbox's sync or a port being closed.  One thread also keeps a port's
+        close from running while a read on it is under way.
+        """
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"reader-{self.reader_id}")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, functools.partial(call, *args))
 
     async def run(self) -> None:
         """Open, run a session, and reopen after failures, until cancelled."""
+        try:
+            await self._run()
+        finally:
+            if self._thread is not None:
+                self._thread.shutdown(wait=False)  # what is queued (a close) still runs
+                self._thread = None
+
+    async def _run(self) -> None:
         attempt = 0
         while True:
             try:
-                port = await asyncio.to_thread(
-                    serial.serial_for_url,
-                    self.url,
-                    baudrate=self.baudrate,
-                    timeout=self.read_timeout,
+                port = await self._blocking(
+                    functools.partial(
+                        serial.serial_for_url,
+                        self.url,
+                        baudrate=self.baudrate,
+                        timeout=self.read_timeout,
+                    )
                 )
             except (serial.SerialException, OSError, ValueError) as exc:
                 log.debug("reader %s: cannot open %s: %s", self.reader_id, self.url, exc)
@@ -73,7 +115,7 @@ class SerialPortTask:
                 except (serial.SerialException, OSError, SessionError) as exc:
                     log.warning("reader %s: %s", self.reader_id, exc)
                 finally:
-                    await asyncio.to_thread(port.close)
+                    await self._blocking(port.close)
                 if self.online:
                     attempt = 0  # it worked for a while: retry quickly
                 await self._set_online(False)

@@ -208,7 +208,7 @@ class OsdpReader(SerialPortTask):
         # A stop request while cp.start runs in its thread must not leave the
         # panel's own thread running: it would outlive the gateway and keep the
         # process from exiting. The start is let finish, then the panel stops.
-        started = asyncio.ensure_future(asyncio.to_thread(cp.start))
+        started = asyncio.ensure_future(self._blocking(cp.start))
         try:
             await asyncio.shield(started)
             self._cp = cp
@@ -229,7 +229,7 @@ class OsdpReader(SerialPortTask):
         while True:
             if channel.failure is not None:
                 raise SessionError(f"serial port failed: {channel.failure}")
-            event = await asyncio.to_thread(cp.get_event, self.address, 0.1)
+            event = await self._blocking(cp.get_event, self.address, 0.1)
             if event is not None:
                 await self._event(event)
             await self._discards.report()
@@ -240,7 +240,7 @@ class OsdpReader(SerialPortTask):
             elif self._link_time() - down_since > self.sc_timeout:
                 if ever_secure:
                     raise SessionError("the reader's secure channel was lost")
-                answered = await asyncio.to_thread(_answered, cp, self.address)
+                answered = await self._blocking(_answered, cp, self.address)
                 if answered:
                     await self._record(
                         "reader_insecure",

@@ -2,7 +2,8 @@
 
 The port is opened by URL with :func:`serial.serial_for_url`, so a real
 device (``/dev/ttyACM0``), a pty from the simulator or ``loop://`` all work
-unchanged.  Reading blocks in a worker thread with a short timeout; every
+unchanged.  Reading blocks in a worker thread until the scanner sends
+something (or a short timeout), and returns what it sent at once; every
 result hops onto the event loop here.  A port that disappears is reopened
 with exponential backoff; ``reader_offline`` and ``reader_online`` events
 say when.  Nothing a scanner sends can stop the task, or flood the outbox:
@@ -14,7 +15,6 @@ counted into one ``reader_input_discarded`` event per
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable
 
@@ -24,7 +24,7 @@ from gateway.clock import Clock
 from gateway.events import Record
 from gateway.hw.readers.discards import InputReports
 from gateway.hw.readers.scanner.framer import Discarded, LineFramer
-from gateway.hw.readers.serial_port import SerialPortTask
+from gateway.hw.readers.serial_port import SerialPortTask, read_some
 
 OnLine = Callable[[str], Awaitable[object]]
 
@@ -73,7 +73,7 @@ class SerialLineReader(SerialPortTask):
 
     async def _lines(self, port: serial.SerialBase, framer: LineFramer) -> None:
         while True:
-            data = await asyncio.to_thread(port.read, 4096)
+            data = await self._blocking(read_some, port, 4096)
             # What one read returns is one burst: one presentation at most.
             presented = False
             for item in framer.feed(data):
