@@ -131,7 +131,7 @@ class Gateway:
         )
         #: Runs the services, restarting those that fail.
         self.supervisor = Supervisor(self.events.record)
-        # Every tap waits for its event to be stored: the outbox must keep answering.
+        # The publisher reads the outbox through its database thread: it must keep answering.
         self.supervisor.watch("event-outbox", self.outbox.ping)
         #: What repairing damaged files at start did, for the events.
         self._repairs: list[tuple[str, dict[str, Any]]] = []

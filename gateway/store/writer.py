@@ -41,6 +41,11 @@ def _integrity_message(exc: sqlite3.IntegrityError) -> str:
     return text
 
 
+#: Seconds between forgetting expired nonces (a nonce kept longer is harmless:
+#: its command's own expiry refuses it anyway).
+NONCE_PURGE_SECONDS = 60.0
+
+
 class CacheWriter:
     """Opens (creating and migrating) the cache file and writes to it.
 
@@ -52,6 +57,8 @@ class CacheWriter:
         self._clock = clock
         self._db: aiosqlite.Connection | None = None
         self._tx_lock = asyncio.Lock()
+        #: When (monotonic) expired nonces were last forgotten.
+        self._nonces_purged = float("-inf")
         #: Snapshot transfers: chunks as they arrive, and the stage tables.
         self.stage = SnapshotStage(self)
 
@@ -278,11 +285,19 @@ class CacheWriter:
         cannot move it early), after which the expiry check alone refuses
         the command.
         """
-        async with self._transaction("nonce not recorded"):
-            await self.db.execute("DELETE FROM seen_nonces WHERE exp < ?", (forget_before,))
-            cursor = await self.db.execute(
-                "INSERT OR IGNORE INTO seen_nonces VALUES (?, ?)", (nonce, exp)
-            )
+        now = self._clock.monotonic()
+        try:
+            async with self._tx_lock:
+                # Often a scan at a door waits on this: one statement, its own
+                # transaction; the expired are forgotten once a minute, not each time.
+                if now - self._nonces_purged >= NONCE_PURGE_SECONDS:
+                    await self.db.execute("DELETE FROM seen_nonces WHERE exp < ?", (forget_before,))
+                    self._nonces_purged = now
+                cursor = await self.db.execute(
+                    "INSERT OR IGNORE INTO seen_nonces VALUES (?, ?)", (nonce, exp)
+                )
+        except sqlite3.Error as exc:
+            raise CacheError(f"nonce not recorded: {exc}") from exc
         return cursor.rowcount == 1
 
     async def use_pass(self, pass_id: str, max_uses: int, until: int, now: int) -> int | None:
