@@ -17,6 +17,7 @@ from gateway.commands.common import (
     Groups,
     duration,
     local_start,
+    non_negative_float,
     positive_float,
     positive_int,
     workdir,
@@ -131,6 +132,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
     b.add_argument("--times", type=positive_int(100), default=5, help="restarts to time")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(handler=bench_restart)
+    b = groups["bench"].add_parser(
+        "tap",
+        help="from a read leaving an emulated reader to the lock relay, through the daemon "
+        "at a large cache, against the same reader driving a pin directly",
+    )
+    b.add_argument("--members", type=positive_int(10_000_000), default=100_000)
+    b.add_argument("--bookings", type=positive_int(100_000_000), default=1_000_000)
+    b.add_argument("--taps", type=positive_int(100_000), default=200, help="taps per reader kind")
+    b.add_argument("--reader", choices=["all", "pn532", "wiegand", "qr"], default="all")
+    b.add_argument("--doors", type=positive_int(4), default=1, help="doors, each with 3 readers")
+    b.add_argument(
+        "--fsync-delay-ms",
+        type=non_negative_float(10_000),
+        default=0.0,
+        metavar="N",
+        help="make every sync of the event outbox N ms slower (an SD card)",
+    )
+    b.add_argument("--plot", type=Path, metavar="FILE", help="draw the latencies (PNG)")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(handler=bench_tap)
 
 
 def sim(args: argparse.Namespace, clock: Clock) -> int:
@@ -182,6 +203,13 @@ def bench_restart(args: argparse.Namespace, clock: Clock) -> int:
     from sim.bench_restart import bench_restart
 
     return bench_restart(args)
+
+
+def bench_tap(args: argparse.Namespace, clock: Clock) -> int:
+    """``doorgw bench tap``."""
+    from sim.bench_tap import bench_tap
+
+    return bench_tap(args)
 
 
 def bench_drain(args: argparse.Namespace, clock: Clock) -> int:

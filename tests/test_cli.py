@@ -348,6 +348,29 @@ def test_bench_api_times_the_real_api_against_bare_uvicorn(
     assert data["ratio_p50"] == round(data["p50_us"] / data["floor_p50_us"], 2)
 
 
+def test_bench_tap_times_every_reader_kind_to_the_relay_and_draws_the_plot(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Every tap through the daemon moved the relay (else the bench fails), the
+    floor ran beside it, the run without the delay is compared, and the PNG is one."""
+    plot = tmp_path / "tap.png"
+    args = ["bench", "tap", "--members", "300", "--bookings", "3000", "--taps", "6"]
+    code, out, _ = run([*args, "--fsync-delay-ms", "20", "--plot", str(plot), "--json"], capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert (data["fsync_delay_ms"], data["doors"]) == (20, 1)
+    assert set(data["readers"]) == {"pn532", "wiegand", "qr"}
+    assert data["reader"] in data["readers"]
+    for figures in data["readers"].values():
+        assert figures["taps"] == 6
+        assert figures["floor_p99_us"] > 0
+        added = figures["p99_us"] - figures["floor_p99_us"]
+        assert figures["added_p99_us"] == pytest.approx(added, abs=0.11)
+    assert data["added_p99_us"] == max(f["added_p99_us"] for f in data["readers"].values())
+    assert data["compare"]["fsync_delay_ms"] == 0
+    assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
 def test_console_entry_point_runs_as_a_module(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[gateway]\nid = 'x'\n")

@@ -58,6 +58,21 @@ def positive_float(limit: float) -> Callable[[str], float]:
     return parse
 
 
+def non_negative_float(limit: float) -> Callable[[str], float]:
+    """An argument type: a number from 0 to ``limit``."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if not 0 <= number <= limit:
+            raise argparse.ArgumentTypeError(f"{value} is not from 0 to {limit:g}")
+        return number
+
+    return parse
+
+
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
