@@ -7,15 +7,18 @@ side as the scanner would.
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
+import serial
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.clock import SystemClock
 from gateway.hw.readers.scanner.framer import Discarded, Line, LineFramer
 from gateway.hw.readers.scanner.reader import MIN_LINE_INTERVAL, SerialLineReader
+from gateway.hw.readers.serial_port import read_some
 from sim.scanner import SimulatedScanner
 
 from .conftest import background, until
@@ -128,3 +131,25 @@ def test_one_burst_is_one_presentation_and_its_garbage_one_event(tmp_path: Path)
     assert len(discarded) == 1
     assert discarded[0]["count"] == 999
     assert set(discarded[0]["reasons"]) == {"extra_line", "control_chars"}
+
+
+def test_a_read_returns_what_the_device_sent_without_waiting_for_more(tmp_path: Path) -> None:
+    """A port with no timeout at all: the read must still return the 12 bytes
+    the scanner sent (``port.read(4096)`` would wait for 4,096 of them)."""
+    scanner = SimulatedScanner(tmp_path / "scanner")
+    port = serial.serial_for_url(str(scanner.path), timeout=None)
+    got: list[bytes] = []
+    try:
+        scanner.send(b"0123456789\r\n")
+        reading = threading.Thread(target=lambda: got.append(read_some(port, 4096)), daemon=True)
+        reading.start()
+        reading.join(10)
+        assert not reading.is_alive(), "the read waited for more than the device sent"
+        assert got == [b"0123456789\r\n"]
+        scanner.send(b"abc" * 10)
+        assert read_some(port, 8) == b"abcabcab"  # never more than asked for
+    finally:
+        if not got:
+            scanner.unplug()  # ends the blocked read
+        port.close()
+        scanner.unplug()

@@ -343,8 +343,9 @@ class ApiSection(_Section):
 
 class OutboxSection(_Section):
     """``[outbox]``: how many unacknowledged events the gateway keeps at most, and
-    within how many milliseconds a stored event is synced to the storage (the door
-    never waits for that: see docs/doors.md, "What survives a crash")."""
+    within how many milliseconds a stored event should be synced to the storage
+    (a later sync is counted as late; the door never waits for any: see
+    docs/doors.md, "What survives a crash")."""
 
     max_events: int = Field(default=1_000_000, ge=100, le=100_000_000)
     flush_window_ms: int = Field(default=50, ge=1, le=10_000)

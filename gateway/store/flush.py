@@ -10,12 +10,13 @@ file (``fsync`` on the log's own file, from a worker thread, never the
 database's) so that every event is on the storage within ``window``
 seconds of being stored, one sync for every event committed meanwhile.
 
-Each sync is to *end* within the window.  So the flusher waits for more
-commits for at most half the window, and less when the last sync was slow:
-a sync as slow as the last one then still ends in time, with as much again
-to spare (timers fire late, disks vary).  A disk slower than the window is
-synced back to back; each sync that ended late is counted
-(:attr:`WalFlusher.late`) and shown in the status.
+A sync starts as soon as something is committed and no sync is under way;
+what is committed during a sync waits for it to end and then shares the
+next one.  So a lone tap is synced at once (its event reaches the platform
+as soon as it can), and a burst of events costs a sync per sync-time, not
+one each.  Each sync is to end within the window of the oldest event it
+covers; a disk slower than that is synced back to back, and each sync that
+ended late is counted (:attr:`WalFlusher.late`) and shown in the status.
 
 Nothing may leave the gateway before it is durable: the platform
 acknowledges sequence numbers, and an event it saw that a power cut then
@@ -128,20 +129,9 @@ class WalFlusher:
         self._wake.set()
 
     async def run(self) -> None:
-        """Until cancelled: sync what was committed, each group within the window."""
+        """Until cancelled: sync what was committed, as soon as no sync is under way."""
         while True:
             await self._wake.wait()
-            since = self._since if self._since is not None else self._clock.monotonic()
-            # Gather more commits for as long as the window leaves room for (above).
-            start = since + min(self.window / 2, self.window - 2 * self.last_seconds)
-            wait = start - self._clock.monotonic()
-            if wait > 0:
-                # On the gateway's clock, and never longer in real time: the disk's
-                # time is real, and a simulation whose clock stands still (or runs
-                # hours a second) must still see its events synced.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._clock.sleep(wait)
             self._wake.clear()
             if not await self.flush():
                 await self._clock.sleep(RETRY_SECONDS)

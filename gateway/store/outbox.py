@@ -398,13 +398,11 @@ class Outbox:
         """Up to ``limit`` stored events with sequence above ``after`` (and at most
         ``upto``), in order."""
         assert self._db is not None, "outbox is not open"
-        rows = await (
-            await self._db.execute(
-                "SELECT seq, at, type, data FROM events WHERE seq > ? AND seq <= ?"
-                " ORDER BY seq LIMIT ?",
-                (after, self.last_seq if upto is None else upto, limit),
-            )
-        ).fetchall()
+        rows = await self._db.execute_fetchall(  # one trip to the database thread
+            "SELECT seq, at, type, data FROM events WHERE seq > ? AND seq <= ?"
+            " ORDER BY seq LIMIT ?",
+            (after, self.last_seq if upto is None else upto, limit),
+        )
         return [{"seq": r[0], "at": r[1], "type": r[2], "data": json.loads(r[3])} for r in rows]
 
     async def ack(self, seq: int) -> int:

@@ -54,7 +54,9 @@ class SerialLineReader(SerialPortTask):
             record=record,
             clock=clock,
             baudrate=baudrate,
-            read_timeout=0.2,
+            # A read returns as soon as the scanner sends anything: the timeout
+            # only says how often an idle reader wakes (and how long a close waits).
+            read_timeout=1.0,
             retry_min=retry_min,
             retry_max=retry_max,
             rng=rng,
