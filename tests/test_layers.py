@@ -8,6 +8,8 @@ that is only there for a type is still an arrow someone has to follow.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -214,3 +216,16 @@ def test_no_class_in_the_gateway_is_over_300_lines() -> None:
         and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES
     ]
     assert long == []
+
+
+def test_a_gateway_without_the_staff_api_never_loads_fastapi() -> None:
+    """FastAPI, uvicorn and prometheus_client cost a small Pi about 11 MB: only a
+    gateway with ``[api]`` (or a command that serves it) may import them."""
+    code = (
+        "import sys, gateway.app.gateway, gateway.commands.cli\n"
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'prometheus_client') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

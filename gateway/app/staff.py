@@ -1,6 +1,6 @@
 """The running gateway as staff see it: the status snapshot and the staff actions.
 
-:class:`GatewayDesk` implements :class:`gateway.net.api.StaffDesk`, the one
+:class:`GatewayDesk` implements :class:`gateway.net.desk.StaffDesk`, the one
 protocol through which the staff API reads and acts on the gateway, so the
 API never reaches into the services' own state.
 """
@@ -22,7 +22,7 @@ from gateway.clock import Clock
 from gateway.config.models import Config
 from gateway.core.access import access_json, member_access
 from gateway.hw.station import Station
-from gateway.net.api import DoorMetrics, GatewayMetrics, UnknownError
+from gateway.net.desk import DoorMetrics, GatewayMetrics, UnknownError
 from gateway.net.mqtt import MqttLink
 from gateway.store.outbox import Outbox
 from gateway.store.reader import CacheReader
