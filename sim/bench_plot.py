@@ -21,7 +21,7 @@ def plot_taps(path: Path, result: dict[str, Any]) -> None:
             "--plot needs matplotlib: pip install 'doorgw[plot]' (or matplotlib)"
         ) from None
     matplotlib.use("Agg")  # no display on a gateway
-    from matplotlib import pyplot
+    from matplotlib import pyplot, ticker
 
     runs = [(result["fsync_delay_ms"], result["samples_ns"])]
     if result.get("compare"):
@@ -33,7 +33,12 @@ def plot_taps(path: Path, result: dict[str, Any]) -> None:
         for delay, samples in runs:
             _cdf(ax, samples[kind], f"outbox sync +{delay:g} ms")
         _cdf(ax, result["floor_samples_ns"][kind], "floor (no decision, no storage)", dashed=True)
-        ax.set_xscale("log")
+        everything = [ns for _, samples in runs for ns in samples[kind]]
+        everything += result["floor_samples_ns"][kind]
+        if max(everything) >= 10 * min(everything):  # else a linear axis reads better
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_title(f"{kind}: read to relay")
         ax.set_xlabel("milliseconds")
         ax.set_ylim(0, 1.01)
