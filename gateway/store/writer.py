@@ -18,6 +18,7 @@ from gateway.clock import Clock
 from gateway.core import model
 from gateway.errors import CacheCorruptError, CacheError, CacheSchemaError, DatasetError
 from gateway.store.connect import connect
+from gateway.store.doorwrites import DoorWrites
 from gateway.store.rows import (
     TABLES,
     insert_sql,
@@ -41,11 +42,6 @@ def _integrity_message(exc: sqlite3.IntegrityError) -> str:
     return text
 
 
-#: Seconds between forgetting expired nonces (a nonce kept longer is harmless:
-#: its command's own expiry refuses it anyway).
-NONCE_PURGE_SECONDS = 60.0
-
-
 class CacheWriter:
     """Opens (creating and migrating) the cache file and writes to it.
 
@@ -57,8 +53,8 @@ class CacheWriter:
         self._clock = clock
         self._db: aiosqlite.Connection | None = None
         self._tx_lock = asyncio.Lock()
-        #: When (monotonic) expired nonces were last forgotten.
-        self._nonces_purged = float("-inf")
+        #: The writes a member at a door waits for, on a connection of their own.
+        self._door_writes: DoorWrites | None = None
         #: Snapshot transfers: chunks as they arrive, and the stage tables.
         self.stage = SnapshotStage(self)
 
@@ -70,15 +66,18 @@ class CacheWriter:
             raise CacheError(f"{self.path}: cannot open the cache: {exc}") from None
         try:
             await self._setup()
+            self._door_writes = DoorWrites(self.path, self._clock, self._tx_lock)
         except BaseException:
-            await self._db.close()
-            self._db = None
+            await self.__aexit__(None, None, None)
             raise
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._door_writes is not None:
+            self._door_writes.close()
+            self._door_writes = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -279,42 +278,18 @@ class CacheWriter:
 
     async def claim_nonce(self, nonce: str, exp: int, forget_before: int) -> bool:
         """Record a command's one-time nonce; False if it was seen before (a replay).
-
-        Nonces are kept until their command's expiry; those that expired
-        before ``forget_before`` go (the caller makes sure a clock run ahead
-        cannot move it early), after which the expiry check alone refuses
-        the command.
-        """
-        now = self._clock.monotonic()
-        try:
-            async with self._tx_lock:
-                # Often a scan at a door waits on this: one statement, its own
-                # transaction; the expired are forgotten once a minute, not each time.
-                if now - self._nonces_purged >= NONCE_PURGE_SECONDS:
-                    await self.db.execute("DELETE FROM seen_nonces WHERE exp < ?", (forget_before,))
-                    self._nonces_purged = now
-                cursor = await self.db.execute(
-                    "INSERT OR IGNORE INTO seen_nonces VALUES (?, ?)", (nonce, exp)
-                )
-        except sqlite3.Error as exc:
-            raise CacheError(f"nonce not recorded: {exc}") from exc
-        return cursor.rowcount == 1
+        See :meth:`~gateway.store.doorwrites.DoorWrites.claim_nonce`."""
+        return await self._doors().claim_nonce(nonce, exp, forget_before)
 
     async def use_pass(self, pass_id: str, max_uses: int, until: int, now: int) -> int | None:
-        """Count one use of a pass allowed ``max_uses`` uses; None if they are all used.
+        """Count one use of a pass; None if they are all used.  See
+        :meth:`~gateway.store.doorwrites.DoorWrites.use_pass`."""
+        return await self._doors().use_pass(pass_id, max_uses, until, now)
 
-        Returns the uses so far, this one included.  The count is kept until
-        the pass ends (``until``), after which the pass is refused anyway.
-        """
-        async with self._transaction("pass use not recorded"):
-            await self.db.execute("DELETE FROM pass_uses WHERE until < ?", (now,))
-            rows = await self._rows(
-                "INSERT INTO pass_uses (pass_id, uses, until) VALUES (?, 1, ?) "
-                "ON CONFLICT(pass_id) DO UPDATE SET uses = uses + 1 WHERE uses < ? "
-                "RETURNING uses",
-                (pass_id, until, max_uses),
-            )
-        return int(rows[0][0]) if rows else None
+    def _doors(self) -> DoorWrites:
+        if self._door_writes is None:
+            raise CacheError("the cache writer is not open")
+        return self._door_writes
 
     async def _set_meta(self, version: int | None) -> None:
         values = {"updated_at": str(int(self._clock.now().timestamp()))}

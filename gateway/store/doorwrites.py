@@ -1,0 +1,93 @@
+"""The cache writes a member at a door waits for: a scanned code's nonce, a pass's use.
+
+They run at once in the event loop's thread, on a connection of their own:
+a commit with ``synchronous=NORMAL`` in WAL mode is a page-cache write,
+cheaper than a trip to aiosqlite's thread and back (the reads that decide
+a tap are made the same way, see :mod:`gateway.store.reader`).  They take
+turns with the cache writer's transactions (its lock), so they never meet
+another write transaction and never wait for SQLite's busy handler.
+Checkpoints stay with the writer's own connection, in its thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.errors import CacheError
+
+#: Seconds between forgetting expired nonces, and expired pass counts (kept
+#: longer they are harmless: the code's or the pass's own time refuses it).
+PURGE_SECONDS = 60.0
+
+
+class DoorWrites:
+    """Nonce claims and pass uses, written in the caller's thread."""
+
+    def __init__(self, path: Path, clock: Clock, lock: asyncio.Lock) -> None:
+        self._clock = clock
+        self._lock = lock
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._db.execute("PRAGMA busy_timeout=20")
+        #: When (monotonic) each table's expired rows were last forgotten.
+        self._purged: dict[str, float] = {}
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    async def claim_nonce(self, nonce: str, exp: int, forget_before: int) -> bool:
+        """Record a command's one-time nonce; False if it was seen before (a replay).
+
+        Nonces are kept until their command's expiry; those that expired
+        before ``forget_before`` go (the caller makes sure a clock run ahead
+        cannot move it early), after which the expiry check alone refuses
+        the command.
+        """
+        rows = await self._write(
+            "nonce not recorded",
+            "INSERT OR IGNORE INTO seen_nonces VALUES (?, ?) RETURNING 1",
+            (nonce, exp),
+            purge=("DELETE FROM seen_nonces WHERE exp < ?", (forget_before,)),
+        )
+        return bool(rows)
+
+    async def use_pass(self, pass_id: str, max_uses: int, until: int, now: int) -> int | None:
+        """Count one use of a pass allowed ``max_uses`` uses; None if they are all used.
+
+        Returns the uses so far, this one included.  The count is kept until
+        the pass ends (``until``), after which the pass is refused anyway.
+        """
+        rows = await self._write(
+            "pass use not recorded",
+            "INSERT INTO pass_uses (pass_id, uses, until) VALUES (?, 1, ?) "
+            "ON CONFLICT(pass_id) DO UPDATE SET uses = uses + 1 WHERE uses < ? "
+            "RETURNING uses",
+            (pass_id, until, max_uses),
+            purge=("DELETE FROM pass_uses WHERE until < ?", (now,)),
+        )
+        return int(rows[0][0]) if rows else None
+
+    async def _write(
+        self,
+        failure: str,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        purge: tuple[str, Sequence[Any]],
+    ) -> list[Any]:
+        now = self._clock.monotonic()
+        try:
+            async with self._lock:
+                if now - self._purged.get(purge[0], float("-inf")) >= PURGE_SECONDS:
+                    self._db.execute(*purge)
+                    self._purged[purge[0]] = now
+                return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise CacheError(f"{failure}: {exc}") from exc
