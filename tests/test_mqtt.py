@@ -207,7 +207,15 @@ def test_broker_restart_while_draining_loses_and_duplicates_nothing(
             run = asyncio.create_task(gw.run())
             await until(lambda: cloud.received["gw-1"].contiguous > 2_000, "draining")
             broker.restart()  # mid-drain
-            await until(lambda: gw.outbox.depth == 0, "all acknowledged", limit=120)
+            # Everything stored has reached the platform and been acknowledged (the
+            # gateway may still record an event of its own, such as a resync request).
+            await until(
+                lambda: (
+                    gw.outbox.depth == 0 and cloud.received["gw-1"].contiguous == gw.outbox.last_seq
+                ),
+                "all delivered and acknowledged",
+                limit=120,
+            )
             run.cancel()
             await asyncio.gather(run, return_exceptions=True)
             last = gw.outbox.last_seq
