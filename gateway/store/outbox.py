@@ -201,8 +201,11 @@ class Outbox:
 
     async def __aenter__(self) -> Self:
         self._db, wal, meta, dropped = await _open(self.path, flushed=self.flusher is not None)
-        if not wal:
-            self.flusher = None  # no log to flush: every commit is synced
+        if not wal and self.flusher is not None:
+            # No log to flush (a file system without shared memory): every commit is
+            # synced as it is made, and a tap waits for the disk.
+            log.warning("%s: no write-ahead log here; each event is synced as stored", self.path)
+            self.flusher = None
         for type_, count, cause in dropped:
             self._dropped[str(type_)] += int(count)
             self._drop_cause = cause or self._drop_cause
