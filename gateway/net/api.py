@@ -134,11 +134,14 @@ def create_app(desk: StaffDesk, tokens: TokenStore, api: ApiSection) -> FastAPI:
         body = {"status": "not_ready" if why else "ready", "why": why}
         return JSONResponse(body, status_code=503 if why else 200)
 
-    @app.get("/api/status", tags=["status"])
-    async def status(by: Staff) -> dict[str, Any]:
+    @app.get("/api/status", tags=["status"], response_class=JSONResponse)
+    async def status(by: Staff) -> JSONResponse:
         """Doors, readers, sync, outbox and clock, now; and this API's own connections."""
         connections: ConnectionCounts | None = getattr(app.state, "connections", None)
-        return {**desk.status(), "api": None if connections is None else asdict(connections)}
+        body = {**desk.status(), "api": None if connections is None else asdict(connections)}
+        # Plain JSON values already: straight to the encoder, not through FastAPI's
+        # validation and jsonable_encoder (most of this answer's time when polled).
+        return JSONResponse(body)
 
     @app.get("/api/events", tags=["status"])
     async def events(
