@@ -500,3 +500,20 @@ def test_a_snapshot_stage_is_begun_while_other_reads_run_on_the_same_connection(
             assert not writer.db.in_transaction
 
     asyncio.run(go())
+
+
+def test_scans_alone_do_not_grow_the_cache_log_without_bound(tmp_path: Path) -> None:
+    """Nonce claims commit on a connection that never checkpoints (it writes in the
+    event loop's thread): the writer checkpoints them in its own, so a site with
+    many scans and no deltas keeps its write-ahead log to a few MB."""
+    path = tmp_path / "cache.sqlite3"
+
+    async def go() -> int:
+        async with CacheWriter(path, ManualClock(datetime(2026, 3, 10, tzinfo=UTC))) as writer:
+            for n in range(4000):
+                assert await writer.claim_nonce(f"n-{n}", 2_000_000_000, 1_000)
+                await asyncio.sleep(0)  # the door has its answer; the checkpoint runs
+            assert not await writer.claim_nonce("n-7", 2_000_000_000, 1_000)  # a replay
+            return (tmp_path / "cache.sqlite3-wal").stat().st_size
+
+    assert asyncio.run(go()) < 6 * 1024 * 1024

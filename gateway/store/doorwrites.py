@@ -6,7 +6,8 @@ cheaper than a trip to aiosqlite's thread and back (the reads that decide
 a tap are made the same way, see :mod:`gateway.store.reader`).  They take
 turns with the cache writer's transactions (its lock), so they never meet
 another write transaction and never wait for SQLite's busy handler.
-Checkpoints stay with the writer's own connection, in its thread.
+Checkpoints stay with the writer's own connection, in its thread: the
+writer runs one after every :data:`CHECKPOINT_COMMITS` commits made here.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from gateway.errors import CacheError
 #: Seconds between forgetting expired nonces, and expired pass counts (kept
 #: longer they are harmless: the code's or the pass's own time refuses it).
 PURGE_SECONDS = 60.0
+#: Commits here after which the cache writer checkpoints the log (each adds a
+#: page or two: about SQLite's own 1000-page default).
+CHECKPOINT_COMMITS = 400
 
 
 class DoorWrites:
@@ -37,6 +41,17 @@ class DoorWrites:
         self._db.execute("PRAGMA busy_timeout=20")
         #: When (monotonic) each table's expired rows were last forgotten.
         self._purged: dict[str, float] = {}
+        #: Commits made here since the log was last checkpointed (see
+        #: :meth:`checkpoint_due`): this connection never checkpoints itself.
+        self.commits = 0
+
+    def checkpoint_due(self) -> bool:
+        """Whether enough was committed here for the writer to checkpoint the log
+        (in its own thread): else scans alone would grow it without bound."""
+        if self.commits < CHECKPOINT_COMMITS:
+            return False
+        self.commits = 0
+        return True
 
     def close(self) -> None:
         """Close the connection."""
@@ -88,6 +103,8 @@ class DoorWrites:
                 if now - self._purged.get(purge[0], float("-inf")) >= PURGE_SECONDS:
                     self._db.execute(*purge)
                     self._purged[purge[0]] = now
-                return self._db.execute(sql, params).fetchall()
+                rows = self._db.execute(sql, params).fetchall()
+                self.commits += 1
+                return rows
         except sqlite3.Error as exc:
             raise CacheError(f"{failure}: {exc}") from exc

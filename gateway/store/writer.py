@@ -55,6 +55,8 @@ class CacheWriter:
         self._tx_lock = asyncio.Lock()
         #: The writes a member at a door waits for, on a connection of their own.
         self._door_writes: DoorWrites | None = None
+        #: A checkpoint of what they wrote, running in aiosqlite's thread.
+        self._checkpoint: asyncio.Task[None] | None = None
         #: Snapshot transfers: chunks as they arrive, and the stage tables.
         self.stage = SnapshotStage(self)
 
@@ -75,6 +77,8 @@ class CacheWriter:
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
         if self._door_writes is not None:
             self._door_writes.close()
             self._door_writes = None
@@ -279,17 +283,39 @@ class CacheWriter:
     async def claim_nonce(self, nonce: str, exp: int, forget_before: int) -> bool:
         """Record a command's one-time nonce; False if it was seen before (a replay).
         See :meth:`~gateway.store.doorwrites.DoorWrites.claim_nonce`."""
-        return await self._doors().claim_nonce(nonce, exp, forget_before)
+        try:
+            return await self._doors().claim_nonce(nonce, exp, forget_before)
+        finally:
+            self._checkpoint_soon()
 
     async def use_pass(self, pass_id: str, max_uses: int, until: int, now: int) -> int | None:
         """Count one use of a pass; None if they are all used.  See
         :meth:`~gateway.store.doorwrites.DoorWrites.use_pass`."""
-        return await self._doors().use_pass(pass_id, max_uses, until, now)
+        try:
+            return await self._doors().use_pass(pass_id, max_uses, until, now)
+        finally:
+            self._checkpoint_soon()
 
     def _doors(self) -> DoorWrites:
         if self._door_writes is None:
             raise CacheError("the cache writer is not open")
         return self._door_writes
+
+    def _checkpoint_soon(self) -> None:
+        """Checkpoint the log in aiosqlite's thread, after the door has its answer."""
+        doors = self._door_writes
+        if doors is None or self._checkpoint is not None or not doors.checkpoint_due():
+            return
+        self._checkpoint = asyncio.create_task(self._run_checkpoint(), name="cache-checkpoint")
+
+    async def _run_checkpoint(self) -> None:
+        try:
+            async with self._tx_lock:
+                await self.db.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+        except (sqlite3.Error, CacheError) as exc:
+            log.warning("%s: checkpoint failed: %s", self.path, exc)  # tried again later
+        finally:
+            self._checkpoint = None
 
     async def _set_meta(self, version: int | None) -> None:
         values = {"updated_at": str(int(self._clock.now().timestamp()))}
