@@ -1,4 +1,5 @@
-"""The cache writes a member at a door waits for: a scanned code's nonce, a pass's use.
+"""Cache writes made at once in the event loop's thread: a scanned code's nonce, a
+pass's use (which a member at a door waits for), and small deltas.
 
 They run at once in the event loop's thread, on a connection of their own:
 a commit with ``synchronous=NORMAL`` in WAL mode is a page-cache write,
@@ -13,13 +14,14 @@ writer runs one after every :data:`CHECKPOINT_COMMITS` commits made here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from gateway.clock import Clock
-from gateway.errors import CacheError
+from gateway.errors import CacheError, DatasetError
 
 #: Seconds between forgetting expired nonces, and expired pass counts (kept
 #: longer they are harmless: the code's or the pass's own time refuses it).
@@ -29,8 +31,18 @@ PURGE_SECONDS = 60.0
 CHECKPOINT_COMMITS = 400
 
 
+def integrity_message(exc: sqlite3.IntegrityError) -> str:
+    """What a constraint SQLite enforced means for the platform's data."""
+    text = str(exc)
+    if "credentials.kind, credentials.value" in text:
+        return "a credential value is already held by another credential"
+    if "FOREIGN KEY" in text:
+        return "an entity refers to a member, plan or resource that is not in the cache"
+    return text
+
+
 class DoorWrites:
-    """Nonce claims and pass uses, written in the caller's thread."""
+    """Nonce claims, pass uses and small transactions, written in the caller's thread."""
 
     def __init__(self, path: Path, clock: Clock, lock: asyncio.Lock) -> None:
         self._clock = clock
@@ -39,11 +51,35 @@ class DoorWrites:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.execute("PRAGMA busy_timeout=20")
+        self._db.execute("PRAGMA foreign_keys=ON")  # as on the writer's connection
         #: When (monotonic) each table's expired rows were last forgotten.
         self._purged: dict[str, float] = {}
         #: Commits made here since the log was last checkpointed (see
         #: :meth:`checkpoint_due`): this connection never checkpoints itself.
         self.commits = 0
+
+    def transaction(self, statements: Sequence[tuple[str, Sequence[Any]]], failure: str) -> None:
+        """Run ``statements`` as one write transaction, now (the caller holds the
+        writer's lock): committed whole, or rolled back whole."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise CacheError(f"{failure}: {exc}") from exc
+        try:
+            for sql, params in statements:
+                db.execute(sql, params)
+            db.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise DatasetError(f"{failure}: {integrity_message(exc)}") from None
+            if isinstance(exc, sqlite3.Error):
+                raise CacheError(f"{failure}: {exc}") from exc
+            raise
+        self.commits += 1
 
     def checkpoint_due(self) -> bool:
         """Whether enough was committed here for the writer to checkpoint the log

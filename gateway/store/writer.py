@@ -18,7 +18,7 @@ from gateway.clock import Clock
 from gateway.core import model
 from gateway.errors import CacheCorruptError, CacheError, CacheSchemaError, DatasetError
 from gateway.store.connect import connect
-from gateway.store.doorwrites import DoorWrites
+from gateway.store.doorwrites import DoorWrites, integrity_message
 from gateway.store.rows import (
     TABLES,
     insert_sql,
@@ -33,13 +33,19 @@ from gateway.store.stage import SnapshotStage
 log = logging.getLogger(__name__)
 
 
-def _integrity_message(exc: sqlite3.IntegrityError) -> str:
-    text = str(exc)
-    if "credentials.kind, credentials.value" in text:
-        return "a credential value is already held by another credential"
-    if "FOREIGN KEY" in text:
-        return "an entity refers to a member, plan or resource that is not in the cache"
-    return text
+#: Deltas of at most this many changes are written in the event loop's thread.
+LOOP_DELTA_CHANGES = 64
+
+
+def _change_statement(change: model.Change) -> tuple[str, Sequence[Any]]:
+    """The one statement that applies ``change`` (DatasetError if it cannot be)."""
+    if isinstance(change, model.Upsert):
+        table, columns, row = TABLES[type(change.item)]
+        return insert_sql(table, columns, upsert=True), row(change.item)
+    table_name = model.ENTITY_TABLES.get(change.entity)
+    if table_name is None:
+        raise DatasetError(f"cannot delete entity of kind {change.entity!r}")
+    return f"DELETE FROM {table_name} WHERE id = ?", (change.id,)
 
 
 class CacheWriter:
@@ -155,22 +161,23 @@ class CacheWriter:
     async def apply_changes(
         self, changes: Sequence[model.Change], version: int | None = None
     ) -> None:
-        """Apply upserts and deletes in order, in one transaction: all or nothing."""
-        async with self._transaction("changes not applied"):
-            await self._apply(changes)
-            await self._set_meta(version)
+        """Apply upserts and deletes in order, in one transaction: all or nothing.
+        Up to :data:`LOOP_DELTA_CHANGES` changes are written at once in this thread
+        (:mod:`~gateway.store.doorwrites`): cheaper than four trips to aiosqlite's."""
+        if len(changes) > LOOP_DELTA_CHANGES:
+            async with self._transaction("changes not applied"):
+                await self._apply(changes)
+                await self._set_meta(version)
+            return
+        statements = [_change_statement(change) for change in changes]
+        statements += self._meta_statements(version)
+        async with self._tx_lock:
+            self._doors().transaction(statements, "changes not applied")
+        self._checkpoint_soon()
 
     async def _apply(self, changes: Sequence[model.Change]) -> None:
-        db = self.db
         for change in changes:
-            if isinstance(change, model.Upsert):
-                table, columns, row = TABLES[type(change.item)]
-                await db.execute(insert_sql(table, columns, upsert=True), row(change.item))
-            else:
-                table_name = model.ENTITY_TABLES.get(change.entity)
-                if table_name is None:
-                    raise DatasetError(f"cannot delete entity of kind {change.entity!r}")
-                await db.execute(f"DELETE FROM {table_name} WHERE id = ?", (change.id,))
+            await self.db.execute(*_change_statement(change))
 
     @asynccontextmanager
     async def _transaction(self, failure: str) -> AsyncIterator[None]:
@@ -196,7 +203,7 @@ class CacheWriter:
             await db.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             await self._rollback()
-            raise DatasetError(f"{failure}: {_integrity_message(exc)}") from None
+            raise DatasetError(f"{failure}: {integrity_message(exc)}") from None
         except sqlite3.Error as exc:
             await self._rollback()
             raise CacheError(f"{failure}: {exc}") from exc
@@ -302,7 +309,7 @@ class CacheWriter:
         return self._door_writes
 
     def _checkpoint_soon(self) -> None:
-        """Checkpoint the log in aiosqlite's thread, after the door has its answer."""
+        # The log, checkpointed in aiosqlite's thread after the door has its answer.
         doors = self._door_writes
         if doors is None or self._checkpoint is not None or not doors.checkpoint_due():
             return
@@ -318,14 +325,18 @@ class CacheWriter:
             self._checkpoint = None
 
     async def _set_meta(self, version: int | None) -> None:
+        for statement in self._meta_statements(version):
+            await self.db.execute(*statement)
+
+    def _meta_statements(self, version: int | None) -> list[tuple[str, Sequence[Any]]]:
         values = {"updated_at": str(int(self._clock.now().timestamp()))}
         if version is not None:
             values["dataset_version"] = str(version)
-        await self.db.executemany(
+        sql = (
             "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            list(values.items()),
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
         )
+        return [(sql, item) for item in values.items()]
 
     async def updated_at(self) -> int | None:
         """When the cache last took data from the platform (Unix seconds), if ever."""
