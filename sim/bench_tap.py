@@ -39,7 +39,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gpiozero import DigitalOutputDevice
 from gpiozero.pins.mock import MockFactory, MockPin
@@ -60,9 +59,15 @@ from gateway.config.models import (
 )
 from gateway.core import model, qr
 from gateway.core.credentials import CredentialRead
-from gateway.core.jws import Signer, b64url
+from gateway.core.jws import Signer
 from gateway.hw.readers.build import ReaderContext, build_reader
-from gateway.tools.sitegen import T0, build_dataset, percentile, write_bench_cache
+from gateway.tools.sitegen import (
+    T0,
+    app_credential,
+    build_dataset,
+    percentile,
+    write_bench_cache,
+)
 from sim.pn532 import SimulatedPn532
 from sim.scanner import SimulatedScanner
 from sim.wiegand import SimulatedWiegand
@@ -214,20 +219,9 @@ def _site(
                     model.CredentialStatus.ACTIVE,
                 )
             )
-        key = Ed25519PrivateKey.generate()
-        raw = key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        extra.append(
-            model.Credential(
-                f"app-bench-{i}",
-                pair[0],
-                model.CredentialKind.APP_KEY,
-                b64url(raw),
-                model.CredentialStatus.ACTIVE,
-            )
-        )
-        apps.append((f"app-bench-{i}", key))
+        credential, key = app_credential(f"app-bench-{i}", pair[0])
+        extra.append(credential)
+        apps.append((credential.id, key))
     ds = dataclasses.replace(ds, credentials=ds.credentials + tuple(extra))
     return ds, cards, numbers, apps
 

@@ -28,14 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway.core import model, qr
 from gateway.core.decision import Conditions, check_code, decide_code
-from gateway.core.jws import KeySet, b64url
+from gateway.core.jws import KeySet
 from gateway.store.reader import CacheReader
-from gateway.tools.sitegen import T0, build_dataset, percentile, write_bench_cache
+from gateway.tools.sitegen import T0, app_credential, build_dataset, percentile, write_bench_cache
 
 #: Accepted either side of an app code's making, as in the daemon's default.
 WINDOW = 30
@@ -50,20 +49,8 @@ def _build(
     apps = []
     creds = []
     for i in range(app_users):
-        member = f"m{rng.randrange(members)}"
-        key = Ed25519PrivateKey.generate()
-        raw = key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        creds.append(
-            model.Credential(
-                f"app{i}",
-                member,
-                model.CredentialKind.APP_KEY,
-                b64url(raw),
-                model.CredentialStatus.ACTIVE,
-            )
-        )
+        credential, key = app_credential(f"app{i}", f"m{rng.randrange(members)}")
+        creds.append(credential)
         apps.append((f"app{i}", key))
     revoked = tuple(model.RevokedPass(f"dp-{i}", T0 + 86_400) for i in range(0, 1000, 10))
     ds = dataclasses.replace(ds, credentials=ds.credentials + tuple(creds), revoked_passes=revoked)

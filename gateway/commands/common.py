@@ -45,29 +45,24 @@ def positive_int(limit: int) -> Callable[[str], int]:
 
 def positive_float(limit: float) -> Callable[[str], float]:
     """An argument type: a number above 0 and at most ``limit``."""
-
-    def parse(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-        if not 0 < number <= limit:
-            raise argparse.ArgumentTypeError(f"{value} is not above 0 and at most {limit:g}")
-        return number
-
-    return parse
+    return _number(limit, zero=False)
 
 
 def non_negative_float(limit: float) -> Callable[[str], float]:
     """An argument type: a number from 0 to ``limit``."""
+    return _number(limit, zero=True)
 
+
+def _number(limit: float, *, zero: bool) -> Callable[[str], float]:
     def parse(value: str) -> float:
         try:
             number = float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-        if not 0 <= number <= limit:
-            raise argparse.ArgumentTypeError(f"{value} is not from 0 to {limit:g}")
+        low_ok = number >= 0 if zero else number > 0
+        if not (low_ok and number <= limit):
+            span = f"from 0 to {limit:g}" if zero else f"above 0 and at most {limit:g}"
+            raise argparse.ArgumentTypeError(f"{value} is not {span}")
         return number
 
     return parse

@@ -11,8 +11,12 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from gateway.clock import ManualClock
 from gateway.core import model
+from gateway.core.jws import b64url
 from gateway.core.schedule import WeeklySchedule
 from gateway.store.writer import CacheWriter
 
@@ -159,6 +163,22 @@ def make_taps(ds: model.Dataset, count: int, rng: random.Random) -> list[tuple[s
         else:  # a card the site has never seen
             taps.append((_uid(len(ds.members) + rng.randrange(10**6)), "front", T0))
     return taps
+
+
+def app_credential(
+    credential_id: str, member_id: str
+) -> tuple[model.Credential, Ed25519PrivateKey]:
+    """A member app's key credential, with the private key the app would hold."""
+    key = Ed25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    credential = model.Credential(
+        credential_id,
+        member_id,
+        model.CredentialKind.APP_KEY,
+        b64url(raw),
+        model.CredentialStatus.ACTIVE,
+    )
+    return credential, key
 
 
 def percentile(sorted_ns: list[int], q: float) -> float:
