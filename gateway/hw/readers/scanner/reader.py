@@ -22,7 +22,7 @@ import serial
 
 from gateway.clock import Clock
 from gateway.events import Record
-from gateway.hw.readers.discards import InputReports
+from gateway.hw.readers.discards import REPORT_INTERVAL, InputReports
 from gateway.hw.readers.scanner.framer import Discarded, LineFramer
 from gateway.hw.readers.serial_port import SerialPortTask, read_some
 
@@ -30,6 +30,8 @@ OnLine = Callable[[str], Awaitable[object]]
 
 #: Seconds a scanner must leave between two codes; one faster is thrown away.
 MIN_LINE_INTERVAL = 0.3
+#: Bytes closer together than this are one burst (one presentation at most).
+BURST_GAP = 0.05
 
 
 class SerialLineReader(SerialPortTask):
@@ -74,10 +76,19 @@ class SerialLineReader(SerialPortTask):
             self._discards.close()  # what is counted is reported in the next session
 
     async def _lines(self, port: serial.SerialBase, framer: LineFramer) -> None:
+        # A burst: bytes coming less than BURST_GAP apart, however many reads
+        # they take (a read returns as soon as anything came).  One burst is
+        # one presentation at most, and what it threw away is reported once
+        # it is over (a read came back empty), or every report interval.
+        last = began = float("-inf")
+        presented = False
         while True:
             data = await self._blocking(read_some, port, 4096)
-            # What one read returns is one burst: one presentation at most.
-            presented = False
+            now = self._clock.monotonic()  # the clock MIN_LINE_INTERVAL is on
+            if data:
+                if now - last > BURST_GAP:
+                    presented, began = False, now
+                last = now
             for item in framer.feed(data):
                 if isinstance(item, Discarded):
                     self._discards.count(item.reason, size=item.size)
@@ -89,5 +100,5 @@ class SerialLineReader(SerialPortTask):
                     presented = True
                     self._last_line = self._clock.monotonic()
                     await self._on_line(item.text)
-            # All a burst threw away is one report (at most one per interval).
-            await self._discards.report()
+            if not data or now - began >= REPORT_INTERVAL:
+                await self._discards.report()
