@@ -107,11 +107,6 @@ class WalFlusher:
         #: Why the last sync failed, or None.
         self.error: str | None = None
 
-    @property
-    def unflushed_since(self) -> float | None:
-        """When (monotonic) the oldest event not yet durable was stored, or None."""
-        return self._since
-
     async def open(self, committed: int) -> None:
         """Start with everything up to ``committed`` (left by the last run) made durable."""
         self._committed = committed
