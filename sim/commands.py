@@ -152,6 +152,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
     b.add_argument("--plot", type=Path, metavar="FILE", help="draw the latencies (PNG)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(handler=bench_tap)
+    b = groups["bench"].add_parser(
+        "memory",
+        help="one daemon's RSS and PSS at a large cache, idle and at the peak of a snapshot "
+        "apply, against a bare MQTT client",
+    )
+    b.add_argument("--members", type=positive_int(10_000_000), default=100_000)
+    b.add_argument("--bookings", type=positive_int(100_000_000), default=1_000_000)
+    b.add_argument(
+        "--site",
+        type=Path,
+        metavar="FILE",
+        help="the site's data as the platform sends it (a dataset JSON document); "
+        "instead of --members and --bookings",
+    )
+    b.add_argument("--without-api", action="store_true", help="no [api] section")
+    b.add_argument(
+        "--settle",
+        type=non_negative_float(600),
+        default=5.0,
+        metavar="SECONDS",
+        help="how long each process is left alone before it is read as idle (default 5)",
+    )
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(handler=bench_memory)
 
 
 def sim(args: argparse.Namespace, clock: Clock) -> int:
@@ -210,6 +234,13 @@ def bench_tap(args: argparse.Namespace, clock: Clock) -> int:
     from sim.bench_tap import bench_tap
 
     return bench_tap(args)
+
+
+def bench_memory(args: argparse.Namespace, clock: Clock) -> int:
+    """``doorgw bench memory``."""
+    from sim.bench_memory import bench_memory
+
+    return bench_memory(args)
 
 
 def bench_drain(args: argparse.Namespace, clock: Clock) -> int:

@@ -53,11 +53,19 @@ def run_gateway(config_path: Path) -> None:
 
 
 async def echo(port: int, ca: str, cert: str, key: str, gateway: str, site: str) -> None:
-    """Answer every delta on the site's topic with ``{"echo": version}``."""
+    """Answer every delta on the site's topic with ``{"echo": version}``.
+
+    Only aiomqtt and the standard library: the floor is what any MQTT client
+    with this identity costs, so nothing of the gateway is imported.
+    """
+    import socket
+    import ssl
+
     import aiomqtt
 
-    from gateway.net.mqtt import NO_DELAY, tls_context
-
+    tls = ssl.create_default_context(cafile=ca)
+    tls.load_cert_chain(cert, key)
+    tls.minimum_version = ssl.TLSVersion.TLSv1_2
     prefix = "doorgw/v1"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -66,8 +74,8 @@ async def echo(port: int, ca: str, cert: str, key: str, gateway: str, site: str)
         "127.0.0.1",
         port,
         identifier=f"{gateway}-echo",
-        tls_context=tls_context(Path(ca), Path(cert), Path(key)),
-        socket_options=[NO_DELAY],
+        tls_context=tls,
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         timeout=30,
     ) as client:
         await client.subscribe(f"{prefix}/site/{site}/delta", qos=1)

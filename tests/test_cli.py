@@ -12,6 +12,7 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.commands.cli import main
+from gateway.tools.demo import example_document
 
 from .conftest import base_dataset, local, write_cache
 
@@ -452,3 +453,33 @@ def test_staff_commands_that_read_the_cache_load_none_of_the_daemon(
     loaded = set(eval(done.stdout.strip().splitlines()[-1]))
     assert "gateway" in loaded
     assert loaded & DAEMON_LIBRARIES == set()
+
+
+def test_bench_memory_reads_a_real_daemon_idle_and_through_a_snapshot_against_a_bare_client(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The daemon took the site over MQTT (else the bench fails waiting), and its
+    readings are its own: above the bare client's, the apply's peak above idle."""
+    args = ["bench", "memory", "--members", "300", "--bookings", "3000", "--settle", "0.5"]
+    code, out, _ = run([*args, "--json"], capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert (data["members"], data["bookings"], data["api"]) == (300, 3000, True)
+    assert data["snapshot_chunks"] >= 1
+    assert data["idle_rss_mb"] > data["floor_rss_mb"] > 0
+    assert data["peak_rss_mb"] >= data["idle_rss_mb"] * 0.9
+    assert data["idle_ratio"] == pytest.approx(data["idle_rss_mb"] / data["floor_rss_mb"], abs=0.02)
+
+
+def test_bench_memory_loads_a_site_file_and_runs_without_the_api(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--site FILE`` is the platform's dataset document; the API's share is left out."""
+    site = tmp_path / "site.json"
+    site.write_text(json.dumps(example_document()))
+    args = ["bench", "memory", "--site", str(site), "--without-api", "--settle", "0.5", "--json"]
+    code, out, _ = run(args, capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert data["api"] is False
+    assert data["bookings"] == len(example_document()["bookings"])

@@ -22,6 +22,7 @@ import binascii
 import logging
 from collections.abc import Awaitable, Callable
 
+from gateway.app.memory import give_back
 from gateway.app.rejections import Rejections
 from gateway.app.resync import RESYNC_INTERVAL, RESYNC_RETRY_MAX, RequestResync, ResyncPacer
 from gateway.app.snapshots import abandon_snapshot, reject_snapshot, stage_snapshot
@@ -328,6 +329,8 @@ class SyncEngine:
         finally:
             self._applied_while_staging = None
             self._snapshot_task = None
+        # Whether it was applied or refused, its buffers are garbage now.
+        await give_back()
 
     async def _apply_snapshot_inner(self, snapshot_id: str, version: int) -> None:
         pending = await self._writer.stage.pending_snapshot()
