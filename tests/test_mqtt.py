@@ -565,3 +565,37 @@ def test_a_signed_command_is_taken_only_from_the_gateways_own_command_topic(
             assert gw.modes.lockdown is False
 
     run_async(go())
+
+
+def test_acks_that_arrive_together_cost_one_check_and_the_last_one_counts(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Acks are cumulative: of a burst, the gateway verifies and applies only the
+    last (one signature check and one delete), within half a second."""
+
+    async def go() -> None:
+        async with linked(broker, tmp_path) as (cloud, gw):
+            await until(lambda: gw.outbox.depth == 0, "start-up events acknowledged")
+            checked: list[str] = []
+            handle = gw.engine.handle
+
+            async def counting(payload: bytes, topic: str = "") -> str:
+                outcome = await handle(payload, topic)
+                checked.append(outcome)
+                return outcome
+
+            gw.engine.handle = counting  # type: ignore[method-assign]
+            card = parse_read("nfc:04000001", site_id="t")
+            await gw.taps.tap(card, "front")
+            await until(lambda: gw.outbox.depth == 0, "the tap acknowledged")
+            assert checked.count("ack") == 1
+            seq = gw.outbox.acked_seq
+            checked.clear()
+            topic = gw.topics.gw_ack
+            for _ in range(20):
+                await cloud.publish(topic, cloud.cloud.ack("gw-1", seq))
+            await asyncio.sleep(1.5)
+            assert 1 <= checked.count("ack") <= 2, checked
+            assert gw.outbox.acked_seq == seq
+
+    run_async(go())

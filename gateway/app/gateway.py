@@ -126,7 +126,7 @@ class Gateway:
         self.freshness = Freshness(config, self.engine, clock)
         self.link = MqttLink(
             gateway_link_settings(config, self.topics),
-            lambda topic, payload: self.engine.handle(payload, topic),
+            self._inbound,
             self.engine.on_connected,
         )
         #: Runs the services, restarting those that fail.
@@ -138,6 +138,13 @@ class Gateway:
         #: The running services' task, while :meth:`running` runs them.
         self.task: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
+
+    async def _inbound(self, topic: str, payload: bytes) -> object:
+        # Acks are gathered (Uplink.ack_arrived); everything else is checked now.
+        if topic == self.topics.gw_ack:
+            self.uplink.ack_arrived(payload)
+            return None
+        return await self.engine.handle(payload, topic)
 
     async def __aenter__(self) -> Gateway:
         try:

@@ -36,6 +36,10 @@ ACK_TIMEOUT = 10.0
 #: Seconds to wait for the ack of a session's first event before sending it again
 #: (doubling up to ACK_TIMEOUT).
 PROBE_ACK_TIMEOUT = 1.0
+#: Seconds an ack may wait before it is checked when nothing needs it sooner.
+#: Acks are cumulative, so of the acks that arrive meanwhile only the last is
+#: verified and applied: one signature check and one delete, not one each.
+ACK_GATHER = 0.5
 
 
 class Uplink:
@@ -66,11 +70,37 @@ class Uplink:
         self._clock_watch = clock_watch
         self._engine = engine
         self._acked = asyncio.Event()
+        #: The last message that arrived on the ack topic, not yet checked.
+        self._ack_message: bytes | None = None
+        self._ack_arrived = asyncio.Event()
+        #: Set while the publisher cannot go on without an ack: take it at once.
+        self._ack_needed = asyncio.Event()
 
     def services(self) -> Iterator[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
         """The uplink's tasks."""
         yield "outbox-publisher", self._publish_outbox
+        yield "ack-taker", self._take_acks
         yield "heartbeat", self._heartbeat
+
+    def ack_arrived(self, payload: bytes) -> None:
+        """A message on the ack topic: kept, unchecked, until :meth:`_take_acks`
+        takes it; a later one replaces it (it acknowledges at least as much)."""
+        self._ack_message = payload
+        self._ack_arrived.set()
+
+    async def _take_acks(self) -> None:
+        topic = self._topics.gw_ack
+        while True:
+            await self._ack_arrived.wait()
+            if not self._ack_needed.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(ACK_GATHER):
+                        await self._ack_needed.wait()
+            payload, self._ack_message = self._ack_message, None
+            self._ack_arrived.clear()
+            if payload is not None:
+                # Verified as every platform message is; a forged one is refused there.
+                await self._engine.handle(payload, topic)
 
     async def on_ack(self, seq: int) -> None:
         """The platform has stored every event up to ``seq``."""
@@ -121,6 +151,7 @@ class Uplink:
             window = 1 if probing else BATCH_EVENTS * WINDOW_BATCHES
             if sent - outbox.acked_seq >= window:
                 self._acked.clear()
+                self._ack_needed.set()
                 try:
                     async with asyncio.timeout(probe_wait if probing else ACK_TIMEOUT):
                         await _first(self._acked.wait(), link.disconnected.wait())
@@ -128,6 +159,8 @@ class Uplink:
                     sent = outbox.acked_seq
                     if probing:
                         probe, probe_wait = None, min(probe_wait * 2, ACK_TIMEOUT)
+                finally:
+                    self._ack_needed.clear()
                 continue
             sent = max(sent, outbox.acked_seq)
             # Cleared before looking: events stored meanwhile set it again.  Only
