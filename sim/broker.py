@@ -3,6 +3,7 @@ identities, a per-gateway ACL, persistence, restartable."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -74,6 +75,13 @@ class Broker:
             key, cert = issue(ca, name).write(self.dir, name)
             self.certs[name] = (cert, key)
         self.signer = Signer.generate("platform-test")
+        self.max_queued = max_queued
+        self.gateways = list(gateways)
+        self._write_acl()
+        self._write_conf()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _write_acl(self) -> None:
         acl = [
             # Every gateway may use its own per-gateway topics, nothing else there.
             *(
@@ -85,9 +93,11 @@ class Broker:
             "user cloud",
             f"topic readwrite {PREFIX}/#",
         ]
-        for gw in gateways:
-            acl += [f"user {gw}", f"topic read {PREFIX}/site/{site}/#"]
+        for gw in self.gateways:
+            acl += [f"user {gw}", f"topic read {PREFIX}/site/{self.site}/#"]
         (self.dir / "acl").write_text("\n".join(acl) + "\n")
+
+    def _write_conf(self) -> None:
         persistence = self.dir / "persist"
         persistence.mkdir(exist_ok=True)
         conf = [
@@ -96,7 +106,7 @@ class Broker:
             "set_tcp_nodelay true",
             "persistence true",
             f"persistence_location {persistence}/",
-            f"max_queued_messages {max_queued}",
+            f"max_queued_messages {self.max_queued}",
             # Nobody may make a client read more than the gateway accepts
             # (docs/protocol.md, "Transport"): larger packets are refused here.
             f"max_packet_size {MAX_PACKET_BYTES}",
@@ -117,7 +127,18 @@ class Broker:
             conf.insert(0, "user root")  # else it drops to 'mosquitto' and cannot read 0600 keys
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(conf) + "\n")
-        self._proc: subprocess.Popen[bytes] | None = None
+
+    def twin(self, directory: Path) -> Broker:
+        """A second broker on its own port with this one's PKI, ACL and platform
+        key (to a gateway, another node of the same service), not started."""
+        other = copy.copy(self)
+        other.dir = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        other.port = free_port()
+        other._proc = None
+        other._write_acl()
+        other._write_conf()
+        return other
 
     def start(self) -> None:
         # The command is our own fixed binary and a config file this class wrote.

@@ -246,6 +246,9 @@ class MqttSection(_Section):
     key_file: Path | None = None
     topic_prefix: TopicPrefix = "doorgw/v1"
     keepalive: int = Field(default=30, ge=5, le=3600)
+    #: Seconds to wait for a broker's CONNACK (a cluster electing a leader can
+    #: take a while) before trying the next URL.
+    connect_timeout: float = Field(default=10.0, ge=1, le=120)
     reconnect_min: float = Field(default=0.5, gt=0, le=60)
     reconnect_max: float = Field(default=60.0, gt=0, le=3600)
     heartbeat_seconds: float = Field(default=60.0, ge=1, le=3600)

@@ -60,6 +60,7 @@ class LinkSettings:
     cert_file: Path | None = None
     key_file: Path | None = None
     keepalive: int = 30
+    connect_timeout: float = CONNECT_TIMEOUT
     reconnect_min: float = 0.5
     reconnect_max: float = 60.0
 
@@ -76,6 +77,12 @@ def tls_context(
         raise DoorgwError(f"cannot load the MQTT TLS files: {exc}") from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def _refused(code: object) -> bool:
+    """True for a SUBACK return code that grants nothing (0x80 and above)."""
+    value = getattr(code, "value", code)
+    return not isinstance(value, int) or value >= 0x80
 
 
 def _honour_stop() -> None:
@@ -160,6 +167,7 @@ def gateway_link_settings(config: Config, topics: Topics) -> LinkSettings:
         cert_file=mqtt.cert_file,
         key_file=mqtt.key_file,
         keepalive=mqtt.keepalive,
+        connect_timeout=mqtt.connect_timeout,
         reconnect_min=mqtt.reconnect_min,
         reconnect_max=mqtt.reconnect_max,
     )
@@ -234,9 +242,15 @@ class MqttLink:
             raise LinkDownError(f"publish failed: {exc}") from None
 
     async def run(self) -> None:
-        """Connect, serve and reconnect until cancelled."""
+        """Connect, serve and reconnect until cancelled.
+
+        After a session ends, the broker it was on is tried first (after
+        ``reconnect_min``); a broker that fails is followed at once by the
+        next in the list, and the backoff is paid once per round of the list.
+        """
         attempt = 0
         urls = list(self.settings.urls)
+        first = 0  # the index of the last URL a session came up on
         this = asyncio.current_task()
         while True:
             # A stop request that something below swallowed (asyncio.wait_for can,
@@ -244,8 +258,9 @@ class MqttLink:
             # still a stop: never reconnect once this task has been asked to end.
             if this is not None and this.cancelling():
                 raise asyncio.CancelledError
-            url = urls[attempt % len(urls)]
-            sessions = self.sessions
+            index = (first + attempt) % len(urls)
+            url = urls[index]
+            sessions, came_up = self.sessions, False
             try:
                 await self._session(url)
             except aiomqtt.MqttError as exc:
@@ -256,19 +271,28 @@ class MqttLink:
                 # broker restart ends it with an error): else every restart would
                 # double the wait, and a flapping broker would leave the link
                 # waiting up to reconnect_max between short sessions.
-                if self.sessions != sessions:
-                    attempt = 0
+                came_up = self.sessions != sessions
+                if came_up:
+                    attempt, first = 0, index
                 self.connected.clear()
                 self.disconnected.set()
                 self._client = None
                 self.broker = None
-            delay = backoff(
-                attempt, self.settings.reconnect_min, self.settings.reconnect_max, self._rng
-            )
-            attempt += 1
             if this is not None and this.cancelling():
                 raise asyncio.CancelledError
-            await asyncio.sleep(delay)
+            if not came_up:
+                attempt += 1
+                if attempt % len(urls):
+                    continue  # the next broker of this round, now
+            rounds = attempt // len(urls)
+            await asyncio.sleep(
+                backoff(
+                    max(0, rounds - 1),
+                    self.settings.reconnect_min,
+                    self.settings.reconnect_max,
+                    self._rng,
+                )
+            )
 
     async def _session(self, url: str) -> None:
         parts = urlsplit(url)
@@ -283,7 +307,7 @@ class MqttLink:
             tls_context=self._tls if secure else None,
             will=aiomqtt.Will(s.will_topic, s.will_payload, qos=1, retain=True),
             protocol=aiomqtt.ProtocolVersion.V311,
-            timeout=10,
+            timeout=s.connect_timeout,
             max_inflight_messages=64,
             # paho leaves Nagle on: a revocation would wait up to ~40 ms behind an ack.
             socket_options=[NO_DELAY],
@@ -294,13 +318,13 @@ class MqttLink:
             # away after accepting the TCP connection never sends one: without
             # this bound the link would wait for ever (seen with a restarting broker).
             try:
-                async with asyncio.timeout(CONNECT_TIMEOUT):
+                async with asyncio.timeout(s.connect_timeout):
                     await stack.enter_async_context(client)
             except TimeoutError:
                 with contextlib.suppress(Exception):
                     client._client.disconnect()  # paho's socket, which aiomqtt still holds
                 raise aiomqtt.MqttError(
-                    f"no answer to CONNECT within {CONNECT_TIMEOUT:g} s"
+                    f"no answer to CONNECT within {s.connect_timeout:g} s"
                 ) from None
             # Each of these steps ends in aiomqtt's asyncio.wait_for, which in
             # Python 3.11 can swallow a stop request that arrives as it completes;
@@ -308,8 +332,17 @@ class MqttLink:
             _honour_stop()
             self._client = client
             self.broker = url
-            await client.subscribe([(topic, 1) for topic in s.subscriptions])
+            granted = await client.subscribe([(topic, 1) for topic in s.subscriptions])
             _honour_stop()
+            # A refused subscription (0x80: an ACL, or a cluster electing a
+            # leader) would leave the gateway connected but deaf on that topic.
+            refused = [
+                t for t, code in zip(s.subscriptions, granted, strict=False) if _refused(code)
+            ]
+            if refused or len(granted) != len(s.subscriptions):
+                raise aiomqtt.MqttError(
+                    f"the broker refused to subscribe us to {', '.join(refused) or 'some topics'}"
+                )
             await client.publish(s.will_topic, s.online_payload, qos=1, retain=True)
             _honour_stop()
             self.sessions += 1
