@@ -614,3 +614,32 @@ def test_requests_after_bad_snapshots_back_off_until_one_applies(tmp_path: Path)
         assert len(h.resyncs) == before + 1
 
     run(tmp_path / "c.sqlite3", body)
+
+
+def test_a_resync_command_to_a_current_gateway_is_answered_by_a_snapshot_at_its_version(
+    tmp_path: Path,
+) -> None:
+    """Unasked, a snapshot at the version held is ignored (a replay changes nothing);
+    after the platform ordered a resync, it reloads the data at that version."""
+
+    async def body(h: Harness) -> None:
+        await h.snapshot(base_dataset())
+        assert h.engine.version == 1
+        changed = base_dataset()
+        card = next(c for c in changed["credentials"] if c["id"] == "c-day")
+        card["status"] = "revoked"  # the same version, other content: a diverged cache
+        await h.snapshot(changed)
+        assert h.reason("nfc:04000001") is Reason.GRANTED_PLAN
+        await h.engine.request_resync("command")
+        assert h.resyncs[-1].reason == "command"
+        assert h.resyncs[-1].have_version == 1
+        await h.snapshot(changed)
+        assert h.reason("nfc:04000001") is Reason.CREDENTIAL_REVOKED
+        assert h.engine.version == 1
+        applied = [d for t, d in h.events if t == "snapshot_applied"]
+        assert [d["version"] for d in applied] == [1, 1]
+        # Answered: the next unasked snapshot at that version is ignored again.
+        await h.snapshot(base_dataset())
+        assert h.reason("nfc:04000001") is Reason.CREDENTIAL_REVOKED
+
+    run(tmp_path / "c.sqlite3", body)

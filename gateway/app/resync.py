@@ -24,6 +24,8 @@ RESYNC_INTERVAL = 10.0
 #: A gateway still waiting for its data asks again after this much silence,
 #: doubling from RESYNC_INTERVAL up to this (seconds).
 RESYNC_RETRY_MAX = 300.0
+#: Reasons that ask for the whole data again, even at the version held.
+FULL_REASONS = frozenset({"command"})
 
 
 class ResyncPacer:
@@ -41,6 +43,9 @@ class ResyncPacer:
         self.bad_snapshots = 0
         #: When a resync was last asked for or a snapshot chunk last arrived.
         self._progress = clock.monotonic()
+        #: Until when (monotonic) a snapshot at the version held is wanted too:
+        #: the platform ordered a resync, which it may answer with the same version.
+        self._full_until: float | None = None
 
     async def ask(
         self,
@@ -60,6 +65,8 @@ class ResyncPacer:
             return
         if reason == "bad_snapshot":
             self.bad_snapshots += 1
+        if reason in FULL_REASONS:
+            self._full_until = now + RESYNC_RETRY_MAX
         self._last = self._progress = now
         await self._record("resync_requested", {"reason": reason, "have_version": have_version})
         await self._request(
@@ -80,6 +87,12 @@ class ResyncPacer:
         """The data asked for is in: the next need may ask at once."""
         self._last = None
         self.bad_snapshots = 0
+        self._full_until = None
+
+    def wants_same_version(self) -> bool:
+        """True while a resync the platform ordered waits for its snapshot, which
+        may be at the version the gateway holds (a gateway already current)."""
+        return self._full_until is not None and self._clock.monotonic() < self._full_until
 
     def silence(self) -> float:
         """Seconds since the last request or answer."""

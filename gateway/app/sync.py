@@ -278,7 +278,12 @@ class SyncEngine:
     # Snapshots.
 
     async def _chunk(self, msg: SnapshotChunkMsg) -> str:
-        if self.version is not None and msg.version <= self.version:
+        # Never back to an older version; the same one only when it was asked for
+        # (a resync command to a gateway that is current: the data is reloaded).
+        if self.version is not None and (
+            msg.version < self.version
+            or (msg.version == self.version and not self._pacer.wants_same_version())
+        ):
             return "ignored_old"
         if self._snapshot_task is not None:
             return "busy"
