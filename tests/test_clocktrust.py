@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from gateway.app.clocktrust import ClockTrust, ntp_synchronised
+from gateway.app.clocktrust import ClockTrust, ClockWatch, ntp_synchronised
 from gateway.clock import ManualClock
 
 START = datetime(2026, 3, 10, 12, tzinfo=UTC)
@@ -58,3 +60,39 @@ def test_a_clock_stepped_after_the_confirmation_is_no_longer_trusted() -> None:
 
 def test_the_kernel_can_be_asked_about_ntp() -> None:
     assert ntp_synchronised() in (True, False, None)
+
+
+def test_a_change_a_signed_message_brings_is_recorded_as_it_arrives() -> None:
+    """Not at the next scan or the next periodic check: the clock has not moved."""
+    clock = ManualClock(START)
+    recorded: list[tuple[str, dict[str, Any]]] = []
+
+    async def record(type_: str, data: dict[str, Any], at: int | None = None) -> None:
+        recorded.append((type_, data))
+
+    async def go() -> None:
+        watch = ClockWatch(ClockTrust(clock, max_skew=60, ntp=None), clock, record)
+        task = asyncio.create_task(watch.run())
+        try:
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert [d["source"] for _, d in recorded] == ["unconfirmed"]
+            watch.observe(now(clock))  # the platform agrees with our clock
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert recorded[-1] == (
+                "clock_trust_changed",
+                {"trusted": True, "source": "cloud", "skew_s": 0},
+            )
+            watch.observe(now(clock) + 600)  # the platform is ten minutes ahead
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert (recorded[-1][1]["trusted"], recorded[-1][1]["source"]) == (
+                False,
+                "behind_platform",
+            )
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())

@@ -121,7 +121,7 @@ class Gateway:
             request_resync=lambda msg: self.uplink.send_resync(msg),
             on_ack=lambda seq: self.uplink.on_ack(seq),
             on_command=lambda command, topic: self.remote.handle(command, topic),
-            on_signed_time=trust.observe,
+            on_signed_time=self.clock_watch.observe,
         )
         self.freshness = Freshness(config, self.engine, clock)
         self.link = MqttLink(
