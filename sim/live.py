@@ -105,6 +105,8 @@ class LiveSite:
         #: real milliseconds that must not become minutes of site time at high speed.
         self._holds = 0
         self.final: tuple[int, int] = (0, 0)
+        #: Site time when the script stopped (the summary's end), once it has.
+        self.ended: datetime | None = None
         #: Set just before the site shuts down.
         self.stopping = False
 
@@ -123,14 +125,16 @@ class LiveSite:
                 else:
                     await self.clock.sleep(duration.total_seconds())
             finally:
+                self.ended = self.clock.now()
                 life.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await life
-                await self._caught_up()
-                self.final = self.delivered()
+                # Site time stops here: catching up is the simulator's business.
                 ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
+                await self._caught_up()
+                self.final = self.delivered()
                 self.stopping = True
                 on_tick()  # the last picture, while the gateways still run
         finally:
@@ -154,7 +158,8 @@ class LiveSite:
             on_tick()
 
     async def _caught_up(self) -> None:
-        """Give the platform up to 10 s of real time to receive what is still queued."""
+        """Give the platform up to 10 s of real time to receive what is still queued,
+        and the gateways to take its acks (up to 0.5 s after they arrive)."""
         with contextlib.suppress(StuckError):
             await self.site.settle(
                 lambda: (
@@ -490,7 +495,8 @@ class RichView:
 
 def summary(live: LiveSite, started: datetime) -> tuple[list[str], bool]:
     """Closing lines, and whether the platform received every event."""
-    span = live.clock.now() - started
+    ended = live.ended or live.clock.now()
+    span = ended - started
     hours = span.total_seconds() / 3600
     decisions = live.tally.decisions
     granted = sum(n for reason, n in decisions.items() if reason.startswith("granted"))
@@ -500,7 +506,7 @@ def summary(live: LiveSite, started: datetime) -> tuple[list[str], bool]:
     recorded, received = live.final
     lines = [
         f"site time {started.astimezone(live.tz):%a %d %b %H:%M} to "
-        f"{live.clock.now().astimezone(live.tz):%H:%M} ({hours:.1f} h at x{live.speed:g}), "
+        f"{ended.astimezone(live.tz):%H:%M} ({hours:.1f} h at x{live.speed:g}), "
         f"{len(live.site.gateways)} gateway(s)",
         f"decisions {sum(decisions.values())}: opened {granted}"
         + (f"; shut: {refused}" if refused else ""),

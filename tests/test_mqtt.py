@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -605,6 +606,9 @@ def test_a_refused_subscription_ends_the_session_and_is_retried_until_granted(
     a leader does) must not leave the gateway connected but deaf: the session
     ends, the log says so, the next one is granted and site deltas apply."""
     from sim.refusing_node import RefusingNode
+
+    # A benchmark run earlier in the same process may have quietened this logger.
+    caplog.set_level(logging.WARNING, logger="gateway.net.mqtt")
 
     async def go() -> None:
         cloud = cloud_for(broker)

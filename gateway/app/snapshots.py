@@ -16,6 +16,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from gateway.app.memory import give_back
 from gateway.errors import DatasetError, DoorgwError
 from gateway.events import Record
 from gateway.store.writer import CacheWriter
@@ -29,6 +30,14 @@ Reject = Callable[[str, str, str], Awaitable[str]]
 
 async def stage_snapshot(writer: CacheWriter, snapshot_id: str, sha256: str) -> None:
     """Check and stage the stored chunks of ``snapshot_id``; DatasetError if they are bad."""
+    try:
+        await _stage(writer, snapshot_id, sha256)
+    finally:
+        # Staged or refused, the chunks and decoded rows are garbage now.
+        await give_back()
+
+
+async def _stage(writer: CacheWriter, snapshot_id: str, sha256: str) -> None:
     chunks = await writer.stage.snapshot_chunks(snapshot_id)
     digest = hashlib.sha256()
     for chunk in chunks:

@@ -22,7 +22,6 @@ import binascii
 import logging
 from collections.abc import Awaitable, Callable
 
-from gateway.app.memory import give_back
 from gateway.app.rejections import Rejections
 from gateway.app.resync import RESYNC_INTERVAL, RESYNC_RETRY_MAX, RequestResync, ResyncPacer
 from gateway.app.snapshots import abandon_snapshot, reject_snapshot, stage_snapshot
@@ -278,12 +277,10 @@ class SyncEngine:
     # Snapshots.
 
     async def _chunk(self, msg: SnapshotChunkMsg) -> str:
-        # Never back to an older version; the same one only when it was asked for
-        # (a resync command to a gateway that is current: the data is reloaded).
-        if self.version is not None and (
-            msg.version < self.version
-            or (msg.version == self.version and not self._pacer.wants_same_version())
-        ):
+        # Never back to an older version; the same one only when it was asked
+        # for (a resync command to a gateway already current reloads its data).
+        same_asked = msg.version == self.version and self._pacer.wants_same_version()
+        if self.version is not None and msg.version <= self.version and not same_asked:
             return "ignored_old"
         if self._snapshot_task is not None:
             return "busy"
@@ -334,8 +331,6 @@ class SyncEngine:
         finally:
             self._applied_while_staging = None
             self._snapshot_task = None
-        # Whether it was applied or refused, its buffers are garbage now.
-        await give_back()
 
     async def _apply_snapshot_inner(self, snapshot_id: str, version: int) -> None:
         pending = await self._writer.stage.pending_snapshot()
