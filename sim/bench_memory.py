@@ -40,7 +40,6 @@ import aiomqtt
 from gateway.config.models import ApiSection, TimeSection
 from gateway.config.write import config_with, write_config
 from gateway.core import model
-from gateway.net.mqtt import NO_DELAY, tls_context
 from gateway.wire.cloudkit import CloudSigner
 from sim.broker import PREFIX, Broker, free_port
 from sim.fleet import _memory_kb
@@ -114,15 +113,7 @@ class _Platform:
         self.client: aiomqtt.Client | None = None
 
     async def run(self, ready: asyncio.Event) -> None:
-        cert, key = self.broker.certs["cloud"]
-        async with aiomqtt.Client(
-            "127.0.0.1",
-            self.broker.port,
-            identifier="cloud-memory",
-            tls_context=tls_context(self.broker.ca_file, cert, key),
-            socket_options=[NO_DELAY],
-            timeout=30,
-        ) as client:
+        async with self.broker.client("cloud", "cloud-memory") as client:
             self.client = client
             await client.subscribe(f"{PREFIX}/gw/{GATEWAY}/#", qos=1)
             ready.set()
@@ -253,14 +244,7 @@ async def _floor(broker: Broker, site: str, settle: float) -> tuple[int, int]:
     """A bare client with the gateway's identity, subscribed and idle."""
     cert, key = broker.certs[GATEWAY]
     ready = asyncio.Event()
-    cloud_cert, cloud_key = broker.certs["cloud"]
-    async with aiomqtt.Client(
-        "127.0.0.1",
-        broker.port,
-        identifier="cloud-floor",
-        tls_context=tls_context(broker.ca_file, cloud_cert, cloud_key),
-        timeout=30,
-    ) as client:
+    async with broker.client("cloud", "cloud-floor") as client:
         await client.subscribe(f"{PREFIX}/gw/{GATEWAY}/heartbeat", qos=1)
 
         async def wait_ready() -> None:

@@ -25,7 +25,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 
@@ -35,12 +35,14 @@ from gateway.clock import ManualClock, SystemClock
 from gateway.config.models import load_config
 from gateway.core.credentials import parse_read
 from gateway.core.jws import Signer, keyset_of
-from gateway.net.mqtt import NO_DELAY, tls_context
 from gateway.store.rows import stage_insert_sql, table_rows
 from gateway.store.writer import CacheWriter
 from gateway.tools.demo import example_document
 from gateway.tools.sitegen import build_dataset
 from gateway.wire.cloudkit import CloudSigner
+
+if TYPE_CHECKING:
+    from sim.broker import Broker
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -190,16 +192,11 @@ async def mqtt_figures(directory: Path, revocations: int, events: int) -> dict[s
     }
 
 
-def _client(broker: Any, name: str, ident: str) -> aiomqtt.Client:
-    cert, key = broker.certs[name]
-    return aiomqtt.Client(
-        "127.0.0.1",
-        broker.port,
-        identifier=ident,
-        timeout=30,
-        tls_context=tls_context(broker.ca_file, cert, key),
+def _client(broker: Broker, name: str, ident: str) -> aiomqtt.Client:
+    return broker.client(
+        name,
+        ident,
         max_inflight_messages=100,
-        socket_options=[NO_DELAY],
         max_queued_outgoing_messages=100_000,
         # The floor publishes all batches at once on purpose; aiomqtt would warn.
         logger=_QUIET,

@@ -19,6 +19,8 @@ from gateway.core.jws import MAX_TOKEN_BYTES, Signer
 from gateway.tools.pki import issue, make_ca
 
 if TYPE_CHECKING:
+    import aiomqtt
+
     from sim.cloud import CloudPeer
 
 PREFIX = "doorgw/v1"
@@ -196,6 +198,23 @@ class Broker:
             ca_file=self.ca_file,
             cert_file=cert,
             key_file=key,
+            **kw,
+        )
+
+    def client(self, name: str, identifier: str, **kw: Any) -> aiomqtt.Client:
+        """An MQTT client on this broker with ``name``'s certificate (not connected)."""
+        import aiomqtt
+
+        from gateway.net.mqtt import NO_DELAY, tls_context
+
+        cert, key = self.certs[name]
+        kw.setdefault("timeout", 30)
+        kw.setdefault("socket_options", [NO_DELAY])
+        return aiomqtt.Client(
+            "127.0.0.1",
+            self.port,
+            identifier=identifier,
+            tls_context=tls_context(self.ca_file, cert, key),
             **kw,
         )
 

@@ -654,13 +654,7 @@ def test_after_a_session_ends_the_broker_it_was_on_is_tried_first(
                 assert gw.link.broker == broker.url
                 # The broker drops the session (a client with the same id takes it
                 # over), and is still up: the gateway comes back to it.
-                cert, key = broker.certs["gw-1"]
-                async with aiomqtt.Client(
-                    "127.0.0.1",
-                    broker.port,
-                    identifier="gw-1",
-                    tls_context=tls_context(broker.ca_file, cert, key),
-                ):
+                async with broker.client("gw-1", "gw-1"):
                     await until(lambda: not gw.link.connected.is_set(), "session taken over", 5)
                 await until(lambda: gw.link.sessions == 2, "reconnected")
                 assert gw.link.broker == broker.url
