@@ -42,6 +42,7 @@ class RefusingNode:
         self._client_tls.load_cert_chain(cert, key)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         """Start listening."""
@@ -56,11 +57,19 @@ class RefusingNode:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Closed and waited for: no socket may be left for the garbage collector.
+        for writer in list(self._writers):
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        if self._server is not None:
+            await self._server.wait_closed()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._writers.add(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection(
                 "127.0.0.1", self.broker.port, ssl=self._client_tls, server_hostname="localhost"
@@ -69,6 +78,7 @@ class RefusingNode:
             writer.close()
             self._tasks.discard(task)
             return
+        self._writers.add(up_writer)
         try:
             await asyncio.gather(
                 _pipe(reader, up_writer, None), _pipe(up_reader, writer, self._rewrite)
