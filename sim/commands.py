@@ -106,8 +106,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
     b = groups["bench"].add_parser(
         "sync", help="snapshot throughput, revocation lag and outbox drain over a real Mosquitto"
     )
-    b.add_argument("--members", type=positive_int(10_000_000), default=100_000)
-    b.add_argument("--bookings", type=positive_int(100_000_000), default=1_000_000)
+    _site_size(b)
     b.add_argument("--revocations", type=positive_int(100_000), default=200)
     b.add_argument("--events", type=positive_int(10_000_000), default=100_000)
     b.add_argument("--json", action="store_true", help="print one JSON object")
@@ -127,8 +126,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
         help="kill -9 a real daemon at a large cache and time it back to READY, against "
         "the same restart with an empty cache",
     )
-    b.add_argument("--members", type=positive_int(10_000_000), default=100_000)
-    b.add_argument("--bookings", type=positive_int(100_000_000), default=1_000_000)
+    _site_size(b)
     b.add_argument("--times", type=positive_int(100), default=5, help="restarts to time")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(handler=bench_restart)
@@ -137,8 +135,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
         help="from a read leaving an emulated reader to the lock relay, through the daemon "
         "at a large cache, against the same reader driving a pin directly",
     )
-    b.add_argument("--members", type=positive_int(10_000_000), default=100_000)
-    b.add_argument("--bookings", type=positive_int(100_000_000), default=1_000_000)
+    _site_size(b)
     b.add_argument("--taps", type=positive_int(100_000), default=200, help="taps per reader kind")
     b.add_argument("--reader", choices=["all", "pn532", "wiegand", "qr"], default="all")
     b.add_argument("--doors", type=positive_int(4), default=1, help="doors, each with 3 readers")
@@ -157,8 +154,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
         help="one daemon's RSS and PSS at a large cache, idle and at the peak of a snapshot "
         "apply, against a bare MQTT client",
     )
-    b.add_argument("--members", type=positive_int(10_000_000), default=100_000)
-    b.add_argument("--bookings", type=positive_int(100_000_000), default=1_000_000)
+    _site_size(b)
     b.add_argument(
         "--site",
         type=Path,
@@ -176,6 +172,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
     )
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(handler=bench_memory)
+
+
+def _site_size(parser: argparse.ArgumentParser) -> None:
+    """The synthetic site's size, as every benchmark at a large cache takes it."""
+    parser.add_argument("--members", type=positive_int(10_000_000), default=100_000)
+    parser.add_argument("--bookings", type=positive_int(100_000_000), default=1_000_000)
 
 
 def sim(args: argparse.Namespace, clock: Clock) -> int:

@@ -483,3 +483,13 @@ def test_bench_memory_loads_a_site_file_and_runs_without_the_api(
     data = json.loads(out)
     assert data["api"] is False
     assert data["bookings"] == len(example_document()["bookings"])
+
+
+def test_bench_memory_names_a_site_file_it_cannot_read(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere.json"
+    code, _, err = run(["bench", "memory", "--site", str(missing), "--json"], capsys)
+    assert code == 2
+    assert f"{missing}: cannot read" in err
+    assert "Traceback" not in err

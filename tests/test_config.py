@@ -166,6 +166,11 @@ def test_config_is_frozen(tmp_path: Path) -> None:
             "pin_min_digits is more than pin_max_digits",
         ),
         (GOOD + "\n[credentials]\npin_max_digits = 12\n", "credentials.pin_max_digits", "8"),
+        (
+            GOOD + '\n[mqtt]\nurls = ["mqtt://127.0.0.1:1883"]\nconnect_timeout = 0\n',
+            "mqtt.connect_timeout",
+            "greater than or equal to 1",
+        ),
     ],
 )
 def test_bad_configs_name_the_key_and_the_problem(

@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import logging
-
-log = logging.getLogger(__name__)
 
 
 def _trimmer() -> ctypes._NamedFuncPointer | None:
