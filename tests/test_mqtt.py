@@ -113,6 +113,26 @@ def test_a_new_gateway_syncs_decides_and_reports(broker: Broker, tmp_path: Path)
     run_async(go())
 
 
+def test_presence_says_when_and_a_late_offline_will_is_corrected_by_the_next_heartbeat(
+    broker: Broker, tmp_path: Path
+) -> None:
+    # On a broker cluster the node that lost a gateway may publish its last
+    # will after the gateway has moved to another node and said "online".
+    async def go() -> None:
+        async with linked(broker, tmp_path) as (cloud, gw):
+            await until(lambda: cloud.status.get("gw-1", {}).get("state") == "online", "online")
+            assert cloud.status["gw-1"]["at"] == int(gw.clock.now().timestamp())
+            will = b'{"v": 1, "gateway": "gw-1", "state": "offline", "at": null}'
+            await cloud.publish(gw.topics.status, will, retain=True)
+            await until(lambda: cloud.status["gw-1"]["state"] == "offline", "the late will")
+            # heartbeat_seconds = 1 here
+            await until(lambda: cloud.status["gw-1"]["state"] == "online", "online again", 5)
+        await until(lambda: cloud.status["gw-1"]["state"] == "offline", "a clean stop")
+        assert cloud.status["gw-1"]["at"] is not None  # said by the gateway, not its will
+
+    run_async(go())
+
+
 def test_messages_signed_by_others_are_refused_and_reported(broker: Broker, tmp_path: Path) -> None:
     async def go() -> None:
         cloud = cloud_for(broker)
@@ -465,7 +485,7 @@ def test_a_stop_request_swallowed_below_the_link_still_stops_it() -> None:
             subscriptions=[],
             will_topic="status",
             will_payload=b"offline",
-            online_payload=b"online",
+            online_payload=lambda: b"online",
             reconnect_min=0.01,
             reconnect_max=0.01,
         ),

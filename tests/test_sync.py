@@ -381,6 +381,33 @@ def test_a_snapshot_that_fails_its_hash_keeps_the_old_data(tmp_path: Path) -> No
     run(tmp_path / "c.sqlite3", body)
 
 
+def test_chunks_of_one_snapshot_that_disagree_on_their_hash_are_refused_whole(
+    tmp_path: Path,
+) -> None:
+    async def body(h: Harness) -> None:
+        await h.snapshot(base_dataset())
+        newer = {**base_dataset(), "version": 2, "credentials": []}
+        chunks = h.cloud.snapshot(parse_dataset(newer), snapshot_id="s2")
+        assert len(chunks) > 2
+        # Every chunk signed, the last one announcing another hash than the rest.
+        last = json.loads(b64url_decode(chunks[-1].split(b".")[1]))
+        last["sha256"] = "0" * 64
+        chunks[-1] = h.cloud.sign({k: v for k, v in last.items() if k not in ("v", "site", "iat")})
+        for chunk in chunks:
+            await h.engine.handle(chunk)
+        await h.engine.wait_snapshot()
+        assert h.rejected() == ["bad_snapshot"]
+        assert (h.engine.version, h.reason("nfc:04000001")) == (1, Reason.GRANTED_PLAN)
+        assert await h.writer.stage.pending_snapshot() is None  # nothing of it kept
+        # The same snapshot sent right applies whole.
+        for chunk in h.cloud.snapshot(parse_dataset(newer), snapshot_id="s3"):
+            await h.engine.handle(chunk)
+        await h.engine.wait_snapshot()
+        assert h.engine.version == 2
+
+    run(tmp_path / "c.sqlite3", body)
+
+
 def test_a_signed_snapshot_with_bad_rows_is_refused_whole(tmp_path: Path) -> None:
     import base64
     import hashlib

@@ -125,7 +125,7 @@ class Gateway:
         )
         self.freshness = Freshness(config, self.engine, clock)
         self.link = MqttLink(
-            gateway_link_settings(config, self.topics),
+            gateway_link_settings(config, self.topics, clock),
             self._inbound,
             self.engine.on_connected,
         )

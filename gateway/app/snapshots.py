@@ -11,6 +11,8 @@ replays the deltas that arrived meanwhile.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import hashlib
 import logging
@@ -60,6 +62,14 @@ async def _stage(writer: CacheWriter, snapshot_id: str, sha256: str) -> None:
             await asyncio.gather(ahead, return_exceptions=True)
     if "site" not in seen:
         raise DatasetError("snapshot has no site row")
+
+
+def chunk_bytes(data: str) -> bytes | None:
+    """A chunk's ``data`` decoded from base64, or None when it is not base64."""
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 async def reject_snapshot(

@@ -17,14 +17,12 @@ restart resumes the transfer.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from collections.abc import Awaitable, Callable
 
 from gateway.app.rejections import Rejections
 from gateway.app.resync import RESYNC_INTERVAL, RESYNC_RETRY_MAX, RequestResync, ResyncPacer
-from gateway.app.snapshots import abandon_snapshot, reject_snapshot, stage_snapshot
+from gateway.app.snapshots import abandon_snapshot, chunk_bytes, reject_snapshot, stage_snapshot
 from gateway.clock import Clock
 from gateway.core import model
 from gateway.core.jws import KeySet, SignatureError
@@ -248,15 +246,9 @@ class SyncEngine:
         restricted = 0
         if self.version is not None:
             restricted = await self._writer.apply_restrictions(changes)
-        await self._record(
-            "delta_gap",
-            {
-                "have_version": self.version,
-                "base_version": msg.base_version,
-                "version": msg.version,
-                "restricted": restricted,
-            },
-        )
+        held, base, new = self.version, msg.base_version, msg.version
+        gap = {"have_version": held, "base_version": base, "version": new}
+        await self._record("delta_gap", {**gap, "restricted": restricted})
         await self._pacer.ask("gap", self.version)
         return "buffered_gap"
 
@@ -284,9 +276,8 @@ class SyncEngine:
             return "ignored_old"
         if self._snapshot_task is not None:
             return "busy"
-        try:
-            data = base64.b64decode(msg.data, validate=True)
-        except (binascii.Error, ValueError):
+        data = chunk_bytes(msg.data)
+        if data is None:
             return await self._reject("malformed", "chunk data is not base64", "snapshot")
         if msg.index >= msg.count:
             return await self._reject("malformed", "chunk index beyond count", "snapshot")
@@ -294,6 +285,9 @@ class SyncEngine:
             msg.snapshot_id, msg.index, msg.count, msg.version, msg.sha256, data
         )
         self._pacer.progressed()
+        if held is None:
+            problem = DatasetError("its chunks disagree on version, count or sha256")
+            return await self._bad_snapshot(msg.snapshot_id, problem)
         if held < msg.count:
             return "chunk_stored"
         self._start_snapshot_apply(msg.snapshot_id, msg.version)
@@ -318,14 +312,18 @@ class SyncEngine:
         if self._snapshot_task is not None:
             await asyncio.shield(self._snapshot_task)
 
+    async def _bad_snapshot(self, snapshot_id: str, problem: DatasetError) -> str:
+        await reject_snapshot(self._writer, self._reject, snapshot_id, problem)
+        # Not forced, and backing off: a platform that sends the same bad
+        # snapshot again must not make the two of them loop.
+        await self._pacer.ask("bad_snapshot", self.version)
+        return "bad_snapshot"
+
     async def _apply_snapshot(self, snapshot_id: str, version: int) -> None:
         try:
             await self._apply_snapshot_inner(snapshot_id, version)
         except DatasetError as exc:
-            await reject_snapshot(self._writer, self._reject, snapshot_id, exc)
-            # Not forced, and backing off: a platform that sends the same bad
-            # snapshot again must not make the two of them loop.
-            await self._pacer.ask("bad_snapshot", self.version)
+            await self._bad_snapshot(snapshot_id, exc)
         except Exception as exc:  # noqa: BLE001 - a snapshot task must never die unseen
             await abandon_snapshot(self._writer, self._record, snapshot_id, exc)
         finally:

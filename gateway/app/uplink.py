@@ -208,6 +208,7 @@ class Uplink:
                 await self._link.publish(
                     self._topics.heartbeat, beat.model_dump_json().encode(), qos=0
                 )
+                await self._link.publish_presence()
             await asyncio.sleep(self._heartbeat_seconds)
 
 

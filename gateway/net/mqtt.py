@@ -20,12 +20,13 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiomqtt
 import paho.mqtt.client as mqtt
 
+from gateway.clock import Clock
 from gateway.config.models import Config
 from gateway.errors import DoorgwError
 from gateway.retry import backoff
@@ -55,7 +56,10 @@ class LinkSettings:
     subscriptions: Sequence[str]
     will_topic: str
     will_payload: bytes
-    online_payload: bytes
+    #: The retained presence published on every connect, built at that moment.
+    online_payload: Callable[[], bytes]
+    #: The ``offline`` presence published on a clean stop (the will when unset).
+    stopped_payload: Callable[[], bytes] | None = None
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
@@ -150,19 +154,27 @@ def ignore_stale_socket_callbacks(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
-def gateway_link_settings(config: Config, topics: Topics) -> LinkSettings:
+def presence(gateway_id: str, state: Literal["online", "offline"], clock: Clock) -> bytes:
+    """A retained presence message, stamped with the gateway's clock now."""
+    at = int(clock.now().timestamp())
+    return StatusMsg(gateway=gateway_id, state=state, at=at).model_dump_json().encode()
+
+
+def gateway_link_settings(config: Config, topics: Topics, clock: Clock) -> LinkSettings:
     """The MQTT session of this gateway: its identity, subscriptions and presence."""
     mqtt = config.mqtt
     assert mqtt is not None
+    # The will has no time: the broker publishes it when it notices the loss.
     offline = StatusMsg(gateway=config.gateway.id, state="offline")
-    online = StatusMsg(gateway=config.gateway.id, state="online")
+    gateway_id = config.gateway.id
     return LinkSettings(
         urls=mqtt.urls,
         client_id=config.gateway.id,
         subscriptions=topics.inbound(),
         will_topic=topics.status,
         will_payload=offline.model_dump_json().encode(),
-        online_payload=online.model_dump_json().encode(),
+        online_payload=lambda: presence(gateway_id, "online", clock),
+        stopped_payload=lambda: presence(gateway_id, "offline", clock),
         ca_file=mqtt.ca_file,
         cert_file=mqtt.cert_file,
         key_file=mqtt.key_file,
@@ -200,6 +212,16 @@ class MqttLink:
         self._tls: ssl.SSLContext | None = None
         if any(u.startswith("mqtts://") for u in settings.urls):
             self._tls = tls_context(settings.ca_file, settings.cert_file, settings.key_file)
+
+    async def publish_presence(self) -> None:
+        """Publish the retained ``online`` presence again (it is sent on every connect).
+
+        On a broker cluster, a node that lost us may publish our last will after
+        we have moved to another node and said ``online``: sent again with every
+        heartbeat, the retained presence is wrong for one heartbeat at most.
+        """
+        s = self.settings
+        await self.publish(s.will_topic, s.online_payload(), qos=1, retain=True)
 
     async def publish(
         self,
@@ -343,7 +365,7 @@ class MqttLink:
                 raise aiomqtt.MqttError(
                     f"the broker refused to subscribe us to {', '.join(refused) or 'some topics'}"
                 )
-            await client.publish(s.will_topic, s.online_payload, qos=1, retain=True)
+            await client.publish(s.will_topic, s.online_payload(), qos=1, retain=True)
             _honour_stop()
             self.sessions += 1
             self.connected.set()
@@ -369,5 +391,6 @@ class MqttLink:
                 # Bounded: a stop must be done within 2 s in every phase.
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                     async with asyncio.timeout(1):
-                        await client.publish(s.will_topic, s.will_payload, qos=1, retain=True)
+                        stopped = s.stopped_payload() if s.stopped_payload else s.will_payload
+                        await client.publish(s.will_topic, stopped, qos=1, retain=True)
                 raise

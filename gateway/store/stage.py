@@ -139,15 +139,23 @@ class SnapshotStage:
 
     async def store_chunk(
         self, snapshot_id: str, index: int, count: int, version: int, sha256: str, data: bytes
-    ) -> int:
+    ) -> int | None:
         """Keep one snapshot chunk (duplicates ignored); return how many of it are stored.
 
-        Chunks of any other snapshot are dropped: one transfer at a time.
+        Chunks of any other snapshot are dropped: one transfer at a time.  None,
+        and nothing stored, when the chunk names another ``count``, ``version``
+        or ``sha256`` than the chunks of its snapshot already held.
         """
         async with self._w._transaction("chunk not stored"):
             await self._w.db.execute(
                 "DELETE FROM snapshot_chunks WHERE snapshot_id != ?", (snapshot_id,)
             )
+            held = await self._w._rows(
+                "SELECT count, version, sha256 FROM snapshot_chunks WHERE snapshot_id = ? LIMIT 1",
+                (snapshot_id,),
+            )
+            if held and tuple(held[0]) != (count, version, sha256):
+                return None
             await self._w.db.execute(
                 "INSERT OR IGNORE INTO snapshot_chunks VALUES (?, ?, ?, ?, ?, ?)",
                 (snapshot_id, index, count, version, sha256, data),

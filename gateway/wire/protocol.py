@@ -125,10 +125,16 @@ MAX_SAFE_INT = 2**53 - 1
 MAX_CHUNKS = 10_000
 
 
+#: What the gateway sends: every field is always written (nulls included), so
+#: its schema lists them all as required.
+_OUT = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=True)
+
+
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    v: Literal[1] = PROTOCOL_VERSION
+    #: Required: a message that does not say its protocol version is not believed.
+    v: Literal[1]
     site: Id
     #: When set, the message is for this gateway only.
     gateway: Id | None = None
@@ -229,7 +235,7 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 class EventDoc(BaseModel):
     """One event in the outbox: access decisions, door events, system events."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _OUT
 
     seq: int = Field(ge=1)
     at: int
@@ -240,7 +246,7 @@ class EventDoc(BaseModel):
 class EventsMsg(BaseModel):
     """A batch of events, in sequence order, without gaps."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _OUT
 
     v: Literal[1] = PROTOCOL_VERSION
     gateway: Id
@@ -250,18 +256,20 @@ class EventsMsg(BaseModel):
 class StatusMsg(BaseModel):
     """Retained presence (also the last will, with ``state`` offline)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _OUT
 
     v: Literal[1] = PROTOCOL_VERSION
     gateway: Id
     state: Literal["online", "offline"]
+    #: When the gateway published it (Unix seconds, its clock); null in the
+    #: last will, which the broker publishes when it notices the loss.
     at: int | None = None
 
 
 class HeartbeatMsg(BaseModel):
     """Periodic health of one gateway."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _OUT
 
     v: Literal[1] = PROTOCOL_VERSION
     gateway: Id
@@ -271,14 +279,14 @@ class HeartbeatMsg(BaseModel):
     outbox_depth: int
     acked_seq: int
     stale_classes: list[str]
-    clock: Literal["trusted", "untrusted", "unknown"]
+    clock: Literal["trusted", "untrusted"]
     doors: dict[str, str]
 
 
 class ResyncRequestMsg(BaseModel):
     """A gateway asking for a snapshot (and which one it is missing chunks of)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _OUT
 
     v: Literal[1] = PROTOCOL_VERSION
     gateway: Id

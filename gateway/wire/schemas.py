@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter
 
@@ -30,8 +30,17 @@ from gateway.wire.protocol import (
 _BASE = "https://doorgw.dev/schemas/v1/"
 
 
-def _schema(model: type[BaseModel] | TypeAdapter[Any], name: str, title: str) -> dict[str, Any]:
-    schema = model.json_schema() if isinstance(model, TypeAdapter) else model.model_json_schema()
+def _schema(
+    model: type[BaseModel] | TypeAdapter[Any], name: str, title: str, *, sent: bool = False
+) -> dict[str, Any]:
+    # What the gateway sends is described as written (every field present);
+    # what it receives as it is validated.
+    mode: Literal["validation", "serialization"] = "serialization" if sent else "validation"
+    schema = (
+        model.json_schema(mode=mode)
+        if isinstance(model, TypeAdapter)
+        else model.model_json_schema(mode=mode)
+    )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": _BASE + name,
@@ -58,16 +67,16 @@ def all_schemas() -> dict[str, dict[str, Any]]:
             CommandMsg, "command.schema.json", "Signed payload: command"
         ),
         "events.schema.json": _schema(
-            EventsMsg, "events.schema.json", "Gateway -> cloud: a batch of events"
+            EventsMsg, "events.schema.json", "Gateway -> cloud: a batch of events", sent=True
         ),
         "status.schema.json": _schema(
-            StatusMsg, "status.schema.json", "Gateway -> cloud: retained presence"
+            StatusMsg, "status.schema.json", "Gateway -> cloud: retained presence", sent=True
         ),
         "heartbeat.schema.json": _schema(
-            HeartbeatMsg, "heartbeat.schema.json", "Gateway -> cloud: heartbeat"
+            HeartbeatMsg, "heartbeat.schema.json", "Gateway -> cloud: heartbeat", sent=True
         ),
         "resync.schema.json": _schema(
-            ResyncRequestMsg, "resync.schema.json", "Gateway -> cloud: resync request"
+            ResyncRequestMsg, "resync.schema.json", "Gateway -> cloud: resync request", sent=True
         ),
         "change.schema.json": _schema(ChangeDoc, "change.schema.json", "One change inside a delta"),
         "dataset.schema.json": _schema(
