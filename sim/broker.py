@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.config.models import Config, DoorConfig, GatewaySection, MqttSection, SyncSection
 from gateway.config.write import write_config
-from gateway.core.jws import MAX_TOKEN_BYTES, Signer
+from gateway.core.jws import Signer
+from gateway.tools.brokerkit import Fleet, Tls, mosquitto_config
 from gateway.tools.pki import issue, make_ca
 
 if TYPE_CHECKING:
@@ -51,10 +52,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-#: The broker's packet limit: the gateway's message limit plus room for topic and header.
-MAX_PACKET_BYTES = MAX_TOKEN_BYTES + 256
-
-
 class Broker:
     """One Mosquitto process on a free loopback port, restartable, with its PKI."""
 
@@ -79,56 +76,36 @@ class Broker:
         self.signer = Signer.generate("platform-test")
         self.max_queued = max_queued
         self.gateways = list(gateways)
-        self._write_acl()
         self._write_conf()
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def _write_acl(self) -> None:
-        acl = [
-            # Every gateway may use its own per-gateway topics, nothing else there.
-            *(
-                f"pattern read {PREFIX}/gw/%u/{leaf}"
-                for leaf in ("snapshot", "delta", "command", "ack")
-            ),
-            *(f"pattern write {PREFIX}/gw/%u/{leaf}" for leaf in ("events", "heartbeat", "resync")),
-            f"pattern readwrite {PREFIX}/gw/%u/status",
-            "user cloud",
-            f"topic readwrite {PREFIX}/#",
-        ]
-        for gw in self.gateways:
-            acl += [f"user {gw}", f"topic read {PREFIX}/site/{self.site}/#"]
-        (self.dir / "acl").write_text("\n".join(acl) + "\n")
+    def fleet(self) -> Fleet:
+        """Who uses this broker: the site's gateways and the platform (``cloud``)."""
+        return Fleet({self.site: self.gateways}, prefix=PREFIX, platform="cloud")
+
+    def tls(self) -> Tls:
+        """The broker's own TLS files."""
+        return Tls(self.ca_file, self.server_cert, self.server_key)
 
     def _write_conf(self) -> None:
+        # The very configuration `doorgw platform broker-config` writes for an operator.
         persistence = self.dir / "persist"
         persistence.mkdir(exist_ok=True)
-        conf = [
-            "per_listener_settings false",
-            # Small messages (revocations) must not wait for Nagle behind other traffic.
-            "set_tcp_nodelay true",
-            "persistence true",
-            f"persistence_location {persistence}/",
-            f"max_queued_messages {self.max_queued}",
-            # Nobody may make a client read more than the gateway accepts
-            # (docs/protocol.md, "Transport"): larger packets are refused here.
-            f"max_packet_size {MAX_PACKET_BYTES}",
-            "allow_anonymous false",
-            f"acl_file {self.dir / 'acl'}",
-            f"log_dest file {self.dir / 'mosquitto.log'}",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            f"listener {self.port} 127.0.0.1",
-            f"cafile {self.ca_file}",
-            f"certfile {self.server_cert}",
-            f"keyfile {self.server_key}",
-            "require_certificate true",
-            "use_identity_as_username true",
-        ]
-        if os.geteuid() == 0:
-            conf.insert(0, "user root")  # else it drops to 'mosquitto' and cannot read 0600 keys
+        files = mosquitto_config(
+            self.fleet(),
+            self.tls(),
+            acl_file=self.dir / "acl",
+            persistence=persistence,
+            listen="127.0.0.1",
+            port=self.port,
+            max_queued=self.max_queued,
+            log_file=self.dir / "mosquitto.log",
+            # As root it would drop to 'mosquitto' and not read the 0600 keys.
+            run_as="root" if os.geteuid() == 0 else None,
+        )
+        for name, text in files.items():
+            (self.dir / name).write_text(text)
         self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text("\n".join(conf) + "\n")
 
     def twin(self, directory: Path) -> Broker:
         """A second broker on its own port with this one's PKI, ACL and platform
@@ -138,7 +115,6 @@ class Broker:
         directory.mkdir(parents=True, exist_ok=True)
         other.port = free_port()
         other._proc = None
-        other._write_acl()
         other._write_conf()
         return other
 

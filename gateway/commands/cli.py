@@ -30,6 +30,7 @@ from gateway.commands import (
     demo,
     explain,
     passes,
+    platform,
     provision,
     run,
     schemas,
@@ -50,6 +51,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     provision,
     config,
     tokens,
+    platform,
     bench,
 )
 #: The entry point group through which other distributions add commands.

@@ -1,0 +1,125 @@
+"""The operator's broker kit: `doorgw platform broker-config` files run by real brokers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from gateway.commands.cli import main
+from sim.broker import Broker, find_mosquitto, free_port
+
+
+def _write(tmp_path: Path, *args: str) -> list[Path]:
+    out = tmp_path / "kit"
+    assert main(["platform", "broker-config", *args, "--out", str(out)]) == 0
+    return sorted(out.iterdir())
+
+
+def test_the_mosquitto_config_runs_and_keeps_each_gateway_to_its_own_topics(
+    tmp_path: Path,
+) -> None:
+    pki = Broker(tmp_path / "pki", site="soho", gateways=["gw-1", "gw-2"])  # its CA and certs
+    port = free_port()
+    persist = tmp_path / "persist"
+    persist.mkdir()
+    # (both sites' gateways, named as their certificates are)
+    files = _write(
+        tmp_path,
+        "--broker", "mosquitto",
+        "--site", "soho=gw-1",
+        "--site", "shoreditch=gw-2",
+        "--platform-user", "cloud",
+        "--ca-file", str(pki.ca_file),
+        "--cert-file", str(pki.server_cert),
+        "--key-file", str(pki.server_key),
+        "--listen", "127.0.0.1",
+        "--port", str(port),
+        "--persistence", str(persist),
+        "--acl-file", str(tmp_path / "kit" / "doorgw.acl"),
+        *(["--run-as", "root"] if os.geteuid() == 0 else []),
+    )  # fmt: skip
+    assert [f.name for f in files] == ["doorgw.acl", "mosquitto.conf"]
+    proc = subprocess.Popen(
+        [find_mosquitto(), "-c", str(tmp_path / "kit" / "mosquitto.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    pki.port = port  # the clients below connect to the kit's broker
+
+    async def go() -> None:
+        for _ in range(100):
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read().decode() if proc.stderr else "exited")
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        async with (
+            pki.client("cloud", "cloud") as cloud,
+            pki.client("gw-1", "gw-1") as gw1,
+        ):
+            await cloud.subscribe("doorgw/v1/gw/+/events", qos=1)
+            await gw1.subscribe("doorgw/v1/site/soho/delta", qos=1)
+            await gw1.subscribe("doorgw/v1/site/shoreditch/delta", qos=1)  # another site's
+            await gw1.subscribe("doorgw/v1/gw/gw-2/command", qos=1)  # another gateway's
+            await gw1.publish("doorgw/v1/gw/gw-2/events", b"forged", qos=1)
+            await gw1.publish("doorgw/v1/site/soho/delta", b"forged", qos=1)
+            await gw1.publish("doorgw/v1/gw/gw-1/events", b"mine", qos=1)
+            for topic in (
+                "doorgw/v1/site/shoreditch/delta",
+                "doorgw/v1/gw/gw-2/command",
+                "doorgw/v1/site/soho/delta",
+            ):
+                await cloud.publish(topic, topic.encode(), qos=1)
+            got: list[tuple[str, str, bytes]] = []
+
+            async def read(name: str, client: aiomqtt.Client) -> None:
+                async for m in client.messages:
+                    payload = m.payload if isinstance(m.payload, bytes) else b""
+                    got.append((name, str(m.topic), payload))
+
+            readers = [asyncio.create_task(read(n, c)) for n, c in (("cloud", cloud), ("gw", gw1))]
+            await asyncio.sleep(1.0)
+            for r in readers:
+                r.cancel()
+            assert sorted(got) == [
+                ("cloud", "doorgw/v1/gw/gw-1/events", b"mine"),
+                ("gw", "doorgw/v1/site/soho/delta", b"doorgw/v1/site/soho/delta"),
+            ]
+
+    try:
+        asyncio.run(asyncio.wait_for(go(), 60))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+NODES = ("--node", "a=h1", "--node", "b=h2", "--node", "c=h3")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--broker", "nats", "--site", "s=gw.1", *NODES], "cannot be used on NATS"),
+        (["--broker", "nats", "--site", "s=gw-1", "--node", "a=h1"], "three times or more"),
+        (["--broker", "mosquitto", "--site", "s=gw-1", "--site", "s=gw-2"], "given twice"),
+        (["--broker", "mosquitto", "--site", "s=gw-1,gw-1"], "named twice"),
+    ],
+)  # fmt: skip
+def test_a_fleet_the_kit_cannot_serve_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert main(["platform", "broker-config", *args, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing half written
