@@ -177,8 +177,11 @@ class Broker:
             **kw,
         )
 
-    def client(self, name: str, identifier: str, **kw: Any) -> aiomqtt.Client:
-        """An MQTT client on this broker with ``name``'s certificate (not connected)."""
+    def client(
+        self, name: str, identifier: str, *, port: int | None = None, **kw: Any
+    ) -> aiomqtt.Client:
+        """An MQTT client on this broker (or ``port``) with ``name``'s certificate
+        (not connected)."""
         import aiomqtt
 
         from gateway.net.mqtt import NO_DELAY, tls_context
@@ -188,7 +191,7 @@ class Broker:
         kw.setdefault("socket_options", [NO_DELAY])
         return aiomqtt.Client(
             "127.0.0.1",
-            self.port,
+            port or self.port,
             identifier=identifier,
             tls_context=tls_context(self.ca_file, cert, key),
             **kw,

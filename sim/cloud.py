@@ -16,7 +16,7 @@ import logging
 import sqlite3
 import ssl
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import aiomqtt
 
 from gateway.core.jws import Signer
 from gateway.core.model import ENTITY_TABLES
-from gateway.net.mqtt import NO_DELAY, raise_if_cancelling, tls_context
+from gateway.net.mqtt import NO_DELAY, raise_if_cancelling, subscription_refused, tls_context
 from gateway.wire.cloudkit import CloudSigner
 from gateway.wire.dataset import parse_dataset
 
@@ -131,8 +131,11 @@ class CloudPeer:
         client_id: str = "cloud",
         now: Callable[[], Any] | None = None,
         store: Path | None = None,
+        more: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.host, self.port, self.site_id, self.prefix = host, port, site_id, prefix
+        #: Every node of the broker service, tried in turn: (host, port) first, then ``more``.
+        self.endpoints = [(host, port), *more]
         self.client_id = client_id
         self.cloud = CloudSigner(signer, site_id, now)
         self.dataset = copy.deepcopy(dataset)
@@ -271,22 +274,25 @@ class CloudPeer:
     # Receiving.
 
     async def run(self) -> None:
-        """Stay connected and serve until cancelled (reconnecting after broker restarts)."""
+        """Stay connected and serve until cancelled: after a broker restarts, or a
+        node of a cluster fails, the next node of :attr:`endpoints` is tried."""
+        at = 0
         while True:
             try:
-                await self._session()
+                await self._session(*self.endpoints[at])
             except aiomqtt.MqttError as exc:
                 raise_if_cancelling(exc)
                 log.info("cloud peer: %s", exc)
+                at = (at + 1) % len(self.endpoints)
             finally:
                 self.connected.clear()
                 self._client = None
             await asyncio.sleep(0.2)
 
-    async def _session(self) -> None:
+    async def _session(self, host: str, port: int) -> None:
         client = aiomqtt.Client(
-            self.host,
-            self.port,
+            host,
+            port,
             identifier=self.client_id,
             clean_session=False,
             tls_context=self._tls,
@@ -300,7 +306,10 @@ class CloudPeer:
         async with client:
             self._client = client
             for leaf in ("events", "resync", "status", "heartbeat"):
-                await client.subscribe(f"{self.prefix}/gw/+/{leaf}", qos=1)
+                granted = await client.subscribe(f"{self.prefix}/gw/+/{leaf}", qos=1)
+                # A cluster node electing a leader refuses (0x80): try again, elsewhere.
+                if any(subscription_refused(code) for code in granted):
+                    raise aiomqtt.MqttError(f"subscription to {leaf} refused")
             self.connected.set()
             async for message in client.messages:
                 topic = str(message.topic)

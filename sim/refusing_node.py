@@ -26,8 +26,12 @@ class RefusingNode:
     """Listens on its own loopback port; each connection is relayed to ``broker``
     with the identity of ``gateway`` (whose certificate the client presents too)."""
 
-    def __init__(self, broker: Broker, gateway: str, *, refusals: int = 1) -> None:
+    def __init__(
+        self, broker: Broker, gateway: str, *, refusals: int = 1, target_port: int | None = None
+    ) -> None:
         self.broker = broker
+        #: The broker port relayed to (a cluster's node; the broker's own by default).
+        self.target_port = target_port or broker.port
         self.port = free_port()
         self.url = f"mqtts://127.0.0.1:{self.port}"
         #: SUBACKs still to refuse; and how many were refused so far.
@@ -72,7 +76,7 @@ class RefusingNode:
         self._writers.add(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection(
-                "127.0.0.1", self.broker.port, ssl=self._client_tls, server_hostname="localhost"
+                "127.0.0.1", self.target_port, ssl=self._client_tls, server_hostname="localhost"
             )
         except OSError:
             writer.close()

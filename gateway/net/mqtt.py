@@ -83,7 +83,7 @@ def tls_context(
     return context
 
 
-def _refused(code: object) -> bool:
+def subscription_refused(code: object) -> bool:
     """True for a SUBACK return code that grants nothing (0x80 and above)."""
     value = getattr(code, "value", code)
     return not isinstance(value, int) or value >= 0x80
@@ -359,7 +359,9 @@ class MqttLink:
             # A refused subscription (0x80: an ACL, or a cluster electing a
             # leader) would leave the gateway connected but deaf on that topic.
             refused = [
-                t for t, code in zip(s.subscriptions, granted, strict=False) if _refused(code)
+                t
+                for t, code in zip(s.subscriptions, granted, strict=False)
+                if subscription_refused(code)
             ]
             if refused or len(granted) != len(s.subscriptions):
                 raise aiomqtt.MqttError(
