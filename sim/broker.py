@@ -156,6 +156,10 @@ class Broker:
         self.stop()
         self.start()
 
+    def pids(self) -> list[int]:
+        """The broker's running processes."""
+        return [self._proc.pid] if self._proc is not None else []
+
     @property
     def url(self) -> str:
         return f"mqtts://127.0.0.1:{self.port}"

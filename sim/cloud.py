@@ -113,6 +113,11 @@ class Received:
     batches: int = 0
 
 
+#: Seconds to wait for a publish's acknowledgement, and tries in all.
+PUBLISH_TIMEOUT = 10.0
+PUBLISH_TRIES = 3
+
+
 class CloudPeer:
     """The platform's side of one site, connected to a broker as ``client_id``."""
 
@@ -162,9 +167,28 @@ class CloudPeer:
     # Publishing.
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Publish with QoS 1 and wait for the broker."""
-        assert self._client is not None, "cloud peer is not connected"
-        await self._client.publish(topic, payload, qos=1, retain=retain, timeout=30)
+        """Publish with QoS 1 and wait for the broker; publish again if no
+        acknowledgement comes within :data:`PUBLISH_TIMEOUT` (up to
+        :data:`PUBLISH_TRIES` times, on whichever node the peer is on by then).
+
+        A NATS node drops a QoS 1 publish it cannot store while its stream
+        elects a leader, and never acknowledges it: every message the gateway
+        takes is safe to repeat (versions, nonces), so the platform repeats.
+        """
+        for attempt in range(PUBLISH_TRIES):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.connected.wait(), PUBLISH_TIMEOUT)
+            client = self._client
+            try:
+                if client is None:
+                    raise aiomqtt.MqttError("cloud peer is not connected")
+                await client.publish(topic, payload, qos=1, retain=retain, timeout=PUBLISH_TIMEOUT)
+                return
+            except aiomqtt.MqttError as exc:
+                raise_if_cancelling(exc)
+                if attempt == PUBLISH_TRIES - 1:
+                    raise
+                log.info("cloud peer: publish to %s: %s; again", topic, exc)
 
     async def send_delta(
         self,

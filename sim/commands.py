@@ -74,13 +74,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
     )
     f = sims.add_parser(
         "fleet",
-        help="N gateway processes of one site on one Mosquitto: how long a delta takes to "
+        help="N gateway processes of one site on one Mosquitto (or a NATS cluster): how long "
+        "a delta takes to "
         "reach them all, memory and CPU per gateway, against bare MQTT clients",
     )
     f.add_argument("--gateways", type=positive_int(5000), default=10, metavar="N")
     f.add_argument("--deltas", type=positive_int(10_000), default=20)
     f.add_argument(
         "--idle", type=positive_int(3600), default=10, help="seconds to measure idle CPU over"
+    )
+    f.add_argument(
+        "--cluster",
+        choices=("nats",),
+        help="a 3-node NATS JetStream cluster (the broker kit's config) instead of one Mosquitto",
+    )
+    f.add_argument(
+        "--kill-node",
+        action="store_true",
+        help="with --cluster: SIGKILL the node under a third of the fleet mid-run",
     )
     f.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=sim)

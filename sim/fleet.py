@@ -25,16 +25,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.config.models import DoorConfig, ScannerReaderConfig, TimeSection
 from gateway.config.write import config_with, write_config
 from sim.broker import Broker
 from sim.cloud import CloudPeer
+from sim.fleet_failover import kill_node
 from sim.fleet_proc import DOOR_PINS
+from sim.nats_cluster import NatsCluster
 from sim.scanner import SimulatedScanner
 from sim.site import example_dataset
 
@@ -50,6 +53,15 @@ class _Phase:
     ready: dict[str, float] = field(default_factory=dict)
     #: version -> gateway -> perf_counter() when its answer arrived.
     arrivals: dict[int, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    #: gateway -> the highest dataset version it reported (delta or snapshot).
+    versions: dict[str, int] = field(default_factory=dict)
+    #: gateway -> perf_counter() of its latest ``online`` presence.
+    online: dict[str, float] = field(default_factory=dict)
+    #: gateway -> seq -> how many times the platform received that event.
+    seqs: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    #: gateway -> how many ``delta_gap`` / ``snapshot_applied`` events it sent.
+    gaps: Counter[str] = field(default_factory=Counter)
+    snapshots: Counter[str] = field(default_factory=Counter)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -72,10 +84,12 @@ def _memory_kb(pid: int) -> tuple[int, int]:
     return values["Rss"], values["Pss"]
 
 
-def _gateway_config(broker: Broker, name: str, directory: Path, scanner: Path) -> Path:
+def _gateway_config(
+    broker: Broker, name: str, directory: Path, scanner: Path, urls: list[str]
+) -> Path:
     lock, contact, green, red = DOOR_PINS
     settings = config_with(
-        broker.gateway_settings(name, directory),
+        broker.gateway_settings(name, directory, urls=urls),
         doors=(
             DoorConfig(
                 id="front", lock_pin=lock, contact_pin=contact, green_led_pin=green, red_led_pin=red
@@ -90,10 +104,22 @@ def _gateway_config(broker: Broker, name: str, directory: Path, scanner: Path) -
 
 
 class Fleet:
-    """One broker, the platform stand-in, and N gateway (then N floor) processes."""
+    """One broker (or a NATS cluster), the platform stand-in, and N gateway (then N
+    floor) processes."""
 
-    def __init__(self, gateways: int, directory: Path, *, deltas: int, idle_seconds: float):
+    def __init__(
+        self,
+        gateways: int,
+        directory: Path,
+        *,
+        deltas: int,
+        idle_seconds: float,
+        cluster: str | None = None,
+        kill_node: bool = False,
+    ):
         self.n = gateways
+        self.cluster = cluster
+        self.kill_node = kill_node
         self.dir = directory
         self.deltas = deltas
         self.idle_seconds = idle_seconds
@@ -112,18 +138,30 @@ class Fleet:
         phase = self.phase
         if not isinstance(body, dict):
             return
+        if leaf == "status" and body.get("state") == "online":
+            phase.online[gateway] = now
         if phase.kind == "gateway" and leaf == "events":
             for event in body.get("events", []):
                 kind, data = event.get("type"), event.get("data", {})
+                phase.seqs[gateway][int(event.get("seq", 0))] += 1
                 if kind == "snapshot_applied":
                     phase.ready.setdefault(gateway, now)
+                    phase.snapshots[gateway] += 1
+                    self._reached(gateway, int(data["now_version"]))
                 elif kind == "delta_applied":
                     phase.arrivals[int(data["version"])].setdefault(gateway, now)
+                    self._reached(gateway, int(data["version"]))
+                elif kind == "delta_gap":
+                    phase.gaps[gateway] += 1
         elif phase.kind == "echo" and leaf == "heartbeat":
             if body.get("ready"):
                 phase.ready.setdefault(gateway, now)
             elif "echo" in body:
                 phase.arrivals[int(body["echo"])].setdefault(gateway, now)
+
+    def _reached(self, gateway: str, version: int) -> None:
+        versions = self.phase.versions
+        versions[gateway] = max(versions.get(gateway, 0), version)
 
     async def run(self) -> dict[str, Any]:
         """Both phases; the figures."""
@@ -133,18 +171,28 @@ class Fleet:
         assert main is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
         self._say(f"certificates for {self.n} gateways ...")
-        broker = Broker(self.dir / "broker", site=self.site, gateways=self.names, max_queued=10_000)
-        broker.start()
+        broker: Broker
+        if self.cluster == "nats":
+            self._say("starting a 3-node NATS JetStream cluster ...")
+            broker = NatsCluster(self.dir / "broker", site=self.site, gateways=self.names)
+        else:
+            broker = Broker(
+                self.dir / "broker", site=self.site, gateways=self.names, max_queued=10_000
+            )
+        await asyncio.to_thread(broker.start)
         cloud = broker.cloud_peer(self.dataset)
         cloud.observer = self._observe
         cloud_task = asyncio.create_task(cloud.run(), name="cloud")
         try:
             await asyncio.wait_for(cloud.connected.wait(), 30)
-            result: dict[str, Any] = {"gateways": self.n, "deltas": self.deltas}
+            result: dict[str, Any] = {
+                "gateways": self.n,
+                "deltas": self.deltas,
+                "broker": self.cluster or "mosquitto",
+            }
             gw = await self._measure("gateway", broker, cloud)
             floor = await self._measure("echo", broker, cloud)
-            assert broker._proc is not None
-            broker_rss, _ = _memory_kb(broker._proc.pid)
+            broker_rss = sum(_memory_kb(pid)[0] for pid in broker.pids())
         finally:
             cloud_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -180,6 +228,12 @@ class Fleet:
             after = {n: _cpu_split(pid) for n, pid in pids.items()}
             user = [(after[n][0] - split[n][0]) / self.deltas for n in pids]
             system = [(after[n][1] - split[n][1]) / self.deltas for n in pids]
+            killed = None
+            if kind == "gateway" and self.kill_node and isinstance(broker, NatsCluster):
+                killed = await kill_node(self, cloud, broker, phase)
+                self._say("the killed node starts again ...")
+                await asyncio.to_thread(broker.start_node, killed["killed_node"])
+                await asyncio.to_thread(broker.wait_serving)
         finally:
             await self._stop(phase)
             for scanner in scanners:
@@ -196,6 +250,7 @@ class Fleet:
             "idle_cpu_pct": round(100 * statistics.mean(idle), 3),
             "cpu_ms_per_delta": round(1000 * (statistics.mean(user) + statistics.mean(system)), 2),
             "cpu_system_ms_per_delta": round(1000 * statistics.mean(system), 2),
+            **({"kill": killed} if killed else {}),
         }
 
     def _launch(
@@ -203,17 +258,20 @@ class Fleet:
     ) -> dict[str, subprocess.Popen[bytes]]:
         """Start N processes of ``kind`` (starting one does not wait for it)."""
         procs = {}
-        for name in self.names:
+        urls = broker.urls if isinstance(broker, NatsCluster) else [broker.url]
+        for i, name in enumerate(self.names):
+            # On a cluster, gateway i starts from node i mod 3 (and knows the others).
+            mine = urls[i % len(urls) :] + urls[: i % len(urls)]
             if kind == "gateway":
                 home = self.dir / name
                 home.mkdir(parents=True, exist_ok=True)
                 scanner = SimulatedScanner(home / "scanner")
                 scanners.append(scanner)
-                args = ["gateway", str(_gateway_config(broker, name, home, scanner.path))]
+                args = ["gateway", str(_gateway_config(broker, name, home, scanner.path, mine))]
             else:
                 cert, key = broker.certs[name]
-                args = ["echo", str(broker.port), str(broker.ca_file), str(cert), str(key)]
-                args += [name, self.site]
+                port = str(urlsplit(mine[0]).port)
+                args = ["echo", port, str(broker.ca_file), str(cert), str(key), name, self.site]
             with (self.dir / f"{name}-{kind}.log").open("wb") as log:
                 # Our own interpreter and module, with arguments this class made.
                 procs[name] = subprocess.Popen(  # noqa: S603
@@ -224,25 +282,30 @@ class Fleet:
                 )
         return procs
 
-    async def _deltas(self, cloud: CloudPeer, phase: _Phase) -> tuple[list[float], list[float]]:
+    @staticmethod
+    def booking(booking_id: str) -> dict[str, Any]:
+        """A change for a delta: one paid booking upserted."""
+        booking = {
+            "id": booking_id,
+            "member_id": "ada",
+            "resource_id": "room-3",
+            "start": "2026-12-01T09:00:00Z",
+            "end": "2026-12-01T10:00:00Z",
+            "payment": "paid",
+            "grace_before_min": 10,
+            "grace_after_min": 10,
+        }
+        return {"op": "upsert", "entity": "booking", "data": booking}
+
+    async def _deltas(
+        self, cloud: CloudPeer, phase: _Phase, *, count: int | None = None, tag: str = ""
+    ) -> tuple[list[float], list[float]]:
         """Publish deltas one at a time; per delta, when the last and each gateway had it."""
         all_ms: list[float] = []
         each_ms: list[float] = []
-        for k in range(self.deltas):
-            booking = {
-                "id": f"fleet-{phase.kind}-{k}",
-                "member_id": "ada",
-                "resource_id": "room-3",
-                "start": "2026-12-01T09:00:00Z",
-                "end": "2026-12-01T10:00:00Z",
-                "payment": "paid",
-                "grace_before_min": 10,
-                "grace_after_min": 10,
-            }
+        for k in range(self.deltas if count is None else count):
             t0 = time.perf_counter()
-            version = await cloud.send_delta(
-                [{"op": "upsert", "entity": "booking", "data": booking}]
-            )
+            version = await cloud.send_delta([self.booking(f"fleet-{phase.kind}{tag}-{k}")])
             got = phase.arrivals[version]
             await self._until(lambda got=got: len(got) == self.n, 120, f"delta {version}")
             each_ms.extend(1000 * (t - t0) for t in got.values())
@@ -300,6 +363,8 @@ def run_fleet(
     idle_seconds: float = 10.0,
     directory: Path | None = None,
     progress: Any = None,
+    cluster: str | None = None,
+    kill_node: bool = False,
 ) -> dict[str, Any]:
     """Measure a fleet of ``gateways``; the figures as a dict."""
     with contextlib.ExitStack() as stack:
@@ -307,7 +372,14 @@ def run_fleet(
             directory = Path(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="doorgw-fleet-"))
             )
-        fleet = Fleet(gateways, directory, deltas=deltas, idle_seconds=idle_seconds)
+        fleet = Fleet(
+            gateways,
+            directory,
+            deltas=deltas,
+            idle_seconds=idle_seconds,
+            cluster=cluster,
+            kill_node=kill_node,
+        )
         fleet.progress = progress
         try:
             return asyncio.run(fleet.run())
@@ -317,13 +389,16 @@ def run_fleet(
 
 def fleet_command(args: Any) -> int:
     """``doorgw sim fleet``: print the figures (or one JSON object)."""
-    from gateway.errors import DoorgwError
+    from gateway.errors import DoorgwError, UsageError
     from sim.broker import find_mosquitto
+    from sim.nats_cluster import find_nats_server
 
+    if args.kill_node and args.cluster is None:
+        raise UsageError("--kill-node needs --cluster nats: one Mosquitto has no node to spare")
     try:
-        find_mosquitto()
+        find_nats_server() if args.cluster == "nats" else find_mosquitto()
     except RuntimeError as exc:
-        raise DoorgwError(f"sim fleet measures against Mosquitto: {exc}") from None
+        raise DoorgwError(f"sim fleet: {exc}") from None
 
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -335,6 +410,8 @@ def fleet_command(args: Any) -> int:
             idle_seconds=args.idle,
             directory=args.dir,
             progress=None if args.json else say,
+            cluster=args.cluster,
+            kill_node=args.kill_node,
         )
     except RuntimeError as exc:
         raise DoorgwError(f"sim fleet: {exc}") from None
@@ -343,7 +420,7 @@ def fleet_command(args: Any) -> int:
         return 0
     print(
         f"fleet        {r['gateways']} gateway processes (real daemon, mock pins, pty scanner), "
-        f"one Mosquitto, {r['deltas']} deltas\n"
+        f"{'a 3-node NATS cluster' if args.cluster else 'one Mosquitto'}, {r['deltas']} deltas\n"
         f"start        all synced {r['start_s']} s after launch "
         f"(floor: all subscribed after {r['floor_start_s']} s)\n"
         f"delta reach  every gateway applied it (as the platform hears back): "
@@ -358,6 +435,20 @@ def fleet_command(args: Any) -> int:
         f"{r['cpu_ms_per_delta']} ms per delta ({r['cpu_system_ms_per_delta']} ms in the "
         f"kernel); floor idle {r['floor_idle_cpu_pct']} %, "
         f"{r['floor_cpu_ms_per_delta']} ms per delta\n"
-        f"broker       Mosquitto RSS {r['broker_rss_mb']} MB"
+        f"broker       {'NATS (3 nodes)' if args.cluster else 'Mosquitto'} RSS "
+        f"{r['broker_rss_mb']} MB"
     )
+    if "kill" in r:
+        k = r["kill"]
+        print(
+            f"node kill    {k['killed_node']} under {k['gateways_on_node']} gateways: failover "
+            f"p50 {k['failover_p50_s']} s, max {k['failover_max_s']} s; "
+            f"all caught up after {k['all_caught_up_s']} s\n"
+            f"             {k['deltas_during']} deltas meanwhile: {k['deltas_missed']} missed by "
+            f"{k['gateways_that_missed']} gateways ({k['gap_resyncs']} gaps, "
+            f"{k['snapshots_after_kill']} snapshots), {k['gateways_caught_up']} of "
+            f"{r['gateways']} caught up\n"
+            f"             reach after: p50 {k['after_p50_ms']} ms, max {k['after_max_ms']} ms; "
+            f"events lost {k['events_lost']}, received twice {k['events_duplicated']}"
+        )
     return 0

@@ -101,6 +101,16 @@ class NatsCluster(Broker):
         self.stop()
         self.start()
 
+    def pids(self) -> list[int]:
+        """The running nodes' processes."""
+        return [p.pid for p in self._procs.values() if p.poll() is None]
+
+    def wait_serving(self) -> None:
+        """Until every running node serves MQTT (after a node was started again)."""
+        for node in self.nodes:
+            if node.name in self._procs:
+                self._wait_serving(node)
+
     def alive(self) -> list[str]:
         """The nodes running now."""
         return [n for n, p in self._procs.items() if p.poll() is None]

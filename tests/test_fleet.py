@@ -57,3 +57,40 @@ def test_fleet_refuses_a_bad_count(capsys: pytest.CaptureFixture[str]) -> None:
         main(["sim", "fleet", "--gateways", "0"])
     assert exit_.value.code == 2
     assert "--gateways" in capsys.readouterr().err
+
+
+def _nats_processes() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "nats-server":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_fleet_on_a_nats_cluster_reports_the_failover_of_a_killed_node(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = set(_nats_processes())
+    args = ["sim", "fleet", "--cluster", "nats", "--kill-node"]
+    args += ["--gateways", "3", "--deltas", "3", "--idle", "1"]
+    assert main([*args, "--dir", str(tmp_path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["broker"] == "nats"
+    kill = data["kill"]
+    # gw-0001 started on n1, the node killed; the platform stand-in is on n2.
+    assert (kill["killed_node"], kill["gateways_on_node"]) == ("n1", 1)
+    assert 0 < kill["failover_p50_s"] <= kill["failover_max_s"] < 120
+    assert kill["gateways_caught_up"] == 3
+    assert (kill["events_lost"], kill["deltas_during"]) == (0, 3)
+    assert kill["after_p50_ms"] > 0
+    assert _fleet_processes() == []
+    assert set(_nats_processes()) <= before  # the cluster is stopped too
+
+
+def test_fleet_kills_a_node_only_of_a_cluster(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "fleet", "--kill-node"]) == 2
+    assert "--kill-node needs --cluster nats" in capsys.readouterr().err
