@@ -15,12 +15,42 @@ import asyncio
 import contextlib
 import statistics
 import time
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from sim.cloud import CloudPeer
-    from sim.fleet import Fleet, _Phase
-    from sim.nats_cluster import NatsCluster
+from sim.cloud import CloudPeer
+from sim.nats_cluster import NatsCluster
+
+
+class _Phase(Protocol):
+    """What the fleet observed of its gateways (``sim.fleet._Phase``)."""
+
+    arrivals: dict[int, dict[str, float]]
+    versions: dict[str, int]
+    online: dict[str, float]
+    seqs: dict[str, Counter[int]]
+    gaps: Counter[str]
+    snapshots: Counter[str]
+
+
+class Fleet(Protocol):
+    """The running fleet (``sim.fleet.Fleet``), as this phase uses it."""
+
+    n: int
+    names: list[str]
+    deltas: int
+
+    def _say(self, text: str) -> None: ...
+
+    def booking(self, booking_id: str) -> dict[str, Any]: ...
+
+    async def _until(self, predicate: Callable[[], bool], seconds: float, what: str) -> None: ...
+
+    async def _deltas(
+        self, cloud: CloudPeer, phase: Any, *, count: int | None = None, tag: str = ""
+    ) -> tuple[list[float], list[float]]: ...
+
 
 #: Deltas published while the node's gateways move, one every this many seconds.
 DELTA_EVERY = 0.2
