@@ -70,8 +70,10 @@ class Broker:
             ca, "localhost", server=True, hosts=("127.0.0.1", "localhost")
         ).write(self.dir, "server")
         self.certs: dict[str, tuple[Path, Path]] = {}
+        # As `doorgw provision` asks for them: a gateway's is CN=<id>, OU=<site>.
         for name in ["cloud", *gateways]:
-            key, cert = issue(ca, name).write(self.dir, name)
+            unit = None if name == "cloud" else site
+            key, cert = issue(ca, name, unit=unit).write(self.dir, name)
             self.certs[name] = (cert, key)
         self.signer = Signer.generate("platform-test")
         self.max_queued = max_queued

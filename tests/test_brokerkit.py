@@ -33,7 +33,6 @@ def test_the_mosquitto_config_runs_and_keeps_each_gateway_to_its_own_topics(
         "--broker", "mosquitto",
         "--site", "soho=gw-1",
         "--site", "shoreditch=gw-2",
-        "--platform-user", "cloud",
         "--ca-file", str(pki.ca_file),
         "--cert-file", str(pki.server_cert),
         "--key-file", str(pki.server_key),

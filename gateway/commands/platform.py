@@ -57,8 +57,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
     b.add_argument("--out", type=Path, required=True, metavar="DIR")
     b.add_argument(
         "--platform-user",
-        default="doorgw-platform",
-        help="the common name of the platform's client certificate (default: doorgw-platform)",
+        default="cloud",
+        help="the common name of the platform's client certificate (default: cloud, as "
+        "`doorgw provision dev-ca` issues it)",
     )
     b.add_argument("--prefix", default="doorgw/v1", help="[mqtt] topic_prefix of the gateways")
     b.add_argument("--ca-file", type=Path, help="on the broker host: the CA of every client")

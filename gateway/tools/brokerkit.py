@@ -23,7 +23,7 @@ from gateway.wire.protocol import Topics
 #: room for the topic and the packet header (docs/protocol.md, "Transport").
 MAX_PACKET_BYTES = MAX_TOKEN_BYTES + 256
 #: What the platform's own certificate names, unless told otherwise.
-PLATFORM_USER = "doorgw-platform"
+PLATFORM_USER = "cloud"
 
 #: Characters a NATS subject token cannot hold; MQTT topics become subjects.
 _NATS_UNSAFE = re.compile(r"[.\s*>]")
@@ -144,6 +144,12 @@ class NatsNode:
     route_host: str = field(default="")
 
 
+def gateway_subject(site: str, gateway: str) -> str:
+    """A gateway certificate's subject as NATS names the user it maps to: the
+    ``CN=<gateway id>, OU=<site id>`` that ``doorgw provision`` asks for."""
+    return f"OU={site},CN={gateway}"
+
+
 def _subject(topic: str) -> str:
     """The NATS subject of an MQTT topic filter: ``/`` -> ``.``, ``+`` -> ``*``, ``#`` -> ``>``."""
     return ".".join({"+": "*", "#": ">"}.get(level, level) for level in topic.split("/"))
@@ -155,7 +161,7 @@ def nats_cluster_config(
     """One config file per node (``NAME.conf``) of a NATS JetStream cluster with MQTT.
 
     Clients are MQTT only, identified by their certificate's subject
-    (``CN=...``, ``verify_and_map``); each may use its topics as on
+    (:func:`gateway_subject`, ``verify_and_map``); each may use its topics as on
     Mosquitto; the MQTT streams keep ``len(nodes)`` replicas (3 for three
     nodes), so a node can die without losing a session or a message.
     """
@@ -169,9 +175,9 @@ def nats_cluster_config(
                     "which cannot hold '.', '*', '>' or spaces"
                 )
 
-    def user(name: str, publish: list[str], subscribe: list[str]) -> dict[str, object]:
+    def user(subject: str, publish: list[str], subscribe: list[str]) -> dict[str, object]:
         return {
-            "user": f"CN={name}",
+            "user": subject,
             "permissions": {
                 "publish": {"allow": [_subject(t) for t in publish]},
                 # NATS delivers QoS 1 subscriptions through these subjects.
@@ -180,8 +186,12 @@ def nats_cluster_config(
             "allowed_connection_types": ["MQTT"],
         }
 
-    users = [user(fleet.platform, [f"{fleet.prefix}/#"], [f"{fleet.prefix}/#"])]
-    users += [user(gw, fleet.writes(s, gw), fleet.reads(s, gw)) for s, gw in fleet.gateways()]
+    everything = [f"{fleet.prefix}/#"]
+    users = [user(f"CN={fleet.platform}", everything, everything)]
+    users += [
+        user(gateway_subject(s, gw), fleet.writes(s, gw), fleet.reads(s, gw))
+        for s, gw in fleet.gateways()
+    ]
     accounts = {"DOORGW": {"jetstream": "enabled", "users": users}}
     out: dict[str, str] = {}
     for node in nodes:

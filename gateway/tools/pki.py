@@ -45,8 +45,11 @@ class Issued:
         return key_path, cert_path
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+def _name(cn: str, unit: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if unit is not None:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit))
+    return x509.Name(attributes)
 
 
 def make_ca(cn: str = "doorgw development CA", days: int = 3650) -> Issued:
@@ -82,13 +85,20 @@ def make_ca(cn: str = "doorgw development CA", days: int = 3650) -> Issued:
 
 
 def issue(
-    ca: Issued, cn: str, *, server: bool = False, hosts: tuple[str, ...] = (), days: int = 825
+    ca: Issued,
+    cn: str,
+    *,
+    server: bool = False,
+    hosts: tuple[str, ...] = (),
+    days: int = 825,
+    unit: str | None = None,
 ) -> Issued:
-    """A new key, and its certificate for ``cn`` from ``ca``: TLS server (``hosts``) or client."""
+    """A new key, and its certificate for ``cn`` from ``ca``: TLS server (``hosts``) or
+    client; ``unit`` adds an OU (a gateway's site, as ``doorgw provision`` asks for)."""
     key = ec.generate_private_key(ec.SECP256R1())
     return Issued(
         key,
-        certify(ca, _name(cn), key.public_key(), server=server, hosts=hosts, days=days),
+        certify(ca, _name(cn, unit), key.public_key(), server=server, hosts=hosts, days=days),
     )
 
 
