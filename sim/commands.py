@@ -93,6 +93,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
         action="store_true",
         help="with --cluster: SIGKILL the node under a third of the fleet mid-run",
     )
+    f.add_argument(
+        "--connect-timeout",
+        type=positive_int(120),
+        metavar="SECONDS",
+        help="the gateways' [mqtt] connect_timeout (default: theirs, 10)",
+    )
     f.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=sim)
     s.set_defaults(handler=sim)

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from gateway.config.models import DoorConfig, ScannerReaderConfig, TimeSection
 from gateway.config.write import config_with, write_config
+from gateway.net.mqtt import CONNECT_TIMEOUT
 from sim.broker import Broker
 from sim.cloud import CloudPeer
 from sim.fleet_failover import kill_node
@@ -85,11 +86,11 @@ def _memory_kb(pid: int) -> tuple[int, int]:
 
 
 def _gateway_config(
-    broker: Broker, name: str, directory: Path, scanner: Path, urls: list[str]
+    broker: Broker, name: str, directory: Path, scanner: Path, urls: list[str], **mqtt: Any
 ) -> Path:
     lock, contact, green, red = DOOR_PINS
     settings = config_with(
-        broker.gateway_settings(name, directory, urls=urls),
+        broker.gateway_settings(name, directory, urls=urls, **mqtt),
         doors=(
             DoorConfig(
                 id="front", lock_pin=lock, contact_pin=contact, green_led_pin=green, red_led_pin=red
@@ -116,8 +117,11 @@ class Fleet:
         idle_seconds: float,
         cluster: str | None = None,
         kill_node: bool = False,
+        connect_timeout: float | None = None,
     ):
         self.n = gateways
+        #: The gateways' ``[mqtt]`` settings beyond the defaults.
+        self.mqtt = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
         self.cluster = cluster
         self.kill_node = kill_node
         self.dir = directory
@@ -189,6 +193,7 @@ class Fleet:
                 "gateways": self.n,
                 "deltas": self.deltas,
                 "broker": self.cluster or "mosquitto",
+                "connect_timeout": self.mqtt.get("connect_timeout", CONNECT_TIMEOUT),
             }
             gw = await self._measure("gateway", broker, cloud)
             floor = await self._measure("echo", broker, cloud)
@@ -267,7 +272,8 @@ class Fleet:
                 home.mkdir(parents=True, exist_ok=True)
                 scanner = SimulatedScanner(home / "scanner")
                 scanners.append(scanner)
-                args = ["gateway", str(_gateway_config(broker, name, home, scanner.path, mine))]
+                config = _gateway_config(broker, name, home, scanner.path, mine, **self.mqtt)
+                args = ["gateway", str(config)]
             else:
                 cert, key = broker.certs[name]
                 port = str(urlsplit(mine[0]).port)
@@ -365,6 +371,7 @@ def run_fleet(
     progress: Any = None,
     cluster: str | None = None,
     kill_node: bool = False,
+    connect_timeout: float | None = None,
 ) -> dict[str, Any]:
     """Measure a fleet of ``gateways``; the figures as a dict."""
     with contextlib.ExitStack() as stack:
@@ -379,6 +386,7 @@ def run_fleet(
             idle_seconds=idle_seconds,
             cluster=cluster,
             kill_node=kill_node,
+            connect_timeout=connect_timeout,
         )
         fleet.progress = progress
         try:
@@ -412,6 +420,7 @@ def fleet_command(args: Any) -> int:
             progress=None if args.json else say,
             cluster=args.cluster,
             kill_node=args.kill_node,
+            connect_timeout=args.connect_timeout,
         )
     except RuntimeError as exc:
         raise DoorgwError(f"sim fleet: {exc}") from None
