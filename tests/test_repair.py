@@ -199,3 +199,38 @@ def test_the_platform_gets_every_salvaged_event_and_acks_past_the_lost_ones(
         cloud_task.cancel()
 
     run_async(go())
+
+
+def test_after_a_salvage_of_nothing_new_events_are_kept_and_one_ack_settles_the_range(
+    tmp_path: Path,
+) -> None:
+    # Nothing readable: the range the marker settles spans some 1.7e12 numbers
+    # that will never be events. They must count as nothing: neither towards
+    # the outbox's bound (new events would be dropped as "full") nor for the
+    # ack, which deletes in chunks of events, not of numbers.
+    path = tmp_path / "events.sqlite3"
+
+    async def fill() -> None:
+        async with Outbox(path, CLOCK) as box:
+            await box.append_many([("door_opened", {"n": i}, None) for i in range(10)])
+
+    asyncio.run(fill())
+    damage_header(path)
+
+    async def reopen() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            box = Outbox(path, CLOCK, max_events=100)
+            await open_outbox(stack, box, CLOCK)
+            marker = box.last_seq
+            assert box.salvaged is not None
+            assert box.salvaged["last"] == marker - 1 > 10**12
+            assert box.depth == 1  # the marker alone
+            seqs = await box.append_many([("access", {"n": i}, None) for i in range(80)])
+            assert None not in seqs  # stored, not dropped as over the bound of 100
+            assert box.depth == 81
+            assert await asyncio.wait_for(box.ack(marker), 10) == 1
+            assert (box.depth, box.acked_seq) == (80, marker)
+            assert await asyncio.wait_for(box.ack(box.last_seq), 10) == 80
+            assert box.depth == 0
+
+    asyncio.run(reopen())

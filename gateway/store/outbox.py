@@ -177,6 +177,11 @@ class Outbox:
         self._w: sqlite3.Connection | None = None  # writes (see _writer)
         self.last_seq = 0
         self.acked_seq = 0
+        #: Events stored and not acknowledged: rows, not numbers (a salvaged range
+        #: spans numbers that will never be events).
+        self._pending = 0
+        #: The ``outbox_salvaged`` event's data when this outbox took over a damaged one.
+        self.salvaged: dict[str, Any] | None = None
         self._warned = False
         self._dropped: Counter[str] = Counter()
         #: Why the disk last refused events still to be reported (None: only the bound).
@@ -212,6 +217,7 @@ class Outbox:
         self.last_seq, self.acked_seq = meta["last_seq"], meta["acked_seq"]
         try:
             self._w = _writer(self.path, flushed=self.flusher is not None)
+            self._pending = int(self._w.execute("SELECT count(*) FROM events").fetchone()[0])
             if self.flusher is not None:
                 await self.flusher.open(self.last_seq)
         except (OSError, sqlite3.Error) as exc:
@@ -246,6 +252,7 @@ class Outbox:
         row = (marker, now, "outbox_salvaged", json.dumps(data, separators=(",", ":")))
         self._commit([*salvage.rows, row], marker, acked=acked)
         self.last_seq, self.acked_seq = marker, acked
+        self._pending, self.salvaged = len(salvage.rows) + 1, data
         self._stored()
         log.warning("%s: %d events salvaged; next is %d", self.path, len(salvage.rows), marker + 1)
         return marker
@@ -253,7 +260,7 @@ class Outbox:
     @property
     def depth(self) -> int:
         """Events stored and not yet acknowledged."""
-        return self.last_seq - self.acked_seq
+        return self._pending
 
     @property
     def durable_seq(self) -> int:
@@ -291,14 +298,14 @@ class Outbox:
         now = int(self._clock.now().timestamp())
         dropped_before, warned_before = Counter(self._dropped), self._warned
         out: list[int | None] = []
-        rows = []
+        rows: list[tuple[int, int, str, str]] = []
         seq = self.last_seq
         extra: list[tuple[str, Mapping[str, Any]]] = []
         if self._dropped and self.depth < self.max_events:
             extra.append(("events_dropped", _dropped_report(self._dropped, self._drop_cause)))
             self._dropped.clear()
         for type_, data, at in [(t, d, None) for t, d in extra] + list(events):
-            if seq - self.acked_seq >= self.max_events:
+            if self._pending + len(rows) >= self.max_events:
                 self._dropped[type_] += 1
                 out.append(None)
                 continue
@@ -307,20 +314,11 @@ class Outbox:
                 (seq, now if at is None else at, type_, json.dumps(data, separators=(",", ":")))
             )
             out.append(seq)
-            if not self._warned and seq - self.acked_seq >= self._warn_at:
-                self._warned = True
-                seq += 1
-                rows.append(
-                    (
-                        seq,
-                        now,
-                        "outbox_nearly_full",
-                        json.dumps({"depth": seq - self.acked_seq, "max_events": self.max_events}),
-                    )
-                )
-                log.warning(
-                    "event outbox at %d of %d events", seq - self.acked_seq, self.max_events
-                )
+            if not self._warned and self._pending + len(rows) >= self._warn_at:
+                self._warned, seq = True, seq + 1
+                depth = {"depth": self._pending + len(rows) + 1, "max_events": self.max_events}
+                rows.append((seq, now, "outbox_nearly_full", json.dumps(depth)))
+                log.warning("event outbox at %(depth)d of %(max_events)d events", depth)
         if self._dropped != dropped_before:
             self._drops_unsaved = True
         if rows or self._drops_unsaved:
@@ -336,6 +334,7 @@ class Outbox:
                 return [None] * len(events)
             if rows:
                 self.last_seq = seq
+                self._pending += len(rows)
                 self._stored()
             if self.storage_error is not None:
                 log.warning("the event outbox can be written again")
@@ -422,7 +421,8 @@ class Outbox:
         deleted = 0
         try:
             while self.acked_seq < seq:
-                deleted += self._ack_now(min(seq, self.acked_seq + ACK_CHUNK))
+                assert self._w is not None, "outbox is not open"
+                deleted += self._ack_now(_chunk_end(self._w, self.acked_seq, seq))
                 if self.acked_seq < seq:
                     await asyncio.sleep(0)
         except (sqlite3.Error, OSError) as exc:
@@ -439,6 +439,17 @@ class Outbox:
             cursor = db.execute("DELETE FROM events WHERE seq <= ?", (seq,))
             db.execute("UPDATE outbox_meta SET value = ? WHERE key = 'acked_seq'", (seq,))
         self.acked_seq = seq
+        self._pending -= cursor.rowcount
         if self.depth < self._warn_at:
             self._warned = False
         return cursor.rowcount
+
+
+def _chunk_end(db: sqlite3.Connection, acked: int, seq: int) -> int:
+    """Where the next :data:`ACK_CHUNK` events after ``acked`` up to ``seq`` end:
+    counted in rows, since a salvaged range may span a trillion numbers and no event."""
+    row = db.execute(
+        "SELECT seq FROM events WHERE seq > ? AND seq < ? ORDER BY seq LIMIT 1 OFFSET ?",
+        (acked, seq, ACK_CHUNK - 1),
+    ).fetchone()
+    return seq if row is None else int(row[0])
