@@ -153,6 +153,8 @@ class CloudPeer:
         self.heartbeats: dict[str, dict[str, Any]] = {}
         self.resync_requests: list[dict[str, Any]] = []
         self.answer_resyncs = True
+        #: Seconds between beacons to the site while connected (None: only when asked).
+        self.beacon_every: float | None = None
         self.chunk_bytes = 192 * 1024
         self._tls: ssl.SSLContext | None = (
             tls_context(ca_file, cert_file, key_file) if ca_file else None
@@ -229,6 +231,13 @@ class CloudPeer:
             await self.send_snapshot(gateway)
         except aiomqtt.MqttError as exc:
             log.info("cloud peer: snapshot for %s not sent: %s", gateway, exc)
+
+    async def _beacons(self, client: aiomqtt.Client) -> None:
+        assert self.beacon_every is not None
+        while self._client is client:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self.send_beacon()
+            await asyncio.sleep(self.beacon_every)
 
     async def send_beacon(self) -> None:
         """Announce the current version to the site."""
@@ -335,6 +344,8 @@ class CloudPeer:
                 if any(subscription_refused(code) for code in granted):
                     raise aiomqtt.MqttError(f"subscription to {leaf} refused")
             self.connected.set()
+            if self.beacon_every is not None:
+                self._spawn(self._beacons(client))
             async for message in client.messages:
                 topic = str(message.topic)
                 payload = message.payload if isinstance(message.payload, bytes) else b""

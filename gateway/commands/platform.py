@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from gateway.clock import Clock
-from gateway.commands.common import Groups, positive_int
+from gateway.commands.common import Groups, add_config, positive_int
 from gateway.errors import UsageError
 
 #: A site or gateway id, as the protocol allows it (docs/model.md).
@@ -90,6 +90,40 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
     b.add_argument("--cluster-port", type=positive_int(65535), default=6222)
     b.add_argument("--store-dir", type=Path, default=Path("/var/lib/nats"))
     b.set_defaults(handler=broker_config)
+    c = cmds.add_parser(
+        "conformance",
+        help="check the platform against the sync contract, point by point",
+        description=(
+            "Run a gateway with the identity of --config (its certificates, broker URLs and "
+            "pinned platform keys; no hardware, its own state directory) against the "
+            "platform, and report each point of docs/protocol.md it checks as pass or fail. "
+            "Exit status 0 when every point passes, 1 when one fails."
+        ),
+    )
+    add_config(c)
+    c.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("doorgw-conformance"),
+        help="where the conformance gateway keeps its files between runs "
+        "(default ./doorgw-conformance; keep it: its event numbers go on from it)",
+    )
+    c.add_argument(
+        "--timeout",
+        type=positive_int(3600),
+        default=60,
+        metavar="SECONDS",
+        help="how long each answer may take (60)",
+    )
+    c.add_argument(
+        "--beacon-wait",
+        type=positive_int(3600),
+        default=90,
+        metavar="SECONDS",
+        help="how long to wait for a beacon (90: the docs ask for one every 30-60 s)",
+    )
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.set_defaults(handler=conformance)
 
 
 def broker_config(args: argparse.Namespace, clock: Clock) -> int:
@@ -139,3 +173,53 @@ def broker_config(args: argparse.Namespace, clock: Clock) -> int:
         path.write_text(text)
         print(path)
     return 0
+
+
+def conformance(args: argparse.Namespace, clock: Clock) -> int:
+    """Run every point; print a line each (or one JSON object)."""
+    import asyncio
+    import json
+    import sys
+
+    from gateway.config.models import load_config
+    from gateway.tools.conformance import Conformance
+
+    config = load_config(args.config)
+
+    def say(text: str) -> None:
+        if not args.json:
+            print(text, file=sys.stderr, flush=True)
+
+    run = Conformance(
+        config,
+        clock,
+        args.state_dir,
+        timeout=args.timeout,
+        beacon_wait=args.beacon_wait,
+        say=say,
+    )
+    points = asyncio.run(run.run())
+    passed = all(p.passed for p in points)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "passed": passed,
+                    "points": [
+                        {
+                            "key": p.key,
+                            "passed": p.passed,
+                            "what": p.title,
+                            "docs": p.ref,
+                            "detail": p.detail,
+                        }
+                        for p in points
+                    ],
+                }
+            )
+        )
+    else:
+        for p in points:
+            print(f"{'PASS' if p.passed else 'FAIL'}  {p.key:<9} {p.title}: {p.detail}")
+        print(f"{sum(bool(p.passed) for p in points)} of {len(points)} points pass")
+    return 0 if passed else 1

@@ -54,7 +54,8 @@ class LinkSettings:
     urls: Sequence[str]
     client_id: str
     subscriptions: Sequence[str]
-    will_topic: str
+    #: The retained presence topic (None: a client with no presence and no will).
+    will_topic: str | None
     will_payload: bytes
     #: The retained presence published on every connect, built at that moment.
     online_payload: Callable[[], bytes]
@@ -221,7 +222,8 @@ class MqttLink:
         heartbeat, the retained presence is wrong for one heartbeat at most.
         """
         s = self.settings
-        await self.publish(s.will_topic, s.online_payload(), qos=1, retain=True)
+        if s.will_topic is not None:
+            await self.publish(s.will_topic, s.online_payload(), qos=1, retain=True)
 
     async def publish(
         self,
@@ -327,7 +329,11 @@ class MqttLink:
             clean_session=False,
             keepalive=s.keepalive,
             tls_context=self._tls if secure else None,
-            will=aiomqtt.Will(s.will_topic, s.will_payload, qos=1, retain=True),
+            will=(
+                aiomqtt.Will(s.will_topic, s.will_payload, qos=1, retain=True)
+                if s.will_topic is not None
+                else None
+            ),
             protocol=aiomqtt.ProtocolVersion.V311,
             timeout=s.connect_timeout,
             max_inflight_messages=64,
@@ -367,7 +373,8 @@ class MqttLink:
                 raise aiomqtt.MqttError(
                     f"the broker refused to subscribe us to {', '.join(refused) or 'some topics'}"
                 )
-            await client.publish(s.will_topic, s.online_payload(), qos=1, retain=True)
+            if s.will_topic is not None:
+                await client.publish(s.will_topic, s.online_payload(), qos=1, retain=True)
             _honour_stop()
             self.sessions += 1
             self.connected.set()
@@ -390,6 +397,8 @@ class MqttLink:
             except asyncio.CancelledError:
                 # A clean stop sends no last will, so say "offline" ourselves.
                 self.connected.clear()
+                if s.will_topic is None:
+                    raise
                 # Bounded: a stop must be done within 2 s in every phase.
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                     async with asyncio.timeout(1):
