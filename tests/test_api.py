@@ -18,6 +18,7 @@ from gateway.commands.cli import main
 from gateway.config.models import ApiSection, DoorConfig, Pn532ReaderConfig, load_config
 from gateway.core.credentials import parse_read
 from gateway.core.jws import Signer
+from gateway.net.api_models import Status
 from gateway.net.staff_tokens import TokenStore
 from gateway.wire.cloudkit import CloudSigner
 from gateway.wire.dataset import parse_dataset
@@ -198,6 +199,7 @@ def test_status_shows_doors_readers_sync_outbox_and_clock(tmp_path: Path) -> Non
         assert outbox["depth"] == outbox["last_seq"] - outbox["acked_seq"] > 0  # no broker: unsent
         assert outbox["last_seq"] <= gw.outbox.last_seq
         assert status["clock"]["trusted"] in (True, False)
+        Status.model_validate(status)  # the shape /openapi.json declares, exactly
 
     run(tmp_path, body)
 
@@ -351,6 +353,13 @@ def test_the_openapi_document_and_the_status_page_are_served(tmp_path: Path) -> 
             "/metrics",
         ):
             assert path in spec["paths"], path
+            for method, op in spec["paths"][path].items():
+                if path != "/metrics":  # text; the rest JSON of a declared model
+                    answer = op["responses"]["200"]["content"]["application/json"]
+                    assert "$ref" in answer["schema"], (method, path)
+                if path.startswith(("/api/", "/metrics")):
+                    assert {"401", "429"} <= set(op["responses"]), (method, path)
+        assert set(spec["components"]["schemas"]) >= {"Status", "EventsPage", "MemberAccess"}
         page = await client.get("/")
         assert page.headers["content-type"].startswith("text/html")
         assert "<title>doorgw status</title>" in page.text

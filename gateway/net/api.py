@@ -41,6 +41,18 @@ from pydantic import BaseModel, Field
 
 from gateway import __version__
 from gateway.config.models import ApiSection
+from gateway.net.api_models import (
+    Enrolled,
+    EnrolStarted,
+    EventsPage,
+    Live,
+    Lockdown,
+    MemberAccess,
+    Problem,
+    Ready,
+    Status,
+    Unlocked,
+)
 from gateway.net.desk import StaffDesk, UnknownError
 from gateway.net.http_guard import (
     IDLE_TIMEOUT,
@@ -80,6 +92,14 @@ class EnrolBody(BaseModel):
     """How long to wait for the card (seconds)."""
 
     seconds: float = Field(default=60, gt=0, le=600)
+
+
+#: The errors every staff route may answer before it is reached (docs/api.md).
+STAFF_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "no valid staff token"},
+    429: {"model": Problem, "description": "too many wrong tokens from this address"},
+}
+NOT_DRIVEN = "a door not in this gateway's config, or one without a lock relay (not_driven)"
 
 
 def _staff(request: Request) -> str:
@@ -122,19 +142,26 @@ def create_app(desk: StaffDesk, tokens: TokenStore, api: ApiSection) -> FastAPI:
     async def audit(by: str, action: str, **data: Any) -> None:
         await desk.record("staff_action", {"action": action, "by": by, **data})
 
-    @app.get("/health/live", tags=["health"])
+    @app.get("/health/live", tags=["health"], response_model=Live)
     async def live() -> dict[str, str]:
         """The process answers (systemd's watchdog checks its event loop too)."""
         return {"status": "alive"}
 
-    @app.get("/health/ready", tags=["health"])
+    @app.get(
+        "/health/ready", tags=["health"], responses={200: {"model": Ready}, 503: {"model": Ready}}
+    )
     async def ready() -> JSONResponse:
         """Ready when the gateway has usable access data (503 otherwise, with why)."""
         why = desk.not_ready()
         body = {"status": "not_ready" if why else "ready", "why": why}
         return JSONResponse(body, status_code=503 if why else 200)
 
-    @app.get("/api/status", tags=["status"], response_class=JSONResponse)
+    @app.get(
+        "/api/status",
+        tags=["status"],
+        response_class=JSONResponse,
+        responses={200: {"model": Status}, **STAFF_ERRORS},
+    )
     async def status(by: Staff) -> JSONResponse:
         """Doors, readers, sync, outbox and clock, now; and this API's own connections."""
         connections: ConnectionCounts | None = getattr(app.state, "connections", None)
@@ -143,7 +170,7 @@ def create_app(desk: StaffDesk, tokens: TokenStore, api: ApiSection) -> FastAPI:
         # validation and jsonable_encoder (most of this answer's time when polled).
         return JSONResponse(body)
 
-    @app.get("/api/events", tags=["status"])
+    @app.get("/api/events", tags=["status"], response_model=EventsPage, responses=STAFF_ERRORS)
     async def events(
         by: Staff,
         before: Annotated[int | None, Query(description="page: events older than this id")] = None,
@@ -161,7 +188,12 @@ def create_app(desk: StaffDesk, tokens: TokenStore, api: ApiSection) -> FastAPI:
         page = page[:limit]
         return {"events": page, "next": page[-1]["id"] if more else None}
 
-    @app.post("/api/doors/{door_id}/unlock", tags=["actions"])
+    @app.post(
+        "/api/doors/{door_id}/unlock",
+        tags=["actions"],
+        response_model=Unlocked,
+        responses={**STAFF_ERRORS, 404: {"model": Problem, "description": NOT_DRIVEN}},
+    )
     async def unlock(door_id: str, by: Staff, body: UnlockBody | None = None) -> dict[str, Any]:
         """Let someone in by hand: unlock now for the door's time (or ``seconds``)."""
         if not desk.drives(door_id):
@@ -170,13 +202,18 @@ def create_app(desk: StaffDesk, tokens: TokenStore, api: ApiSection) -> FastAPI:
         await audit(by, "unlock", door=door_id, seconds=seconds)
         return {"door": door_id, "state": await desk.unlock(door_id, by=by, seconds=seconds)}
 
-    @app.post("/api/lockdown", tags=["actions"])
+    @app.post("/api/lockdown", tags=["actions"], response_model=Lockdown, responses=STAFF_ERRORS)
     async def lockdown(body: LockdownBody, by: Staff) -> dict[str, bool]:
         """Lock every door at once, so only staff members' credentials open them (or end it)."""
         await audit(by, "lockdown", on=body.on)
         return {"lockdown": await desk.set_lockdown(body.on, by=by)}
 
-    @app.get("/api/members/{member_id}/access", tags=["status"])
+    @app.get(
+        "/api/members/{member_id}/access",
+        tags=["status"],
+        response_model=MemberAccess,
+        responses={**STAFF_ERRORS, 404: {"model": Problem, "description": "no such member"}},
+    )
     async def access(
         member_id: str, by: Staff, days: Annotated[int, Query(ge=1, le=31)] = 7
     ) -> dict[str, Any]:
@@ -187,7 +224,12 @@ def create_app(desk: StaffDesk, tokens: TokenStore, api: ApiSection) -> FastAPI:
             raise HTTPException(404, f"no member {member_id!r} in this gateway's data")
         return result
 
-    @app.post("/api/readers/{reader_id}/enrol", tags=["actions"])
+    @app.post(
+        "/api/readers/{reader_id}/enrol",
+        tags=["actions"],
+        response_model=EnrolStarted,
+        responses={**STAFF_ERRORS, 404: {"model": Problem, "description": "no such reader"}},
+    )
     async def enrol(reader_id: str, by: Staff, body: EnrolBody | None = None) -> dict[str, Any]:
         """Report the next card tapped on this reader instead of deciding it."""
         seconds = body.seconds if body is not None else EnrolBody().seconds
@@ -198,7 +240,12 @@ def create_app(desk: StaffDesk, tokens: TokenStore, api: ApiSection) -> FastAPI:
         await audit(by, "enrol", reader=reader_id, seconds=seconds)
         return {"reader": reader_id, "waiting_seconds": seconds}
 
-    @app.get("/api/readers/{reader_id}/enrol", tags=["actions"])
+    @app.get(
+        "/api/readers/{reader_id}/enrol",
+        tags=["actions"],
+        response_model=Enrolled,
+        responses={**STAFF_ERRORS, 404: {"model": Problem, "description": "no such reader"}},
+    )
     async def enrolled(reader_id: str, by: Staff) -> dict[str, Any]:
         """The card enrolled on this reader, once one has been tapped."""
         try:
@@ -210,7 +257,7 @@ def create_app(desk: StaffDesk, tokens: TokenStore, api: ApiSection) -> FastAPI:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(_Metrics(desk))
 
-    @app.get("/metrics", tags=["status"], response_class=Response)
+    @app.get("/metrics", tags=["status"], response_class=Response, responses=STAFF_ERRORS)
     async def metrics(by: Staff) -> Response:
         """Prometheus metrics (text exposition format)."""
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
