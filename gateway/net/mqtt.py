@@ -217,9 +217,9 @@ class MqttLink:
     async def publish_presence(self) -> None:
         """Publish the retained ``online`` presence again (it is sent on every connect).
 
-        On a broker cluster, a node that lost us may publish our last will after
-        we have moved to another node and said ``online``: sent again with every
-        heartbeat, the retained presence is wrong for one heartbeat at most.
+        A broker we left may publish our last will once it notices, after we
+        said ``online`` on another: sent again with every heartbeat, the
+        retained presence is wrong for one heartbeat at most.
         """
         s = self.settings
         if s.will_topic is not None:
