@@ -69,3 +69,20 @@ def test_a_platform_that_breaks_the_contract_fails_those_points(
     failed = sorted(p["key"] for p in report["points"] if not p["passed"])
     assert failed == ["beacon", "salvaged"]
     assert code == 1
+
+
+def test_no_broker_to_reach_fails_every_point_without_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+
+    stopped = Broker(tmp_path / "broker", site="t", gateways=["gw-2"])  # never started
+    config = stopped.gateway_config("gw-2", tmp_path / "config")
+    args = ["platform", "conformance", "--config", str(config), "--timeout", "2"]
+    args += ["--state-dir", str(tmp_path / "state"), "--json"]
+    done = subprocess.run(  # noqa: S603 - our own interpreter and command
+        [sys.executable, "-m", "gateway", *args], capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    assert b"Traceback" not in done.stderr
+    report = json.loads(done.stdout)
+    assert [p["passed"] for p in report["points"]] == [False] * 8
+    assert {p["detail"] for p in report["points"]} == {"not reached"}
