@@ -204,6 +204,7 @@ def nats_cluster_config(
             "server_name": node.name,
             "host": node.host,
             "port": node.client_port,
+            # For NATS-protocol clients; nats-server 2.9 does not apply it to MQTT.
             "max_payload": MAX_PACKET_BYTES,
             "jetstream": {"store_dir": str(node.store_dir)},
             "cluster": {
