@@ -12,12 +12,13 @@ import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from gateway.config.models import Config, DoorConfig, GatewaySection, MqttSection, SyncSection
 from gateway.config.write import write_config
 from gateway.core.jws import Signer
 from gateway.tools.brokerkit import Fleet, Tls, mosquitto_config
-from gateway.tools.pki import issue, make_ca
+from gateway.tools.pki import Issued, issue, make_ca
 
 if TYPE_CHECKING:
     import aiomqtt
@@ -56,13 +57,19 @@ class Broker:
     """One Mosquitto process on a free loopback port, restartable, with its PKI."""
 
     def __init__(
-        self, directory: Path, *, site: str, gateways: list[str], max_queued: int = 1000
+        self,
+        directory: Path,
+        *,
+        site: str,
+        gateways: list[str],
+        max_queued: int = 1000,
+        ca: Issued | None = None,
     ) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.site = site
         self.port = free_port()
-        ca = make_ca()
+        ca = ca or make_ca()
         #: The broker's CA, which also signs what provisioning tests enroll.
         self.ca = ca
         _, self.ca_file = ca.write(self.dir, "ca")
@@ -166,6 +173,11 @@ class Broker:
     def url(self) -> str:
         return f"mqtts://127.0.0.1:{self.port}"
 
+    @property
+    def urls(self) -> list[str]:
+        """Every URL of the broker service (one here)."""
+        return [self.url]
+
     def cloud_peer(self, dataset: dict[str, Any], **kw: Any) -> CloudPeer:
         """A platform stand-in connected as ``cloud`` (signing with this broker's test key)."""
         from sim.cloud import CloudPeer
@@ -231,3 +243,44 @@ class Broker:
         """:meth:`gateway_settings`, written to ``data_dir/doorgw.toml``."""
         settings = self.gateway_settings(gateway, data_dir, urls=urls, **mqtt)
         return write_config(settings, data_dir / "doorgw.toml")
+
+
+class ExternalBroker(Broker):
+    """A broker (or cluster) someone else runs, at ``urls``, that trusts the
+    development CA in ``ca_dir`` (``doorgw provision dev-ca``) and lets the
+    site's gateways and the platform user ``cloud`` in, as ``doorgw platform
+    broker-config`` writes it: certificates are issued here from that CA."""
+
+    def __init__(
+        self, directory: Path, *, site: str, gateways: list[str], urls: list[str], ca_dir: Path
+    ) -> None:
+        from gateway.tools.provision import load_ca
+
+        super().__init__(directory, site=site, gateways=gateways, ca=load_ca(ca_dir))
+        self.external = list(urls)
+        self.ca_file = ca_dir / "ca.pem"
+        parts = urlsplit(self.external[0])
+        self.port = parts.port or 8883
+
+    @property
+    def url(self) -> str:
+        return self.external[0]
+
+    @property
+    def urls(self) -> list[str]:
+        return list(self.external)
+
+    def start(self) -> None:
+        """Nothing to start: it runs already."""
+
+    def stop(self) -> None:
+        """Nothing to stop: it is not ours."""
+
+    def cloud_peer(self, dataset: dict[str, Any], **kw: Any) -> CloudPeer:
+        """The platform stand-in on the first URL, failing over to the others."""
+        peer = super().cloud_peer(dataset, **kw)
+        peer.endpoints = [
+            ((p := urlsplit(u)).hostname or "127.0.0.1", p.port or 8883) for u in self.external
+        ]
+        peer.host, peer.port = peer.endpoints[0]
+        return peer

@@ -94,6 +94,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
         help="with --cluster: SIGKILL the node under a third of the fleet mid-run",
     )
     f.add_argument(
+        "--urls",
+        action="append",
+        metavar="URL",
+        help="a broker someone else runs (repeat for each node), instead of starting one; "
+        "it must trust --ca-dir and let the fleet's gateways in (docs/brokers.md)",
+    )
+    f.add_argument(
+        "--ca-dir",
+        type=Path,
+        metavar="DIR",
+        help="with --urls: the development CA (doorgw provision dev-ca) the broker trusts",
+    )
+    f.add_argument(
         "--connect-timeout",
         type=positive_int(120),
         metavar="SECONDS",

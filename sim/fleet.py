@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from gateway.config.models import DoorConfig, ScannerReaderConfig, TimeSection
 from gateway.config.write import config_with, write_config
 from gateway.net.mqtt import CONNECT_TIMEOUT
-from sim.broker import Broker
+from sim.broker import Broker, ExternalBroker
 from sim.cloud import CloudPeer
 from sim.fleet_failover import kill_node
 from sim.fleet_proc import DOOR_PINS
@@ -118,8 +118,12 @@ class Fleet:
         cluster: str | None = None,
         kill_node: bool = False,
         connect_timeout: float | None = None,
+        urls: list[str] | None = None,
+        ca_dir: Path | None = None,
     ):
         self.n = gateways
+        #: A broker someone else runs (with ``ca_dir``, the CA it trusts), or None.
+        self.urls, self.ca_dir = urls, ca_dir
         #: The gateways' ``[mqtt]`` settings beyond the defaults.
         self.mqtt = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
         self.cluster = cluster
@@ -176,7 +180,16 @@ class Fleet:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
         self._say(f"certificates for {self.n} gateways ...")
         broker: Broker
-        if self.cluster == "nats":
+        if self.urls and self.ca_dir is not None:
+            self._say(f"on the broker at {', '.join(self.urls)} ...")
+            broker = ExternalBroker(
+                self.dir / "broker",
+                site=self.site,
+                gateways=self.names,
+                urls=self.urls,
+                ca_dir=self.ca_dir,
+            )
+        elif self.cluster == "nats":
             self._say("starting a 3-node NATS JetStream cluster ...")
             broker = NatsCluster(self.dir / "broker", site=self.site, gateways=self.names)
         else:
@@ -192,12 +205,13 @@ class Fleet:
             result: dict[str, Any] = {
                 "gateways": self.n,
                 "deltas": self.deltas,
-                "broker": self.cluster or "mosquitto",
+                "broker": "external" if self.urls else self.cluster or "mosquitto",
                 "connect_timeout": self.mqtt.get("connect_timeout", CONNECT_TIMEOUT),
             }
             gw = await self._measure("gateway", broker, cloud)
             floor = await self._measure("echo", broker, cloud)
-            broker_rss = sum(_memory_kb(pid)[0] for pid in broker.pids())
+            pids = broker.pids()  # none for a broker that is not ours
+            broker_rss = sum(_memory_kb(pid)[0] for pid in pids) if pids else None
         finally:
             cloud_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -205,7 +219,7 @@ class Fleet:
             broker.stop()
         result.update({f"{k}": v for k, v in gw.items()})
         result.update({f"floor_{k}": v for k, v in floor.items()})
-        result["broker_rss_mb"] = round(broker_rss / 1024, 1)
+        result["broker_rss_mb"] = None if broker_rss is None else round(broker_rss / 1024, 1)
         result["all_ratio"] = round(gw["all_p50_ms"] / floor["all_p50_ms"], 2)
         result["each_p99_ratio"] = round(gw["each_p99_ms"] / floor["each_p99_ms"], 2)
         result["rss_ratio"] = round(gw["rss_mb"] / floor["rss_mb"], 2)
@@ -263,7 +277,7 @@ class Fleet:
     ) -> dict[str, subprocess.Popen[bytes]]:
         """Start N processes of ``kind`` (starting one does not wait for it)."""
         procs = {}
-        urls = broker.urls if isinstance(broker, NatsCluster) else [broker.url]
+        urls = broker.urls
         for i, name in enumerate(self.names):
             # On a cluster, gateway i starts from node i mod 3 (and knows the others).
             mine = urls[i % len(urls) :] + urls[: i % len(urls)]
@@ -276,8 +290,9 @@ class Fleet:
                 args = ["gateway", str(config)]
             else:
                 cert, key = broker.certs[name]
-                port = str(urlsplit(mine[0]).port)
-                args = ["echo", port, str(broker.ca_file), str(cert), str(key), name, self.site]
+                where = urlsplit(mine[0])
+                at = f"{where.hostname}:{where.port or 8883}"
+                args = ["echo", at, str(broker.ca_file), str(cert), str(key), name, self.site]
             with (self.dir / f"{name}-{kind}.log").open("wb") as log:
                 # Our own interpreter and module, with arguments this class made.
                 procs[name] = subprocess.Popen(  # noqa: S603
@@ -372,6 +387,8 @@ def run_fleet(
     cluster: str | None = None,
     kill_node: bool = False,
     connect_timeout: float | None = None,
+    urls: list[str] | None = None,
+    ca_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Measure a fleet of ``gateways``; the figures as a dict."""
     with contextlib.ExitStack() as stack:
@@ -387,6 +404,8 @@ def run_fleet(
             cluster=cluster,
             kill_node=kill_node,
             connect_timeout=connect_timeout,
+            urls=urls,
+            ca_dir=ca_dir,
         )
         fleet.progress = progress
         try:
@@ -403,8 +422,15 @@ def fleet_command(args: Any) -> int:
 
     if args.kill_node and args.cluster is None:
         raise UsageError("--kill-node needs --cluster nats: one Mosquitto has no node to spare")
+    if bool(args.urls) != (args.ca_dir is not None) or (args.urls and args.cluster):
+        raise UsageError(
+            "--urls needs --ca-dir (the development CA the broker trusts), and no --cluster"
+        )
+    if args.ca_dir is not None and not (args.ca_dir / "ca.key").exists():
+        raise UsageError(f"{args.ca_dir} holds no CA (doorgw provision dev-ca --out DIR)")
     try:
-        find_nats_server() if args.cluster == "nats" else find_mosquitto()
+        if not args.urls:
+            find_nats_server() if args.cluster == "nats" else find_mosquitto()
     except RuntimeError as exc:
         raise DoorgwError(f"sim fleet: {exc}") from None
 
@@ -421,15 +447,22 @@ def fleet_command(args: Any) -> int:
             cluster=args.cluster,
             kill_node=args.kill_node,
             connect_timeout=args.connect_timeout,
+            urls=args.urls,
+            ca_dir=args.ca_dir,
         )
     except RuntimeError as exc:
         raise DoorgwError(f"sim fleet: {exc}") from None
     if args.json:
         print(json.dumps(r))
         return 0
+    where = {
+        "external": f"the broker at {', '.join(args.urls or [])}",
+        "nats": "a 3-node NATS cluster",
+    }.get(r["broker"], "one Mosquitto")
+    rss = "not measured (not ours)" if r["broker_rss_mb"] is None else f"{r['broker_rss_mb']} MB"
     print(
         f"fleet        {r['gateways']} gateway processes (real daemon, mock pins, pty scanner), "
-        f"{'a 3-node NATS cluster' if args.cluster else 'one Mosquitto'}, {r['deltas']} deltas\n"
+        f"{where}, {r['deltas']} deltas\n"
         f"start        all synced {r['start_s']} s after launch "
         f"(floor: all subscribed after {r['floor_start_s']} s)\n"
         f"delta reach  every gateway applied it (as the platform hears back): "
@@ -444,8 +477,7 @@ def fleet_command(args: Any) -> int:
         f"{r['cpu_ms_per_delta']} ms per delta ({r['cpu_system_ms_per_delta']} ms in the "
         f"kernel); floor idle {r['floor_idle_cpu_pct']} %, "
         f"{r['floor_cpu_ms_per_delta']} ms per delta\n"
-        f"broker       {'NATS (3 nodes)' if args.cluster else 'Mosquitto'} RSS "
-        f"{r['broker_rss_mb']} MB"
+        f"broker       RSS {rss}"
     )
     if "kill" in r:
         k = r["kill"]

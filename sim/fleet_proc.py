@@ -52,7 +52,7 @@ def run_gateway(config_path: Path) -> None:
     )
 
 
-async def echo(port: int, ca: str, cert: str, key: str, gateway: str, site: str) -> None:
+async def echo(where: str, ca: str, cert: str, key: str, gateway: str, site: str) -> None:
     """Answer every delta on the site's topic with ``{"echo": version}``.
 
     Only aiomqtt and the standard library: the floor is what any MQTT client
@@ -70,9 +70,10 @@ async def echo(port: int, ca: str, cert: str, key: str, gateway: str, site: str)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    host, _, port = where.rpartition(":")  # HOST:PORT, or a port on loopback
     async with aiomqtt.Client(
-        "127.0.0.1",
-        port,
+        host or "127.0.0.1",
+        int(port),
         identifier=f"{gateway}-echo",
         tls_context=tls,
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
@@ -97,14 +98,14 @@ async def echo(port: int, ca: str, cert: str, key: str, gateway: str, site: str)
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: ``gateway CONFIG`` or ``echo PORT CA CERT KEY GATEWAY SITE``."""
+    """Entry point: ``gateway CONFIG`` or ``echo [HOST:]PORT CA CERT KEY GATEWAY SITE``."""
     if argv[:1] == ["gateway"] and len(argv) == 2:
         run_gateway(Path(argv[1]))
         return 0
     if argv[:1] == ["echo"] and len(argv) == 7:
-        asyncio.run(echo(int(argv[1]), *argv[2:]))
+        asyncio.run(echo(*argv[1:]))
         return 0
-    print("usage: python -m sim.fleet_proc gateway CONFIG | echo PORT CA CERT KEY GW SITE")
+    print("usage: python -m sim.fleet_proc gateway CONFIG | echo [HOST:]PORT CA CERT KEY GW SITE")
     return 2
 
 

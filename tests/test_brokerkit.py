@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import socket
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -12,6 +17,30 @@ import pytest
 
 from gateway.commands.cli import main
 from sim.broker import Broker, find_mosquitto, free_port
+from sim.site import example_dataset
+
+
+@contextlib.contextmanager
+def _mosquitto(conf: Path, port: int) -> Iterator[None]:
+    """Mosquitto on the kit's ``conf``, listening on ``port`` for the block."""
+    proc = subprocess.Popen(
+        [find_mosquitto(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        for _ in range(200):
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read().decode() if proc.stderr else "exited")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
 
 
 def _write(tmp_path: Path, *args: str) -> list[Path]:
@@ -43,23 +72,9 @@ def test_the_mosquitto_config_runs_and_keeps_each_gateway_to_its_own_topics(
         *(["--run-as", "root"] if os.geteuid() == 0 else []),
     )  # fmt: skip
     assert [f.name for f in files] == ["doorgw.acl", "mosquitto.conf"]
-    proc = subprocess.Popen(
-        [find_mosquitto(), "-c", str(tmp_path / "kit" / "mosquitto.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     pki.port = port  # the clients below connect to the kit's broker
 
     async def go() -> None:
-        for _ in range(100):
-            if proc.poll() is not None:
-                raise AssertionError(proc.stderr.read().decode() if proc.stderr else "exited")
-            try:
-                _, w = await asyncio.open_connection("127.0.0.1", port)
-                w.close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
         async with (
             pki.client("cloud", "cloud") as cloud,
             pki.client("gw-1", "gw-1") as gw1,
@@ -93,13 +108,53 @@ def test_the_mosquitto_config_runs_and_keeps_each_gateway_to_its_own_topics(
                 ("gw", "doorgw/v1/site/soho/delta", b"doorgw/v1/site/soho/delta"),
             ]
 
-    try:
+    with _mosquitto(tmp_path / "kit" / "mosquitto.conf", port):
         asyncio.run(asyncio.wait_for(go(), 60))
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
+
+
+def test_the_fleet_runs_on_a_broker_someone_else_runs_from_the_kit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An operator's broker: the development CA, the kit's config for the
+    # example site's fleet gateways, then `doorgw sim fleet --urls`.
+    ca = tmp_path / "devca"
+    ca.mkdir()
+    assert main(["provision", "dev-ca", "--out", str(ca)]) == 0
+    port, persist = free_port(), tmp_path / "persist"
+    persist.mkdir()
+    site = example_dataset()["site"]["id"]
+    _write(
+        tmp_path,
+        "--broker", "mosquitto",
+        "--site", f"{site}=gw-0001,gw-0002",
+        "--ca-file", str(ca / "ca.pem"),
+        "--cert-file", str(ca / "broker.pem"),
+        "--key-file", str(ca / "broker.key"),
+        "--listen", "127.0.0.1",
+        "--port", str(port),
+        "--persistence", str(persist),
+        "--acl-file", str(tmp_path / "kit" / "doorgw.acl"),
+        *(["--run-as", "root"] if os.geteuid() == 0 else []),
+    )  # fmt: skip
+    capsys.readouterr()
+    with _mosquitto(tmp_path / "kit" / "mosquitto.conf", port):
+        args = ["sim", "fleet", "--urls", f"mqtts://127.0.0.1:{port}", "--ca-dir", str(ca)]
+        args += ["--gateways", "2", "--deltas", "2", "--idle", "1", "--dir", str(tmp_path / "f")]
+        assert main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["broker"], data["broker_rss_mb"]) == ("external", None)
+    assert data["all_p50_ms"] > 0
+    assert data["floor_all_p50_ms"] > 0
+
+
+def test_the_fleet_needs_the_ca_an_outside_broker_trusts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sim", "fleet", "--urls", "mqtts://127.0.0.1:1"]) == 2
+    assert "--urls needs --ca-dir" in capsys.readouterr().err
+    args = ["sim", "fleet", "--urls", "mqtts://127.0.0.1:1", "--ca-dir", str(tmp_path)]
+    assert main(args) == 2
+    assert "holds no CA" in capsys.readouterr().err
 
 
 NODES = ("--node", "a=h1", "--node", "b=h2", "--node", "c=h3")
