@@ -167,6 +167,8 @@ NODES = ("--node", "a=h1", "--node", "b=h2", "--node", "c=h3")
         (["--broker", "nats", "--site", "s=gw-1", "--node", "a=h1"], "three times or more"),
         (["--broker", "mosquitto", "--site", "s=gw-1", "--site", "s=gw-2"], "given twice"),
         (["--broker", "mosquitto", "--site", "s=gw-1,gw-1"], "named twice"),
+        (["--broker", "mosquitto", "--site", "s=gw-1", "--platform-user", "a b"], "valid id"),
+        (["--broker", "nats", "--site", "s=gw-1", *NODES[:4], "--node", "a=h3"], "own NAME"),
     ],
 )  # fmt: skip
 def test_a_fleet_the_kit_cannot_serve_is_one_clear_error(
@@ -177,3 +179,19 @@ def test_a_fleet_the_kit_cannot_serve_is_one_clear_error(
     assert message in err
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # nothing half written
+
+
+def test_bad_arguments_and_an_unwritable_place_are_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    args = ["platform", "broker-config", "--broker", "mosquitto", "--site", "s=gw-1"]
+    assert main([*args, "--out", str(taken)]) == 2
+    assert "cannot write into" in capsys.readouterr().err
+    for bad in (["--prefix", "doorgw/#"], ["--node", "a=h 1"], ["--port", "0"]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, *bad, "--out", str(tmp_path / "kit")])
+        assert exit_.value.code == 2
+        assert "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "kit").exists()

@@ -27,9 +27,23 @@ def _site(text: str) -> tuple[str, list[str]]:
 
 def _node(text: str) -> tuple[str, str]:
     name, sep, host = text.partition("=")
-    if not sep or not re.match(r"^[A-Za-z0-9_-]{1,64}$", name) or not host:
+    if (
+        not sep
+        or not re.match(r"^[A-Za-z0-9_-]{1,64}$", name)
+        or not re.match(r"^[A-Za-z0-9.:-]{1,253}$", host)
+    ):
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=HOST (e.g. n1=10.0.0.11)")
     return name, host
+
+
+def _prefix(text: str) -> str:
+    """A topic prefix as the gateways' ``[mqtt] topic_prefix`` allows it."""
+    if not re.match(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a topic prefix: levels of letters, digits, _ and -, "
+            "split by / (no wildcards)"
+        )
+    return text
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: Groups) -> None:
@@ -61,7 +75,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
         help="the common name of the platform's client certificate (default: cloud, as "
         "`doorgw provision dev-ca` issues it)",
     )
-    b.add_argument("--prefix", default="doorgw/v1", help="[mqtt] topic_prefix of the gateways")
+    b.add_argument(
+        "--prefix", type=_prefix, default="doorgw/v1", help="[mqtt] topic_prefix of the gateways"
+    )
     b.add_argument("--ca-file", type=Path, help="on the broker host: the CA of every client")
     b.add_argument("--cert-file", type=Path, help="on the broker host: its certificate")
     b.add_argument("--key-file", type=Path, help="on the broker host: its key")
@@ -141,7 +157,9 @@ def broker_config(args: argparse.Namespace, clock: Clock) -> int:
         if site in sites:
             raise UsageError(f"site {site!r} is given twice")
         sites[site] = gateways
-    fleet = Fleet(sites, prefix=args.prefix.rstrip("/"), platform=args.platform_user)
+    if not _ID.match(args.platform_user):
+        raise UsageError(f"--platform-user {args.platform_user!r} is not a valid id")
+    fleet = Fleet(sites, prefix=args.prefix, platform=args.platform_user)
     home = Path("/etc/mosquitto/certs" if args.broker == "mosquitto" else "/etc/nats/certs")
     tls = Tls(
         args.ca_file or home / "ca.crt",
@@ -162,16 +180,21 @@ def broker_config(args: argparse.Namespace, clock: Clock) -> int:
     else:
         if not args.node or len(args.node) < 3:
             raise UsageError("a NATS cluster needs --node NAME=HOST three times or more")
+        if len({name for name, _ in args.node}) < len(args.node):
+            raise UsageError("every --node needs its own NAME")
         nodes = [
             NatsNode(name, host, args.port, args.cluster_port, args.store_dir / name)
             for name, host in args.node
         ]
         files = nats_cluster_config(fleet, tls, nodes)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        path = args.out / name
-        path.write_text(text)
-        print(path)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (args.out / name).write_text(text)
+    except OSError as exc:
+        raise UsageError(f"cannot write into {args.out}: {exc.strerror or exc}") from None
+    for name in files:
+        print(args.out / name)
     return 0
 
 
