@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives import serialization
+
 from gateway.config.models import Config, DoorConfig, GatewaySection, MqttSection, SyncSection
 from gateway.config.write import write_config
 from gateway.core.jws import Signer
@@ -69,18 +71,21 @@ class Broker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.site = site
         self.port = free_port()
-        ca = ca or make_ca()
         #: The broker's CA, which also signs what provisioning tests enroll.
-        self.ca = ca
-        _, self.ca_file = ca.write(self.dir, "ca")
+        self.ca = ca or make_ca()
+        if ca is None:
+            _, self.ca_file = self.ca.write(self.dir, "ca")
+        else:  # someone else's CA: its key stays where it is
+            self.ca_file = self.dir / "ca.pem"
+            self.ca_file.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
         self.server_key, self.server_cert = issue(
-            ca, "localhost", server=True, hosts=("127.0.0.1", "localhost")
+            self.ca, "localhost", server=True, hosts=("127.0.0.1", "localhost")
         ).write(self.dir, "server")
         self.certs: dict[str, tuple[Path, Path]] = {}
         # As `doorgw provision` asks for them: a gateway's is CN=<id>, OU=<site>.
         for name in ["cloud", *gateways]:
             unit = None if name == "cloud" else site
-            key, cert = issue(ca, name, unit=unit).write(self.dir, name)
+            key, cert = issue(self.ca, name, unit=unit).write(self.dir, name)
             self.certs[name] = (cert, key)
         self.signer = Signer.generate("platform-test")
         self.max_queued = max_queued

@@ -145,6 +145,7 @@ def test_the_fleet_runs_on_a_broker_someone_else_runs_from_the_kit(
     assert (data["broker"], data["broker_rss_mb"]) == ("external", None)
     assert data["all_p50_ms"] > 0
     assert data["floor_all_p50_ms"] > 0
+    assert list((tmp_path / "f").rglob("ca.key")) == []  # the CA's key is not copied
 
 
 def test_the_fleet_needs_the_ca_an_outside_broker_trusts(
