@@ -29,7 +29,6 @@ from gateway.core.jws import KeySet, SignatureError
 from gateway.errors import CacheError, DatasetError
 from gateway.events import Record
 from gateway.store.writer import CacheWriter
-from gateway.wire.dataset import parse_changes
 from gateway.wire.protocol import (
     AckMsg,
     BeaconMsg,
@@ -201,7 +200,7 @@ class SyncEngine:
 
     async def _delta(self, msg: DeltaMsg) -> str:
         try:
-            changes = parse_changes([c.model_dump() for c in msg.changes])
+            changes = [c.to_change() for c in msg.changes]  # validated with msg
         except DatasetError as exc:
             return await self._reject("malformed", str(exc), "delta")
         self.cloud_version = max(self.cloud_version or 0, msg.version)

@@ -167,8 +167,11 @@ class Uplink:
             # durable events go: a number the platform saw must never be reused.
             outbox.appended.clear()
             self._acked.clear()
-            events = await outbox.pending(
-                sent, 1 if probing else BATCH_EVENTS, upto=outbox.durable_seq
+            # Nothing durable beyond what was sent: no trip to the database thread.
+            events = (
+                await outbox.pending(sent, 1 if probing else BATCH_EVENTS, upto=outbox.durable_seq)
+                if outbox.durable_seq > sent
+                else []
             )
             if not events:
                 try:

@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -376,13 +377,16 @@ class ChangeDoc(_Wire):
     id: Id | None = None
     data: dict[str, Any] | None = None
 
+    #: The entity an upsert carries, validated once (by ``_shape``).
+    _entity: _Wire | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
     def _shape(self) -> ChangeDoc:
         if self.op == "upsert":
             if self.data is None:
                 raise ValueError("an upsert carries 'data'")
             doc_type: type[_Wire] = SiteDoc if self.entity == "site" else ENTITY_DOCS[self.entity]
-            doc_type.model_validate(self.data)
+            self._entity = doc_type.model_validate(self.data)
         elif self.entity == "site":
             raise ValueError("the site cannot be deleted")
         elif self.id is None:
@@ -391,9 +395,15 @@ class ChangeDoc(_Wire):
 
     def entity_doc(self) -> _Wire:
         """The validated entity an upsert carries."""
-        assert self.data is not None
-        doc_type: type[_Wire] = SiteDoc if self.entity == "site" else ENTITY_DOCS[self.entity]
-        return doc_type.model_validate(self.data)
+        assert self._entity is not None, "only an upsert carries an entity"
+        return self._entity
+
+    def to_change(self) -> model.Change:
+        """The change for the core: a delete by id, or the upserted entity."""
+        if self.op == "delete":
+            assert self.id is not None
+            return model.Delete(self.entity, self.id)
+        return model.Upsert(self.entity_doc().to_model())  # type: ignore[attr-defined]
 
 
 _FRIENDLY = {
@@ -486,9 +496,5 @@ def parse_changes(data: bytes | str | list[Any]) -> list[model.Change]:
             doc = ChangeDoc.model_validate(item)
         except ValidationError as exc:
             raise DatasetError(f"change [{i}]: {describe_validation_error(exc)}") from None
-        if doc.op == "delete":
-            assert doc.id is not None
-            out.append(model.Delete(doc.entity, doc.id))
-        else:
-            out.append(model.Upsert(doc.entity_doc().to_model()))  # type: ignore[attr-defined]
+        out.append(doc.to_change())
     return out
