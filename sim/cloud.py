@@ -113,9 +113,14 @@ class Received:
     batches: int = 0
 
 
-#: Seconds to wait for a publish's acknowledgement, and tries in all.
+#: Seconds to wait for one publish's acknowledgement before publishing again.
 PUBLISH_TIMEOUT = 10.0
-PUBLISH_TRIES = 3
+#: Seconds a publish keeps being tried, across reconnections, before it fails:
+#: a platform queues what it must send while its broker fails over.
+PUBLISH_DEADLINE = 120.0
+#: Seconds a connection attempt may wait for the broker's CONNACK (a cluster
+#: node electing a leader can hold it): then the next node is tried.
+CONNECT_TIMEOUT = 10.0
 
 
 class CloudPeer:
@@ -169,28 +174,34 @@ class CloudPeer:
     # Publishing.
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Publish with QoS 1 and wait for the broker; publish again if no
-        acknowledgement comes within :data:`PUBLISH_TIMEOUT` (up to
-        :data:`PUBLISH_TRIES` times, on whichever node the peer is on by then).
+        """Publish with QoS 1 and wait for the broker's acknowledgement.
 
-        A NATS node drops a QoS 1 publish it cannot store while its stream
-        elects a leader, and never acknowledges it: every message the gateway
-        takes is safe to repeat (versions, nonces), so the platform repeats.
+        With no acknowledgement within :data:`PUBLISH_TIMEOUT`, or no
+        connection, it is published again (on whichever node the peer is on
+        by then) until :data:`PUBLISH_DEADLINE`; then the last error is
+        raised.  A NATS node drops a QoS 1 publish it cannot store while its
+        stream elects a leader, and never acknowledges it: every message the
+        gateway takes is safe to repeat (versions, nonces), so the platform
+        repeats.
         """
-        for attempt in range(PUBLISH_TRIES):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_DEADLINE
+        while True:
+            left = deadline - loop.time()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.connected.wait(), PUBLISH_TIMEOUT)
+                await asyncio.wait_for(self.connected.wait(), max(0.0, left))
             client = self._client
             try:
-                if client is None:
+                if client is None or not self.connected.is_set():
                     raise aiomqtt.MqttError("cloud peer is not connected")
                 await client.publish(topic, payload, qos=1, retain=retain, timeout=PUBLISH_TIMEOUT)
                 return
             except aiomqtt.MqttError as exc:
                 raise_if_cancelling(exc)
-                if attempt == PUBLISH_TRIES - 1:
+                if loop.time() >= deadline:
                     raise
                 log.info("cloud peer: publish to %s: %s; again", topic, exc)
+                await asyncio.sleep(0.1)
 
     async def send_delta(
         self,
@@ -330,7 +341,7 @@ class CloudPeer:
             clean_session=False,
             tls_context=self._tls,
             protocol=aiomqtt.ProtocolVersion.V311,
-            timeout=30,
+            timeout=CONNECT_TIMEOUT,
             max_inflight_messages=100,
             socket_options=[NO_DELAY],
             max_queued_outgoing_messages=100_000,

@@ -220,8 +220,10 @@ class Fleet:
                 "broker": "external" if self.urls else self.cluster or "mosquitto",
                 "connect_timeout": self.mqtt.get("connect_timeout", CONNECT_TIMEOUT),
             }
-            gw = await self._measure("gateway", broker, cloud)
+            # The floor first: a node kill comes last, so the floor is never measured
+            # on a cluster still settling after a node rejoined.
             floor = await self._measure("echo", broker, cloud)
+            gw = await self._measure("gateway", broker, cloud)
             pids = broker.pids()  # none for a broker that is not ours
             broker_rss = sum(_memory_kb(pid)[0] for pid in pids) if pids else None
         finally:

@@ -56,7 +56,9 @@ async def echo(where: str, ca: str, cert: str, key: str, gateway: str, site: str
     """Answer every delta on the site's topic with ``{"echo": version}``.
 
     Only aiomqtt and the standard library: the floor is what any MQTT client
-    with this identity costs, so nothing of the gateway is imported.
+    with this identity costs, so nothing of the gateway is imported.  As any
+    client that must not go deaf, it checks its SUBACK (a cluster node electing
+    a leader refuses with 0x80) and connects again when a session ends.
     """
     import socket
     import ssl
@@ -67,34 +69,43 @@ async def echo(where: str, ca: str, cert: str, key: str, gateway: str, site: str
     tls.load_cert_chain(cert, key)
     tls.minimum_version = ssl.TLSVersion.TLSv1_2
     prefix = "doorgw/v1"
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    reply = f"{prefix}/gw/{gateway}/heartbeat"
     host, _, port = where.rpartition(":")  # HOST:PORT, or a port on loopback
-    async with aiomqtt.Client(
-        host or "127.0.0.1",
-        int(port),
-        identifier=f"{gateway}-echo",
-        tls_context=tls,
-        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-        timeout=30,
-    ) as client:
-        await client.subscribe(f"{prefix}/site/{site}/delta", qos=1)
-        reply = f"{prefix}/gw/{gateway}/heartbeat"
-        await client.publish(reply, b'{"ready":true}', qos=1)
 
-        async def answer() -> None:
+    async def session() -> None:
+        async with aiomqtt.Client(
+            host or "127.0.0.1",
+            int(port),
+            identifier=f"{gateway}-echo",
+            tls_context=tls,
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            timeout=10,
+        ) as client:
+            granted = await client.subscribe(f"{prefix}/site/{site}/delta", qos=1)
+            if any(getattr(code, "value", code) >= 0x80 for code in granted):
+                raise aiomqtt.MqttError("subscription refused")
+            await client.publish(reply, b'{"ready":true}', qos=1)
             async for message in client.messages:
                 raw = message.payload if isinstance(message.payload, bytes) else b""
                 body = raw.split(b".")[1]
                 doc = json.loads(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
                 await client.publish(reply, json.dumps({"echo": doc["version"]}).encode(), qos=1)
 
-        task = asyncio.create_task(answer())
-        watch = asyncio.create_task(_orphan_watch())
-        await stop.wait()
-        watch.cancel()
-        task.cancel()
+    async def sessions() -> None:
+        while True:
+            try:
+                await session()
+            except aiomqtt.MqttError as exc:
+                print(f"echo {gateway}: {exc}; again", file=sys.stderr)
+            await asyncio.sleep(0.2)
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    task = asyncio.create_task(sessions())
+    watch = asyncio.create_task(_orphan_watch())
+    await stop.wait()
+    watch.cancel()
+    task.cancel()
 
 
 def main(argv: list[str]) -> int:
