@@ -1,10 +1,15 @@
 """What every serial reader shares: open by URL, run a session, reopen with backoff.
 
 The port is opened with :func:`serial.serial_for_url`, so a device path, a
-pty from the simulator or ``loop://`` all work.  Blocking pyserial calls run
-on the reader's own worker thread.  When a session fails (the port vanished, the device
-stopped answering) the port is closed, ``reader_offline`` is recorded if the
-reader had been online, and it is reopened after an exponential backoff.
+pty from the simulator or ``loop://`` all work.  On a POSIX port (a device or
+a pty) reads and writes are made in the event loop's thread, which waits for
+the port's descriptor to be readable: a read reaches the loop the moment its
+bytes arrive, with no thread to wake and hand it back.  Everything else
+(opening, closing, and every call on ports without a descriptor, such as
+``loop://``) runs on the reader's own worker thread.  When a session fails
+(the port vanished, the device stopped answering) the port is closed,
+``reader_offline`` is recorded if the reader had been online, and it is
+reopened after an exponential backoff.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +49,33 @@ def read_some(port: serial.SerialBase, limit: int) -> bytes:
 
 class SessionError(DoorgwError):
     """A session with the device failed; the port is reopened."""
+
+
+def loop_fd(port: serial.SerialBase) -> int | None:
+    """The descriptor of a port the event loop can wait on: an open POSIX port in
+    non-blocking mode, as pyserial opens devices and ptys; None for the rest
+    (``loop://``, network ports), whose calls go to the reader's thread."""
+    try:
+        fd = port.fileno()
+    except (AttributeError, OSError, ValueError, serial.SerialException):
+        return None
+    if not isinstance(fd, int) or os.get_blocking(fd):
+        return None  # a read could block the loop: leave it to the thread
+    return fd
+
+
+def _read_now(fd: int, limit: int) -> bytes:
+    """What the port holds now (empty: nothing yet; a raw tty reads nothing
+    rather than failing with EAGAIN)."""
+    try:
+        return os.read(fd, limit)
+    except (BlockingIOError, InterruptedError):
+        return b""
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
 
 
 class SerialPortTask:
@@ -85,6 +118,45 @@ class SerialPortTask:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"reader-{self.reader_id}")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, functools.partial(call, *args))
+
+    async def _read(self, port: serial.SerialBase, limit: int) -> bytes:
+        """What the device has sent, as soon as it has sent anything (see
+        :func:`read_some`): up to ``limit`` bytes, or nothing after the port's
+        timeout (real time)."""
+        fd = loop_fd(port)
+        if fd is None:
+            return await self._blocking(read_some, port, limit)
+        data = _read_now(fd, limit)
+        if data:
+            return data
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _wake, ready)
+        try:
+            async with asyncio.timeout(port.timeout):
+                await ready
+        except TimeoutError:
+            return b""
+        finally:
+            loop.remove_reader(fd)
+        data = _read_now(fd, limit)
+        if not data:
+            # Readable yet nothing to read: the device is gone (as pyserial says).
+            raise SessionError("the port reported data but had none (device disconnected?)")
+        return data
+
+    async def _write(self, port: serial.SerialBase, data: bytes) -> None:
+        """Send ``data``: at once where the port takes it all without waiting
+        (a few bytes to a device or pty always fit), else on the reader's thread."""
+        fd = loop_fd(port)
+        if fd is not None:
+            try:
+                sent = os.write(fd, data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            data = data[sent:]
+        if data:
+            await self._blocking(port.write, data)
 
     async def run(self) -> None:
         """Open, run a session, and reopen after failures, until cancelled."""

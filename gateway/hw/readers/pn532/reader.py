@@ -28,7 +28,7 @@ from gateway.hw.readers.pn532.codec import (
     parse_targets,
     sam_configuration,
 )
-from gateway.hw.readers.serial_port import SerialPortTask, SessionError, read_some
+from gateway.hw.readers.serial_port import SerialPortTask, SessionError
 
 OnUid = Callable[[bytes], Awaitable[object]]
 RF_CONFIGURATION = 0x32
@@ -79,7 +79,7 @@ class Pn532Reader(SerialPortTask):
 
     async def _session(self, port: serial.SerialBase) -> None:
         parser = FrameParser()
-        await self._blocking(port.write, WAKE_UP)
+        await self._write(port, WAKE_UP)
         await self._exchange(port, parser, sam_configuration(), SAM_CONFIGURATION)
         # Give up on a missing card after two tries, so polling returns promptly.
         await self._exchange(
@@ -111,11 +111,11 @@ class Pn532Reader(SerialPortTask):
     async def _exchange(
         self, port: serial.SerialBase, parser: FrameParser, frame: bytes, command: int
     ) -> Response:
-        await self._blocking(port.write, frame)
+        await self._write(port, frame)
         acked = False
         deadline = self._link_time() + self.timeout
         while self._link_time() < deadline:
-            data = await self._blocking(read_some, port, 256)
+            data = await self._read(port, 256)
             for item in parser.feed(data):
                 if isinstance(item, Ack):
                     acked = True

@@ -24,7 +24,7 @@ from gateway.clock import Clock
 from gateway.events import Record
 from gateway.hw.readers.discards import REPORT_INTERVAL, InputReports
 from gateway.hw.readers.scanner.framer import Discarded, LineFramer
-from gateway.hw.readers.serial_port import SerialPortTask, read_some
+from gateway.hw.readers.serial_port import SerialPortTask
 
 OnLine = Callable[[str], Awaitable[object]]
 
@@ -83,7 +83,7 @@ class SerialLineReader(SerialPortTask):
         last = began = float("-inf")
         presented = False
         while True:
-            data = await self._blocking(read_some, port, 4096)
+            data = await self._read(port, 4096)
             now = self._clock.monotonic()  # the clock MIN_LINE_INTERVAL is on
             if data:
                 if now - last > BURST_GAP:
