@@ -9,17 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from gateway.commands.common import Groups
-from gateway.tools.provision import (
-    FIRST_TOKEN,
-    ProvisionError,
-    dev_bundle,
-    dev_ca,
-    enroll,
-    init,
-    load_ca,
-    rotate_keys,
-    verify_broker,
-)
 
 
 def register(sub: Any, groups: Groups) -> None:
@@ -64,6 +53,10 @@ def register(sub: Any, groups: Groups) -> None:
 
 def run(args: Any, now: dt.datetime) -> int:
     """Carry out one provisioning step; a file system error is one clear line too."""
+    # Imported here: the PKI (cryptography's x509) would otherwise load into every
+    # ``doorgw`` process, the daemon's included (1.4 MB it never uses).
+    from gateway.tools.provision import ProvisionError
+
     try:
         return _run(args, now)
     except OSError as exc:
@@ -76,6 +69,18 @@ def run(args: Any, now: dt.datetime) -> int:
 
 def _run(args: Any, now: dt.datetime) -> int:
     import asyncio
+
+    from gateway.tools.provision import (
+        FIRST_TOKEN,
+        ProvisionError,
+        dev_bundle,
+        dev_ca,
+        enroll,
+        init,
+        load_ca,
+        rotate_keys,
+        verify_broker,
+    )
 
     # Relative paths are taken from where the command was run, before anything
     # is staged: the config written holds absolute ones, and a relative data
