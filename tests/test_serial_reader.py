@@ -7,6 +7,8 @@ side as the scanner would.
 from __future__ import annotations
 
 import asyncio
+import os
+import select
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 from gateway.clock import SystemClock
 from gateway.hw.readers.scanner.framer import Discarded, Line, LineFramer
 from gateway.hw.readers.scanner.reader import MIN_LINE_INTERVAL, SerialLineReader
-from gateway.hw.readers.serial_port import read_some
+from gateway.hw.readers.serial_port import SerialPortTask, SessionError, loop_fd, read_some
 from sim.scanner import SimulatedScanner
 
 from .conftest import background, until
@@ -152,4 +154,63 @@ def test_a_read_returns_what_the_device_sent_without_waiting_for_more(tmp_path: 
         if not got:
             scanner.unplug()  # ends the blocked read
         port.close()
+        scanner.unplug()
+
+
+def test_a_pty_is_read_in_the_loops_thread_and_loop_urls_on_the_readers_own(
+    tmp_path: Path,
+) -> None:
+    """A device or pty has a descriptor the event loop waits on: it is read and
+    written with no worker thread at all, an idle read ends after the port's
+    timeout, and a port that goes away ends the session.  ``loop://`` has no
+    descriptor: its reads and writes go to the reader's own thread."""
+    scanner = SimulatedScanner(tmp_path / "scanner")
+    pty = serial.serial_for_url(str(scanner.path), timeout=0.2)
+    loopback = serial.serial_for_url("loop://", timeout=0.2)
+
+    async def record(type_: str, data: dict[str, Any], at: int | None = None) -> None:
+        pass
+
+    def task(url: str) -> SerialPortTask:
+        return SerialPortTask(
+            "r1", url, record=record, clock=SystemClock(), baudrate=9600, read_timeout=0.2
+        )
+
+    async def go() -> None:
+        assert isinstance(loop_fd(pty), int)
+        assert loop_fd(loopback) is None
+        on_pty = task(str(scanner.path))
+        scanner.send(b"line\r\n")
+        assert await on_pty._read(pty, 64) == b"line\r\n"
+        assert await on_pty._read(pty, 64) == b""  # nothing within the timeout
+        await on_pty._write(pty, b"beep")
+        assert await asyncio.to_thread(scanner_read) == b"beep"
+        assert on_pty._thread is None, "a pty needed no worker thread"
+        on_loop = task("loop://")
+        await on_loop._write(loopback, b"echo")
+        assert await on_loop._read(loopback, 64) == b"echo"
+        assert on_loop._thread is not None
+        on_loop._thread.shutdown()
+        pty.timeout = 30  # the unplug, not the timeout, must end this read
+        reading = asyncio.ensure_future(on_pty._read(pty, 64))
+        await asyncio.sleep(0.05)
+        scanner.unplug()
+        try:
+            await reading
+        except (SessionError, OSError):
+            pass  # the session ends; the reader reopens the port
+        else:
+            raise AssertionError("a read on a port that went away returned")
+
+    def scanner_read() -> bytes:
+        master = scanner.master
+        assert master is not None
+        select.select([master], [], [], 5)
+        return os.read(master, 64)
+
+    try:
+        asyncio.run(go())
+    finally:
+        pty.close()
+        loopback.close()
         scanner.unplug()

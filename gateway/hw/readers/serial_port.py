@@ -105,6 +105,8 @@ class SerialPortTask:
         #: True while a session with the device is up.
         self.online = False
         self._thread: ThreadPoolExecutor | None = None
+        #: The open port and its descriptor for the loop (:func:`loop_fd`), found once.
+        self._fd: tuple[serial.SerialBase, int | None] | None = None
 
     async def _blocking(self, call: Callable[..., _T], *args: Any) -> _T:
         """Run a blocking call on this reader's own thread.
@@ -123,7 +125,7 @@ class SerialPortTask:
         """What the device has sent, as soon as it has sent anything (see
         :func:`read_some`): up to ``limit`` bytes, or nothing after the port's
         timeout (real time)."""
-        fd = loop_fd(port)
+        fd = self._loop_fd(port)
         if fd is None:
             return await self._blocking(read_some, port, limit)
         data = _read_now(fd, limit)
@@ -145,10 +147,15 @@ class SerialPortTask:
             raise SessionError("the port reported data but had none (device disconnected?)")
         return data
 
+    def _loop_fd(self, port: serial.SerialBase) -> int | None:
+        if self._fd is None or self._fd[0] is not port:
+            self._fd = (port, loop_fd(port))
+        return self._fd[1]
+
     async def _write(self, port: serial.SerialBase, data: bytes) -> None:
         """Send ``data``: at once where the port takes it all without waiting
         (a few bytes to a device or pty always fit), else on the reader's thread."""
-        fd = loop_fd(port)
+        fd = self._loop_fd(port)
         if fd is not None:
             try:
                 sent = os.write(fd, data)
