@@ -68,6 +68,13 @@ CREATE TABLE IF NOT EXISTS dropped (
 RETRY_SECONDS = 5.0
 #: Events deleted per transaction when an ack covers many: taps go in between.
 ACK_CHUNK = 500
+#: Events a read of the publisher may span and still be made at once in the loop's
+#: thread (the usual read: the event just recorded); longer ones go to the database
+#: thread, so days of backlog never hold the loop.
+INLINE_READ = 16
+_PENDING_SQL = (
+    "SELECT seq, at, type, data FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+)
 #: How long a write waits for another process holding the file's write lock
 #: (a staff command opening the outbox): the loop waits with it, so briefly.
 BUSY_MS = 20
@@ -400,11 +407,15 @@ class Outbox:
         """Up to ``limit`` stored events with sequence above ``after`` (and at most
         ``upto``), in order."""
         assert self._db is not None, "outbox is not open"
-        rows = await self._db.execute_fetchall(  # one trip to the database thread
-            "SELECT seq, at, type, data FROM events WHERE seq > ? AND seq <= ?"
-            " ORDER BY seq LIMIT ?",
-            (after, self.last_seq if upto is None else upto, limit),
-        )
+        assert self._w is not None, "outbox is not open"
+        upto = self.last_seq if upto is None else upto
+        params = (after, upto, limit)
+        if min(limit, upto - after) <= INLINE_READ:
+            # A few rows from the page cache, on the connection that wrote them: far
+            # cheaper than a trip to the database thread and back, once per event.
+            rows = self._w.execute(_PENDING_SQL, params).fetchall()
+        else:
+            rows = list(await self._db.execute_fetchall(_PENDING_SQL, params))
         return [{"seq": r[0], "at": r[1], "type": r[2], "data": json.loads(r[3])} for r in rows]
 
     async def ack(self, seq: int) -> int:
