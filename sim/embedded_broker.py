@@ -51,6 +51,8 @@ class EmbeddedBroker:
         self.port = free_port()
         self.signer = Signer.generate("platform-sim")
         self._broker: Any = None
+        #: Every connection amqtt accepted and has not closed: a stop closes them all.
+        self._writers: set[asyncio.StreamWriter] = set()
         # amqtt logs every connection at INFO: the simulator's report is what matters.
         # (It also warns about messages for clients that are away, which is the point.)
         for name in ("amqtt", "transitions"):
@@ -77,7 +79,29 @@ class EmbeddedBroker:
             },
         }
         self._broker = AmqttBroker(config)
+        self._broker.stream_connected = self._tracked(self._broker.stream_connected)
         await self._broker.start()
+
+    def _tracked(self, accept: Any) -> Any:
+        """amqtt's connection handler, made to close every socket it was given.
+
+        Some of its paths (a client gone before its CONNECT, a shutdown under
+        way) end without closing the connection, which then stays open until
+        the garbage collector finds it, complaining, in whatever test runs then.
+        """
+
+        async def connected(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+        ) -> None:
+            self._writers.add(writer)
+            try:
+                await accept(reader, writer, listener_name=listener_name)
+            finally:
+                self._writers.discard(writer)
+                if not writer.is_closing():
+                    writer.transport.abort()
+
+        return connected
 
     async def stop(self) -> None:
         """Stop listening and drop every connection, within ``STOP_LIMIT`` seconds."""
@@ -96,6 +120,12 @@ class EmbeddedBroker:
             # Its background tasks end with the event loop, complaining as they go.
             logging.getLogger("amqtt").setLevel(logging.CRITICAL)
             _force_close(broker, handlers)
+        finally:
+            # Whatever amqtt left open (connections still starting, handlers that
+            # never ended) is closed here.
+            for writer in list(self._writers):
+                writer.transport.abort()
+            self._writers.clear()
             # abort() closes each socket in a callback on the next turns of the
             # loop: let them run, or a loop that ends first leaves them open.
             for _ in range(3):
