@@ -26,18 +26,13 @@ log = logging.getLogger(__name__)
 STOP_LIMIT = 5.0
 
 
-def _force_close(broker: Any, handlers: list[Any]) -> None:
-    """Close amqtt's listeners and abort its client connections (its internals, by
-    name: nothing else would stop a shutdown that hangs)."""
+def _close_listeners(broker: Any) -> None:
+    """Close amqtt's listeners (its internals, by name: nothing else would stop a
+    shutdown that hangs); the connections are closed by :class:`EmbeddedBroker`."""
     for server in getattr(broker, "_servers", {}).values():
         instance = getattr(server, "instance", None)
         if instance is not None:
             instance.close()
-    for handler in handlers:
-        writer = getattr(getattr(handler, "writer", None), "_writer", None)
-        transport = getattr(writer, "transport", None)
-        if transport is not None:
-            transport.abort()
 
 
 class EmbeddedBroker:
@@ -111,7 +106,6 @@ class EmbeddedBroker:
         # amqtt's shutdown stops each client's handler in turn and, once in a long
         # test run, one of those never finishes: the listener and the connections
         # are then closed directly, which is all "the broker went away" means here.
-        handlers = [handler for _, handler in getattr(broker, "_sessions", {}).values()]
         try:
             async with asyncio.timeout(STOP_LIMIT):
                 await broker.shutdown()
@@ -119,7 +113,7 @@ class EmbeddedBroker:
             log.warning("embedded broker: shutdown stuck; closing its connections directly")
             # Its background tasks end with the event loop, complaining as they go.
             logging.getLogger("amqtt").setLevel(logging.CRITICAL)
-            _force_close(broker, handlers)
+            _close_listeners(broker)
         finally:
             # Whatever amqtt left open (connections still starting, handlers that
             # never ended) is closed here.

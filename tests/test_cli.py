@@ -493,3 +493,19 @@ def test_bench_memory_names_a_site_file_it_cannot_read(
     assert code == 2
     assert f"{missing}: cannot read" in err
     assert "Traceback" not in err
+
+
+def test_the_daemon_does_not_load_the_provisioning_tools() -> None:
+    """``doorgw run`` parses the same command line as every command: registering
+    them must not import what only ``doorgw provision`` uses (the PKI and
+    cryptography's x509 are 1.4 MB of the daemon's memory otherwise)."""
+    probe = (
+        "import sys; from gateway.commands.cli import build_parser; build_parser(); "
+        "import gateway.app.gateway, gateway.net.api; "
+        "print(sorted(m for m in ('cryptography.x509', 'gateway.tools.pki', "
+        "'gateway.tools.provision') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.store.outbox import Outbox
+from gateway.store.outbox import INLINE_READ, Outbox
 
 from .conftest import SmallDisk
 
@@ -33,6 +33,28 @@ def test_sequences_are_gapless_and_survive_a_restart(tmp_path: Path) -> None:
                 (3, "c", 5),
                 (4, "d", int(CLOCK.now().timestamp())),
             ]
+
+    asyncio.run(go())
+
+
+def test_short_and_long_reads_of_the_outbox_give_the_same_events(tmp_path: Path) -> None:
+    """A read of a few events is made at once in the loop's thread, a longer one
+    on the database thread: both give the same events, in order."""
+
+    async def go() -> None:
+        async with Outbox(tmp_path / "events.sqlite3", CLOCK) as box:
+            for n in range(40):
+                await box.append("access", {"n": n, "door": "front"})
+            await box.ack(3)
+            long_read = await box.pending(0, 100)  # spans 40 events: the thread
+            short_reads: list[dict[str, object]] = []
+            after = box.acked_seq
+            while chunk := await box.pending(after, INLINE_READ):  # in the loop's thread
+                short_reads += chunk
+                after = chunk[-1]["seq"]
+            assert [e["seq"] for e in long_read] == list(range(4, 41))
+            assert short_reads == long_read
+            assert await box.pending(10, INLINE_READ, upto=12) == long_read[7:9]  # seq 11, 12
 
     asyncio.run(go())
 

@@ -57,7 +57,8 @@ class SerialLineReader(SerialPortTask):
             clock=clock,
             baudrate=baudrate,
             # A read returns as soon as the scanner sends anything: the timeout
-            # only says how often an idle reader wakes (and how long a close waits).
+            # only says how often an idle reader wakes to report what it discarded
+            # (and, on a port read through the reader's thread, how long a close waits).
             read_timeout=1.0,
             retry_min=retry_min,
             retry_max=retry_max,
