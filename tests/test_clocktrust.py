@@ -96,3 +96,49 @@ def test_a_change_a_signed_message_brings_is_recorded_as_it_arrives() -> None:
             await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(go())
+
+
+def test_messages_that_change_nothing_do_not_wake_the_watch() -> None:
+    """Every delta, ack and beacon is observed; only one that changes the
+    verdict wakes the watch's service, so fifty agreeing messages cost no check."""
+    clock = ManualClock(START)
+    recorded: list[tuple[str, dict[str, Any]]] = []
+
+    async def record(type_: str, data: dict[str, Any], at: int | None = None) -> None:
+        recorded.append((type_, data))
+
+    async def spin() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    async def go() -> None:
+        watch = ClockWatch(ClockTrust(clock, max_skew=60, ntp=None), clock, record)
+        checks = 0
+        check = watch.check
+
+        async def counting() -> Any:
+            nonlocal checks
+            checks += 1
+            return await check()
+
+        watch.check = counting  # type: ignore[method-assign]
+        task = asyncio.create_task(watch.run())
+        try:
+            await spin()
+            assert checks == 1
+            watch.observe(now(clock))  # the platform agrees: trusted now
+            await spin()
+            assert checks == 2
+            for _ in range(50):
+                watch.observe(now(clock))
+                await spin()
+            assert checks == 2, "an unchanged verdict woke the watch"
+            watch.observe(now(clock) + 600)  # this one changes it
+            await spin()
+            assert checks == 3
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+    assert [d["source"] for _, d in recorded] == ["unconfirmed", "cloud", "behind_platform"]

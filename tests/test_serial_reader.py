@@ -135,6 +135,42 @@ def test_one_burst_is_one_presentation_and_its_garbage_one_event(tmp_path: Path)
     assert set(discarded[0]["reasons"]) == {"extra_line", "control_chars"}
 
 
+def test_an_idle_scanner_does_not_wake_until_it_has_something_to_report(tmp_path: Path) -> None:
+    """With nothing counted the read has no timeout: an idle scanner costs no
+    wakeups at all.  Garbage brings the timeout back, so the burst's end is
+    seen and reported; once it is, the reader waits without one again."""
+    scanner = Scanner(tmp_path / "scanner")
+    reader, lines, events = _reader(scanner)
+    reader.read_timeout = 0.05  # the port's: 20 empty reads a second wherever it applies
+    empty: list[bool] = []
+    read = reader._read
+
+    async def counting(port: serial.SerialBase, limit: int, *, until_data: bool = False) -> bytes:
+        data = await read(port, limit, until_data=until_data)
+        if not data:
+            empty.append(until_data)
+        return data
+
+    reader._read = counting  # type: ignore[method-assign]
+
+    async def go() -> None:
+        async with background(reader.run()):
+            await until(lambda: reader.online)
+            await asyncio.sleep(0.5)
+            assert empty == [], "an idle reader with nothing to report woke up"
+            scanner.send(b"\xff\n")
+            await until(lambda: any(t == "reader_input_discarded" for t, _ in events))
+            reported = len(empty)
+            await asyncio.sleep(0.5)
+            assert len(empty) == reported, "it kept waking after the report"
+            scanner.send(b"ok\n")
+            await until(lambda: lines == ["ok"])
+
+    asyncio.run(go())
+    # The one empty read that came was a timed one: the end of the garbage's burst.
+    assert empty == [False]
+
+
 def test_a_read_returns_what_the_device_sent_without_waiting_for_more(tmp_path: Path) -> None:
     """A port with no timeout at all: the read must still return the 12 bytes
     the scanner sent (``port.read(4096)`` would wait for 4,096 of them)."""

@@ -152,13 +152,21 @@ class ClockWatch:
         """A verified platform message signed at ``iat``: weigh it, and have the
         service record what it changed now, not at the next check."""
         self.trust.observe(iat)
-        self._evidence.set()
+        # Most messages change nothing: the service is woken only for a verdict
+        # that differs from the one last recorded (a wake per delta, ack and
+        # beacon was a measurable part of what each one cost).
+        if self._changed(self.trust.state()):
+            self._evidence.set()
+
+    def _changed(self, state: TrustState) -> bool:
+        seen = self._seen
+        return seen is None or (seen.trusted, seen.source) != (state.trusted, state.source)
 
     async def check(self) -> TrustState:
         """Whether the clock is trusted now; a change is recorded as ``clock_trust_changed``."""
         state = self.trust.state()
         seen = self._seen
-        if seen is None or (seen.trusted, seen.source) != (state.trusted, state.source):
+        if self._changed(state):
             self._seen = state
             if seen is not None or not state.trusted:
                 await self._record(

@@ -41,6 +41,11 @@ class InputReports:
         self._last: float | None = None
         self._later: asyncio.Task[None] | None = None
 
+    @property
+    def pending(self) -> bool:
+        """Whether anything counted is still to be recorded."""
+        return bool(self._counts)
+
     def count(self, reason: str, *, size: int | None = None, **detail: Any) -> None:
         """One piece of bad input, counted; :meth:`report` records what is due."""
         self._counts[reason] += 1

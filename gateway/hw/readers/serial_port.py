@@ -121,10 +121,18 @@ class SerialPortTask:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, functools.partial(call, *args))
 
-    async def _read(self, port: serial.SerialBase, limit: int) -> bytes:
+    async def _read(
+        self, port: serial.SerialBase, limit: int, *, until_data: bool = False
+    ) -> bytes:
         """What the device has sent, as soon as it has sent anything (see
         :func:`read_some`): up to ``limit`` bytes, or nothing after the port's
-        timeout (real time)."""
+        timeout (real time).
+
+        ``until_data``: on a port the loop waits on, no timeout: the read waits
+        for the device however long that takes (a device that goes away still
+        ends it), so an idle reader costs no wakeups.  On the reader's thread
+        the port's timeout applies anyway: a close must not wait on a read.
+        """
         fd = self._loop_fd(port)
         if fd is None:
             return await self._blocking(read_some, port, limit)
@@ -135,7 +143,7 @@ class SerialPortTask:
         ready: asyncio.Future[None] = loop.create_future()
         loop.add_reader(fd, _wake, ready)
         try:
-            async with asyncio.timeout(port.timeout):
+            async with asyncio.timeout(None if until_data else port.timeout):
                 await ready
         except TimeoutError:
             return b""

@@ -57,8 +57,9 @@ class SerialLineReader(SerialPortTask):
             clock=clock,
             baudrate=baudrate,
             # A read returns as soon as the scanner sends anything: the timeout
-            # only says how often an idle reader wakes to report what it discarded
-            # (and, on a port read through the reader's thread, how long a close waits).
+            # only says how soon what a burst discarded is reported (an idle
+            # reader with nothing to report waits without one), and, on a port
+            # read through the reader's thread, how long a close waits.
             read_timeout=1.0,
             retry_min=retry_min,
             retry_max=retry_max,
@@ -84,7 +85,9 @@ class SerialLineReader(SerialPortTask):
         last = began = float("-inf")
         presented = False
         while True:
-            data = await self._read(port, 4096)
+            # With nothing counted there is nothing to report: an idle scanner
+            # sleeps until it sends something, instead of waking every second.
+            data = await self._read(port, 4096, until_data=not self._discards.pending)
             now = self._clock.monotonic()  # the clock MIN_LINE_INTERVAL is on
             if data:
                 if now - last > BURST_GAP:
