@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from gateway.config.models import ApiSection, DoorConfig, Pn532ReaderConfig, loa
 from gateway.core.credentials import parse_read
 from gateway.core.jws import Signer
 from gateway.net.api_models import Status
-from gateway.net.staff_tokens import TokenStore
+from gateway.net.staff_tokens import TokenStore, digest
 from gateway.wire.cloudkit import CloudSigner
 from gateway.wire.dataset import parse_dataset
 from sim.broker import free_port
@@ -413,6 +414,28 @@ def test_tokens_are_made_shown_once_stored_hashed_and_revoked(
     assert main(["token", "remove", "alice", "--config", str(config)]) == 0
     assert store.check(token) is None
     assert main(["token", "remove", "alice", "--config", str(config)]) == 2
+
+
+def test_a_token_file_edited_in_place_is_read_again(tmp_path: Path) -> None:
+    """The store keeps what it read while the file stays the same one, and
+    reads it again once it is not, even rewritten in place at the same size."""
+    path = tmp_path / "staff-tokens.json"
+    store = TokenStore(path)
+    alice = store.add("alice", 1)
+    assert store.check(alice) == "alice"
+    assert store.check(alice) == "alice"  # the second time from what was read
+    bobby = TokenStore(tmp_path / "elsewhere.json").add("bobby", 1)
+    text = path.read_text()
+    edited = text.replace(digest(alice), digest(bobby)).replace('"alice"', '"bobby"')
+    assert len(edited) == len(text)
+    assert edited != text
+    time.sleep(0.05)  # past the tick of the kernel's file clock, as any hand edit is
+    with path.open("r+") as f:  # the same file, the same size
+        f.write(edited)
+    assert store.check(alice) is None
+    assert store.check(bobby) == "bobby"
+    path.unlink()
+    assert store.check(bobby) is None
 
 
 def test_with_a_certificate_the_api_speaks_https_only(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -48,20 +49,39 @@ class TokenStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        #: The file's identity when it was last read, and the tokens it held.
+        self._read: tuple[tuple[int, ...], list[StaffToken]] | None = None
 
     def tokens(self) -> list[StaffToken]:
-        """Every stored token (none when the file does not exist yet)."""
+        """Every stored token (none when the file does not exist yet).
+
+        Every request checks its token here, so the file is read again only
+        when it is not the one read last (another device, inode, size, or
+        change time): one ``stat`` per request, not a read and a parse.  A
+        token made or revoked by ``doorgw token`` in another process
+        replaces the file, so it counts from the next request on.  (Only a
+        rewrite in place, at the same size, within one tick of the kernel's
+        file clock, a few milliseconds, would go unseen until the next change.)
+        """
         try:
+            st = os.stat(self.path)
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if self._read is not None and self._read[0] == key:
+                return list(self._read[1])
             raw = self.path.read_bytes()
         except FileNotFoundError:
+            self._read = None
             return []
         except OSError as exc:
             raise TokenFileError(f"{self.path}: cannot read: {exc.strerror}") from None
         try:
             entries = json.loads(raw)["tokens"]
-            return [StaffToken(e["name"], e["sha256"], int(e["created"])) for e in entries]
+            tokens = [StaffToken(e["name"], e["sha256"], int(e["created"])) for e in entries]
         except (ValueError, KeyError, TypeError):
             raise TokenFileError(f"{self.path}: not a doorgw token file") from None
+        # Read after the stat: a file replaced in between is read again next time.
+        self._read = (key, tokens)
+        return list(tokens)
 
     def _write(self, tokens: list[StaffToken]) -> None:
         doc = {
