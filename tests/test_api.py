@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import httpx
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -364,6 +365,43 @@ def test_the_openapi_document_and_the_status_page_are_served(tmp_path: Path) -> 
         page = await client.get("/")
         assert page.headers["content-type"].startswith("text/html")
         assert "<title>doorgw status</title>" in page.text
+
+    run(tmp_path, body)
+
+
+def test_every_route_answers_on_the_event_loop_without_a_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastAPI runs a plain-function route or dependency on a worker thread: a
+    thread hop on every request (it more than doubled /api/status's time on a
+    kept-alive connection), and requests queueing for the pool under load."""
+    hops: list[str] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__qualname__", repr(func)))
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+
+    async def body(gw: Gateway, client: httpx.AsyncClient, token: str, clock: ManualClock) -> None:
+        staff = auth(token)
+        answers = [
+            await client.get("/health/live"),
+            await client.get("/health/ready"),
+            await client.get("/api/status", headers=staff),
+            await client.get("/api/events", params={"limit": 2}, headers=staff),
+            await client.get("/api/members/day_m/access", headers=staff),
+            await client.post("/api/readers/nfc-front/enrol", json={"seconds": 5}, headers=staff),
+            await client.get("/api/readers/nfc-front/enrol", headers=staff),
+            await client.post("/api/doors/front/unlock", json={"seconds": 3}, headers=staff),
+            await client.post("/api/lockdown", json={"on": False}, headers=staff),
+            await client.get("/metrics", headers=staff),
+            await client.get("/openapi.json"),
+            await client.get("/"),
+        ]
+        assert [a.status_code for a in answers] == [200] * len(answers)
+        assert hops == []
 
     run(tmp_path, body)
 

@@ -102,11 +102,13 @@ STAFF_ERRORS: dict[int | str, dict[str, Any]] = {
 NOT_DRIVEN = "a door not in this gateway's config, or one without a lock relay (not_driven)"
 
 
-def _staff(request: Request) -> str:
+async def _staff(request: Request) -> str:
     """The name of the staff token presented.
 
     :class:`~gateway.net.http_guard.StaffGate` checked it before the
     request got here (before its body was read); this only passes it on.
+    A coroutine on purpose: FastAPI runs a plain function dependency on a
+    worker thread, a thread hop per request for reading one attribute.
     """
     return str(request.state.staff)
 
