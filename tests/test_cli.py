@@ -349,6 +349,27 @@ def test_bench_api_times_the_real_api_against_bare_uvicorn(
     assert data["ratio_p50"] == round(data["p50_us"] / data["floor_p50_us"], 2)
 
 
+def test_bench_idle_times_work_after_a_pause_against_the_same_work_back_to_back(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["bench", "idle", "--pause", "0.01", "--samples", "4", "--pages", "64", "--json"]
+    code, out, _ = run(args, capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert (data["pause_s"], data["samples"], data["pages"]) == (0.01, 4, 64)
+    for kind in ("syscall", "page_reads"):
+        figures = data[kind]
+        assert 0 <= figures["floor_p50_us"] <= figures["floor_p99_us"]
+        assert 0 < figures["p50_us"] <= figures["p99_us"]
+        ratio = figures["p50_us"] / max(figures["floor_p50_us"], 0.1)
+        assert figures["ratio_p50"] == round(ratio, 1)
+    assert data["page_us"] == round(data["page_reads"]["p50_us"] / 64, 3)
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "idle", "--pause", "0"])
+    assert info.value.code == 2
+    assert "--pause: 0 is not above 0" in capsys.readouterr().err
+
+
 def test_bench_tap_times_every_reader_kind_to_the_relay_and_draws_the_plot(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

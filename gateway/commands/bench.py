@@ -1,4 +1,4 @@
-"""``doorgw bench decide | qr | api``: the gateway's own benchmarks, each against its floor.
+"""``doorgw bench decide | qr | api | idle``: the gateway's own benchmarks, each against its floor.
 
 ``bench sync`` needs the simulator's broker and joins from the simulator
 (:mod:`sim.commands`)."""
@@ -9,11 +9,12 @@ import argparse
 from pathlib import Path
 
 from gateway.clock import Clock
-from gateway.commands.common import Groups, positive_int
+from gateway.commands.common import Groups, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: Groups) -> None:
-    """Add ``bench`` with ``decide`` and ``qr``; others may add to ``groups["bench"]``."""
+    """Add ``bench`` with ``decide``, ``qr``, ``api`` and ``idle``; others may add to
+    ``groups["bench"]``."""
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     b = bench.add_parser(
@@ -41,6 +42,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
     b.add_argument("--requests", type=positive_int(1_000_000), default=2000)
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(handler=bench_api)
+    b = bench.add_parser(
+        "idle", help="what the first work after a pause costs on this machine, against back to back"
+    )
+    b.add_argument(
+        "--pause",
+        type=positive_float(60.0),
+        default=0.5,
+        metavar="SECONDS",
+        help="idle time before each timed piece of work (default 0.5, about a tap's spacing)",
+    )
+    b.add_argument("--samples", type=positive_int(100_000), default=25)
+    b.add_argument("--pages", type=positive_int(1_000_000), default=2048, help="4 KiB pages read")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(handler=bench_idle)
     groups["bench"] = bench
 
 
@@ -63,3 +78,10 @@ def bench_api(args: argparse.Namespace, clock: Clock) -> int:
     from gateway.commands.bench_api import bench_api
 
     return bench_api(args)
+
+
+def bench_idle(args: argparse.Namespace, clock: Clock) -> int:
+    """``bench idle``."""
+    from gateway.commands.bench_idle import bench_idle
+
+    return bench_idle(args)
