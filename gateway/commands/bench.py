@@ -53,7 +53,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: G
         help="idle time before each timed piece of work (default 0.5, about a tap's spacing)",
     )
     b.add_argument("--samples", type=positive_int(100_000), default=25)
-    b.add_argument("--pages", type=positive_int(1_000_000), default=2048, help="4 KiB pages read")
+    b.add_argument(
+        "--pages", type=positive_int(65_536), default=2048, help="memory pages read (default 2048)"
+    )
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(handler=bench_idle)
     groups["bench"] = bench
