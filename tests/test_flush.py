@@ -22,6 +22,7 @@ from gateway.clock import ManualClock, SystemClock
 from gateway.config.models import DoorConfig
 from gateway.core.credentials import CredentialRead
 from gateway.core.model import CredentialKind
+from gateway.store.flush import CHECKPOINT_EVENTS
 from gateway.store.outbox import Outbox
 from sim.broker import Broker
 
@@ -245,5 +246,45 @@ def test_no_event_stays_unsynced_longer_than_the_window(tmp_path: Path) -> None:
             await until(lambda: box.durable_seq == box.last_seq)  # no further wait
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+
+
+def test_after_a_checkpoint_the_log_starts_again_short_and_events_append_to_it(
+    tmp_path: Path,
+) -> None:
+    """Once the flusher has checkpointed the whole log, the log file is cut to a
+    frame or so: the door's next commits append to new pages instead of
+    rewriting pages the kernel may have dropped (a disk read in a tap's commit),
+    and nothing stored is lost."""
+    clock = ManualClock(datetime(2026, 3, 10, 9, 0, tzinfo=UTC))
+    path = tmp_path / "e.sqlite3"
+    wal = path.with_name(path.name + "-wal")
+
+    async def go() -> None:
+        async with Outbox(path, clock, flush_window=0.05) as box:
+            assert box.flusher is not None
+            flusher = box.flusher
+            task = asyncio.create_task(flusher.run())
+            for n in range(CHECKPOINT_EVENTS + 50):
+                await box.append("door_event", {"n": n, "pad": "x" * 200})
+                if n % 25 == 0:
+                    clock.advance(0.05)
+                    await until(lambda: box.durable_seq == box.last_seq)
+            grown = wal.stat().st_size
+            assert grown > 50 * 4096  # the log held many frames
+            # The next sync is due to checkpoint (an hour since the last one).
+            clock.advance(3600)
+            await box.append("door_event", {"n": "after"})
+            await until(lambda: box.durable_seq == box.last_seq)
+            await until(lambda: wal.stat().st_size <= 4 * 4096)
+            # The door's next commit goes after the restart's, in a short log.
+            await box.append("door_event", {"n": "next"})
+            assert wal.stat().st_size <= 6 * 4096
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        with sqlite3.connect(path) as db:
+            rows = [json.loads(d)["n"] for (d,) in db.execute("SELECT data FROM events")]
+        assert rows == [*range(CHECKPOINT_EVENTS + 50), "after", "next"]
 
     asyncio.run(go())

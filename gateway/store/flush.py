@@ -50,6 +50,10 @@ CHECKPOINT_EVENTS = 500
 #: ... or this many seconds after the last one, if anything was written since.
 CHECKPOINT_SECONDS = 60.0
 
+#: Seconds the checkpointer waits for the outbox's own commit to let go of the
+#: log before it starts the log again (one commit takes well under this).
+RESTART_WAIT = 0.05
+
 #: Seconds between attempts after the disk refused a sync.
 RETRY_SECONDS = 5.0
 
@@ -216,11 +220,38 @@ class WalFlusher:
         return self._fd
 
     def _checkpoint(self) -> None:
-        if self._checkpointer is None:
-            self._checkpointer = sqlite3.connect(self.path, check_same_thread=False)
-            self._checkpointer.execute("PRAGMA synchronous=NORMAL")
+        db = self._checkpointer
+        if db is None:
+            db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=RESTART_WAIT
+            )
+            db.execute("PRAGMA synchronous=NORMAL")
+            # Its commits that start the log again cut the file to what they wrote.
+            db.execute("PRAGMA journal_size_limit=0")
+            self._checkpointer = db
         # PASSIVE: never waits for, nor holds up, the outbox's own connection.
-        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        busy, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if busy or frames <= 0 or copied != frames:
+            return  # a reader still needs the log: it is started again after a later one
+        # The whole log is in the database now, and the next commit would start
+        # it again from its first byte, rewriting pages last written a checkpoint
+        # ago.  A commit's frames do not fill whole pages, so a page the kernel
+        # has dropped from its cache meanwhile (idle page cache is reclaimed) is
+        # read back from the storage first: a disk read inside a tap's commit.
+        # So the log is started again here, off the door's path, by a commit
+        # that changes nothing and cuts the file short (journal_size_limit):
+        # the next commits append to new pages, which need no read.
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                db.execute(f"PRAGMA user_version={int(version)}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError:
+            pass  # the door's commit holds the log: started again after a later checkpoint
 
     def _release(self) -> None:
         with self._io:
