@@ -15,13 +15,14 @@ from gateway.core import model
 from gateway.core.credentials import parse_read
 from gateway.core.decision import Reason, decide
 from gateway.errors import CacheCorruptError, CacheError, CacheSchemaError, DatasetError
+from gateway.store.doorwrites import CHECKPOINT_COMMITS
 from gateway.store.reader import CacheReader
 from gateway.store.rows import table_rows
 from gateway.store.schema import SCHEMA_VERSION
 from gateway.store.writer import CacheWriter
 from gateway.wire.dataset import parse_changes, parse_dataset
 
-from .conftest import base_dataset, local, revoke_day_card, write_cache
+from .conftest import base_dataset, local, revoke_day_card, until, write_cache
 
 CLOCK = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
 AT = local("2026-03-10T10:00")
@@ -517,3 +518,26 @@ def test_scans_alone_do_not_grow_the_cache_log_without_bound(tmp_path: Path) -> 
             return (tmp_path / "cache.sqlite3-wal").stat().st_size
 
     assert asyncio.run(go()) < 6 * 1024 * 1024
+
+
+def test_after_the_writer_checkpoints_scans_append_to_a_short_log(tmp_path: Path) -> None:
+    """Once the writer has checkpointed the scans' log whole, it starts the log
+    again, cut short: the next scans' commits append to new pages instead of
+    rewriting old ones the kernel may have dropped (a disk read in a scan)."""
+    path = tmp_path / "cache.sqlite3"
+    wal = tmp_path / "cache.sqlite3-wal"
+
+    short = 3 * 4120 + 32  # the log's header and a few frames
+
+    async def go() -> None:
+        async with CacheWriter(path, ManualClock(datetime(2026, 3, 10, tzinfo=UTC))) as writer:
+            for n in range(CHECKPOINT_COMMITS * 3):
+                assert await writer.claim_nonce(f"n-{n}", 2_000_000_000, 1_000)
+                await asyncio.sleep(0)  # the door has its answer; the checkpoint runs
+                if n % CHECKPOINT_COMMITS == CHECKPOINT_COMMITS // 2:
+                    assert wal.stat().st_size > 50 * 4120  # the log grows between them
+                if n % CHECKPOINT_COMMITS == CHECKPOINT_COMMITS - 1:
+                    await until(lambda: wal.stat().st_size <= short, limit=5)
+            assert not await writer.claim_nonce("n-7", 2_000_000_000, 1_000)  # a replay
+
+    asyncio.run(go())

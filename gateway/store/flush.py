@@ -26,7 +26,8 @@ publisher sends only up to :attr:`WalFlusher.durable_seq`.
 Checkpoints (copying the log into the database file, which SQLite would
 otherwise do in the middle of some tap's commit) are done here too, on the
 flusher's own connection, every :data:`CHECKPOINT_EVENTS` events or
-:data:`CHECKPOINT_SECONDS`.
+:data:`CHECKPOINT_SECONDS`; after one that copied the whole log, the log is
+started again here, short (:mod:`gateway.store.wal`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.clock import Clock
+from gateway.store.wal import fully_checkpointed, restart_script
 
 log = logging.getLogger(__name__)
 
@@ -226,32 +228,19 @@ class WalFlusher:
                 self.path, check_same_thread=False, isolation_level=None, timeout=RESTART_WAIT
             )
             db.execute("PRAGMA synchronous=NORMAL")
-            # Its commits that start the log again cut the file to what they wrote.
-            db.execute("PRAGMA journal_size_limit=0")
             self._checkpointer = db
         # PASSIVE: never waits for, nor holds up, the outbox's own connection.
-        busy, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        if busy or frames <= 0 or copied != frames:
+        if not fully_checkpointed(db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()):
             return  # a reader still needs the log: it is started again after a later one
-        # The whole log is in the database now, and the next commit would start
-        # it again from its first byte, rewriting pages last written a checkpoint
-        # ago.  A commit's frames do not fill whole pages, so a page the kernel
-        # has dropped from its cache meanwhile (idle page cache is reclaimed) is
-        # read back from the storage first: a disk read inside a tap's commit.
-        # So the log is started again here, off the door's path, by a commit
-        # that changes nothing and cuts the file short (journal_size_limit):
-        # the next commits append to new pages, which need no read.
+        # Started again here, not in the next tap's commit (gateway.store.wal).
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                db.execute(f"PRAGMA user_version={int(version)}")
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            db.executescript(restart_script(version))
         except sqlite3.OperationalError:
-            pass  # the door's commit holds the log: started again after a later checkpoint
+            # The door's commit held the log: started again after a later checkpoint.
+            with contextlib.suppress(sqlite3.Error):
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
 
     def _release(self) -> None:
         with self._io:

@@ -29,6 +29,7 @@ from gateway.store.schema import (
     SCHEMA_VERSION,
 )
 from gateway.store.stage import SnapshotStage
+from gateway.store.wal import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +319,8 @@ class CacheWriter:
     async def _run_checkpoint(self) -> None:
         try:
             async with self._tx_lock:
-                await self.db.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+                # Started again here, not in the next scan's commit.
+                await checkpoint(self.db, SCHEMA_VERSION)
         except (sqlite3.Error, CacheError) as exc:
             log.warning("%s: checkpoint failed: %s", self.path, exc)  # tried again later
         finally:
