@@ -61,11 +61,16 @@ class NatsCluster(Broker):
         return [f"mqtts://127.0.0.1:{n.mqtt_port}" for n in self.nodes]
 
     def start(self) -> None:
-        """Start every node; return once each serves MQTT (the cluster has a leader)."""
-        for node in self.nodes:
-            self.start_node(node.name)
-        for node in self.nodes:
-            self._wait_serving(node)
+        """Start every node; return once each serves MQTT (the cluster has a leader).
+        If one cannot start, the ones already started are stopped again."""
+        try:
+            for node in self.nodes:
+                self.start_node(node.name)
+            for node in self.nodes:
+                self._wait_serving(node)
+        except BaseException:
+            self.stop()
+            raise
 
     def start_node(self, name: str) -> None:
         """Start one node (again, after :meth:`kill`)."""

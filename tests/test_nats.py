@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -118,3 +120,29 @@ def test_a_subscription_a_node_refuses_once_is_retried_until_granted(
             await relay.stop()
 
     asyncio.run(asyncio.wait_for(go(), 2 * LIMIT))
+
+
+def test_a_cluster_that_cannot_start_leaves_no_node_running(tmp_path: Path) -> None:
+    """A node whose cluster port is taken exits at once: the cluster says so, and
+    the nodes it had already started are stopped, not left behind."""
+    c = NatsCluster(tmp_path / "nats", site="t", gateways=["gw-1"])
+    started: list[int] = []
+    start_node = c.start_node
+
+    def start_and_note(name: str) -> None:
+        try:
+            start_node(name)
+        finally:
+            started.extend(c.pids())
+
+    c.start_node = start_and_note  # type: ignore[method-assign]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", c.nodes[-1].cluster_port))
+        taken.listen()
+        with pytest.raises(RuntimeError, match="exited"):
+            c.start()
+    assert started  # the first nodes did run
+    assert c.pids() == []
+    for pid in set(started):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
