@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Callable
 
+from gateway.app import memory
 from gateway.app.gateway import Gateway
 from gateway.clock import Clock
 from gateway.config.models import Config
@@ -56,6 +57,10 @@ async def serve(
             watchdog = asyncio.create_task(
                 notifier.watchdog(healthy=_WatchdogGate(gw, notifier, status)), name="watchdog"
             )
+            # Up: what exists now lives as long as the process; a full collection
+            # on the loop (a tap waiting behind it) need not walk it again.
+            frozen = memory.freeze_startup()
+            log.debug("%d start-up objects exempt from cycle collection", frozen)
             if started is not None:
                 started(gw)
             stopping = asyncio.create_task(stop.wait(), name="stop-request")
@@ -70,6 +75,7 @@ async def serve(
                 notifier.stopping()
                 watchdog.cancel()
     finally:
+        memory.thaw()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         notifier.close()
