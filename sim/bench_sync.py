@@ -38,7 +38,7 @@ from gateway.core.jws import Signer, keyset_of
 from gateway.store.rows import stage_insert_sql, table_rows
 from gateway.store.writer import CacheWriter
 from gateway.tools.demo import example_document
-from gateway.tools.sitegen import build_dataset
+from gateway.tools.sitegen import build_dataset, rank
 from gateway.wire.cloudkit import CloudSigner
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+    return ordered[rank(len(ordered), q)]
 
 
 async def snapshot_figures(members: int, bookings: int, directory: Path) -> dict[str, Any]:

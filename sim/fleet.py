@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from gateway.config.models import DoorConfig, ScannerReaderConfig, TimeSection
 from gateway.config.write import config_with, write_config
 from gateway.net.mqtt import CONNECT_TIMEOUT
+from gateway.tools.sitegen import rank
 from sim.broker import Broker, ExternalBroker
 from sim.cloud import CloudPeer
 from sim.fleet_failover import kill_node
@@ -277,7 +278,7 @@ class Fleet:
             "all_p50_ms": round(statistics.median(all_ms), 1),
             "all_max_ms": round(max(all_ms), 1),
             "each_p50_ms": round(statistics.median(each_ms), 1),
-            "each_p99_ms": round(each_ms[min(len(each_ms) - 1, int(len(each_ms) * 0.99))], 1),
+            "each_p99_ms": round(each_ms[rank(len(each_ms), 0.99)], 1),
             "rss_mb": round(statistics.mean(m[0] for m in memory) / 1024, 1),
             "pss_mb": round(statistics.mean(m[1] for m in memory) / 1024, 1),
             "idle_cpu_pct": round(100 * statistics.mean(idle), 3),

@@ -13,6 +13,7 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.commands.cli import main
 from gateway.tools.demo import example_document
+from gateway.tools.sitegen import percentile, rank
 
 from .conftest import base_dataset, local, write_cache
 
@@ -292,6 +293,16 @@ def test_demo_runs_the_example_site(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     assert code == 0
     assert "granted_booking" in out
+
+
+def test_a_benchmark_p99_is_the_nearest_rank_not_the_largest_sample() -> None:
+    samples = [us * 1000 for us in range(1, 101)]  # 1..100 us, sorted
+    assert percentile(samples, 0.99) == 99.0  # the max is reported as max
+    assert percentile(samples, 0.50) == 50.0
+    assert percentile(samples, 0.999) == 100.0
+    assert percentile(samples[:6], 0.99) == 6.0  # too few samples: the largest
+    assert percentile([7000], 0.5) == 7.0
+    assert rank(200, 0.99) == 197  # the 198th of 200: two samples above it
 
 
 def test_bench_decide_reports_its_floor(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,7 @@ as many members and bookings as asked for; the same seed gives the same site.
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import date, datetime
 from pathlib import Path
@@ -181,9 +182,18 @@ def app_credential(
     return credential, key
 
 
+def rank(count: int, q: float) -> int:
+    """The index of the ``q`` quantile among ``count`` sorted values (nearest rank).
+
+    The smallest value with at least ``q`` of all values at or below it: of 100
+    samples the p99 is the 99th, not the largest (that is the max).
+    """
+    return min(count - 1, max(0, math.ceil(count * q) - 1))
+
+
 def percentile(sorted_ns: list[int], q: float) -> float:
-    """The ``q`` quantile of sorted nanoseconds, in microseconds."""
-    return sorted_ns[min(len(sorted_ns) - 1, int(len(sorted_ns) * q))] / 1000
+    """The ``q`` quantile of sorted nanoseconds, in microseconds (:func:`rank`)."""
+    return sorted_ns[rank(len(sorted_ns), q)] / 1000
 
 
 async def write_bench_cache(path: Path, ds: model.Dataset) -> None:
