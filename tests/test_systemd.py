@@ -23,7 +23,7 @@ from gpiozero.pins.mock import MockFactory
 from gateway.app.gateway import Gateway
 from gateway.app.serve import serve
 from gateway.clock import SystemClock
-from gateway.config.models import DoorConfig
+from gateway.config.models import Config, DoorConfig
 from gateway.config.write import config_with, write_config
 from gateway.net.sdnotify import Notifier
 from gateway.store.outbox import Outbox
@@ -127,12 +127,17 @@ def test_the_watchdog_falls_silent_while_the_event_loop_is_blocked(notify: Notif
     assert not [t for t in pings if blocked_from + 0.05 < t < blocked_until - 0.05]
 
 
+def _one_door(broker: Broker, tmp_path: Path) -> Config:
+    """Gateway gw-1 on ``broker``, with one door (lock on pin 17)."""
+    settings = broker.gateway_settings("gw-1", tmp_path / "gw-1")
+    return config_with(settings, doors=(DoorConfig(id="front", lock_pin=17),))
+
+
 def test_sigterm_locks_the_doors_keeps_the_events_and_says_offline(
     broker: Broker, tmp_path: Path, notify: NotifySocket
 ) -> None:
     factory = MockFactory()
-    settings = broker.gateway_settings("gw-1", tmp_path / "gw-1")
-    config = config_with(settings, doors=(DoorConfig(id="front", lock_pin=17),))
+    config = _one_door(broker, tmp_path)
 
     async def go() -> None:
         cloud = broker.cloud_peer(base_dataset())
@@ -186,8 +191,7 @@ def test_a_running_daemon_keeps_its_start_up_objects_out_of_cycle_collection(
     # A full collection walks every object it tracks, on the loop's thread:
     # with the daemon's start-up objects in it, tens of milliseconds a tap waits.
     factory = MockFactory()
-    settings = broker.gateway_settings("gw-1", tmp_path / "gw-1")
-    config = config_with(settings, doors=(DoorConfig(id="front", lock_pin=17),))
+    config = _one_door(broker, tmp_path)
     seen: dict[str, int] = {}
 
     def started(gw: Gateway) -> None:
