@@ -58,7 +58,11 @@ async def echo(where: str, ca: str, cert: str, key: str, gateway: str, site: str
     Only aiomqtt and the standard library: the floor is what any MQTT client
     with this identity costs, so nothing of the gateway is imported.  As any
     client that must not go deaf, it checks its SUBACK (a cluster node electing
-    a leader refuses with 0x80) and connects again when a session ends.
+    a leader refuses with 0x80) and connects again when a session ends.  And
+    as a gateway does (docs/protocol.md, beacon), it takes a beacon ahead of
+    the last version it saw as that version reached: a cluster node under load
+    can grant a subscription and still never deliver a delta to it, and the
+    benchmark, which publishes one delta at a time, would wait for ever.
     """
     import socket
     import ssl
@@ -71,6 +75,7 @@ async def echo(where: str, ca: str, cert: str, key: str, gateway: str, site: str
     prefix = "doorgw/v1"
     reply = f"{prefix}/gw/{gateway}/heartbeat"
     host, _, port = where.rpartition(":")  # HOST:PORT, or a port on loopback
+    seen = [0]  # the highest version answered, across sessions
 
     async def session() -> None:
         async with aiomqtt.Client(
@@ -81,15 +86,20 @@ async def echo(where: str, ca: str, cert: str, key: str, gateway: str, site: str
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             timeout=10,
         ) as client:
-            granted = await client.subscribe(f"{prefix}/site/{site}/delta", qos=1)
-            if any(getattr(code, "value", code) >= 0x80 for code in granted):
-                raise aiomqtt.MqttError("subscription refused")
+            for leaf in ("delta", "beacon"):
+                granted = await client.subscribe(f"{prefix}/site/{site}/{leaf}", qos=1)
+                if any(getattr(code, "value", code) >= 0x80 for code in granted):
+                    raise aiomqtt.MqttError(f"subscription to {leaf} refused")
             await client.publish(reply, b'{"ready":true}', qos=1)
             async for message in client.messages:
                 raw = message.payload if isinstance(message.payload, bytes) else b""
                 body = raw.split(b".")[1]
                 doc = json.loads(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
-                await client.publish(reply, json.dumps({"echo": doc["version"]}).encode(), qos=1)
+                version = int(doc["version"])
+                if doc.get("type") == "beacon" and version <= seen[0]:
+                    continue  # the beacon of a version already answered
+                seen[0] = max(seen[0], version)
+                await client.publish(reply, json.dumps({"echo": version}).encode(), qos=1)
 
     async def sessions() -> None:
         while True:

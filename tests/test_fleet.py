@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,3 +98,61 @@ def test_fleet_on_a_nats_cluster_reports_the_failover_of_a_killed_node(
 def test_fleet_kills_a_node_only_of_a_cluster(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sim", "fleet", "--kill-node"]) == 2
     assert "--kill-node needs --cluster nats" in capsys.readouterr().err
+
+
+def test_the_floor_client_takes_a_beacon_ahead_of_it_as_the_delta_it_never_got(
+    broker: Any,
+) -> None:
+    # A cluster node can grant a subscription and never deliver to it; the
+    # floor, like a gateway, must then catch up from the next beacon, once.
+    cert, key = broker.certs["gw-1"]
+    args = [str(broker.port), str(broker.ca_file), str(cert), str(key), "gw-1", "t"]
+    echo = subprocess.Popen(
+        [sys.executable, "-m", "sim.fleet_proc", "echo", *args],
+        cwd=Path(__file__).resolve().parent.parent,
+        stderr=subprocess.PIPE,
+    )
+
+    async def go() -> list[dict[str, Any]]:
+        heard: list[dict[str, Any]] = []
+        async with broker.client("cloud", "cloud-test") as cloud:
+            await cloud.subscribe("doorgw/v1/gw/gw-1/heartbeat", qos=1)
+
+            async def until(what: dict[str, Any]) -> None:
+                async with asyncio.timeout(30):
+                    async for message in cloud.messages:
+                        heard.append(json.loads(message.payload))
+                        if heard[-1] == what:
+                            return
+
+            await until({"ready": True})
+            beacon = "doorgw/v1/site/t/beacon"
+            await cloud.publish("doorgw/v1/site/t/delta", _signed(broker, _delta(3)), qos=1)
+            await until({"echo": 3})
+            await cloud.publish(beacon, _signed(broker, _beacon(3)), qos=1)  # nothing new
+            await cloud.publish(beacon, _signed(broker, _beacon(5)), qos=1)  # 4 and 5 lost
+            await until({"echo": 5})
+            await cloud.publish(beacon, _signed(broker, _beacon(5)), qos=1)
+            await cloud.publish("doorgw/v1/site/t/delta", _signed(broker, _delta(6)), qos=1)
+            await until({"echo": 6})
+        return heard
+
+    try:
+        heard = asyncio.run(go())
+    finally:
+        echo.terminate()
+        _, err = echo.communicate(timeout=10)
+    assert heard == [{"ready": True}, {"echo": 3}, {"echo": 5}, {"echo": 6}]
+    assert echo.returncode == 0, err.decode()
+
+
+def _signed(broker: Any, doc: dict[str, Any]) -> bytes:
+    return bytes(broker.signer.sign(json.dumps(doc).encode()))
+
+
+def _delta(version: int) -> dict[str, Any]:
+    return {"type": "delta", "site": "t", "version": version, "base": version - 1, "changes": []}
+
+
+def _beacon(version: int) -> dict[str, Any]:
+    return {"type": "beacon", "site": "t", "version": version}
