@@ -288,3 +288,45 @@ def test_after_a_checkpoint_the_log_starts_again_short_and_events_append_to_it(
         assert rows == [*range(CHECKPOINT_EVENTS + 50), "after", "next"]
 
     asyncio.run(go())
+
+
+def test_a_scans_nonce_claim_is_synced_to_the_storage_within_the_window(
+    tmp_path: Path,
+) -> None:
+    """What a scan writes to the cache (its nonce, a pass's use) is committed with
+    ``synchronous=NORMAL`` like an event, and synced within the window: a power
+    cut after that cannot give a one-time code a second use."""
+    from gateway.store.flush import WalFlusher
+    from gateway.store.writer import CacheWriter
+
+    clock = ManualClock(datetime(2026, 3, 10, 9, 0, tzinfo=UTC))
+    path = tmp_path / "cache.sqlite3"
+    synced: list[str] = []
+
+    def sync(fd: int) -> None:
+        os.fsync(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    flusher = WalFlusher(path, clock, window=0.05, sync=sync, checkpoints=False)
+
+    async def go() -> None:
+        async with CacheWriter(path, clock, flusher) as writer:
+            await flusher.open(0)
+            task = asyncio.create_task(flusher.run())
+            synced.clear()
+            at = int(clock.now().timestamp())
+            assert await writer.claim_nonce("n-1", at + 30, at - 60)
+            await until(lambda: flusher.durable_seq == 1)
+            assert synced == [str(path) + "-wal"]
+            # A replay commits nothing new, and is refused.
+            assert not await writer.claim_nonce("n-1", at + 30, at - 60)
+            await until(lambda: flusher.durable_seq == 2)
+            assert flusher.error is None
+            assert flusher.late == 0
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await flusher.close()
+        # Nothing else syncs or checkpoints that log here: the writer does.
+        assert set(synced) == {str(path) + "-wal"}
+
+    asyncio.run(go())

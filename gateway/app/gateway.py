@@ -47,7 +47,7 @@ from gateway.hw.pins import PinFactory
 from gateway.hw.station import Station
 from gateway.net.mqtt import MqttLink, gateway_link_settings
 from gateway.store.files import load_pin_key_file, load_platform_keys
-from gateway.store.flush import Sync
+from gateway.store.flush import Sync, WalFlusher
 from gateway.store.lock import DataDirLock
 from gateway.store.outbox import Outbox
 from gateway.store.reader import CacheReader
@@ -93,7 +93,16 @@ class Gateway:
         self.keys = keys or load_platform_keys(config)
         self.pin_key = load_pin_key_file(config)
         self.topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
-        self.writer = CacheWriter(config.cache_path, clock)
+        #: Syncs the cache's log within the window after a scan's nonce claim or
+        #: a pass's use, as the outbox's flusher does for events.
+        self.cache_flusher = WalFlusher(
+            config.cache_path,
+            clock,
+            window=config.outbox.flush_window_ms / 1000,
+            checkpoints=False,  # the cache writer's own
+            what="nonce claims and pass uses",
+        )
+        self.writer = CacheWriter(config.cache_path, clock, self.cache_flusher)
         self.outbox = Outbox(
             config.outbox_path,
             clock,
@@ -152,6 +161,10 @@ class Gateway:
             self._stack.enter_context(DataDirLock(self.config.gateway.data_dir))
             # Damaged files are set aside and the gateway starts anyway (store.repair).
             self._repairs.extend(await open_cache(self._stack, self.writer, self.clock))
+            # A disk that refuses this first sync is the flusher's to report later.
+            with contextlib.suppress(OSError):
+                await self.cache_flusher.open(0)
+            self._stack.push_async_callback(self.cache_flusher.close)  # before the writer's
             await open_outbox(self._stack, self.outbox, self.clock)
             # Closed first (exit stacks unwind backwards): no load may outlive the writer.
             self._stack.push_async_callback(self.engine.close)
@@ -250,6 +263,7 @@ class Gateway:
         yield Service("outbox-keeper", self.outbox.keep)
         if self.outbox.flusher is not None:
             yield Service("outbox-flusher", self.outbox.flusher.run)
+        yield Service("cache-flusher", self.cache_flusher.run)
         yield Service(
             "cache-check",
             functools.partial(check_cache, self.config.cache_path, self.clock, self.events.record),

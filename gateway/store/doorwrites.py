@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway.clock import Clock
 from gateway.errors import CacheError, DatasetError
+from gateway.store.flush import WalFlusher
 
 #: Seconds between forgetting expired nonces, and expired pass counts (kept
 #: longer they are harmless: the code's or the pass's own time refuses it).
@@ -44,9 +45,16 @@ def integrity_message(exc: sqlite3.IntegrityError) -> str:
 class DoorWrites:
     """Nonce claims, pass uses and small transactions, written in the caller's thread."""
 
-    def __init__(self, path: Path, clock: Clock, lock: asyncio.Lock) -> None:
+    def __init__(
+        self, path: Path, clock: Clock, lock: asyncio.Lock, flusher: WalFlusher | None = None
+    ) -> None:
         self._clock = clock
         self._lock = lock
+        #: Syncs what is committed here within its window (a power cut would
+        #: otherwise take claims and uses back until the next checkpoint).
+        self._flusher = flusher
+        #: Commits made here, ever (the flusher's sequence).
+        self._written = 0
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA wal_autocheckpoint=0")
@@ -79,7 +87,13 @@ class DoorWrites:
             if isinstance(exc, sqlite3.Error):
                 raise CacheError(f"{failure}: {exc}") from exc
             raise
+        self._committed()
+
+    def _committed(self) -> None:
         self.commits += 1
+        self._written += 1
+        if self._flusher is not None:
+            self._flusher.committed(self._written)
 
     def checkpoint_due(self) -> bool:
         """Whether enough was committed here for the writer to checkpoint the log
@@ -140,7 +154,7 @@ class DoorWrites:
                     self._db.execute(*purge)
                     self._purged[purge[0]] = now
                 rows = self._db.execute(sql, params).fetchall()
-                self.commits += 1
+                self._committed()
                 return rows
         except sqlite3.Error as exc:
             raise CacheError(f"{failure}: {exc}") from exc

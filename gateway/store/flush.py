@@ -68,7 +68,9 @@ class WalFlusher:
 
     ``delay`` seconds are added to every sync, in the syncing thread, as a
     slow storage would (``doorgw bench tap --fsync-delay-ms``).  ``sync``
-    is the call that makes the log's file durable.
+    is the call that makes the log's file durable.  ``checkpoints=False``
+    leaves checkpoints to the file's own writer (the cache's); ``what``
+    names what the log holds, in the log's messages.
     """
 
     def __init__(
@@ -80,8 +82,12 @@ class WalFlusher:
         delay: float = 0.0,
         sync: Sync = os.fsync,
         on_durable: Callable[[], None] = lambda: None,
+        checkpoints: bool = True,
+        what: str = "events",
     ) -> None:
         self.path = Path(path)
+        self.what = what
+        self._checkpoints = checkpoints
         self.wal_path = self.path.with_name(self.path.name + "-wal")
         self.window = window
         self.delay = delay
@@ -146,7 +152,9 @@ class WalFlusher:
         self._since = None  # commits from now on belong to the next sync
         started = self._clock.monotonic()
         last, at = self._checkpointed
-        checkpoint = target - last >= CHECKPOINT_EVENTS or started - at >= CHECKPOINT_SECONDS
+        checkpoint = self._checkpoints and (
+            target - last >= CHECKPOINT_EVENTS or started - at >= CHECKPOINT_SECONDS
+        )
         try:
             # Shielded: a sync under way completes and is accounted for.
             await asyncio.shield(asyncio.to_thread(self._sync_now, checkpoint=checkpoint))
@@ -156,7 +164,7 @@ class WalFlusher:
             self._wake.set()
             detail = str(exc) or type(exc).__name__
             if self.error is None:
-                log.error("%s: events cannot be made durable (%s)", self.wal_path, detail)
+                log.error("%s: %s cannot be made durable (%s)", self.wal_path, self.what, detail)
             self.error = detail
             return False
         took = self._clock.monotonic() - started
@@ -168,7 +176,7 @@ class WalFlusher:
         if since is not None and self._clock.monotonic() - since > self.window:
             self.late += 1
         if self.error is not None:
-            log.warning("%s: events are made durable again", self.wal_path)
+            log.warning("%s: %s are made durable again", self.wal_path, self.what)
             self.error = None
         self.durable_seq = max(self.durable_seq, target)
         self._on_durable()

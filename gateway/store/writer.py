@@ -19,6 +19,7 @@ from gateway.core import model
 from gateway.errors import CacheCorruptError, CacheError, CacheSchemaError, DatasetError
 from gateway.store.connect import connect
 from gateway.store.doorwrites import DoorWrites, integrity_message
+from gateway.store.flush import WalFlusher
 from gateway.store.rows import (
     TABLES,
     insert_sql,
@@ -49,15 +50,28 @@ def _change_statement(change: model.Change) -> tuple[str, Sequence[Any]]:
     return f"DELETE FROM {table_name} WHERE id = ?", (change.id,)
 
 
+def _meta_statements(clock: Clock, version: int | None) -> list[tuple[str, Sequence[Any]]]:
+    """The statements that record a write's time (and the data's new version)."""
+    values = {"updated_at": str(int(clock.now().timestamp()))}
+    if version is not None:
+        values["dataset_version"] = str(version)
+    sql = (
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+    )
+    return [(sql, item) for item in values.items()]
+
+
 class CacheWriter:
     """Opens (creating and migrating) the cache file and writes to it.
 
     Use as ``async with CacheWriter(path, clock) as writer: ...``.
     """
 
-    def __init__(self, path: Path, clock: Clock) -> None:
+    def __init__(self, path: Path, clock: Clock, flusher: WalFlusher | None = None) -> None:
         self.path = Path(path)
         self._clock = clock
+        self._flusher = flusher  # syncs the door's writes (gateway.store.doorwrites)
         self._db: aiosqlite.Connection | None = None
         self._tx_lock = asyncio.Lock()
         #: The writes a member at a door waits for, on a connection of their own.
@@ -75,7 +89,7 @@ class CacheWriter:
             raise CacheError(f"{self.path}: cannot open the cache: {exc}") from None
         try:
             await self._setup()
-            self._door_writes = DoorWrites(self.path, self._clock, self._tx_lock)
+            self._door_writes = DoorWrites(self.path, self._clock, self._tx_lock, self._flusher)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -171,7 +185,7 @@ class CacheWriter:
                 await self._set_meta(version)
             return
         statements = [_change_statement(change) for change in changes]
-        statements += self._meta_statements(version)
+        statements += _meta_statements(self._clock, version)
         async with self._tx_lock:
             self._doors().transaction(statements, "changes not applied")
         self._checkpoint_soon()
@@ -327,18 +341,8 @@ class CacheWriter:
             self._checkpoint = None
 
     async def _set_meta(self, version: int | None) -> None:
-        for statement in self._meta_statements(version):
+        for statement in _meta_statements(self._clock, version):
             await self.db.execute(*statement)
-
-    def _meta_statements(self, version: int | None) -> list[tuple[str, Sequence[Any]]]:
-        values = {"updated_at": str(int(self._clock.now().timestamp()))}
-        if version is not None:
-            values["dataset_version"] = str(version)
-        sql = (
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
-        )
-        return [(sql, item) for item in values.items()]
 
     async def updated_at(self) -> int | None:
         """When the cache last took data from the platform (Unix seconds), if ever."""
