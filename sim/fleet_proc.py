@@ -75,9 +75,10 @@ async def echo(where: str, ca: str, cert: str, key: str, gateway: str, site: str
     prefix = "doorgw/v1"
     reply = f"{prefix}/gw/{gateway}/heartbeat"
     host, _, port = where.rpartition(":")  # HOST:PORT, or a port on loopback
-    seen = [0]  # the highest version answered, across sessions
+    seen = 0  # the highest version answered, across sessions
 
     async def session() -> None:
+        nonlocal seen
         async with aiomqtt.Client(
             host or "127.0.0.1",
             int(port),
@@ -96,9 +97,9 @@ async def echo(where: str, ca: str, cert: str, key: str, gateway: str, site: str
                 body = raw.split(b".")[1]
                 doc = json.loads(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
                 version = int(doc["version"])
-                if doc.get("type") == "beacon" and version <= seen[0]:
+                if doc.get("type") == "beacon" and version <= seen:
                     continue  # the beacon of a version already answered
-                seen[0] = max(seen[0], version)
+                seen = max(seen, version)
                 await client.publish(reply, json.dumps({"echo": version}).encode(), qos=1)
 
     async def sessions() -> None:

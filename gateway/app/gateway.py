@@ -161,9 +161,7 @@ class Gateway:
             self._stack.enter_context(DataDirLock(self.config.gateway.data_dir))
             # Damaged files are set aside and the gateway starts anyway (store.repair).
             self._repairs.extend(await open_cache(self._stack, self.writer, self.clock))
-            # A disk that refuses this first sync is the flusher's to report later.
-            with contextlib.suppress(OSError):
-                await self.cache_flusher.open(0)
+            # No sync at start: nothing waits for what the last run claimed.
             self._stack.push_async_callback(self.cache_flusher.close)  # before the writer's
             await open_outbox(self._stack, self.outbox, self.clock)
             # Closed first (exit stacks unwind backwards): no load may outlive the writer.

@@ -50,10 +50,10 @@ class DoorWrites:
     ) -> None:
         self._clock = clock
         self._lock = lock
-        #: Syncs what is committed here within its window (a power cut would
-        #: otherwise take claims and uses back until the next checkpoint).
+        #: Syncs nonce claims and pass uses within its window (a power cut would
+        #: otherwise take them back until the next checkpoint).
         self._flusher = flusher
-        #: Commits made here, ever (the flusher's sequence).
+        #: Claims and uses committed here, ever (the flusher's sequence).
         self._written = 0
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -87,13 +87,8 @@ class DoorWrites:
             if isinstance(exc, sqlite3.Error):
                 raise CacheError(f"{failure}: {exc}") from exc
             raise
-        self._committed()
-
-    def _committed(self) -> None:
+        # A delta needs no sync: one a power cut takes back is asked for again.
         self.commits += 1
-        self._written += 1
-        if self._flusher is not None:
-            self._flusher.committed(self._written)
 
     def checkpoint_due(self) -> bool:
         """Whether enough was committed here for the writer to checkpoint the log
@@ -154,7 +149,10 @@ class DoorWrites:
                     self._db.execute(*purge)
                     self._purged[purge[0]] = now
                 rows = self._db.execute(sql, params).fetchall()
-                self._committed()
+                self.commits += 1
+                self._written += 1
+                if self._flusher is not None:
+                    self._flusher.committed(self._written)
                 return rows
         except sqlite3.Error as exc:
             raise CacheError(f"{failure}: {exc}") from exc
