@@ -15,6 +15,7 @@ from gateway.core import model
 from gateway.core.credentials import parse_read
 from gateway.core.decision import Reason, decide
 from gateway.errors import CacheCorruptError, CacheError, CacheSchemaError, DatasetError
+from gateway.store.claims import claims_path
 from gateway.store.doorwrites import CHECKPOINT_COMMITS
 from gateway.store.reader import CacheReader
 from gateway.store.rows import table_rows
@@ -464,7 +465,7 @@ def test_sqlite_errors_leave_the_store_as_cache_errors_and_roll_back(tmp_path: P
 
     async def go() -> None:
         async with CacheWriter(path, ManualClock(datetime(2026, 3, 10, tzinfo=UTC))) as writer:
-            with sqlite3.connect(path) as other:
+            with sqlite3.connect(claims_path(path)) as other:
                 other.execute("DROP TABLE pass_uses")
             with pytest.raises(CacheError, match=r"^pass use not recorded: no such table"):
                 await writer.use_pass("dp-1", 3, 2_000_000_000, 1_000)
@@ -503,27 +504,10 @@ def test_a_snapshot_stage_is_begun_while_other_reads_run_on_the_same_connection(
     asyncio.run(go())
 
 
-def test_scans_alone_do_not_grow_the_cache_log_without_bound(tmp_path: Path) -> None:
-    """Nonce claims commit on a connection that never checkpoints (it writes in the
-    event loop's thread): the writer checkpoints them in its own, so a site with
-    many scans and no deltas keeps its write-ahead log to a few MB."""
-    path = tmp_path / "cache.sqlite3"
-
-    async def go() -> int:
-        async with CacheWriter(path, ManualClock(datetime(2026, 3, 10, tzinfo=UTC))) as writer:
-            for n in range(4000):
-                assert await writer.claim_nonce(f"n-{n}", 2_000_000_000, 1_000)
-                await asyncio.sleep(0)  # the door has its answer; the checkpoint runs
-            assert not await writer.claim_nonce("n-7", 2_000_000_000, 1_000)  # a replay
-            return (tmp_path / "cache.sqlite3-wal").stat().st_size
-
-    assert asyncio.run(go()) < 6 * 1024 * 1024
-
-
-def test_after_the_writer_checkpoints_scans_append_to_a_short_log(tmp_path: Path) -> None:
-    """Once the writer has checkpointed the scans' log whole, it starts the log
-    again, cut short: the next scans' commits append to new pages instead of
-    rewriting old ones the kernel may have dropped (a disk read in a scan)."""
+def test_after_the_writer_checkpoints_small_deltas_append_to_a_short_log(tmp_path: Path) -> None:
+    """Once the writer has checkpointed the small deltas' log whole, it starts the
+    log again, cut short: the next commits append to new pages instead of
+    rewriting old ones the kernel may have dropped (a disk read on the loop)."""
     path = tmp_path / "cache.sqlite3"
     wal = tmp_path / "cache.sqlite3-wal"
 
@@ -532,12 +516,109 @@ def test_after_the_writer_checkpoints_scans_append_to_a_short_log(tmp_path: Path
     async def go() -> None:
         async with CacheWriter(path, ManualClock(datetime(2026, 3, 10, tzinfo=UTC))) as writer:
             for n in range(CHECKPOINT_COMMITS * 3):
-                assert await writer.claim_nonce(f"n-{n}", 2_000_000_000, 1_000)
-                await asyncio.sleep(0)  # the door has its answer; the checkpoint runs
+                await writer.apply_changes([], version=n + 1)
+                await asyncio.sleep(0)  # the checkpoint runs in aiosqlite's thread
                 if n % CHECKPOINT_COMMITS == CHECKPOINT_COMMITS // 2:
                     assert wal.stat().st_size > 50 * 4120  # the log grows between them
                 if n % CHECKPOINT_COMMITS == CHECKPOINT_COMMITS - 1:
                     await until(lambda: wal.stat().st_size <= short, limit=5)
+
+    asyncio.run(go())
+
+
+def test_a_scans_claims_leave_the_cache_file_and_the_tap_paths_pages_alone(
+    tmp_path: Path,
+) -> None:
+    """A nonce claim and a pass use are written to the claims file, not the cache:
+    the reader sees the cache unchanged (SQLite would otherwise empty its page
+    cache before the next tap's decision), and still reads the pass's uses;
+    the claims file's flusher checkpoints its log and starts it again short."""
+    from gateway.store.flush import WalFlusher
+
+    path = tmp_path / "cache.sqlite3"
+    clock = ManualClock(datetime(2026, 3, 10, tzinfo=UTC))
+    flusher = WalFlusher(claims_path(path), clock, window=0.05)
+    claims_wal = tmp_path / "cache-claims.sqlite3-wal"
+
+    async def go() -> None:
+        async with CacheWriter(path, clock, flusher) as writer:
+            await writer.replace_dataset(parse_dataset(base_dataset()))
+            task = asyncio.create_task(flusher.run())
+            reader = CacheReader(path)
+            try:
+                with reader.view():
+                    pass
+                seen = reader._conn.execute("PRAGMA main.data_version").fetchone()
+                cache_log = (tmp_path / "cache.sqlite3-wal").stat().st_size
+                for n in range(300):
+                    assert await writer.claim_nonce(f"n-{n}", 2_000_000_000, 1_000)
+                    assert await writer.use_pass("dp-7", 1000, 2_000_000_000, 1_000) == n + 1
+                    clock.advance(0.2)
+                    # Scans come a few a second: each is synced before the next.
+                    async with asyncio.timeout(20):
+                        while flusher.durable_seq < 2 * n + 2:  # noqa: ASYNC110 - a thread sets it
+                            await asyncio.sleep(0.001)
+                with reader.view() as view:
+                    assert view.pass_context("front", "dp-7")[2:] == (False, 300)
+                assert reader._conn.execute("PRAGMA main.data_version").fetchone() == seen
+                assert (tmp_path / "cache.sqlite3-wal").stat().st_size == cache_log
+                # Checkpointed (after 500 claims) and started again: it stays short.
+                assert claims_wal.stat().st_size < 200 * 4120
+            finally:
+                reader.close()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await flusher.close()
             assert not await writer.claim_nonce("n-7", 2_000_000_000, 1_000)  # a replay
 
     asyncio.run(go())
+
+
+def test_an_older_cache_hands_its_claims_to_the_claims_file(tmp_path: Path) -> None:
+    """A cache from before the claims file (schema 4) keeps what it claimed across
+    the upgrade: a used one-time nonce stays used, a pass keeps its uses."""
+    from gateway.store.schema import CLAIMS_MOVED, MIGRATIONS
+
+    path = tmp_path / "cache.sqlite3"
+    old = sqlite3.connect(path, isolation_level=None)
+    for version, script in enumerate(MIGRATIONS[: CLAIMS_MOVED - 1], start=1):
+        old.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+    old.execute("INSERT INTO seen_nonces VALUES ('n-used', 2000000000)")
+    old.execute("INSERT INTO pass_uses VALUES ('dp-7', 2, 2000000000)")
+    old.close()
+
+    async def go() -> None:
+        async with CacheWriter(path, CLOCK) as writer:
+            await writer.replace_dataset(parse_dataset(base_dataset()))
+            assert not await writer.claim_nonce("n-used", 2_000_000_000, 1_000)  # a replay
+            assert await writer.use_pass("dp-7", 3, 2_000_000_000, 1_000) == 3
+            assert await writer.use_pass("dp-7", 3, 2_000_000_000, 1_000) is None
+
+    asyncio.run(go())
+    with sqlite3.connect(path) as cache:
+        assert cache.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        tables = {r[0] for r in cache.execute("SELECT name FROM sqlite_master")}
+    assert not tables & {"seen_nonces", "pass_uses"}
+    reader = CacheReader(path)
+    try:
+        with reader.view() as view:
+            assert view.pass_context("front", "dp-7")[2:] == (False, 3)
+    finally:
+        reader.close()
+
+
+def test_a_damaged_claims_file_is_set_aside_and_started_again(tmp_path: Path) -> None:
+    """Claims in a file that no longer opens cannot be read back: the file is
+    set aside (kept, for a look), a new one started, and the gateway goes on."""
+    path = tmp_path / "cache.sqlite3"
+    claims_path(path).write_bytes(b"not a database, an SD card's bad day " * 200)
+
+    async def go() -> None:
+        async with CacheWriter(path, CLOCK) as writer:
+            assert await writer.claim_nonce("n-1", 2_000_000_000, 1_000)
+            assert not await writer.claim_nonce("n-1", 2_000_000_000, 1_000)
+
+    asyncio.run(go())
+    aside = list(tmp_path.glob("cache-claims.sqlite3.damaged-*"))
+    assert len(aside) == 1
+    assert aside[0].read_bytes().startswith(b"not a database")

@@ -293,9 +293,10 @@ def test_after_a_checkpoint_the_log_starts_again_short_and_events_append_to_it(
 def test_a_scans_nonce_claim_is_synced_to_the_storage_within_the_window(
     tmp_path: Path,
 ) -> None:
-    """What a scan writes to the cache (its nonce, a pass's use) is committed with
+    """What a scan writes (its nonce, a pass's use) is committed with
     ``synchronous=NORMAL`` like an event, and synced within the window: a power
     cut after that cannot give a one-time code a second use."""
+    from gateway.store.claims import claims_path
     from gateway.store.flush import WalFlusher
     from gateway.store.writer import CacheWriter
 
@@ -307,7 +308,8 @@ def test_a_scans_nonce_claim_is_synced_to_the_storage_within_the_window(
         os.fsync(fd)
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
 
-    flusher = WalFlusher(path, clock, window=0.05, sync=sync, checkpoints=False)
+    claims = claims_path(path)
+    flusher = WalFlusher(claims, clock, window=0.05, sync=sync)
 
     async def go() -> None:
         async with CacheWriter(path, clock, flusher) as writer:
@@ -316,13 +318,13 @@ def test_a_scans_nonce_claim_is_synced_to_the_storage_within_the_window(
             assert await writer.claim_nonce("n-1", at + 30, at - 60)
             await until(lambda: flusher.durable_seq == 1)
             # The log's file, and its directory the first time (its name is new).
-            assert synced == [str(tmp_path), str(path) + "-wal"]
+            assert synced == [str(tmp_path), str(claims) + "-wal"]
             # A replay commits nothing new, and is refused.
             assert not await writer.claim_nonce("n-1", at + 30, at - 60)
             await until(lambda: flusher.durable_seq == 2)
             assert flusher.error is None
             assert flusher.late == 0
-            # A small delta, written on the same connection, waits for no sync:
+            # A small delta, written to the cache file, waits for no sync:
             # one a power cut takes back is asked for again.
             await writer.apply_changes([], version=7)
             await asyncio.sleep(0.05)
@@ -330,6 +332,6 @@ def test_a_scans_nonce_claim_is_synced_to_the_storage_within_the_window(
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await flusher.close()
-        assert set(synced) == {str(tmp_path), str(path) + "-wal"}
+        assert set(synced) == {str(tmp_path), str(claims) + "-wal"}
 
     asyncio.run(go())

@@ -46,6 +46,7 @@ from gateway.errors import ConfigError, StopTimeoutError
 from gateway.hw.pins import PinFactory
 from gateway.hw.station import Station
 from gateway.net.mqtt import MqttLink, gateway_link_settings
+from gateway.store.claims import claims_path
 from gateway.store.files import load_pin_key_file, load_platform_keys
 from gateway.store.flush import Sync, WalFlusher
 from gateway.store.lock import DataDirLock
@@ -93,13 +94,12 @@ class Gateway:
         self.keys = keys or load_platform_keys(config)
         self.pin_key = load_pin_key_file(config)
         self.topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
-        #: Syncs the cache's log within the window after a scan's nonce claim or
-        #: a pass's use, as the outbox's flusher does for events.
+        #: Syncs (and checkpoints) the claims file's log within the window after a
+        #: scan's nonce claim or a pass's use, as the outbox's flusher does for events.
         self.cache_flusher = WalFlusher(
-            config.cache_path,
+            claims_path(config.cache_path),
             clock,
             window=config.outbox.flush_window_ms / 1000,
-            checkpoints=False,  # the cache writer's own
             what="nonce claims and pass uses",
         )
         self.writer = CacheWriter(config.cache_path, clock, self.cache_flusher)

@@ -1,14 +1,16 @@
-"""Cache writes made at once in the event loop's thread: a scanned code's nonce, a
+"""Writes made at once in the event loop's thread: a scanned code's nonce, a
 pass's use (which a member at a door waits for), and small deltas.
 
-They run at once in the event loop's thread, on a connection of their own:
+They run at once in the event loop's thread, on connections of their own:
 a commit with ``synchronous=NORMAL`` in WAL mode is a page-cache write,
 cheaper than a trip to aiosqlite's thread and back (the reads that decide
-a tap are made the same way, see :mod:`gateway.store.reader`).  They take
-turns with the cache writer's transactions (its lock), so they never meet
-another write transaction and never wait for SQLite's busy handler.
-Checkpoints stay with the writer's own connection, in its thread: the
-writer runs one after every :data:`CHECKPOINT_COMMITS` commits made here.
+a tap are made the same way, see :mod:`gateway.store.reader`).  Small
+deltas go to the cache file and take turns with the cache writer's
+transactions (its lock), so they never meet another write transaction and
+never wait for SQLite's busy handler; the cache writer checkpoints their
+log, in its thread, after every :data:`CHECKPOINT_COMMITS` of them.
+Nonces and pass uses go to the claims file (:mod:`gateway.store.claims`),
+whose flusher syncs and checkpoints it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from gateway.clock import Clock
 from gateway.errors import CacheError, DatasetError
+from gateway.store.claims import claims_path, open_claims
 from gateway.store.flush import WalFlusher
 
 #: Seconds between forgetting expired nonces, and expired pass counts (kept
@@ -50,8 +53,8 @@ class DoorWrites:
     ) -> None:
         self._clock = clock
         self._lock = lock
-        #: Syncs nonce claims and pass uses within its window (a power cut would
-        #: otherwise take them back until the next checkpoint).
+        #: Syncs (and checkpoints) the claims file within its window: a power cut
+        #: would otherwise take claims back.
         self._flusher = flusher
         #: Claims and uses committed here, ever (the flusher's sequence).
         self._written = 0
@@ -60,6 +63,11 @@ class DoorWrites:
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.execute("PRAGMA busy_timeout=20")
         self._db.execute("PRAGMA foreign_keys=ON")  # as on the writer's connection
+        try:
+            self._claims = open_claims(claims_path(path), clock.now())
+        except BaseException:
+            self._db.close()
+            raise
         #: When (monotonic) each table's expired rows were last forgotten.
         self._purged: dict[str, float] = {}
         #: Commits made here since the log was last checkpointed (see
@@ -99,7 +107,8 @@ class DoorWrites:
         return True
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
+        self._claims.close()
         self._db.close()
 
     async def claim_nonce(self, nonce: str, exp: int, forget_before: int) -> bool:
@@ -144,15 +153,15 @@ class DoorWrites:
     ) -> list[Any]:
         now = self._clock.monotonic()
         try:
-            async with self._lock:
-                if now - self._purged.get(purge[0], float("-inf")) >= PURGE_SECONDS:
-                    self._db.execute(*purge)
-                    self._purged[purge[0]] = now
-                rows = self._db.execute(sql, params).fetchall()
-                self.commits += 1
-                self._written += 1
-                if self._flusher is not None:
-                    self._flusher.committed(self._written)
-                return rows
+            # No lock: the claims file has no other writer (its flusher's
+            # checkpoint, in a thread, is waited for by the busy handler).
+            if now - self._purged.get(purge[0], float("-inf")) >= PURGE_SECONDS:
+                self._claims.execute(*purge)
+                self._purged[purge[0]] = now
+            rows = self._claims.execute(sql, params).fetchall()
+            self._written += 1
+            if self._flusher is not None:
+                self._flusher.committed(self._written)
+            return rows
         except sqlite3.Error as exc:
             raise CacheError(f"{failure}: {exc}") from exc

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from gateway.core import model
 from gateway.core.schedule import WeeklySchedule
 from gateway.errors import CacheError, CacheSchemaError
+from gateway.store.claims import CLAIMS_SCHEMA, claims_path
 from gateway.store.schema import SCHEMA_VERSION
 
 _CREDENTIAL_SQL = (
@@ -38,7 +39,7 @@ _PASSES_SQL = (
 _PASS_CONTEXT_SQL = (
     "SELECT s.id, s.timezone, s.closures, d.id, d.name, d.resources, d.groups, "
     "EXISTS (SELECT 1 FROM revoked_passes WHERE id = ?2), "
-    "COALESCE((SELECT uses FROM pass_uses WHERE pass_id = ?2), 0) "
+    "COALESCE((SELECT uses FROM claims.pass_uses WHERE pass_id = ?2), 0) "
     "FROM site s LEFT JOIN doors d ON d.id = ?1"
 )
 
@@ -222,6 +223,7 @@ class CacheReader:
                 cached_statements=64,
             )
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            self._attach_claims()
         except sqlite3.Error as exc:
             raise CacheSchemaError(f"{self.path}: not a readable doorgw cache: {exc}") from None
         if version != SCHEMA_VERSION:
@@ -230,6 +232,17 @@ class CacheReader:
                 f"{self.path}: cache schema version {version}, this doorgw reads "
                 f"{SCHEMA_VERSION}; let the gateway daemon migrate it first"
             )
+
+    def _attach_claims(self) -> None:
+        # The pass uses counted here, read in the same statement as the pass's
+        # context; an empty stand-in where no gateway has claimed anything yet.
+        claims = claims_path(self.path)
+        if claims.exists():
+            uri = f"{claims.resolve().as_uri()}?mode=ro"
+            self._conn.execute("ATTACH DATABASE ? AS claims", (uri,))
+        else:
+            self._conn.execute("ATTACH DATABASE 'file:claims?mode=memory' AS claims")
+            self._conn.executescript(CLAIMS_SCHEMA.replace("EXISTS ", "EXISTS claims."))
 
     @contextmanager
     def view(self) -> Iterator[SqliteView]:

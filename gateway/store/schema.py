@@ -146,7 +146,13 @@ CREATE INDEX passes_by_member_a ON passes(member_id, valid_until);
     "CREATE TABLE revoked_passes (id TEXT PRIMARY KEY, until INTEGER NOT NULL);\n"
     "CREATE TABLE pass_uses (pass_id TEXT PRIMARY KEY, uses INTEGER NOT NULL, "
     "until INTEGER NOT NULL) WITHOUT ROWID;",
+    # 5: nonces and pass uses live in the claims file (gateway.store.claims),
+    # which they are copied into first (CLAIMS_MOVED).
+    "DROP TABLE seen_nonces;\nDROP TABLE pass_uses;",
 )
+
+#: The migration before which an older cache's claims are copied out.
+CLAIMS_MOVED = 5
 
 #: The schema version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)

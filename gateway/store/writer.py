@@ -17,6 +17,7 @@ import aiosqlite
 from gateway.clock import Clock
 from gateway.core import model
 from gateway.errors import CacheCorruptError, CacheError, CacheSchemaError, DatasetError
+from gateway.store.claims import move_claims
 from gateway.store.connect import connect
 from gateway.store.doorwrites import DoorWrites, integrity_message
 from gateway.store.flush import WalFlusher
@@ -26,6 +27,7 @@ from gateway.store.rows import (
     table_rows,
 )
 from gateway.store.schema import (
+    CLAIMS_MOVED,
     MIGRATIONS,
     SCHEMA_VERSION,
 )
@@ -149,6 +151,8 @@ class CacheWriter:
             raise CacheCorruptError(f"{self.path}: the cache is damaged: {detail}")
         for version in range(current + 1, SCHEMA_VERSION + 1):
             log.info("migrating cache %s to schema version %d", self.path, version)
+            if version == CLAIMS_MOVED:
+                await asyncio.to_thread(move_claims, self.path, self._clock.now())
             await db.executescript(
                 f"BEGIN IMMEDIATE;\n{MIGRATIONS[version - 1]}\n"
                 f"PRAGMA user_version = {version};\nCOMMIT;"
