@@ -15,7 +15,6 @@ whose flusher syncs and checkpoints it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Sequence
@@ -48,11 +47,8 @@ def integrity_message(exc: sqlite3.IntegrityError) -> str:
 class DoorWrites:
     """Nonce claims, pass uses and small transactions, written in the caller's thread."""
 
-    def __init__(
-        self, path: Path, clock: Clock, lock: asyncio.Lock, flusher: WalFlusher | None = None
-    ) -> None:
+    def __init__(self, path: Path, clock: Clock, flusher: WalFlusher | None = None) -> None:
         self._clock = clock
-        self._lock = lock
         #: Syncs (and checkpoints) the claims file within its window: a power cut
         #: would otherwise take claims back.
         self._flusher = flusher
@@ -75,8 +71,9 @@ class DoorWrites:
         self.commits = 0
 
     def transaction(self, statements: Sequence[tuple[str, Sequence[Any]]], failure: str) -> None:
-        """Run ``statements`` as one write transaction, now (the caller holds the
-        writer's lock): committed whole, or rolled back whole."""
+        """Run ``statements`` as one write transaction on the cache file, now:
+        committed whole, or rolled back whole.  The caller holds the cache
+        writer's lock, so no other write transaction is open on the file."""
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")

@@ -91,7 +91,7 @@ class CacheWriter:
             raise CacheError(f"{self.path}: cannot open the cache: {exc}") from None
         try:
             await self._setup()
-            self._door_writes = DoorWrites(self.path, self._clock, self._tx_lock, self._flusher)
+            self._door_writes = DoorWrites(self.path, self._clock, self._flusher)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
