@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "gateway.errors": 0,
     "gateway.clock": 0,
     "gateway.events": 0,
+    "gateway.flags": 0,
     "gateway.retry": 0,
     "gateway": 0,  # the package's face: its docstring and version
     "gateway.core": 1,

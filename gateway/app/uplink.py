@@ -21,6 +21,7 @@ from gateway.app.freshness import Freshness
 from gateway.app.sync import SyncEngine
 from gateway.clock import Clock
 from gateway.config.models import Config
+from gateway.flags import Flag, until_any
 from gateway.hw.station import Station
 from gateway.net.mqtt import LinkDownError, MqttLink
 from gateway.store.outbox import Outbox
@@ -69,7 +70,13 @@ class Uplink:
         self._freshness = freshness
         self._clock_watch = clock_watch
         self._engine = engine
-        self._acked = asyncio.Event()
+        #: Set by each of the publisher's reasons to look again (an event made
+        #: durable, an ack, the link going down): it waits on this alone.
+        self._stir = asyncio.Event()
+        self._acked = Flag()
+        self._acked.forward_to(self._stir)
+        outbox.appended.forward_to(self._stir)
+        link.disconnected.forward_to(self._stir)
         #: The last message that arrived on the ack topic, not yet checked.
         self._ack_message: bytes | None = None
         self._ack_arrived = asyncio.Event()
@@ -154,7 +161,7 @@ class Uplink:
                 self._ack_needed.set()
                 try:
                     async with asyncio.timeout(probe_wait if probing else ACK_TIMEOUT):
-                        await _first(self._acked.wait(), link.disconnected.wait())
+                        await self._until(self._acked, link.disconnected)
                 except TimeoutError:
                     sent = outbox.acked_seq
                     if probing:
@@ -176,9 +183,7 @@ class Uplink:
             if not events:
                 try:
                     async with asyncio.timeout(ACK_TIMEOUT):
-                        await _first(
-                            outbox.appended.wait(), self._acked.wait(), link.disconnected.wait()
-                        )
+                        await self._until(outbox.appended, self._acked, link.disconnected)
                 except TimeoutError:
                     if outbox.depth:
                         sent = outbox.acked_seq  # no ack came: send again
@@ -192,6 +197,10 @@ class Uplink:
             if probing and probe is None:
                 probe = events[0]["seq"]
             sent = events[-1]["seq"]
+
+    async def _until(self, *flags: asyncio.Event) -> None:
+        """Wait until one of ``flags`` is set (each forwards to ``_stir``)."""
+        await until_any(self._stir, *flags)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -213,13 +222,3 @@ class Uplink:
                 )
                 await self._link.publish_presence()
             await asyncio.sleep(self._heartbeat_seconds)
-
-
-async def _first(*aws: Any) -> None:
-    """Wait until the first of ``aws`` completes; cancel the rest."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()

@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 from gateway.clock import Clock
 from gateway.config.models import Config
 from gateway.errors import DoorgwError
+from gateway.flags import Flag
 from gateway.retry import backoff
 from gateway.wire.protocol import StatusMsg, Topics
 
@@ -204,7 +205,7 @@ class MqttLink:
         self._client: aiomqtt.Client | None = None
         #: Set while a session is up; ``disconnected`` is its opposite, to wait on.
         self.connected = asyncio.Event()
-        self.disconnected = asyncio.Event()
+        self.disconnected = Flag()
         self.disconnected.set()
         #: How many sessions have started; a change means "resend what was in flight".
         self.sessions = 0

@@ -39,6 +39,7 @@ import aiosqlite
 
 from gateway.clock import Clock
 from gateway.errors import CacheCorruptError, CacheError
+from gateway.flags import Flag
 from gateway.store.connect import connect
 from gateway.store.flush import Sync, WalFlusher
 from gateway.store.repair import Salvage, continue_numbering
@@ -199,7 +200,7 @@ class Outbox:
         self.storage_error: str | None = None
         #: Set whenever events are ready to publish (stored, and durable), for the
         #: publisher to wake on.
-        self.appended = asyncio.Event()
+        self.appended = Flag()
         self.flusher: WalFlusher | None = None
         if flush_window is not None:
             self.flusher = WalFlusher(
