@@ -43,6 +43,7 @@ from gateway.core import model
 from gateway.wire.cloudkit import CloudSigner
 from sim.broker import PREFIX, Broker, free_port
 from sim.fleet import _memory_kb
+from sim.fleet_proc import child_options
 
 GATEWAY = "gw-mem"
 
@@ -270,6 +271,7 @@ def _echo_client(args: list[str]) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "sim.fleet_proc", "echo", *args],
         stdout=subprocess.DEVNULL,
         cwd=Path(__file__).resolve().parent.parent,
+        **child_options(),
     )
 
 

@@ -38,7 +38,7 @@ from gateway.tools.sitegen import rank
 from sim.broker import Broker, ExternalBroker
 from sim.cloud import CloudPeer
 from sim.fleet_failover import kill_node
-from sim.fleet_proc import DOOR_PINS
+from sim.fleet_proc import DOOR_PINS, child_options
 from sim.nats_cluster import NatsCluster
 from sim.scanner import SimulatedScanner
 from sim.site import example_dataset
@@ -315,6 +315,7 @@ class Fleet:
                     stdout=subprocess.DEVNULL,
                     stderr=log,
                     cwd=Path(__file__).resolve().parent.parent,
+                    **child_options(),
                 )
         return procs
 

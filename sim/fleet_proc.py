@@ -16,19 +16,45 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
-_tasks: set[asyncio.Task[None]] = set()
 #: The fleet gateway's door pins: lock, contact, green, red.
 DOOR_PINS = (5, 16, 20, 24)
+#: Names the descriptor of the pipe a fleet process watches (:func:`child_options`).
+ALIVE_FD = "DOORGW_FLEET_ALIVE_FD"
+#: The pipe's ends in the benchmark's process: the read end, handed to every
+#: child, and the write end, held open until that process exits.
+_pipe: tuple[int, int] | None = None
 
 
-async def _orphan_watch() -> None:
-    """Stop (as on SIGTERM) if the benchmark that started us is gone."""
-    parent = os.getppid()
-    # Nothing announces a parent's death to a child; asking once a second is enough.
-    while os.getppid() == parent:  # noqa: ASYNC110
-        await asyncio.sleep(1)
-    os.kill(os.getpid(), signal.SIGTERM)
+def child_options() -> dict[str, Any]:
+    """``subprocess.Popen`` options for a fleet process: it stops once we are gone.
+
+    The children share the read end of a pipe whose only write end is held
+    by this process; when this process ends, however it ends (kill -9
+    included), the read end reads end-of-file.  So a child needs no timer to
+    find its benchmark gone: asking the parent once a second woke every
+    gateway, and every floor client, for nothing, and the CPU figures counted
+    those wakeups."""
+    global _pipe
+    if _pipe is None:
+        _pipe = os.pipe()  # neither end is inherited by other children
+    return {"pass_fds": (_pipe[0],), "env": {**os.environ, ALIVE_FD: str(_pipe[0])}}
+
+
+def _orphan_watch() -> None:
+    """Stop (as on SIGTERM) when the benchmark that started us is gone."""
+    if ALIVE_FD not in os.environ:
+        return  # started by hand: stopped by hand
+    fd = int(os.environ[ALIVE_FD])
+    loop = asyncio.get_running_loop()
+
+    def gone() -> None:
+        loop.remove_reader(fd)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    # Nothing is ever written: readable means end-of-file, the writer gone.
+    loop.add_reader(fd, gone)
 
 
 def run_gateway(config_path: Path) -> None:
@@ -45,7 +71,7 @@ def run_gateway(config_path: Path) -> None:
     def shut_the_door(_: object) -> None:
         # A mock contact reads "open" through its pull-up until driven.
         factory.pin(DOOR_PINS[1]).drive_low()
-        _tasks.add(asyncio.get_running_loop().create_task(_orphan_watch()))
+        _orphan_watch()
 
     asyncio.run(
         serve(load_config(config_path), SystemClock(), pin_factory=factory, started=shut_the_door)
@@ -113,10 +139,11 @@ async def echo(where: str, ca: str, cert: str, key: str, gateway: str, site: str
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     task = asyncio.create_task(sessions())
-    watch = asyncio.create_task(_orphan_watch())
+    _orphan_watch()
     await stop.wait()
-    watch.cancel()
     task.cancel()
+    # Its session closed before the loop is: a clean exit, no complaint on stderr.
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def main(argv: list[str]) -> int:

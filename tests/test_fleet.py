@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,51 @@ def _delta(version: int) -> dict[str, Any]:
 
 def _beacon(version: int) -> dict[str, Any]:
     return {"type": "beacon", "site": "t", "version": version}
+
+
+#: A benchmark in miniature: one floor client started as the fleet starts its
+#: processes, its pid printed, then nothing until it is killed.
+_PARENT = """
+import subprocess, sys, time
+from sim.fleet_proc import child_options
+child = subprocess.Popen(
+    [sys.executable, "-m", "sim.fleet_proc", "echo", *sys.argv[1:]],
+    stdout=subprocess.DEVNULL, **child_options(),
+)
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has stopped: it waits only for its reaper
+
+
+def test_a_fleet_process_stops_by_itself_when_its_benchmark_is_killed(broker: Any) -> None:
+    # kill -9 of `doorgw sim fleet` must not leave gateways running on the machine.
+    cert, key = broker.certs["gw-1"]
+    args = [str(broker.port), str(broker.ca_file), str(cert), str(key), "gw-1", "t"]
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, *args],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    try:
+        assert _running(child)
+        parent.kill()
+        parent.wait(10)
+        for _ in range(300):
+            if not _running(child):
+                break
+            time.sleep(0.1)
+        assert not _running(child), "the floor client outlived its benchmark"
+    finally:
+        parent.stdout.close()
+        if _running(child):
+            os.kill(child, 9)
