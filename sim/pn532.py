@@ -9,10 +9,14 @@ go silent, or spray garbage before its answers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 
 from gateway.hw.readers.pn532.codec import ACK, HOST_TFI, PN532_TFI, FrameParser, Response, encode
+
+#: Host commands kept in order (:attr:`SimulatedPn532.commands`).
+KEPT_COMMANDS = 64
 
 
 class SimulatedPn532:
@@ -30,7 +34,11 @@ class SimulatedPn532:
         self.garbage = b""
         #: Real seconds the chip takes to answer (a slow chip, a long cable).
         self.delay = 0.0
+        #: The first :data:`KEPT_COMMANDS` host commands, in order (the handshake),
+        #: and how many of each it was sent: a count, not a log, as a reader polls
+        #: ten times a second for as long as a simulation runs.
         self.commands: list[int] = []
+        self.counts: collections.Counter[int] = collections.Counter()
         self._parser = FrameParser(tfi=HOST_TFI)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.master, self._readable)
@@ -47,7 +55,9 @@ class SimulatedPn532:
                 self._answer(frame.command, frame.data)
 
     def _answer(self, command: int, params: bytes) -> None:
-        self.commands.append(command)
+        if len(self.commands) < KEPT_COMMANDS:
+            self.commands.append(command)
+        self.counts[command] += 1
         if self.silent:
             return
         if command == 0x02:

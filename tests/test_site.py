@@ -22,12 +22,12 @@ def test_an_nfc_card_is_found_by_the_doors_pn532_and_a_wiegand_card_on_its_lines
         await site.start()
         try:
             room = site.at("room-3")
-            polls_before = room.nfc["room-3"].commands.count(0x4A)
+            polls_before = room.nfc["room-3"].counts[0x4A]
             # Ada's paid booking for Room 3 runs 14:00-16:00 (the example site).
             decision = await site.present("room-3", "nfc:04A1B2C3D4E5F6")
             assert decision is not None
             assert (decision.granted, decision.reason.value) == (True, "granted_booking")
-            assert room.nfc["room-3"].commands.count(0x4A) > polls_before
+            assert room.nfc["room-3"].counts[0x4A] > polls_before
             assert room.nfc["room-3"].card is None  # taken away again
             # Alan's card over the Wiegand lines of the front door (gw-1's first door).
             decision = await site.present("front", "wiegand:26/12:34567")
