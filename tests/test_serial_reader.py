@@ -7,7 +7,9 @@ side as the scanner would.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import re
 import select
 import threading
 from pathlib import Path
@@ -113,6 +115,27 @@ def test_arbitrary_scanner_bytes_give_clean_lines_or_reasons(chunks: list[bytes]
             else:
                 assert isinstance(item, Discarded)
                 assert item.reason in ("not_utf8", "too_long", "control_chars")
+
+
+@given(
+    data=st.binary(max_size=400).map(lambda b: b.replace(b"z", b"\n")),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+)
+def test_the_same_bytes_frame_the_same_however_the_reads_cut_them(
+    data: bytes, cuts: list[int]
+) -> None:
+    whole = LineFramer(max_line=16).feed(data + b"\n")
+    framer = LineFramer(max_line=16)
+    pieces: list[Line | Discarded] = []
+    bounds = [0, *sorted(c for c in cuts if c <= len(data)), len(data)]
+    for a, b in itertools.pairwise(bounds):
+        pieces += framer.feed(data[a:b])
+    pieces += framer.feed(b"\n")
+    assert pieces == whole
+    # An oversized line is reported with its whole length, kept lines whole.
+    lines = [part for part in re.split(rb"[\r\n]", data + b"\n") if part]
+    sizes = [len(part) for part in lines if len(part) > 16]
+    assert [d.size for d in whole if isinstance(d, Discarded) and d.reason == "too_long"] == sizes
 
 
 def test_one_burst_is_one_presentation_and_its_garbage_one_event(tmp_path: Path) -> None:
