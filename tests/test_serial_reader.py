@@ -132,7 +132,7 @@ def test_the_same_bytes_frame_the_same_however_the_reads_cut_them(
         pieces += framer.feed(data[a:b])
     pieces += framer.feed(b"\n")
     assert pieces == whole
-    # An oversized line is reported with its whole length, kept lines whole.
+    # An oversized line is reported with its whole length.
     lines = [part for part in re.split(rb"[\r\n]", data + b"\n") if part]
     sizes = [len(part) for part in lines if len(part) > 16]
     assert [d.size for d in whole if isinstance(d, Discarded) and d.reason == "too_long"] == sizes

@@ -61,8 +61,8 @@ class LineFramer:
         return out
 
     def _take(self, piece: bytes) -> None:
-        # Part of the current line.  An oversized line is only counted from
-        # the moment it is too long: the buffer never holds more than max_line.
+        # Part of the current line.  The buffer never holds more than
+        # max_line: a longer line is dropped and only its length counted.
         if self._skipping:
             self._skipping += len(piece)
         elif len(self._buffer) + len(piece) > self.max_line:
