@@ -619,6 +619,44 @@ def test_acks_that_arrive_together_cost_one_check_and_the_last_one_counts(
     run_async(go())
 
 
+def test_a_batch_the_platform_missed_is_sent_again_while_taps_keep_coming(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The platform lost one batch and acks the gap after every later one: acks
+    keep arriving, but the ack does not move, so after ACK_TIMEOUT the gateway
+    sends everything after it again, without waiting for the site to go quiet."""
+    monkeypatch.setattr("gateway.app.uplink.ACK_TIMEOUT", 1.0)
+
+    async def go() -> None:
+        async with linked(broker, tmp_path) as (cloud, gw):
+            await until(lambda: gw.outbox.depth == 0, "start-up events acknowledged")
+            lost: list[int] = []
+            deliver = cloud._events
+
+            async def lossy(gateway: str, body: dict[str, Any]) -> None:
+                if not lost:  # the first batch from now on never reaches the platform's store
+                    lost.extend(int(e["seq"]) for e in body["events"])
+                    return
+                await deliver(gateway, body)
+
+            cloud._events = lossy  # type: ignore[method-assign]
+            got = cloud.received["gw-1"]
+            card = parse_read("nfc:04000001", site_id="t")
+            taps = 0
+            # A tap every 0.2 s for up to 6 s: the site never goes quiet for a second.
+            while taps < 30 and not (lost and got.contiguous >= lost[-1]):
+                await gw.taps.tap(card, "front")
+                taps += 1
+                await asyncio.sleep(0.2)
+            assert lost, "no batch was published"
+            assert got.contiguous >= lost[-1], f"events {lost} not sent again in {taps} taps"
+            await until(lambda: gw.outbox.depth == 0, "every tap acknowledged")
+            seqs = [e["seq"] for e in cloud.events_of("gw-1")]
+            assert seqs == list(range(1, seqs[-1] + 1))
+
+    run_async(go())
+
+
 def test_a_refused_subscription_ends_the_session_and_is_retried_until_granted(
     broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

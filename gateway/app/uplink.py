@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 #: Events per published batch, and batches in flight before waiting for an ack.
 BATCH_EVENTS = 1000
 WINDOW_BATCHES = 16
-#: Seconds without an ack before unacknowledged events are sent again.
+#: Seconds the ack may stay where it is while events sent beyond it await it;
+#: then everything after it is sent again.
 ACK_TIMEOUT = 10.0
 #: Seconds to wait for the ack of a session's first event before sending it again
 #: (doubling up to ACK_TIMEOUT).
@@ -148,6 +149,10 @@ class Uplink:
         # again after a broker restart): it is repeated soon, then less often.
         probe: int | None = None
         probing, probe_wait = True, PROBE_ACK_TIMEOUT
+        # What was sent is sent again if the ack has not moved for ACK_TIMEOUT:
+        # an ack that arrives but stays where it was (the platform missed a
+        # batch, and acks the same gap after every later one) is no progress.
+        stall = _Stall(outbox.acked_seq)
         while link.connected.is_set():
             if link.sessions != session:
                 # Reconnected while waiting: what was in flight may be lost.
@@ -155,16 +160,18 @@ class Uplink:
                 probe_wait = PROBE_ACK_TIMEOUT
             if probing and probe is not None and outbox.acked_seq >= probe:
                 probing = False
+            if stall.expired(outbox.acked_seq, sent):
+                sent = outbox.acked_seq  # no progress: everything after the ack again
             window = 1 if probing else BATCH_EVENTS * WINDOW_BATCHES
             if sent - outbox.acked_seq >= window:
                 self._acked.clear()
                 self._ack_needed.set()
                 try:
-                    async with asyncio.timeout(probe_wait if probing else ACK_TIMEOUT):
+                    async with asyncio.timeout(probe_wait if probing else stall.left()):
                         await self._until(self._acked, link.disconnected)
                 except TimeoutError:
-                    sent = outbox.acked_seq
                     if probing:
+                        sent = outbox.acked_seq
                         probe, probe_wait = None, min(probe_wait * 2, ACK_TIMEOUT)
                 finally:
                     self._ack_needed.clear()
@@ -181,12 +188,9 @@ class Uplink:
                 else []
             )
             if not events:
-                try:
-                    async with asyncio.timeout(ACK_TIMEOUT):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(stall.left()):
                         await self._until(outbox.appended, self._acked, link.disconnected)
-                except TimeoutError:
-                    if outbox.depth:
-                        sent = outbox.acked_seq  # no ack came: send again
                 continue
             # The EventsMsg shape, serialised directly: these rows came out of our own outbox.
             batch = {"v": 1, "gateway": self._gateway_id, "events": events}
@@ -196,6 +200,7 @@ class Uplink:
             )
             if probing and probe is None:
                 probe = events[0]["seq"]
+            stall.sent(outbox.acked_seq, sent)
             sent = events[-1]["seq"]
 
     async def _until(self, *flags: asyncio.Event) -> None:
@@ -222,3 +227,42 @@ class Uplink:
                 )
                 await self._link.publish_presence()
             await asyncio.sleep(self._heartbeat_seconds)
+
+
+class _Stall:
+    """When the publisher gives up waiting for the platform's ack to move.
+
+    The ack is watched, not merely its arrival: the deadline is
+    :data:`ACK_TIMEOUT` after the first event sent beyond it, and moves on
+    only when an ack covers more than before.  The loop's own time: it
+    measures a wait, not the site's clock.
+    """
+
+    def __init__(self, acked: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._acked = acked
+        #: The loop time by which the ack must move, or None (nothing awaits it).
+        self._due: float | None = None
+
+    def sent(self, acked: int, sent: int) -> None:
+        """Events are sent after ``sent``, with the ack at ``acked``."""
+        if self._due is None or sent <= acked:
+            self._acked, self._due = acked, self._loop.time() + ACK_TIMEOUT
+
+    def expired(self, acked: int, sent: int) -> bool:
+        """Whether what was sent has waited too long for the ack to move (the
+        deadline is then cleared: the next send starts another)."""
+        if sent <= acked:
+            self._acked, self._due = acked, None
+        elif acked != self._acked:
+            self._acked, self._due = acked, self._loop.time() + ACK_TIMEOUT
+        if self._due is None or self._loop.time() < self._due:
+            return False
+        self._due = None
+        return True
+
+    def left(self) -> float:
+        """Seconds to wait before looking again (ACK_TIMEOUT when nothing awaits an ack)."""
+        if self._due is None:
+            return ACK_TIMEOUT
+        return max(0.0, self._due - self._loop.time())
