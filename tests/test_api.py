@@ -202,6 +202,15 @@ def test_status_shows_doors_readers_sync_outbox_and_clock(tmp_path: Path) -> Non
         assert outbox["last_seq"] <= gw.outbox.last_seq
         assert status["clock"]["trusted"] in (True, False)
         Status.model_validate(status)  # the shape /openapi.json declares, exactly
+        # A scan's nonce claim is synced by the claims file's own flusher: counted here.
+        claims = status["claims"]["flush"]
+        assert (claims["window_ms"], claims["error"]) == (50, None)
+        at = int(clock.now().timestamp())
+        assert await gw.writer.claim_nonce("n-status", at + 30, at - 60)
+        await until(lambda: gw.cache_flusher.durable_seq >= 1)
+        later = (await client.get("/api/status", headers=auth(token))).json()["claims"]["flush"]
+        assert later["flushes"] > claims["flushes"]
+        assert later["late"] == 0
 
     run(tmp_path, body)
 

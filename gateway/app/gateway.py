@@ -241,6 +241,7 @@ class Gateway:
             clock_watch=self.clock_watch,
             link=self.link,
             outbox=self.outbox,
+            claims_flusher=self.cache_flusher,
             supervisor=self.supervisor,
             clock=clock,
             station=self.station,

@@ -24,6 +24,7 @@ from gateway.core.access import access_json, member_access
 from gateway.hw.station import Station
 from gateway.net.desk import DoorMetrics, GatewayMetrics, UnknownError
 from gateway.net.mqtt import MqttLink
+from gateway.store.flush import WalFlusher
 from gateway.store.outbox import Outbox
 from gateway.store.reader import CacheReader
 
@@ -46,6 +47,7 @@ class GatewayDesk:
         clock_watch: ClockWatch,
         link: MqttLink,
         outbox: Outbox,
+        claims_flusher: WalFlusher | None = None,
         supervisor: Supervisor,
     ) -> None:
         self._config = config
@@ -60,6 +62,7 @@ class GatewayDesk:
         self._clock_watch = clock_watch
         self._link = link
         self._outbox = outbox
+        self._claims_flusher = claims_flusher
         self._supervisor = supervisor
 
     def monotonic(self) -> float:
@@ -120,25 +123,12 @@ class GatewayDesk:
                 "acked_seq": self._outbox.acked_seq,
                 "storage_error": self._outbox.storage_error,
                 "durable_seq": self._outbox.durable_seq,
-                "flush": self._flush_status(),
+                "flush": _flush_status(self._outbox.flusher),
             },
+            "claims": {"flush": _flush_status(self._claims_flusher)},
             "services_down": self._supervisor.down(),
             "service_failures": dict(sorted(self._supervisor.failures.items())),
             "clock": {"trusted": trust.trusted, "source": trust.source, "skew_s": trust.skew_s},
-        }
-
-    def _flush_status(self) -> dict[str, Any] | None:
-        """How syncing stored events to the storage goes (None: each commit syncs)."""
-        flusher = self._outbox.flusher
-        if flusher is None:
-            return None
-        return {
-            "window_ms": round(flusher.window * 1000),
-            "flushes": flusher.flushes,
-            "late": flusher.late,
-            "last_ms": round(flusher.last_seconds * 1000, 1),
-            "max_ms": round(flusher.max_seconds * 1000, 1),
-            "error": flusher.error,
         }
 
     def metrics(self) -> GatewayMetrics:
@@ -200,3 +190,17 @@ class GatewayDesk:
         if reader_id not in self._station.readers:
             raise UnknownError(reader_id)
         return self._taps.enrolled.get(reader_id)
+
+
+def _flush_status(flusher: WalFlusher | None) -> dict[str, Any] | None:
+    """How syncing one file's log to the storage goes (None: each commit syncs)."""
+    if flusher is None:
+        return None
+    return {
+        "window_ms": round(flusher.window * 1000),
+        "flushes": flusher.flushes,
+        "late": flusher.late,
+        "last_ms": round(flusher.last_seconds * 1000, 1),
+        "max_ms": round(flusher.max_seconds * 1000, 1),
+        "error": flusher.error,
+    }

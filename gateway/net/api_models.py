@@ -83,6 +83,13 @@ class OutboxStatus(_Answer):
     flush: FlushStatus | None = Field(description="null where every commit syncs")
 
 
+class ClaimsStatus(_Answer):
+    """The claims file: nonces of scanned app codes, and pass uses (docs/doors.md,
+    "What survives a crash")."""
+
+    flush: FlushStatus | None = Field(description="null where every commit syncs")
+
+
 class ClockStatus(_Answer):
     """Whether time-bound codes are accepted (docs/credentials.md, "Time")."""
 
@@ -111,6 +118,7 @@ class Status(_Answer):
     readers: list[ReaderStatus]
     sync: SyncStatus
     outbox: OutboxStatus
+    claims: ClaimsStatus
     services_down: list[str]
     service_failures: dict[str, int]
     clock: ClockStatus
