@@ -622,3 +622,59 @@ def test_a_damaged_claims_file_is_set_aside_and_started_again(tmp_path: Path) ->
     aside = list(tmp_path.glob("cache-claims.sqlite3.damaged-*"))
     assert len(aside) == 1
     assert aside[0].read_bytes().startswith(b"not a database")
+
+
+def test_a_claim_waits_for_the_claims_file_without_stopping_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """While another connection holds the claims file (its flusher starting the
+    log again, on a slow card), a scan's claim waits for it on the event loop:
+    other doors' work goes on meanwhile, and the claim succeeds once the file
+    is free (no denial for a moment's lock); held for good, it fails as a
+    CacheError after its wait."""
+    import threading
+
+    from gateway.store.doorwrites import CLAIM_WAIT
+
+    path = tmp_path / "cache.sqlite3"
+
+    def hold(seconds: float, held: threading.Event) -> None:
+        db = sqlite3.connect(claims_path(path), isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        held.set()
+        threading.Event().wait(seconds)
+        db.execute("COMMIT")
+        db.close()
+
+    async def go() -> None:
+        async with CacheWriter(path, CLOCK) as writer:
+            assert await writer.claim_nonce("n-0", 2_000_000_000, 1_000)  # the file exists
+            for seconds, claimed in ((0.3, True), (CLAIM_WAIT + 0.5, False)):
+                held = threading.Event()
+                holder = threading.Thread(target=hold, args=(seconds, held))
+                holder.start()
+                await asyncio.to_thread(held.wait)
+                ticks = 0
+
+                async def other_doors() -> None:
+                    nonlocal ticks
+                    while True:
+                        await asyncio.sleep(0.01)
+                        ticks += 1
+
+                beside = asyncio.create_task(other_doors())
+                try:
+                    if claimed:
+                        assert await writer.claim_nonce("n-1", 2_000_000_000, 1_000)
+                    else:
+                        with pytest.raises(CacheError, match="nonce not recorded"):
+                            await writer.claim_nonce("n-2", 2_000_000_000, 1_000)
+                finally:
+                    beside.cancel()
+                await asyncio.to_thread(holder.join)
+                # The loop ran on while the claim waited (about 30 ticks in 0.3 s).
+                assert ticks >= 10, ticks
+            assert not await writer.claim_nonce("n-1", 2_000_000_000, 1_000)  # it was recorded
+            assert await writer.claim_nonce("n-2", 2_000_000_000, 1_000)  # it was not
+
+    asyncio.run(go())

@@ -77,7 +77,7 @@ def _open(path: Path) -> sqlite3.Connection:
             raise sqlite3.OperationalError("cannot switch the claims file to WAL mode")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA wal_autocheckpoint=0")
-        db.execute("PRAGMA busy_timeout=20")
+        db.execute("PRAGMA busy_timeout=20")  # opening; DoorWrites sets 0 (it waits itself)
         problem = quick_check(db)
         if problem is not None:
             raise CacheError(f"{path}: {problem}")

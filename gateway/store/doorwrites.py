@@ -10,11 +10,14 @@ transactions (its lock), so they never meet another write transaction and
 never wait for SQLite's busy handler; the cache writer checkpoints their
 log, in its thread, after every :data:`CHECKPOINT_COMMITS` of them.
 Nonces and pass uses go to the claims file (:mod:`gateway.store.claims`),
-whose flusher syncs and checkpoints it.
+whose flusher syncs and checkpoints it; when its flusher holds the file
+(starting the log again), a claim waits in steps on the event loop, not in
+SQLite's busy handler, which would hold every door up with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Sequence
@@ -32,6 +35,12 @@ PURGE_SECONDS = 60.0
 #: Commits here after which the cache writer checkpoints the log (each adds a
 #: page or two: about SQLite's own 1000-page default).
 CHECKPOINT_COMMITS = 400
+#: Seconds a nonce claim or a pass use waits, in all, for the claims file's
+#: flusher to let go of the log (it starts the log again after a checkpoint,
+#: in its thread: milliseconds, more on a slow card), then fails.  The wait
+#: is the event loop's, in steps of :data:`CLAIM_RETRY`: the other doors go on.
+CLAIM_WAIT = 1.0
+CLAIM_RETRY = 0.002
 
 
 def integrity_message(exc: sqlite3.IntegrityError) -> str:
@@ -61,6 +70,7 @@ class DoorWrites:
         self._db.execute("PRAGMA foreign_keys=ON")  # as on the writer's connection
         try:
             self._claims = open_claims(claims_path(path), clock.now())
+            self._claims.execute("PRAGMA busy_timeout=0")  # busy: waited for in _write
         except BaseException:
             self._db.close()
             raise
@@ -149,16 +159,35 @@ class DoorWrites:
         purge: tuple[str, Sequence[Any]],
     ) -> list[Any]:
         now = self._clock.monotonic()
-        try:
-            # No lock: the claims file has no other writer (its flusher's
-            # checkpoint, in a thread, is waited for by the busy handler).
-            if now - self._purged.get(purge[0], float("-inf")) >= PURGE_SECONDS:
-                self._claims.execute(*purge)
-                self._purged[purge[0]] = now
-            rows = self._claims.execute(sql, params).fetchall()
-            self._written += 1
-            if self._flusher is not None:
-                self._flusher.committed(self._written)
-            return rows
-        except sqlite3.Error as exc:
-            raise CacheError(f"{failure}: {exc}") from exc
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + CLAIM_WAIT
+        while True:
+            try:
+                # No lock of ours: the claims file has no other writer than its
+                # flusher, whose start of a new log holds the file for a moment.
+                if now - self._purged.get(purge[0], float("-inf")) >= PURGE_SECONDS:
+                    self._claims.execute(*purge)
+                    self._purged[purge[0]] = now
+                rows = self._claims.execute(sql, params).fetchall()
+                break
+            except sqlite3.OperationalError as exc:
+                # SQLITE_BUSY: nothing was written; waited for here, not in
+                # SQLite's busy handler, which would stop the whole loop.
+                if _busy(exc) and loop.time() < give_up:
+                    await asyncio.sleep(CLAIM_RETRY)
+                    continue
+                raise CacheError(f"{failure}: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise CacheError(f"{failure}: {exc}") from exc
+        self._written += 1
+        if self._flusher is not None:
+            self._flusher.committed(self._written)
+        return rows
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds the file."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
+    return "locked" in str(exc)
