@@ -47,7 +47,7 @@ class GatewayDesk:
         clock_watch: ClockWatch,
         link: MqttLink,
         outbox: Outbox,
-        claims_flusher: WalFlusher | None = None,
+        claims_flusher: WalFlusher,
         supervisor: Supervisor,
     ) -> None:
         self._config = config

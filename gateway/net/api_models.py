@@ -87,7 +87,7 @@ class ClaimsStatus(_Answer):
     """The claims file: nonces of scanned app codes, and pass uses (docs/doors.md,
     "What survives a crash")."""
 
-    flush: FlushStatus | None = Field(description="null where every commit syncs")
+    flush: FlushStatus
 
 
 class ClockStatus(_Answer):

@@ -187,7 +187,4 @@ class DoorWrites:
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
     """Whether SQLite refused because another connection holds the file."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
-    return "locked" in str(exc)
+    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
