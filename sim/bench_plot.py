@@ -8,18 +8,38 @@ lie on each other say the relay does not wait for the disk.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import DoorgwError, UsageError
+
+
+def check_plot_target(path: Path) -> None:
+    """Refuse, before minutes of taps, a plot that could not be drawn or written.
+
+    UsageError when matplotlib is missing, ``path`` is a directory, or its
+    directory does not exist or cannot be written.
+    """
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib: pip install 'doorgw[plot]' (or matplotlib)")
+    if path.is_dir():
+        raise UsageError(f"--plot {path}: is a directory; give a file name, e.g. {path}/taps.png")
+    where = path.parent
+    if not where.is_dir():
+        raise UsageError(f"--plot {path}: there is no directory {where}")
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise UsageError(f"--plot {path}: {where} is not writable")
+
 
 def plot_taps(path: Path, result: dict[str, Any]) -> None:
-    """Write the PNG for one ``bench tap`` result (with its ``compare`` run)."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise SystemExit(
-            "--plot needs matplotlib: pip install 'doorgw[plot]' (or matplotlib)"
-        ) from None
+    """Write the PNG for one ``bench tap`` result (with its ``compare`` run).
+
+    DoorgwError when the file cannot be written after all (a full disk)."""
+    check_plot_target(path)
+    import matplotlib
+
     matplotlib.use("Agg")  # no display on a gateway
     from matplotlib import pyplot, ticker
 
@@ -51,8 +71,12 @@ def plot_taps(path: Path, result: dict[str, Any]) -> None:
         fontsize="medium",
     )
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
+    try:
+        figure.savefig(path, dpi=100)
+    except OSError as exc:
+        raise DoorgwError(f"--plot {path}: not written ({exc.strerror or exc})") from None
+    finally:
+        pyplot.close(figure)
 
 
 def _cdf(ax: Any, samples_ns: list[int], label: str, *, dashed: bool = False) -> None:

@@ -479,6 +479,10 @@ def bench_tap(args: argparse.Namespace) -> int:
             print(text, flush=True)
 
     kinds = READERS if args.reader == "all" else (args.reader,)
+    if args.plot is not None:
+        from sim.bench_plot import check_plot_target
+
+        check_plot_target(args.plot)
     with tempfile.TemporaryDirectory(prefix="doorgw-bench-tap-") as tmp:
         result = run(
             args.members,

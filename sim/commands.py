@@ -17,6 +17,7 @@ from gateway.commands.common import (
     Groups,
     duration,
     local_start,
+    make_dir,
     non_negative_float,
     positive_float,
     positive_int,
@@ -251,6 +252,8 @@ def fleet(args: argparse.Namespace, clock: Clock) -> int:
     """``doorgw sim fleet``."""
     from sim.fleet import fleet_command
 
+    if args.dir is not None:
+        make_dir(args.dir, "--dir")
     return fleet_command(args)
 
 

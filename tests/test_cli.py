@@ -404,6 +404,54 @@ def test_bench_tap_times_every_reader_kind_to_the_relay_and_draws_the_plot(
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
+def test_a_plot_that_cannot_be_written_is_refused_before_any_tap(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The audit found --plot into a missing directory failing with a traceback
+    after the whole run (minutes of taps); now it is a usage error at once."""
+    args = ["bench", "tap", "--members", "300", "--bookings", "3000", "--taps", "2"]
+    for target, says in (
+        (tmp_path / "nowhere" / "tap.png", f"there is no directory {tmp_path / 'nowhere'}"),
+        (tmp_path, "is a directory"),
+    ):
+        code, out, err = run([*args, "--plot", str(target)], capsys)
+        assert code == 2
+        assert out == ""  # no progress line: no cache was built, not one tap timed
+        assert err.startswith(f"doorgw: error: --plot {target}: {says}")
+        assert "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["schemas", "--out"],
+        ["demo", "--dir"],
+        ["bench", "decide", "--members", "5", "--bookings", "10", "--dir"],
+        ["sim", "demo", "--dir"],
+        ["sim", "run", str(Path(__file__).parents[1] / "sim/scenarios/demo.toml"), "--dir"],
+        ["sim", "fleet", "--gateways", "1", "--dir"],
+    ],
+    ids=lambda command: " ".join(c for c in command if c.isalpha()),
+)
+def test_a_directory_argument_that_cannot_be_one_is_a_usage_error(
+    command: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A file in the way, or a path under a file: one clear line, exit 2, no traceback
+    (each of these raised FileExistsError or FileNotFoundError before)."""
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("staff notes\n")
+    option = command[-1]
+    for target, says in (
+        (in_the_way, "not a directory"),
+        (in_the_way / "sub", "cannot be made (Not a directory)"),
+    ):
+        code, out, err = run([*command, str(target)], capsys)
+        assert (code, out) == (2, "")
+        assert err == f"doorgw: error: {option} {target}: {says}\n"
+    assert in_the_way.read_text() == "staff notes\n"
+
+
 def test_console_entry_point_runs_as_a_module(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[gateway]\nid = 'x'\n")

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.commands.common import make_dir
 from gateway.core import model
 from gateway.core.credentials import CredentialRead
 from gateway.core.decision import LOOKBACK_SECONDS, Reason, decide
@@ -155,7 +156,7 @@ def bench_decide(args: argparse.Namespace) -> int:
             print(text, flush=True)
 
     if args.dir is not None:
-        args.dir.mkdir(parents=True, exist_ok=True)
+        make_dir(args.dir, "--dir")
         result = run(args.members, args.bookings, args.taps, args.seed, args.dir, progress)
     else:
         with tempfile.TemporaryDirectory(prefix="doorgw-bench-") as tmp:

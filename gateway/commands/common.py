@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.models import DEFAULT_CONFIG_PATH
+from gateway.errors import UsageError
 
 #: ``add_subparsers()`` results, by the command they belong to.
 Groups = MutableMapping[str, Any]
@@ -87,12 +88,23 @@ def local_start(value: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{value!r} is not an ISO time") from None
 
 
+def make_dir(directory: Path, option: str) -> Path:
+    """``directory``, made with its parents if missing; a UsageError naming
+    ``option``, not a traceback, for a file in the way or a place it cannot be."""
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{option} {directory}: not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {directory}: cannot be made ({exc.strerror or exc})") from None
+    return directory
+
+
 @contextlib.contextmanager
 def workdir(directory: Path | None, prefix: str = "doorgw-") -> Iterator[Path]:
     """``--dir`` (made if missing, kept), or a temporary directory removed afterwards."""
     if directory is not None:
-        directory.mkdir(parents=True, exist_ok=True)
-        yield directory
+        yield make_dir(directory, "--dir")
         return
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         yield Path(tmp)

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from gateway.clock import Clock
-from gateway.commands.common import Groups
+from gateway.commands.common import Groups, make_dir
+from gateway.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: Groups) -> None:
@@ -23,4 +24,9 @@ def demo(args: argparse.Namespace, clock: Clock) -> int:
     """Build the example site's cache and decide example taps and scans."""
     from gateway.tools.demo import run_demo
 
-    return run_demo(args.dir)
+    if args.dir is None:
+        return run_demo(None)
+    try:
+        return run_demo(make_dir(args.dir, "--dir"))
+    except OSError as exc:  # the directory is there, its files cannot be written
+        raise UsageError(f"--dir {args.dir}: {exc.strerror or exc} ({exc.filename})") from None

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from gateway.clock import Clock
-from gateway.commands.common import Groups
+from gateway.commands.common import Groups, make_dir
+from gateway.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], groups: Groups) -> None:
@@ -21,6 +22,10 @@ def schemas(args: argparse.Namespace, clock: Clock) -> int:
     """Write the files, one path a line."""
     from gateway.wire.schemas import write_schemas
 
-    for path in write_schemas(args.out):
+    try:
+        written = write_schemas(make_dir(args.out, "--out"))
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: {exc.strerror or exc} ({exc.filename})") from None
+    for path in written:
         print(path)
     return 0
