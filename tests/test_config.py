@@ -171,6 +171,19 @@ def test_config_is_frozen(tmp_path: Path) -> None:
             "mqtt.connect_timeout",
             "greater than or equal to 1",
         ),
+        # true and false are not 1 and 0: a number's key refuses them (a door
+        # configured `lock_pin = true` drove GPIO 1 before).
+        (
+            GOOD.replace("unlock_seconds = 4", "unlock_seconds = 4\nlock_pin = true", 1),
+            "doors[1].lock_pin",
+            "valid integer",
+        ),
+        (
+            GOOD.replace("unlock_seconds = 4", "unlock_seconds = true", 1),
+            "doors[1].unlock_seconds",
+            "valid number",
+        ),
+        (GOOD + "\n[outbox]\nflush_window_ms = false\n", "outbox.flush_window_ms", "valid integer"),
     ],
 )
 def test_bad_configs_name_the_key_and_the_problem(

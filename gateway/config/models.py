@@ -10,7 +10,8 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -42,6 +43,40 @@ _S = TypeVar("_S", bound="_Section")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_number_is_not_a_switch(cls, data: Any) -> Any:
+        # Left to pydantic, TOML's true and false pass as 1 and 0 wherever a
+        # number goes: `lock_pin = true` would drive GPIO 1, not be an error.
+        # Handed on as something no number parses, each is refused at its key.
+        if not isinstance(data, dict):
+            return data
+        checked = data
+        for name, field in cls.model_fields.items():
+            key = field.alias or name
+            value = data.get(key)
+            if isinstance(value, bool) and _number_only(field.annotation):
+                checked = dict(checked) if checked is data else checked
+                checked[key] = _Switch(value)
+        return checked
+
+
+class _Switch:
+    """A TOML boolean where a number belongs (refused by the number's own check)."""
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return str(self.value).lower()
+
+
+def _number_only(annotation: Any) -> bool:
+    """Whether ``annotation`` admits a number and not a boolean."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    kinds = {get_args(m)[0] if get_origin(m) is Annotated else m for m in members or [annotation]}
+    return bool(kinds & {int, float}) and bool not in kinds
 
 
 class GatewaySection(_Section):
