@@ -634,7 +634,7 @@ def test_a_claim_waits_for_the_claims_file_without_stopping_the_event_loop(
     CacheError after its wait."""
     import threading
 
-    from gateway.store.doorwrites import CLAIM_WAIT
+    from gateway.store.connect import HELD_WAIT
 
     path = tmp_path / "cache.sqlite3"
 
@@ -649,7 +649,7 @@ def test_a_claim_waits_for_the_claims_file_without_stopping_the_event_loop(
     async def go() -> None:
         async with CacheWriter(path, CLOCK) as writer:
             assert await writer.claim_nonce("n-0", 2_000_000_000, 1_000)  # the file exists
-            for seconds, claimed in ((0.3, True), (CLAIM_WAIT + 0.5, False)):
+            for seconds, claimed in ((0.3, True), (HELD_WAIT + 0.5, False)):
                 held = threading.Event()
                 holder = threading.Thread(target=hold, args=(seconds, held))
                 holder.start()

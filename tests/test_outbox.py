@@ -164,3 +164,86 @@ def test_the_drop_report_goes_out_when_an_ack_makes_room_and_survives_a_restart(
             assert box.last_seq == 11  # reported once, not again
 
     asyncio.run(go())
+
+
+def test_an_event_waits_for_a_held_outbox_on_the_event_loop_and_is_stored(
+    tmp_path: Path,
+) -> None:
+    """The flusher starts the log again after a checkpoint with a commit that
+    syncs the new log's header: one fsync with the file's write lock held (on
+    an SD card tens of milliseconds, more while it collects garbage).  A tap's
+    event meeting it used to stop the whole event loop for 20 ms in SQLite's
+    busy handler and then be dropped.  Now it waits on the loop (other doors go
+    on), is stored once the file is free, in the order the events were taken,
+    and ack deletes wait the same way; held past the wait, it is counted as
+    lost and reported, as the disk-full rules say, and so is an append
+    cancelled while it waits."""
+    import sqlite3
+    import threading
+
+    from gateway.store.connect import HELD_WAIT
+
+    path = tmp_path / "events.sqlite3"
+
+    def hold(seconds: float, held: threading.Event) -> None:
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        held.set()
+        threading.Event().wait(seconds)
+        db.execute("COMMIT")
+        db.close()
+
+    async def held_for(seconds: float) -> threading.Thread:
+        held = threading.Event()
+        holder = threading.Thread(target=hold, args=(seconds, held))
+        holder.start()
+        await asyncio.to_thread(held.wait)
+        return holder
+
+    async def go() -> None:
+        async with Outbox(path, CLOCK, flush_window=0.05) as box:
+            assert await box.append("access", {"n": 1}) == 1
+            ticks = 0
+
+            async def other_doors() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            beside = asyncio.create_task(other_doors())
+            holder = await held_for(0.3)
+            first = asyncio.create_task(box.append("access", {"n": 2}))
+            await asyncio.sleep(0)  # the first has its turn and waits for the file
+            second = asyncio.create_task(box.append("door_opened", {"n": 3}))
+            assert await asyncio.gather(first, second) == [2, 3]
+            await asyncio.to_thread(holder.join)
+            assert ticks >= 10, ticks  # the loop ran on meanwhile (about 30 in 0.3 s)
+            assert box.storage_error is None
+
+            holder = await held_for(0.3)
+            assert await box.ack(2) == 2  # the platform's ack waits too, then deletes
+            await asyncio.to_thread(holder.join)
+            assert (box.acked_seq, box.depth) == (2, 1)
+
+            holder = await held_for(HELD_WAIT + 0.5)
+            assert await box.append("access", {"n": 4}) is None  # waited out: counted
+            cancelled = asyncio.create_task(box.append("door_forced", {"n": 5}))
+            await asyncio.sleep(0.05)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            await asyncio.to_thread(holder.join)
+            beside.cancel()
+            assert await box.append("access", {"n": 6}) == 5  # after the report, 4
+            events = await box.pending(2, 10)
+            assert [(e["seq"], e["type"]) for e in events] == [
+                (3, "door_opened"),
+                (4, "events_dropped"),
+                (5, "access"),
+            ]
+            assert events[1]["data"]["types"] == {"access": 1, "door_forced": 1}
+        async with Outbox(path, CLOCK, flush_window=0.05) as box:
+            assert (box.last_seq, box.acked_seq) == (5, 2)  # all of it in the file
+
+    asyncio.run(go())

@@ -11,10 +11,55 @@ only asked for files that open.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
+
+#: Seconds a write made in the event loop's thread waits, in all, for another
+#: connection that holds its file's write lock, then fails.  Its file's
+#: flusher does, for a moment, when it starts the log again after a
+#: checkpoint: that commit syncs the new log's header, one fsync while the
+#: lock is held, tens of milliseconds on an SD card and more while the card
+#: collects its garbage.  The wait is the event loop's, in steps of
+#: :data:`HELD_RETRY`, never SQLite's busy handler, which would stop the
+#: loop and every door with it.
+HELD_WAIT = 1.0
+HELD_RETRY = 0.002
+
+_T = TypeVar("_T")
+
+
+def held(exc: BaseException) -> bool:
+    """Whether SQLite refused because another connection holds the file's
+    write lock (SQLITE_BUSY: nothing was written)."""
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+    )
+
+
+async def when_free(write: Callable[[bool], _T]) -> _T:
+    """``write(last)``, made again every :data:`HELD_RETRY` seconds while the file
+    is :func:`held`, for up to :data:`HELD_WAIT`; then its error is raised.
+
+    ``write`` runs on a connection with ``busy_timeout=0`` and changes nothing
+    when it is refused, so each attempt starts from the same state.  ``last``
+    says the wait is over: a write that can settle for less (count what it
+    could not store) does that instead of raising."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + HELD_WAIT
+    while True:
+        last = loop.time() >= give_up
+        try:
+            return write(last)
+        except sqlite3.OperationalError as exc:
+            if not held(exc) or last:
+                raise
+        await asyncio.sleep(HELD_RETRY)
 
 
 async def connect(path: Path) -> aiosqlite.Connection:

@@ -17,7 +17,6 @@ SQLite's busy handler, which would hold every door up with it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from typing import Any
 from gateway.clock import Clock
 from gateway.errors import CacheError, DatasetError
 from gateway.store.claims import claims_path, open_claims
+from gateway.store.connect import when_free
 from gateway.store.flush import WalFlusher
 
 #: Seconds between forgetting expired nonces, and expired pass counts (kept
@@ -35,12 +35,6 @@ PURGE_SECONDS = 60.0
 #: Commits here after which the cache writer checkpoints the log (each adds a
 #: page or two: about SQLite's own 1000-page default).
 CHECKPOINT_COMMITS = 400
-#: Seconds a nonce claim or a pass use waits, in all, for the claims file's
-#: flusher to let go of the log (it starts the log again after a checkpoint,
-#: in its thread: milliseconds, more on a slow card), then fails.  The wait
-#: is the event loop's, in steps of :data:`CLAIM_RETRY`: the other doors go on.
-CLAIM_WAIT = 1.0
-CLAIM_RETRY = 0.002
 
 
 def integrity_message(exc: sqlite3.IntegrityError) -> str:
@@ -159,32 +153,20 @@ class DoorWrites:
         purge: tuple[str, Sequence[Any]],
     ) -> list[Any]:
         now = self._clock.monotonic()
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + CLAIM_WAIT
-        while True:
-            try:
-                # No lock of ours: the claims file has no other writer than its
-                # flusher, whose start of a new log holds the file for a moment.
-                if now - self._purged.get(purge[0], float("-inf")) >= PURGE_SECONDS:
-                    self._claims.execute(*purge)
-                    self._purged[purge[0]] = now
-                rows = self._claims.execute(sql, params).fetchall()
-                break
-            except sqlite3.OperationalError as exc:
-                # SQLITE_BUSY: nothing was written; waited for here, not in
-                # SQLite's busy handler, which would stop the whole loop.
-                if _busy(exc) and loop.time() < give_up:
-                    await asyncio.sleep(CLAIM_RETRY)
-                    continue
-                raise CacheError(f"{failure}: {exc}") from exc
-            except sqlite3.Error as exc:
-                raise CacheError(f"{failure}: {exc}") from exc
+
+        def write(_: bool) -> list[Any]:
+            if now - self._purged.get(purge[0], float("-inf")) >= PURGE_SECONDS:
+                self._claims.execute(*purge)
+                self._purged[purge[0]] = now
+            return self._claims.execute(sql, params).fetchall()
+
+        try:
+            # No lock of ours: the claims file has no other writer than its
+            # flusher, whose start of a new log holds the file for a moment.
+            rows = await when_free(write)
+        except sqlite3.Error as exc:
+            raise CacheError(f"{failure}: {exc}") from exc
         self._written += 1
         if self._flusher is not None:
             self._flusher.committed(self._written)
         return rows
-
-
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    """Whether SQLite refused because another connection holds the file."""
-    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY

@@ -19,7 +19,10 @@ the disk: :meth:`Outbox.keep` tries every :data:`RETRY_SECONDS`) one
 ``events_dropped`` event says how many of which type were lost.  The counts
 are stored with the events whenever the disk takes a write, so a restart
 before the report goes out does not lose it.  Doors keep working
-throughout: nothing here raises for a disk that refuses a write.
+throughout: nothing here raises for a disk that refuses a write.  A file
+held for a moment by another connection (the flusher starting the log
+again) is waited for on the event loop, up to
+:data:`~gateway.store.connect.HELD_WAIT`, and only then counted as lost.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import logging
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
@@ -40,7 +44,7 @@ import aiosqlite
 from gateway.clock import Clock
 from gateway.errors import CacheCorruptError, CacheError
 from gateway.flags import Flag
-from gateway.store.connect import connect
+from gateway.store.connect import connect, held, when_free
 from gateway.store.flush import Sync, WalFlusher
 from gateway.store.repair import Salvage, continue_numbering
 
@@ -76,9 +80,6 @@ INLINE_READ = 16
 _PENDING_SQL = (
     "SELECT seq, at, type, data FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
 )
-#: How long a write waits for another process holding the file's write lock
-#: (a staff command opening the outbox): the loop waits with it, so briefly.
-BUSY_MS = 20
 
 
 async def _open(
@@ -131,7 +132,10 @@ def _writer(path: Path, *, flushed: bool) -> sqlite3.Connection:
     db.execute(f"PRAGMA synchronous={'NORMAL' if flushed else 'FULL'}")
     if flushed:
         db.execute("PRAGMA wal_autocheckpoint=0")  # the flusher checkpoints, off the loop
-    db.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+    # Held by another connection (the flusher starting the log again, a staff
+    # command): waited for on the event loop (when_free), not in SQLite's busy
+    # handler, which would stop the loop with it.
+    db.execute("PRAGMA busy_timeout=0")
     return db
 
 
@@ -149,13 +153,44 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def _dropped_report(dropped: Counter[str], cause: str | None) -> dict[str, Any]:
-    """The ``events_dropped`` event's data, for what was counted so far."""
-    return {
-        "count": sum(dropped.values()),
-        "types": dict(sorted(dropped.items())),
-        "storage_error": cause,
-    }
+@dataclass
+class _Losses:
+    """Events not stored, by type, until an ``events_dropped`` event reports them."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    #: Why the disk last refused events still to be reported (None: only the bound).
+    cause: str | None = None
+    #: The counts changed since they were last written to the file.
+    unsaved: bool = False
+
+    def count(self, lost: Iterable[str] | Mapping[str, int]) -> None:
+        """Count events lost (types, or counts by type)."""
+        self.counts.update(lost)
+        self.unsaved = True
+
+    def copy(self) -> _Losses:
+        """The state as it is now, to go back to."""
+        return _Losses(Counter(self.counts), self.cause, self.unsaved)
+
+    def report(self) -> dict[str, Any]:
+        """The ``events_dropped`` event's data for what was counted; counted afresh after."""
+        data = {
+            "count": sum(self.counts.values()),
+            "types": dict(sorted(self.counts.items())),
+            "storage_error": self.cause,
+        }
+        self.counts.clear()
+        return data
+
+    def rows(self) -> list[tuple[str, int, str | None]] | None:
+        """The ``dropped`` table's rows when they must be written (None: unchanged)."""
+        return [(t, n, self.cause) for t, n in self.counts.items()] if self.unsaved else None
+
+    def saved(self) -> None:
+        """The counts are in the file."""
+        self.unsaved = False
+        if not self.counts:
+            self.cause = None
 
 
 class Outbox:
@@ -191,13 +226,11 @@ class Outbox:
         #: The ``outbox_salvaged`` event's data when this outbox took over a damaged one.
         self.salvaged: dict[str, Any] | None = None
         self._warned = False
-        self._dropped: Counter[str] = Counter()
-        #: Why the disk last refused events still to be reported (None: only the bound).
-        self._drop_cause: str | None = None
-        #: The counts changed since they were last written to the file.
-        self._drops_unsaved = False
+        self._losses = _Losses()
         #: Why events cannot be stored right now, or None while they can.
         self.storage_error: str | None = None
+        #: Held by the append under way (see :meth:`append_many`).
+        self._turn = asyncio.Lock()
         #: Set whenever events are ready to publish (stored, and durable), for the
         #: publisher to wake on.
         self.appended = Flag()
@@ -220,8 +253,8 @@ class Outbox:
             log.warning("%s: no write-ahead log here; each event is synced as stored", self.path)
             self.flusher = None
         for type_, count, cause in dropped:
-            self._dropped[str(type_)] += int(count)
-            self._drop_cause = cause or self._drop_cause
+            self._losses.counts[str(type_)] += int(count)
+            self._losses.cause = cause or self._losses.cause
         self.last_seq, self.acked_seq = meta["last_seq"], meta["acked_seq"]
         try:
             self._w = _writer(self.path, flushed=self.flusher is not None)
@@ -255,10 +288,9 @@ class Outbox:
         now = int(self._clock.now().timestamp())
         acked, marker, data = continue_numbering(salvage, self.max_events, now)
         data = {**data, "moved_to": moved_to, "detail": detail[:300]}
-        self._dropped.update(salvage.dropped)
-        self._drops_unsaved = True
+        self._losses.count(salvage.dropped)
         row = (marker, now, "outbox_salvaged", json.dumps(data, separators=(",", ":")))
-        self._commit([*salvage.rows, row], marker, acked=acked)
+        await when_free(lambda _: self._commit([*salvage.rows, row], marker, acked=acked))
         self.last_seq, self.acked_seq = marker, acked
         self._pending, self.salvaged = len(salvage.rows) + 1, data
         self._stored()
@@ -294,27 +326,38 @@ class Outbox:
 
         An event that cannot be stored (the outbox is full, or the disk is
         full, read-only or failing) gets None and is counted, never raised:
-        a door must not wait for, or fail with, the disk.  Written at once, in
-        this thread (:func:`_writer`): nothing can come between the sequence
-        number taken and the one stored, not even a cancellation.
+        a door must not fail with the disk.  Written at once, in this thread
+        (:func:`_writer`), unless another connection holds the file (the
+        flusher starting the log again): then it waits, on the event loop, up
+        to :data:`~gateway.store.connect.HELD_WAIT` in all, and after that is
+        counted too.  Appends take turns, so sequence numbers are stored in
+        the order they are taken; one cancelled while it waits is counted.
         """
-        return self._append_now(events)
+        try:
+            async with self._turn:
+                return await when_free(lambda last: self._append_now(events, last_try=last))
+        except asyncio.CancelledError:
+            # Never stored nor numbered (a success returns without a pause): lost,
+            # so counted, as the disk-full rules say.
+            self._losses.count(type_ for type_, _, _ in events)
+            raise
 
     def _append_now(
-        self, events: Sequence[tuple[str, Mapping[str, Any], int | None]]
+        self, events: Sequence[tuple[str, Mapping[str, Any], int | None]], *, last_try: bool
     ) -> list[int | None]:
+        """One attempt; sqlite3.OperationalError, with nothing changed, if the file
+        is :func:`~gateway.store.connect.held` and this is not the ``last_try``."""
         now = int(self._clock.now().timestamp())
-        dropped_before, warned_before = Counter(self._dropped), self._warned
+        before, warned_before = self._losses.copy(), self._warned
         out: list[int | None] = []
         rows: list[tuple[int, int, str, str]] = []
         seq = self.last_seq
         extra: list[tuple[str, Mapping[str, Any]]] = []
-        if self._dropped and self.depth < self.max_events:
-            extra.append(("events_dropped", _dropped_report(self._dropped, self._drop_cause)))
-            self._dropped.clear()
+        if self._losses.counts and self.depth < self.max_events:
+            extra.append(("events_dropped", self._losses.report()))
         for type_, data, at in [(t, d, None) for t, d in extra] + list(events):
             if self._pending + len(rows) >= self.max_events:
-                self._dropped[type_] += 1
+                self._losses.counts[type_] += 1
                 out.append(None)
                 continue
             seq += 1
@@ -327,17 +370,18 @@ class Outbox:
                 depth = {"depth": self._pending + len(rows) + 1, "max_events": self.max_events}
                 rows.append((seq, now, "outbox_nearly_full", json.dumps(depth)))
                 log.warning("event outbox at %(depth)d of %(max_events)d events", depth)
-        if self._dropped != dropped_before:
-            self._drops_unsaved = True
-        if rows or self._drops_unsaved:
+        if self._losses.counts != before.counts:
+            self._losses.unsaved = True
+        if rows or self._losses.unsaved:
             try:
                 self._commit(rows, seq)
             except (sqlite3.Error, OSError) as exc:
+                self._losses, self._warned = before, warned_before
+                if held(exc) and not last_try:
+                    raise
                 # Nothing of this call was stored: every one of its events is lost,
                 # and a drop report taken out above is owed still.
-                self._dropped = dropped_before + Counter(t for t, _, _ in events)
-                self._drops_unsaved = True
-                self._warned = warned_before
+                self._losses.count(t for t, _, _ in events)
                 self._storage_failed(exc)
                 return [None] * len(events)
             if rows:
@@ -352,35 +396,18 @@ class Outbox:
     def _commit(
         self, rows: Sequence[tuple[int, int, str, str]], seq: int, *, acked: int | None = None
     ) -> None:
-        """Store ``rows``, the last sequence (and ``acked``) and the drop counts, all or
-        nothing."""
-        db = self._w
-        assert db is not None, "outbox is not open"
-        if len(rows) == 1 and acked is None and not self._drops_unsaved:
-            # The common case, a tap's event: one statement is its own transaction.
-            db.execute("INSERT INTO events VALUES (?, ?, ?, ?)", rows[0])
-            return
-        with _transaction(db):
-            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
-            db.execute("UPDATE outbox_meta SET value = ? WHERE key = 'last_seq'", (seq,))
-            if acked is not None:
-                db.execute("UPDATE outbox_meta SET value = ? WHERE key = 'acked_seq'", (acked,))
-            # The counts outlast a restart: a report owed is never forgotten.  Only
-            # when they changed: a tap's commit must not pay for them otherwise.
-            if self._drops_unsaved:
-                db.execute("DELETE FROM dropped")
-                db.executemany(
-                    "INSERT INTO dropped VALUES (?, ?, ?)",
-                    [(t, n, self._drop_cause) for t, n in self._dropped.items()],
-                )
-        self._drops_unsaved = False
-        if not self._dropped:
-            self._drop_cause = None
+        """Store ``rows``, the last sequence (and ``acked``) and the drop counts if
+        they changed, all or nothing."""
+        assert self._w is not None, "outbox is not open"
+        # The counts outlast a restart: a report owed is never forgotten.  Only
+        # when they changed: a tap's commit must not pay for them otherwise.
+        _store(self._w, rows, seq, acked=acked, drops=self._losses.rows())
+        self._losses.saved()
 
     def _storage_failed(self, exc: BaseException) -> None:
         """Writing failed: remember why (for the drop report), and say so once."""
         detail = str(exc) or type(exc).__name__
-        self._drop_cause = detail[:200]
+        self._losses.cause = detail[:200]
         if self.storage_error is None:
             log.error("%s: events cannot be stored (%s); they are counted", self.path, detail)
         self.storage_error = detail
@@ -394,7 +421,7 @@ class Outbox:
         """
         while True:
             await self._clock.sleep(RETRY_SECONDS)
-            if self._dropped and self.depth < self.max_events:
+            if self._losses.counts and self.depth < self.max_events:
                 await self.append_many([])
 
     async def ping(self) -> None:
@@ -431,16 +458,19 @@ class Outbox:
             log.warning("ack %d beyond the last event %d; ignored", seq, self.last_seq)
             return 0
         deleted = 0
+        db = self._w
+        assert db is not None, "outbox is not open"
         try:
             while self.acked_seq < seq:
-                assert self._w is not None, "outbox is not open"
-                deleted += self._ack_now(_chunk_end(self._w, self.acked_seq, seq))
+                deleted += await when_free(
+                    lambda _: self._ack_now(_chunk_end(db, self.acked_seq, seq))
+                )
                 if self.acked_seq < seq:
                     await asyncio.sleep(0)
         except (sqlite3.Error, OSError) as exc:
             self._storage_failed(exc)
             return deleted
-        if self._dropped and self.depth < self.max_events:
+        if self._losses.counts and self.depth < self.max_events:
             await self.append_many([])
         return deleted
 
@@ -455,6 +485,30 @@ class Outbox:
         if self.depth < self._warn_at:
             self._warned = False
         return cursor.rowcount
+
+
+def _store(
+    db: sqlite3.Connection,
+    rows: Sequence[tuple[int, int, str, str]],
+    seq: int,
+    *,
+    acked: int | None,
+    drops: Sequence[tuple[str, int, str | None]] | None,
+) -> None:
+    """Write ``rows`` and the last sequence ``seq`` (with ``acked`` and the drop
+    counts, when given) in one transaction."""
+    if len(rows) == 1 and acked is None and drops is None:
+        # The common case, a tap's event: one statement is its own transaction.
+        db.execute("INSERT INTO events VALUES (?, ?, ?, ?)", rows[0])
+        return
+    with _transaction(db):
+        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+        db.execute("UPDATE outbox_meta SET value = ? WHERE key = 'last_seq'", (seq,))
+        if acked is not None:
+            db.execute("UPDATE outbox_meta SET value = ? WHERE key = 'acked_seq'", (acked,))
+        if drops is not None:
+            db.execute("DELETE FROM dropped")
+            db.executemany("INSERT INTO dropped VALUES (?, ?, ?)", drops)
 
 
 def _chunk_end(db: sqlite3.Connection, acked: int, seq: int) -> int:
