@@ -1,4 +1,5 @@
-"""Opening a SQLite file for asyncio, without leaving aiosqlite's thread behind.
+"""SQLite from asyncio: opening a file without leaving aiosqlite's thread behind, and
+waiting for a file another connection holds.
 
 When :func:`aiosqlite.connect` fails (a path that is a directory, a
 permission refused), aiosqlite queues its worker thread's stop and returns
@@ -7,6 +8,10 @@ which dies with "RuntimeError: Event loop is closed" after the real
 message.  So the file is opened once with the standard library first: a
 path that cannot be opened fails there, in this thread, and aiosqlite is
 only asked for files that open.
+
+:class:`WhenFree` is the other side of using SQLite from the event loop's
+thread: a write that finds the file held by another connection waits for
+it in steps on the loop, never in SQLite's busy handler.
 """
 
 from __future__ import annotations
@@ -42,24 +47,37 @@ def held(exc: BaseException) -> bool:
     )
 
 
-async def when_free(write: Callable[[bool], _T]) -> _T:
-    """``write(last)``, made again every :data:`HELD_RETRY` seconds while the file
-    is :func:`held`, for up to :data:`HELD_WAIT`; then its error is raised.
+class WhenFree:
+    """Writes to one file, made again while another connection holds it.
 
-    ``write`` runs on a connection with ``busy_timeout=0`` and changes nothing
-    when it is refused, so each attempt starts from the same state.  ``last``
-    says the wait is over: a write that can settle for less (count what it
-    could not store) does that instead of raising."""
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + HELD_WAIT
-    while True:
-        last = loop.time() >= give_up
-        try:
-            return write(last)
-        except sqlite3.OperationalError as exc:
-            if not held(exc) or last:
-                raise
-        await asyncio.sleep(HELD_RETRY)
+    ``await when_free(write)`` calls ``write()`` (on a connection with
+    ``busy_timeout=0``, which changes nothing when it is refused) and, while
+    the file is :func:`held`, again every :data:`HELD_RETRY` seconds for up
+    to :data:`HELD_WAIT`; then the error is raised.  A file held past a wait
+    (another process keeping it) does not make every later write wait as
+    long: until a write goes through again, each is tried once.
+    """
+
+    def __init__(self) -> None:
+        #: A wait ran out and no write has gone through since.
+        self.stuck = False
+
+    async def __call__(self, write: Callable[[], _T]) -> _T:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + (0.0 if self.stuck else HELD_WAIT)
+        while True:
+            try:
+                result = write()
+            except sqlite3.OperationalError as exc:
+                if not held(exc):
+                    raise
+                if loop.time() >= give_up:
+                    self.stuck = True
+                    raise
+            else:
+                self.stuck = False
+                return result
+            await asyncio.sleep(HELD_RETRY)
 
 
 async def connect(path: Path) -> aiosqlite.Connection:

@@ -26,7 +26,7 @@ from typing import Any
 from gateway.clock import Clock
 from gateway.errors import CacheError, DatasetError
 from gateway.store.claims import claims_path, open_claims
-from gateway.store.connect import when_free
+from gateway.store.connect import WhenFree
 from gateway.store.flush import WalFlusher
 
 #: Seconds between forgetting expired nonces, and expired pass counts (kept
@@ -70,6 +70,8 @@ class DoorWrites:
             raise
         #: When (monotonic) each table's expired rows were last forgotten.
         self._purged: dict[str, float] = {}
+        #: The claims file's writes, waiting while its flusher holds it.
+        self._when_free = WhenFree()
         #: Commits made here since the log was last checkpointed (see
         #: :meth:`checkpoint_due`): this connection never checkpoints itself.
         self.commits = 0
@@ -154,7 +156,7 @@ class DoorWrites:
     ) -> list[Any]:
         now = self._clock.monotonic()
 
-        def write(_: bool) -> list[Any]:
+        def write() -> list[Any]:
             if now - self._purged.get(purge[0], float("-inf")) >= PURGE_SECONDS:
                 self._claims.execute(*purge)
                 self._purged[purge[0]] = now
@@ -163,7 +165,7 @@ class DoorWrites:
         try:
             # No lock of ours: the claims file has no other writer than its
             # flusher, whose start of a new log holds the file for a moment.
-            rows = await when_free(write)
+            rows = await self._when_free(write)
         except sqlite3.Error as exc:
             raise CacheError(f"{failure}: {exc}") from exc
         self._written += 1

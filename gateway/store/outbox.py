@@ -44,7 +44,7 @@ import aiosqlite
 from gateway.clock import Clock
 from gateway.errors import CacheCorruptError, CacheError
 from gateway.flags import Flag
-from gateway.store.connect import connect, held, when_free
+from gateway.store.connect import WhenFree, connect, held
 from gateway.store.flush import Sync, WalFlusher
 from gateway.store.repair import Salvage, continue_numbering
 
@@ -133,7 +133,7 @@ def _writer(path: Path, *, flushed: bool) -> sqlite3.Connection:
     if flushed:
         db.execute("PRAGMA wal_autocheckpoint=0")  # the flusher checkpoints, off the loop
     # Held by another connection (the flusher starting the log again, a staff
-    # command): waited for on the event loop (when_free), not in SQLite's busy
+    # command): waited for on the event loop (WhenFree), not in SQLite's busy
     # handler, which would stop the loop with it.
     db.execute("PRAGMA busy_timeout=0")
     return db
@@ -229,8 +229,10 @@ class Outbox:
         self._losses = _Losses()
         #: Why events cannot be stored right now, or None while they can.
         self.storage_error: str | None = None
-        #: Held by the append under way (see :meth:`append_many`).
+        #: Held by the append under way; writes wait while the file is held (see
+        #: :meth:`append_many`).
         self._turn = asyncio.Lock()
+        self._when_free = WhenFree()
         #: Set whenever events are ready to publish (stored, and durable), for the
         #: publisher to wake on.
         self.appended = Flag()
@@ -290,7 +292,7 @@ class Outbox:
         data = {**data, "moved_to": moved_to, "detail": detail[:300]}
         self._losses.count(salvage.dropped)
         row = (marker, now, "outbox_salvaged", json.dumps(data, separators=(",", ":")))
-        await when_free(lambda _: self._commit([*salvage.rows, row], marker, acked=acked))
+        await self._when_free(lambda: self._commit([*salvage.rows, row], marker, acked=acked))
         self.last_seq, self.acked_seq = marker, acked
         self._pending, self.salvaged = len(salvage.rows) + 1, data
         self._stored()
@@ -335,7 +337,12 @@ class Outbox:
         """
         try:
             async with self._turn:
-                return await when_free(lambda last: self._append_now(events, last_try=last))
+                try:
+                    return await self._when_free(lambda: self._append_now(events))
+                except sqlite3.OperationalError as exc:  # still held after the wait
+                    self._losses.count(type_ for type_, _, _ in events)
+                    self._storage_failed(exc)
+                    return [None] * len(events)
         except asyncio.CancelledError:
             # Never stored nor numbered (a success returns without a pause): lost,
             # so counted, as the disk-full rules say.
@@ -343,10 +350,10 @@ class Outbox:
             raise
 
     def _append_now(
-        self, events: Sequence[tuple[str, Mapping[str, Any], int | None]], *, last_try: bool
+        self, events: Sequence[tuple[str, Mapping[str, Any], int | None]]
     ) -> list[int | None]:
         """One attempt; sqlite3.OperationalError, with nothing changed, if the file
-        is :func:`~gateway.store.connect.held` and this is not the ``last_try``."""
+        is :func:`~gateway.store.connect.held`."""
         now = int(self._clock.now().timestamp())
         before, warned_before = self._losses.copy(), self._warned
         out: list[int | None] = []
@@ -377,7 +384,7 @@ class Outbox:
                 self._commit(rows, seq)
             except (sqlite3.Error, OSError) as exc:
                 self._losses, self._warned = before, warned_before
-                if held(exc) and not last_try:
+                if held(exc):
                     raise
                 # Nothing of this call was stored: every one of its events is lost,
                 # and a drop report taken out above is owed still.
@@ -462,8 +469,8 @@ class Outbox:
         assert db is not None, "outbox is not open"
         try:
             while self.acked_seq < seq:
-                deleted += await when_free(
-                    lambda _: self._ack_now(_chunk_end(db, self.acked_seq, seq))
+                deleted += await self._when_free(
+                    lambda: self._ack_now(_chunk_end(db, self.acked_seq, seq))
                 )
                 if self.acked_seq < seq:
                     await asyncio.sleep(0)
