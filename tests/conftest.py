@@ -8,6 +8,8 @@ from tests import reason_coverage  # isort: skip
 import asyncio
 import copy
 import json
+import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -365,6 +367,41 @@ async def background(coro: Coroutine[Any, Any, object]) -> AsyncIterator[asyncio
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class LoopTicks:
+    """Counts the event loop's 10 ms turns while :meth:`run` runs: whether other
+    doors' work went on meanwhile (``async with background(ticks.run())``)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def run(self) -> None:
+        """Count turns until cancelled."""
+        while True:
+            await asyncio.sleep(0.01)
+            self.count += 1
+
+
+def _hold(path: Path, seconds: float, holding: threading.Event) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        holding.set()
+        threading.Event().wait(seconds)
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+async def held_for(path: Path, seconds: float) -> threading.Thread:
+    """Another connection holds ``path``'s write lock for ``seconds``, as a flusher
+    starting the log again does; returns its thread once the lock is held."""
+    holding = threading.Event()
+    holder = threading.Thread(target=_hold, args=(path, seconds, holding))
+    holder.start()
+    await asyncio.to_thread(holding.wait)
+    return holder
 
 
 def gateway_config(tmp_path: Path, signer: Signer, **sections: Any) -> Config:

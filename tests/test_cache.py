@@ -23,7 +23,16 @@ from gateway.store.schema import SCHEMA_VERSION
 from gateway.store.writer import CacheWriter
 from gateway.wire.dataset import parse_changes, parse_dataset
 
-from .conftest import base_dataset, local, revoke_day_card, until, write_cache
+from .conftest import (
+    LoopTicks,
+    background,
+    base_dataset,
+    held_for,
+    local,
+    revoke_day_card,
+    until,
+    write_cache,
+)
 
 CLOCK = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
 AT = local("2026-03-10T10:00")
@@ -632,48 +641,25 @@ def test_a_claim_waits_for_the_claims_file_without_stopping_the_event_loop(
     other doors' work goes on meanwhile, and the claim succeeds once the file
     is free (no denial for a moment's lock); held for good, it fails as a
     CacheError after its wait."""
-    import threading
-
     from gateway.store.connect import HELD_WAIT
 
     path = tmp_path / "cache.sqlite3"
-
-    def hold(seconds: float, held: threading.Event) -> None:
-        db = sqlite3.connect(claims_path(path), isolation_level=None)
-        db.execute("BEGIN IMMEDIATE")
-        held.set()
-        threading.Event().wait(seconds)
-        db.execute("COMMIT")
-        db.close()
 
     async def go() -> None:
         async with CacheWriter(path, CLOCK) as writer:
             assert await writer.claim_nonce("n-0", 2_000_000_000, 1_000)  # the file exists
             for seconds, claimed in ((0.3, True), (HELD_WAIT + 0.5, False)):
-                held = threading.Event()
-                holder = threading.Thread(target=hold, args=(seconds, held))
-                holder.start()
-                await asyncio.to_thread(held.wait)
-                ticks = 0
-
-                async def other_doors() -> None:
-                    nonlocal ticks
-                    while True:
-                        await asyncio.sleep(0.01)
-                        ticks += 1
-
-                beside = asyncio.create_task(other_doors())
-                try:
+                holder = await held_for(claims_path(path), seconds)
+                ticks = LoopTicks()
+                async with background(ticks.run()):
                     if claimed:
                         assert await writer.claim_nonce("n-1", 2_000_000_000, 1_000)
                     else:
                         with pytest.raises(CacheError, match="nonce not recorded"):
                             await writer.claim_nonce("n-2", 2_000_000_000, 1_000)
-                finally:
-                    beside.cancel()
                 await asyncio.to_thread(holder.join)
                 # The loop ran on while the claim waited (about 30 ticks in 0.3 s).
-                assert ticks >= 10, ticks
+                assert ticks.count >= 10, ticks.count
             assert not await writer.claim_nonce("n-1", 2_000_000_000, 1_000)  # it was recorded
             assert await writer.claim_nonce("n-2", 2_000_000_000, 1_000)  # it was not
 

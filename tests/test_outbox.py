@@ -11,7 +11,7 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.store.outbox import INLINE_READ, Outbox
 
-from .conftest import SmallDisk
+from .conftest import LoopTicks, SmallDisk, held_for
 
 CLOCK = ManualClock(datetime(2026, 3, 10, 10, tzinfo=UTC))
 
@@ -179,57 +179,32 @@ def test_an_event_waits_for_a_held_outbox_on_the_event_loop_and_is_stored(
     lost and reported, as the disk-full rules say, and so is an append
     cancelled while it waits; and while the file stays held, later events
     are counted at once rather than each holding its door up as long."""
-    import sqlite3
-    import threading
-
     from gateway.store.connect import HELD_WAIT
 
     path = tmp_path / "events.sqlite3"
 
-    def hold(seconds: float, held: threading.Event) -> None:
-        db = sqlite3.connect(path, isolation_level=None)
-        db.execute("BEGIN IMMEDIATE")
-        held.set()
-        threading.Event().wait(seconds)
-        db.execute("COMMIT")
-        db.close()
-
-    async def held_for(seconds: float) -> threading.Thread:
-        held = threading.Event()
-        holder = threading.Thread(target=hold, args=(seconds, held))
-        holder.start()
-        await asyncio.to_thread(held.wait)
-        return holder
-
     async def go() -> None:
         async with Outbox(path, CLOCK, flush_window=0.05) as box:
             assert await box.append("access", {"n": 1}) == 1
-            ticks = 0
-
-            async def other_doors() -> None:
-                nonlocal ticks
-                while True:
-                    await asyncio.sleep(0.01)
-                    ticks += 1
-
-            beside = asyncio.create_task(other_doors())
-            holder = await held_for(0.3)
+            ticks = LoopTicks()
+            beside = asyncio.create_task(ticks.run())
+            holder = await held_for(path, 0.3)
             first = asyncio.create_task(box.append("access", {"n": 2}))
             await asyncio.sleep(0)  # the first has its turn and waits for the file
             second = asyncio.create_task(box.append("door_opened", {"n": 3}))
             assert await asyncio.gather(first, second) == [2, 3]
             await asyncio.to_thread(holder.join)
-            assert ticks >= 10, ticks  # the loop ran on meanwhile (about 30 in 0.3 s)
+            assert ticks.count >= 10, ticks.count  # the loop ran on (about 30 in 0.3 s)
             assert box.storage_error is None
 
-            holder = await held_for(0.3)
+            holder = await held_for(path, 0.3)
             assert await box.ack(2) == 2  # the platform's ack waits too, then deletes
             await asyncio.to_thread(holder.join)
             assert (box.acked_seq, box.depth) == (2, 1)
 
             # Held 0.6 s beyond one wait: an append made just after the first
             # gives up would, kept waiting, see the file free and be stored.
-            holder = await held_for(HELD_WAIT + 0.6)
+            holder = await held_for(path, HELD_WAIT + 0.6)
             waited = asyncio.create_task(box.append("access", {"n": 4}))
             await asyncio.sleep(0.05)
             cancelled = asyncio.create_task(box.append("door_forced", {"n": 5}))
