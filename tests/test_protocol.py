@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from gateway.core.jws import KeySet, Signer, keyset_of
+from gateway.errors import DatasetError
 from gateway.wire.cloudkit import CloudSigner, snapshot_datas
 from gateway.wire.dataset import parse_dataset
 from gateway.wire.protocol import SnapshotChunkMsg, Topics, decode_part, parse_cloud_message
@@ -70,3 +73,46 @@ def test_key_sets_load_from_jwks_and_rotate() -> None:
     for signer in (old, new):
         assert keys.verify(signer.sign(b"{}"))[1] == b"{}"
     assert KeySet.from_jwks(keys.to_jwks()).kids == keys.kids
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("v", True),
+        ("v", 1.0),
+        ("seq", "5"),
+        ("seq", True),
+        ("seq", 5.0),
+        ("iat", "1700000000"),
+    ],
+)
+def test_a_message_field_must_be_the_json_type_its_schema_names(field: str, value: object) -> None:
+    """The schemas say integer; the gateway took a string, a float or a boolean for
+    one (pydantic's lax mode), so `"v": true` passed as protocol version 1 and
+    `"seq": "5"` as an ack of 5.  A message is read as its schema says, or not at
+    all: a platform that sends otherwise learns it from the rejection."""
+    ack = {"v": 1, "site": "shoreditch", "iat": 1_700_000_000, "type": "ack", "seq": 5}
+    assert parse_cloud_message(json.dumps(ack).encode()).seq == 5  # type: ignore[union-attr]
+    with pytest.raises(DatasetError, match=f"ack.{field}"):
+        parse_cloud_message(json.dumps({**ack, field: value}).encode())
+
+
+def test_a_commands_number_and_flag_take_json_numbers_and_booleans() -> None:
+    base = {
+        "v": 1,
+        "site": "shoreditch",
+        "gateway": "gw-1",
+        "iat": 1_700_000_000,
+        "type": "command",
+        "command_id": "c-1",
+        "nonce": "n" * 16,
+        "exp": 1_700_000_060,
+    }
+    unlock = {**base, "action": "unlock", "door": "front", "seconds": 5}
+    assert parse_cloud_message(json.dumps(unlock).encode()).seconds == 5.0  # type: ignore[union-attr]
+    for field, bad in (
+        ("seconds", {**unlock, "seconds": "5"}),
+        ("on", {**base, "action": "set_mode", "on": 1}),
+    ):
+        with pytest.raises(DatasetError, match=f"command.{field}: "):
+            parse_cloud_message(json.dumps(bad).encode())

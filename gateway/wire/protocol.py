@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
 from gateway.core import model
 from gateway.core.credentials import normalize
@@ -131,7 +139,9 @@ _OUT = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_default
 
 
 class _Msg(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: a number is a JSON number, a flag a JSON boolean, as the schemas
+    # say; `"v": true` is not protocol version 1, nor `"seq": "5"` an ack.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     #: Required: a message that does not say its protocol version is not believed.
     v: Literal[1]
@@ -140,6 +150,14 @@ class _Msg(BaseModel):
     gateway: Id | None = None
     #: When the platform signed it (Unix seconds).
     iat: int = Field(ge=0, le=MAX_SAFE_INT)
+
+    @field_validator("v", mode="before")
+    @classmethod
+    def _a_version_is_a_number(cls, value: Any) -> Any:
+        # A literal matches by equality, and true == 1 == 1.0 in Python.
+        if type(value) is not int:
+            raise ValueError("the protocol version is a whole JSON number")
+        return value
 
 
 class DeltaMsg(_Msg):
