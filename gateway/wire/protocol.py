@@ -25,6 +25,7 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
+    model_validator,
 )
 
 from gateway.core import model
@@ -143,6 +144,23 @@ class _Msg(BaseModel):
     # say; `"v": true` is not protocol version 1, nor `"seq": "5"` an ack.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers_are_integers(cls, data: Any) -> Any:
+        # As JSON Schema reads "integer": 5.0 is the integer 5 (some JSON
+        # writers print whole numbers so), which strict mode alone refuses.
+        if not isinstance(data, dict):
+            return data
+        whole = {
+            key: int(value)
+            for key, value in data.items()
+            if type(value) is float
+            and value.is_integer()
+            and key in cls.model_fields
+            and cls.model_fields[key].annotation is int
+        }
+        return {**data, **whole} if whole else data
+
     #: Required: a message that does not say its protocol version is not believed.
     v: Literal[1]
     site: Id
@@ -154,9 +172,10 @@ class _Msg(BaseModel):
     @field_validator("v", mode="before")
     @classmethod
     def _a_version_is_a_number(cls, value: Any) -> Any:
-        # A literal matches by equality, and true == 1 == 1.0 in Python.
-        if type(value) is not int:
-            raise ValueError("the protocol version is a whole JSON number")
+        # A literal matches by equality, and true == 1 in Python; 1.0 is 1, as
+        # JSON Schema's `const` has it.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("the protocol version is a JSON number")
         return value
 
 
