@@ -36,8 +36,8 @@ def check_plot_target(path: Path) -> None:
 def plot_taps(path: Path, result: dict[str, Any]) -> None:
     """Write the PNG for one ``bench tap`` result (with its ``compare`` run).
 
-    DoorgwError when the file cannot be written after all (a full disk)."""
-    check_plot_target(path)
+    The caller checks the target first (:func:`check_plot_target`); DoorgwError
+    when the file cannot be written after all (a full disk, a directory gone)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a gateway

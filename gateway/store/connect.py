@@ -63,15 +63,17 @@ class WhenFree:
         self.stuck = False
 
     async def __call__(self, write: Callable[[], _T]) -> _T:
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + (0.0 if self.stuck else HELD_WAIT)
+        give_up: float | None = None  # set at the first refusal: a tap's write pays nothing
         while True:
             try:
                 result = write()
             except sqlite3.OperationalError as exc:
                 if not held(exc):
                     raise
-                if loop.time() >= give_up:
+                now = asyncio.get_running_loop().time()
+                if give_up is None:
+                    give_up = now + (0.0 if self.stuck else HELD_WAIT)
+                if now >= give_up:
                     self.stuck = True
                     raise
             else:

@@ -165,8 +165,10 @@ class _Losses:
 
     def count(self, lost: Iterable[str] | Mapping[str, int]) -> None:
         """Count events lost (types, or counts by type)."""
-        self.counts.update(lost)
-        self.unsaved = True
+        added = Counter(lost)
+        if added:  # an empty call (the keeper's) has nothing new to write down
+            self.counts.update(added)
+            self.unsaved = True
 
     def copy(self) -> _Losses:
         """The state as it is now, to go back to."""
