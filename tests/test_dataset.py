@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,33 @@ def test_invalid_datasets_are_refused_whole(path: str, value: Any, message: str)
     with pytest.raises(DatasetError, match="invalid dataset") as info:
         parse_dataset(doc)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("bookings.0.grace_before_min", True),
+        ("bookings.0.grace_after_min", "10"),
+        ("members.0.staff", 1),
+        ("members.0.extended_unlock", "yes"),
+        ("plans.0.around_the_clock", "true"),
+        ("version", True),
+    ],
+)
+def test_a_number_or_flag_must_be_the_json_type_its_schema_names(path: str, value: Any) -> None:
+    # Lax validation read `true` as one minute of grace and "yes" as staff.
+    field = path.rsplit(".", 1)[-1]
+    with pytest.raises(DatasetError, match=f"{field}: Input should be a valid"):
+        parse_dataset(_broken(path, value))
+
+
+def test_a_whole_number_written_with_a_fraction_is_that_number() -> None:
+    # JSON Schema's "integer" takes 10.0; some JSON writers print whole numbers so.
+    doc = _broken("bookings.0.grace_before_min", 10.0)
+    doc["version"] = float(doc["version"])
+    dataset = parse_dataset(json.dumps(doc))
+    assert dataset.version == doc["version"]
+    assert dataset.bookings[0].grace_before == 600
 
 
 def test_a_pass_needs_somewhere_to_open() -> None:

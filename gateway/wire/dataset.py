@@ -19,9 +19,11 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
+    Strict,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -36,6 +38,20 @@ from gateway.errors import CredentialFormatError, DatasetError
 #: The form of every id: 1-128 characters, starting with a letter or digit.
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+def _whole_number(value: Any) -> Any:
+    # As JSON Schema reads "integer": 10.0 is the integer 10 (some JSON
+    # writers print whole numbers so), which strict mode alone refuses.
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+#: A JSON integer: not `true` (1 in lax pydantic), not the string "10".
+Integer = Annotated[int, BeforeValidator(_whole_number), Strict()]
+#: A JSON boolean: not 1, "yes" or "true", which lax pydantic takes as true.
+Flag = Annotated[bool, Strict()]
 
 
 def _ts(value: datetime | None) -> int | None:
@@ -94,8 +110,8 @@ class MemberDoc(_Wire):
     id: Id
     name: Name
     status: model.MemberStatus
-    extended_unlock: bool = False
-    staff: bool = False
+    extended_unlock: Flag = False
+    staff: Flag = False
 
     def to_model(self) -> model.Member:
         """The decision core's :class:`~gateway.core.model.Member`."""
@@ -150,7 +166,7 @@ class PlanDoc(_Wire):
     schedule: Annotated[list[str], AfterValidator(_check_schedule)] = Field(
         default_factory=list, examples=[["Mon-Fri 08:00-20:00", "Sat 10:00-16:00"]]
     )
-    around_the_clock: bool = False
+    around_the_clock: Flag = False
 
     def to_model(self) -> model.Plan:
         """The decision core's :class:`~gateway.core.model.Plan`."""
@@ -193,8 +209,8 @@ class BookingDoc(_Wire):
     start: AwareDatetime
     end: AwareDatetime
     payment: model.PaymentStatus
-    grace_before_min: int = Field(default=0, ge=0, le=24 * 60)
-    grace_after_min: int = Field(default=0, ge=0, le=24 * 60)
+    grace_before_min: Integer = Field(default=0, ge=0, le=24 * 60)
+    grace_after_min: Integer = Field(default=0, ge=0, le=24 * 60)
 
     @model_validator(mode="after")
     def _window(self) -> BookingDoc:
@@ -269,7 +285,7 @@ def _ordered(start: datetime | None, end: datetime | None) -> None:
 class DatasetDoc(_Wire):
     """A complete dataset for one site, as a snapshot carries it."""
 
-    version: int = Field(ge=0)
+    version: Integer = Field(ge=0)
     site: SiteDoc
     doors: list[DoorDoc] = Field(default_factory=list)
     resources: list[ResourceDoc] = Field(default_factory=list)
