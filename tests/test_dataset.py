@@ -48,6 +48,9 @@ def _broken(path: str, value: Any) -> dict[str, Any]:
         ("entitlements.0.valid_until", "2025-01-01T00:00:00Z", "valid_until must be after"),
         ("version", -1, "greater than or equal to 0"),
         ("members.0.nickname", "x", "members[0].nickname: not a known field"),
+        # Lax validation read a number, or digits in a string, as Unix seconds.
+        ("bookings.0.start", 1773133200, "start: an instant is an ISO 8601 string"),
+        ("passes.0.valid_until", "1773133200", "valid_until: an instant is an ISO 8601"),
     ],
 )
 def test_invalid_datasets_are_refused_whole(path: str, value: Any, message: str) -> None:

@@ -54,6 +54,20 @@ Integer = Annotated[int, BeforeValidator(_whole_number), Strict()]
 Flag = Annotated[bool, Strict()]
 
 
+def _iso_text(value: Any) -> Any:
+    # Lax pydantic reads a number, or a string of digits, as Unix seconds;
+    # every ISO 8601 date it reads has its year's dash fifth.
+    if type(value) is not str or value[4:5] != "-":
+        raise ValueError(
+            "an instant is an ISO 8601 string with an offset, such as 2026-03-10T09:00:00Z"
+        )
+    return value
+
+
+#: An instant: an ISO 8601 string with its offset (docs/model.md).
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+
+
 def _ts(value: datetime | None) -> int | None:
     return None if value is None else int(value.timestamp())
 
@@ -126,8 +140,8 @@ class CredentialDoc(_Wire):
     kind: model.CredentialKind
     value: str = Field(min_length=1, max_length=128)
     status: model.CredentialStatus = model.CredentialStatus.ACTIVE
-    valid_from: AwareDatetime | None = None
-    valid_until: AwareDatetime | None = None
+    valid_from: Instant | None = None
+    valid_until: Instant | None = None
 
     @model_validator(mode="after")
     def _canonical(self) -> CredentialDoc:
@@ -185,8 +199,8 @@ class EntitlementDoc(_Wire):
     id: Id
     member_id: Id
     plan_id: Id
-    valid_from: AwareDatetime | None = None
-    valid_until: AwareDatetime | None = None
+    valid_from: Instant | None = None
+    valid_until: Instant | None = None
 
     @model_validator(mode="after")
     def _window(self) -> EntitlementDoc:
@@ -206,8 +220,8 @@ class BookingDoc(_Wire):
     id: Id
     member_id: Id
     resource_id: Id
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Instant
+    end: Instant
     payment: model.PaymentStatus
     grace_before_min: Integer = Field(default=0, ge=0, le=24 * 60)
     grace_after_min: Integer = Field(default=0, ge=0, le=24 * 60)
@@ -241,8 +255,8 @@ class PassDoc(_Wire):
     name: Name = "pass"
     doors: list[Id] = Field(default_factory=list)
     door_groups: list[Id] = Field(default_factory=list)
-    valid_from: AwareDatetime
-    valid_until: AwareDatetime
+    valid_from: Instant
+    valid_until: Instant
 
     @model_validator(mode="after")
     def _window(self) -> PassDoc:
@@ -270,7 +284,7 @@ class RevokedPassDoc(_Wire):
     """A signed QR pass withdrawn before its end; ``until`` is that end."""
 
     id: Id
-    until: AwareDatetime
+    until: Instant
 
     def to_model(self) -> model.RevokedPass:
         """The decision core's :class:`~gateway.core.model.RevokedPass`."""
