@@ -51,6 +51,8 @@ def _broken(path: str, value: Any) -> dict[str, Any]:
         # Lax validation read a number, or digits in a string, as Unix seconds.
         ("bookings.0.start", 1773133200, "start: an instant is an ISO 8601 string"),
         ("passes.0.valid_until", "1773133200", "valid_until: an instant is an ISO 8601"),
+        ("site.closures", [1766620800], "closures[0]: a date is an ISO 8601 calendar date"),
+        ("site.closures", ["2026-12-25T00:00:00Z"], "closures[0]: a date is an ISO 8601"),
     ],
 )
 def test_invalid_datasets_are_refused_whole(path: str, value: Any, message: str) -> None:

@@ -68,6 +68,17 @@ def _iso_text(value: Any) -> Any:
 Instant = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 
+def _date_text(value: Any) -> Any:
+    # Lax pydantic reads a number as Unix seconds, and takes an instant at midnight.
+    if type(value) is not str or len(value) != 10 or value[4:5] != "-":
+        raise ValueError("a date is an ISO 8601 calendar date, such as 2026-12-25")
+    return value
+
+
+#: A local calendar date: YYYY-MM-DD (docs/model.md).
+CalendarDate = Annotated[date, BeforeValidator(_date_text)]
+
+
 def _ts(value: datetime | None) -> int | None:
     return None if value is None else int(value.timestamp())
 
@@ -85,7 +96,7 @@ class SiteDoc(_Wire):
 
     id: Id
     timezone: str = Field(examples=["Europe/London"])
-    closures: list[date] = Field(default_factory=list)
+    closures: list[CalendarDate] = Field(default_factory=list)
 
     _known_zone = field_validator("timezone")(check_timezone)
 
