@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,44 @@ def test_snapshot_chunks_round_trip_to_database_rows() -> None:
         "bookings",
         "passes",
     }
+
+
+def _part(table: str, rows: list[list[object]]) -> bytes:
+    return zlib.compress(json.dumps({"table": table, "rows": rows}).encode())
+
+
+_BOOKING = ["b1", "m1", "r1", 1773133200, 1773136800, "paid", 10, 10]
+
+
+@pytest.mark.parametrize(
+    ("table", "row", "where"),
+    [
+        # Lax validation took each of these: `true` as a minute or a second, 1 as a flag.
+        ("bookings", [*_BOOKING[:6], True, 10], "6"),
+        ("bookings", [*_BOOKING[:6], "10", 10], "6"),
+        ("bookings", [*_BOOKING[:3], "1773133200", *_BOOKING[4:]], "3"),
+        ("bookings", [*_BOOKING[:3], 1773133200.5, *_BOOKING[4:]], "3"),
+        ("members", ["m1", "Ada", "active", 1, False], "3"),
+        ("members", ["m1", "Ada", "active", False, "yes"], "4"),
+        ("plans", ["p1", "Plan", ["g"], [], "true"], "4"),
+        ("site", ["t", "Europe/London", [1766620800]], "2"),
+    ],
+)
+def test_a_snapshot_rows_numbers_and_flags_are_the_json_types_named(
+    table: str, row: list[object], where: str
+) -> None:
+    with pytest.raises(DatasetError, match=rf"rows\[0\]\[{where}\]"):
+        decode_part(_part(table, [row]))
+
+
+def test_a_snapshot_row_may_write_a_whole_number_with_a_fraction() -> None:
+    # JSON Schema's "integer" takes 10.0; some JSON writers print whole numbers so.
+    row = [*_BOOKING[:3], 1773133200.0, 1773136800.0, "paid", 10.0, 0.0]
+    table, rows = decode_part(_part("bookings", [row]))
+    assert (table, rows) == (
+        "bookings",
+        [("b1", "m1", "r1", 1773133200, 1773136800, "paid", 10, 0)],
+    )
 
 
 def test_key_sets_load_from_jwks_and_rotate() -> None:

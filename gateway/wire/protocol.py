@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass
-from datetime import date
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     TypeAdapter,
     ValidationError,
     create_model,
@@ -32,7 +32,7 @@ from gateway.core import model
 from gateway.core.credentials import normalize
 from gateway.core.schedule import WeeklySchedule
 from gateway.errors import CredentialFormatError, DatasetError
-from gateway.wire.dataset import ChangeDoc, Id, describe_validation_error
+from gateway.wire.dataset import CalendarDate, ChangeDoc, Id, describe_validation_error
 
 #: The protocol version every message carries as ``v``.
 PROTOCOL_VERSION: Literal[1] = 1
@@ -334,21 +334,25 @@ class ResyncRequestMsg(BaseModel):
     missing: list[tuple[int, int]] | None = None
 
 
-# Snapshot rows: one compact array per entity, in the order below.
-Instant = int
+# Snapshot rows: one compact array per entity, in the order below.  Strict,
+# as the messages are: lax pydantic took `true` as 1 (a grace minute, an
+# instant) and 1 or "yes" as a flag.  Whole floats are made integers as the
+# chunk is parsed (``_row_number``), as JSON Schema's "integer" reads them.
+Instant = Annotated[int, Strict()]
+_Flag = Annotated[bool, Strict()]
 _Pay = Literal["paid", "included_in_plan", "unpaid", "refunded", "cancelled"]
 _MStatus = Literal["active", "suspended", "cancelled"]
 _CKind = Literal["nfc_uid", "wiegand", "pin", "app_key"]
 _CStatus = Literal["active", "suspended", "lost", "revoked"]
 _PKind = Literal["day_pass", "visitor"]
 _Name = Annotated[str, Field(min_length=1, max_length=200)]
-_Grace = Annotated[int, Field(ge=0, le=1440)]
+_Grace = Annotated[int, Strict(), Field(ge=0, le=1440)]
 
 ROW_TYPES: dict[str, Any] = {
-    "site": tuple[Id, str, list[date]],
+    "site": tuple[Id, str, list[CalendarDate]],
     "resources": tuple[Id, _Name],
     "doors": tuple[Id, _Name, list[Id], list[Id]],
-    "members": tuple[Id, _Name, _MStatus, bool, bool],
+    "members": tuple[Id, _Name, _MStatus, _Flag, _Flag],
     "credentials": tuple[
         Id,
         Id,
@@ -358,7 +362,7 @@ ROW_TYPES: dict[str, Any] = {
         Instant | None,
         Instant | None,
     ],
-    "plans": tuple[Id, _Name, list[Id], list[str], bool],
+    "plans": tuple[Id, _Name, list[Id], list[str], _Flag],
     "entitlements": tuple[Id, Id, Id, Instant | None, Instant | None],
     "bookings": tuple[Id, Id, Id, Instant, Instant, _Pay, _Grace, _Grace],
     "passes": tuple[Id, Id, _PKind, _Name, list[Id], list[Id], Instant, Instant],
@@ -409,7 +413,7 @@ def decode_part(data: bytes) -> tuple[str, list[tuple[Any, ...]]]:
     if raw.count(b"[") > 3 * MAX_CHUNK_ROWS + 1:
         raise DatasetError(f"snapshot chunk holds more than {MAX_CHUNK_ROWS} rows")
     try:
-        doc = unique_json(raw)
+        doc = json.loads(raw, object_pairs_hook=_unique_members, parse_float=_row_number)
     except (ValueError, RecursionError) as exc:
         raise DatasetError(f"snapshot chunk: not JSON with unique members ({exc})") from None
     try:
@@ -419,6 +423,13 @@ def decode_part(data: bytes) -> tuple[str, list[tuple[Any, ...]]]:
     del doc
     table: str = part.table
     return table, _to_db_rows(table, part.rows)
+
+
+def _row_number(text: str) -> float | int:
+    # No row holds a fraction: 5.0 is the integer 5, and 5.5 stays a float
+    # for the strict integer types to refuse.
+    value = float(text)
+    return int(value) if value.is_integer() else value
 
 
 def _to_db_rows(table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
