@@ -338,7 +338,8 @@ class ResyncRequestMsg(BaseModel):
 # as the messages are: lax pydantic took `true` as 1 (a grace minute, an
 # instant) and 1 or "yes" as a flag.  Whole floats are made integers as the
 # chunk is parsed (``_row_number``), as JSON Schema's "integer" reads them.
-Instant = Annotated[int, Strict()]
+#: An instant in a snapshot row: Unix seconds.
+UnixSeconds = Annotated[int, Strict()]
 _Flag = Annotated[bool, Strict()]
 _Pay = Literal["paid", "included_in_plan", "unpaid", "refunded", "cancelled"]
 _MStatus = Literal["active", "suspended", "cancelled"]
@@ -359,14 +360,14 @@ ROW_TYPES: dict[str, Any] = {
         _CKind,
         Annotated[str, Field(min_length=1, max_length=128)],
         _CStatus,
-        Instant | None,
-        Instant | None,
+        UnixSeconds | None,
+        UnixSeconds | None,
     ],
     "plans": tuple[Id, _Name, list[Id], list[str], _Flag],
-    "entitlements": tuple[Id, Id, Id, Instant | None, Instant | None],
-    "bookings": tuple[Id, Id, Id, Instant, Instant, _Pay, _Grace, _Grace],
-    "passes": tuple[Id, Id, _PKind, _Name, list[Id], list[Id], Instant, Instant],
-    "revoked_passes": tuple[Id, Instant],
+    "entitlements": tuple[Id, Id, Id, UnixSeconds | None, UnixSeconds | None],
+    "bookings": tuple[Id, Id, Id, UnixSeconds, UnixSeconds, _Pay, _Grace, _Grace],
+    "passes": tuple[Id, Id, _PKind, _Name, list[Id], list[Id], UnixSeconds, UnixSeconds],
+    "revoked_passes": tuple[Id, UnixSeconds],
 }
 
 
