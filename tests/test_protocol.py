@@ -86,6 +86,7 @@ _BOOKING = ["b1", "m1", "r1", 1773133200, 1773136800, "paid", 10, 10]
         ("members", ["m1", "Ada", "active", False, "yes"], "4"),
         ("plans", ["p1", "Plan", ["g"], [], "true"], "4"),
         ("site", ["t", "Europe/London", [1766620800]], "2"),
+        ("bookings", [*_BOOKING[:4], 10**26, *_BOOKING[5:]], "4"),
     ],
 )
 def test_a_snapshot_rows_numbers_and_flags_are_the_json_types_named(

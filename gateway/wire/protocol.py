@@ -338,8 +338,9 @@ class ResyncRequestMsg(BaseModel):
 # as the messages are: lax pydantic took `true` as 1 (a grace minute, an
 # instant) and 1 or "yes" as a flag.  Whole floats are made integers as the
 # chunk is parsed (``_row_number``), as JSON Schema's "integer" reads them.
-#: An instant in a snapshot row: Unix seconds.
-UnixSeconds = Annotated[int, Strict()]
+#: An instant in a snapshot row: Unix seconds, held exactly by a JSON number
+#: (a larger one stopped the apply in SQLite, not as ``bad_snapshot``).
+UnixSeconds = Annotated[int, Strict(), Field(ge=-MAX_SAFE_INT, le=MAX_SAFE_INT)]
 _Flag = Annotated[bool, Strict()]
 _Pay = Literal["paid", "included_in_plan", "unpaid", "refunded", "cancelled"]
 _MStatus = Literal["active", "suspended", "cancelled"]
