@@ -89,6 +89,15 @@ def test_a_whole_number_written_with_a_fraction_is_that_number() -> None:
     assert dataset.bookings[0].grace_before == 600
 
 
+def test_a_dataset_document_naming_a_member_twice_is_refused() -> None:
+    # Two JSON readers would see two datasets: one with member 0 staff, one without.
+    text = json.dumps(base_dataset()).replace(
+        '"status": ', '"staff": true, "staff": false, "status": ', 1
+    )
+    with pytest.raises(DatasetError, match=r"not JSON with unique members .*'staff' given twice"):
+        parse_dataset(text)
+
+
 def test_a_pass_needs_somewhere_to_open() -> None:
     doc = _broken("passes.0.doors", [])
     doc["passes"][0]["door_groups"] = []

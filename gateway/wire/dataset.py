@@ -40,16 +40,9 @@ Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,1
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
-def _whole_number(value: Any) -> Any:
-    # As JSON Schema reads "integer": 10.0 is the integer 10 (some JSON
-    # writers print whole numbers so), which strict mode alone refuses.
-    if type(value) is float and value.is_integer():
-        return int(value)
-    return value
-
-
-#: A JSON integer: not `true` (1 in lax pydantic), not the string "10".
-Integer = Annotated[int, BeforeValidator(_whole_number), Strict()]
+#: A JSON integer: not `true` (1 in lax pydantic), not the string "10".  (A
+#: whole number written 10.0 is read as 10 with the JSON: :func:`unique_json`.)
+Integer = Annotated[int, Strict()]
 #: A JSON boolean: not 1, "yes" or "true", which lax pydantic takes as true.
 Flag = Annotated[bool, Strict()]
 
@@ -77,6 +70,31 @@ def _date_text(value: Any) -> Any:
 
 #: A local calendar date: YYYY-MM-DD (docs/model.md).
 CalendarDate = Annotated[date, BeforeValidator(_date_text)]
+
+
+def unique_json(data: bytes | str) -> Any:
+    """The platform's JSON text parsed, as its schemas read it.
+
+    A number written with a zero fraction is the integer (JSON Schema's
+    ``integer`` takes ``10.0``; some JSON writers print whole numbers so),
+    for the strict integer types to accept; no field the platform sends
+    tells ``10`` from ``10.0``.  ValueError if any object names a member
+    twice: two readers of one document could otherwise see two documents.
+    """
+    return json.loads(data, object_pairs_hook=_unique_members, parse_float=_number)
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        names = [k for k, _ in pairs]
+        raise ValueError(f"member {next(k for k in names if names.count(k) > 1)!r} given twice")
+    return out
+
+
+def _number(text: str) -> float | int:
+    value = float(text)
+    return int(value) if value.is_integer() else value
 
 
 def _ts(value: datetime | None) -> int | None:
@@ -497,11 +515,13 @@ def format_location(loc: tuple[int | str, ...]) -> str:
 
 def parse_dataset(data: bytes | str | dict[str, Any]) -> model.Dataset:
     """Validate a dataset document and convert it; raise DatasetError naming the field."""
+    if not isinstance(data, dict):
+        try:
+            data = unique_json(data)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested thousands deep
+            raise DatasetError(f"invalid dataset: not JSON with unique members ({exc})") from None
     try:
-        if isinstance(data, dict):
-            doc = DatasetDoc.model_validate(data)
-        else:
-            doc = DatasetDoc.model_validate_json(data)
+        doc = DatasetDoc.model_validate(data)
     except ValidationError as exc:
         raise DatasetError(f"invalid dataset: {describe_validation_error(exc)}") from None
     return doc.to_model()
@@ -514,10 +534,6 @@ def load_dataset_file(path: Path) -> model.Dataset:
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        json.loads(raw)
-    except ValueError as exc:
-        raise DatasetError(f"{path}: not JSON: {exc}") from None
-    try:
         return parse_dataset(raw)
     except DatasetError as exc:
         raise DatasetError(f"{path}: {exc}") from None
@@ -526,8 +542,8 @@ def load_dataset_file(path: Path) -> model.Dataset:
 def parse_changes(data: bytes | str | list[Any]) -> list[model.Change]:
     """Validate a list of change documents; raise DatasetError naming the bad one."""
     try:
-        raw: list[Any] = json.loads(data) if isinstance(data, bytes | str) else data
-    except ValueError as exc:
+        raw: list[Any] = unique_json(data) if isinstance(data, bytes | str) else data
+    except (ValueError, RecursionError) as exc:
         raise DatasetError(f"changes are not JSON: {exc}") from None
     if not isinstance(raw, list):
         raise DatasetError("changes must be a JSON list")

@@ -25,14 +25,19 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
-    model_validator,
 )
 
 from gateway.core import model
 from gateway.core.credentials import normalize
 from gateway.core.schedule import WeeklySchedule
 from gateway.errors import CredentialFormatError, DatasetError
-from gateway.wire.dataset import CalendarDate, ChangeDoc, Id, describe_validation_error
+from gateway.wire.dataset import (
+    CalendarDate,
+    ChangeDoc,
+    Id,
+    describe_validation_error,
+    unique_json,
+)
 
 #: The protocol version every message carries as ``v``.
 PROTOCOL_VERSION: Literal[1] = 1
@@ -142,24 +147,8 @@ _OUT = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_default
 class _Msg(BaseModel):
     # Strict: a number is a JSON number, a flag a JSON boolean, as the schemas
     # say; `"v": true` is not protocol version 1, nor `"seq": "5"` an ack.
+    # (A whole number written 5.0 is read as 5 with the JSON: unique_json.)
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _whole_numbers_are_integers(cls, data: Any) -> Any:
-        # As JSON Schema reads "integer": 5.0 is the integer 5 (some JSON
-        # writers print whole numbers so), which strict mode alone refuses.
-        if not isinstance(data, dict):
-            return data
-        whole = {
-            key: int(value)
-            for key, value in data.items()
-            if type(value) is float
-            and value.is_integer()
-            and key in cls.model_fields
-            and cls.model_fields[key].annotation is int
-        }
-        return {**data, **whole} if whole else data
 
     #: Required: a message that does not say its protocol version is not believed.
     v: Literal[1]
@@ -172,9 +161,8 @@ class _Msg(BaseModel):
     @field_validator("v", mode="before")
     @classmethod
     def _a_version_is_a_number(cls, value: Any) -> Any:
-        # A literal matches by equality, and true == 1 in Python; 1.0 is 1, as
-        # JSON Schema's `const` has it.
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        # A literal matches by equality, and true == 1 in Python.
+        if isinstance(value, bool):
             raise ValueError("the protocol version is a JSON number")
         return value
 
@@ -253,19 +241,6 @@ def parse_cloud_message(
         raise DatasetError(f"invalid message: {describe_validation_error(exc)}") from None
 
 
-def unique_json(data: bytes | str) -> Any:
-    """JSON text parsed; ValueError if any object names a member twice."""
-    return json.loads(data, object_pairs_hook=_unique_members)
-
-
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        names = [k for k, _ in pairs]
-        raise ValueError(f"member {next(k for k in names if names.count(k) > 1)!r} given twice")
-    return out
-
-
 # Gateway -> cloud.
 
 
@@ -336,8 +311,7 @@ class ResyncRequestMsg(BaseModel):
 
 # Snapshot rows: one compact array per entity, in the order below.  Strict,
 # as the messages are: lax pydantic took `true` as 1 (a grace minute, an
-# instant) and 1 or "yes" as a flag.  Whole floats are made integers as the
-# chunk is parsed (``_row_number``), as JSON Schema's "integer" reads them.
+# instant) and 1 or "yes" as a flag.
 #: An instant in a snapshot row: Unix seconds, held exactly by a JSON number
 #: (a larger one stopped the apply in SQLite, not as ``bad_snapshot``).
 UnixSeconds = Annotated[int, Strict(), Field(ge=-MAX_SAFE_INT, le=MAX_SAFE_INT)]
@@ -415,7 +389,7 @@ def decode_part(data: bytes) -> tuple[str, list[tuple[Any, ...]]]:
     if raw.count(b"[") > 3 * MAX_CHUNK_ROWS + 1:
         raise DatasetError(f"snapshot chunk holds more than {MAX_CHUNK_ROWS} rows")
     try:
-        doc = json.loads(raw, object_pairs_hook=_unique_members, parse_float=_row_number)
+        doc = unique_json(raw)
     except (ValueError, RecursionError) as exc:
         raise DatasetError(f"snapshot chunk: not JSON with unique members ({exc})") from None
     try:
@@ -425,13 +399,6 @@ def decode_part(data: bytes) -> tuple[str, list[tuple[Any, ...]]]:
     del doc
     table: str = part.table
     return table, _to_db_rows(table, part.rows)
-
-
-def _row_number(text: str) -> float | int:
-    # No row holds a fraction: 5.0 is the integer 5, and 5.5 stays a float
-    # for the strict integer types to refuse.
-    value = float(text)
-    return int(value) if value.is_integer() else value
 
 
 def _to_db_rows(table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
