@@ -40,8 +40,9 @@ import aiomqtt
 from gateway.config.models import ApiSection, TimeSection
 from gateway.config.write import config_with, write_config
 from gateway.core import model
+from gateway.tools.ports import free_port
 from gateway.wire.cloudkit import CloudSigner
-from sim.broker import PREFIX, Broker, free_port
+from sim.broker import PREFIX, Broker
 from sim.fleet import _memory_kb
 from sim.fleet_proc import child_options
 

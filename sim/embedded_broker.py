@@ -18,7 +18,8 @@ from typing import Any
 from gateway.config.models import Config, DoorConfig, GatewaySection, MqttSection, SyncSection
 from gateway.config.write import write_config
 from gateway.core.jws import Signer
-from sim.broker import free_port, platform_keys_file
+from gateway.tools.ports import free_port
+from sim.broker import platform_keys_file
 from sim.errors import ScenarioError
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.tools.brokerkit import NatsNode, nats_cluster_config
-from sim.broker import PREFIX, Broker, free_port
+from gateway.tools.ports import free_port
+from sim.broker import PREFIX, Broker
 
 #: How long a fresh cluster may take to elect its JetStream leader and serve MQTT.
 READY_TIMEOUT = 60.0

@@ -16,7 +16,8 @@ import contextlib
 import ssl
 from collections.abc import Callable
 
-from sim.broker import Broker, free_port
+from gateway.tools.ports import free_port
+from sim.broker import Broker
 
 #: MQTT control packet type of SUBACK, in the fixed header's high nibble.
 _SUBACK = 9

@@ -26,8 +26,8 @@ from gateway.core.credentials import pin_digest
 from gateway.core.jws import Signer
 from gateway.store.reader import CacheReader
 from gateway.store.writer import CacheWriter
+from gateway.tools.ports import free_port
 from gateway.wire.dataset import parse_dataset
-from sim.broker import free_port
 
 LONDON = ZoneInfo("Europe/London")
 

@@ -22,9 +22,9 @@ from gateway.core.credentials import parse_read
 from gateway.core.jws import Signer
 from gateway.net.api_models import Status
 from gateway.net.staff_tokens import TokenStore, digest
+from gateway.tools.ports import free_port
 from gateway.wire.cloudkit import CloudSigner
 from gateway.wire.dataset import parse_dataset
-from sim.broker import free_port
 from sim.pn532 import SimulatedPn532
 
 from .conftest import base_dataset, gateway_config, local, until, write_gateway_config

@@ -32,9 +32,10 @@ from gateway.config.models import ApiSection, DoorConfig, Pn532ReaderConfig, loa
 from gateway.config.write import write_config
 from gateway.net.http_guard import MAX_BODY
 from gateway.net.staff_tokens import TokenStore
+from gateway.tools.ports import free_port
 from gateway.wire.cloudkit import CloudSigner
 from gateway.wire.dataset import parse_dataset
-from sim.broker import Broker, free_port
+from sim.broker import Broker
 from sim.pn532 import SimulatedPn532
 
 from .conftest import base_dataset, until

@@ -16,7 +16,8 @@ import aiomqtt
 import pytest
 
 from gateway.commands.cli import main
-from sim.broker import Broker, find_mosquitto, free_port
+from gateway.tools.ports import free_port
+from sim.broker import Broker, find_mosquitto
 from sim.site import example_dataset
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.commands.cli import main
 from gateway.tools.demo import example_document
+from gateway.tools.ports import free_port
 from gateway.tools.sitegen import percentile, rank
 
 from .conftest import base_dataset, local, write_cache
@@ -358,6 +360,19 @@ def test_bench_api_times_the_real_api_against_bare_uvicorn(
     for key in ("p50_us", "p99_us", "floor_p50_us", "floor_p99_us"):
         assert data[key] > 0
     assert data["ratio_p50"] == round(data["p50_us"] / data["floor_p50_us"], 2)
+
+
+def test_a_port_chosen_for_a_server_is_one_outgoing_connections_never_take() -> None:
+    # The bench's servers bind a port some time after it is chosen; one from
+    # the kernel's ephemeral range can meanwhile become a connection's local
+    # port (the bench gateway keeps dialling its absent broker), and uvicorn
+    # then exits with "address already in use".
+    low, _ = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for _ in range(50):
+        port = free_port()
+        assert port < low
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # and nothing holds it
 
 
 def test_bench_idle_times_work_after_a_pause_against_the_same_work_back_to_back(

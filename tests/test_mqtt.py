@@ -20,8 +20,9 @@ from gateway.core.credentials import parse_read
 from gateway.core.decision import Reason
 from gateway.core.jws import MAX_TOKEN_BYTES, Signer
 from gateway.net.mqtt import tls_context
+from gateway.tools.ports import free_port
 from gateway.wire.cloudkit import CloudSigner
-from sim.broker import Broker, free_port
+from sim.broker import Broker
 from sim.cloud import CloudPeer
 
 from .conftest import base_dataset, local, revoke_day_card
@@ -363,7 +364,7 @@ def test_deltas_the_broker_dropped_while_offline_are_recovered_by_resync(
 
 
 def test_a_dead_first_broker_fails_over_to_the_next(broker: Broker, tmp_path: Path) -> None:
-    from sim.broker import free_port
+    from gateway.tools.ports import free_port
 
     async def go() -> None:
         cloud = cloud_for(broker)

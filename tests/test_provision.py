@@ -26,7 +26,8 @@ from gateway.core.jws import Signer
 from gateway.net.staff_tokens import TokenStore
 from gateway.store.files import load_pin_key_file
 from gateway.tools import provision
-from sim.broker import Broker, free_port
+from gateway.tools.ports import free_port
+from sim.broker import Broker
 
 from .conftest import base_dataset
 from .test_mqtt import run_async, until

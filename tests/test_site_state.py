@@ -18,7 +18,8 @@ from gateway.config.models import ApiSection
 from gateway.config.write import config_with, write_config
 from gateway.net.staff_tokens import TokenStore
 from gateway.store.state import SiteState, SiteStateFile
-from sim.broker import Broker, free_port
+from gateway.tools.ports import free_port
+from sim.broker import Broker
 
 from .conftest import base_dataset, until
 

@@ -35,16 +35,10 @@ from gateway.config.models import (
 from gateway.core.jws import Signer
 from gateway.net.api import serve_bare
 from gateway.net.staff_tokens import TokenStore
+from gateway.tools.ports import free_port
 from gateway.tools.sitegen import percentile
 from gateway.wire.cloudkit import CloudSigner
 from gateway.wire.dataset import parse_dataset
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -100,7 +94,7 @@ def _config(home: Path, api_port: int) -> Config:
     return Config(
         gateway=GatewaySection(id="bench-gw", site_id="shoreditch", data_dir=home / "data"),
         doors=(DoorConfig(id="front"),),
-        mqtt=MqttSection(urls=(f"mqtt://127.0.0.1:{_free_port()}",)),  # no broker: offline
+        mqtt=MqttSection(urls=(f"mqtt://127.0.0.1:{free_port()}",)),  # no broker: offline
         sync=SyncSection(keys_file=signer_keys),
         api=ApiSection(port=api_port),
     )
@@ -111,11 +105,17 @@ async def _run(requests: int) -> dict[str, Any]:
 
     signer = Signer.generate("bench")
     doc = json.loads(resources.files("gateway").joinpath("data/example_site.json").read_text())
-    with tempfile.TemporaryDirectory(prefix="doorgw-bench-api-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="doorgw-bench-api-") as tmp,
+        socket.socket() as floor_sock,
+    ):
         home = Path(tmp)
         (home / "keys.json").write_text(json.dumps({"keys": [signer.public_jwk()]}))
-        api_port, floor_port = _free_port(), _free_port()
+        # The gateway binds its own port, as `doorgw run` does; the floor's
+        # socket is bound here, to a port the kernel chooses, and handed over.
+        api_port = free_port()
         config = _config(home, api_port)
+        floor_sock.bind(("127.0.0.1", 0))
         token = TokenStore(config.tokens_path).add("bench", int(time.time()))
         stop_floor = asyncio.Event()
         gw = Gateway(config, SystemClock())
@@ -124,9 +124,9 @@ async def _run(requests: int) -> dict[str, Any]:
             for chunk in cloud.snapshot(parse_dataset(doc)):
                 await gw.engine.handle(chunk)
             await gw.engine.wait_snapshot()
-            serving = asyncio.create_task(serve_bare(_hello, floor_port, stop_floor))
+            serving = asyncio.create_task(serve_bare(_hello, floor_sock, stop_floor))
             api = _KeptAlive(api_port, {"Authorization": f"Bearer {token}"})
-            bare = _KeptAlive(floor_port, {})
+            bare = _KeptAlive(floor_sock.getsockname()[1], {})
             try:
                 for client, path in ((api, "/api/status"), (bare, "/")):
                     for _ in range(200):  # both up, and warm

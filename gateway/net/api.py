@@ -499,15 +499,18 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_bare(app: Any, port: int, stop: asyncio.Event) -> None:
-    """Serve ``app`` on loopback with uvicorn's defaults until ``stop`` is set.
+async def serve_bare(app: Any, sock: socket.socket, stop: asyncio.Event) -> None:
+    """Serve ``app`` on ``sock``, bound by the caller, with uvicorn's defaults
+    until ``stop`` is set.
 
     No guard, no limits: what any HTTP answer costs here, the floor that
-    ``doorgw bench api`` measures the staff API against.
+    ``doorgw bench api`` measures the staff API against.  The caller binds
+    (to port 0), so no other socket can take the port between its choice
+    and uvicorn's listen.
     """
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve(), name="bare-uvicorn")
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="bare-uvicorn")
     await stop.wait()
     server.should_exit = True
     await task
