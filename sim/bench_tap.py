@@ -31,7 +31,6 @@ import gc
 import json
 import logging
 import random
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -61,6 +60,7 @@ from gateway.core import model, qr
 from gateway.core.credentials import CredentialRead
 from gateway.core.jws import Signer
 from gateway.hw.readers.build import ReaderContext, build_reader
+from gateway.tools.ports import free_port
 from gateway.tools.sitegen import (
     T0,
     app_credential,
@@ -241,9 +241,7 @@ def _config(base: Path, kits: list[_Kit], keys: Path) -> Config:
                 id=f"qr-{door}", door=door, kind="scanner", port=str(kit.scanner.path)
             ),
         ]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        nowhere = s.getsockname()[1]  # no broker: taps are decided offline
+    nowhere = free_port()  # no broker: taps are decided offline
     return Config(
         gateway=GatewaySection(id="bench-gw", site_id="bench", data_dir=base / "gw"),
         doors=tuple(doors),
