@@ -184,6 +184,20 @@ def test_config_is_frozen(tmp_path: Path) -> None:
             "valid number",
         ),
         (GOOD + "\n[outbox]\nflush_window_ms = false\n", "outbox.flush_window_ms", "valid integer"),
+        # Nor is text a number: a quoted "50" was once taken as 50.
+        (GOOD + '\n[outbox]\nflush_window_ms = "50"\n', "outbox.flush_window_ms", "valid integer"),
+        (
+            GOOD.replace("unlock_seconds = 4", 'unlock_seconds = "4"', 1),
+            "doors[1].unlock_seconds",
+            "valid number",
+        ),
+        (
+            GOOD.replace("unlock_seconds = 4", 'unlock_seconds = 4\nlock_pin = "17"', 1),
+            "doors[1].lock_pin",
+            "valid integer",
+        ),
+        # A whole-number key is a TOML integer, not a float.
+        (GOOD + "\n[api]\nport = 8080.0\n", "api.port", "valid integer"),
     ],
 )
 def test_bad_configs_name_the_key_and_the_problem(

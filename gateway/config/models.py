@@ -10,14 +10,14 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -34,8 +34,13 @@ from gateway.wire.dataset import Id, all_problems, first_problem
 DEFAULT_CONFIG_PATH = Path("/etc/doorgw/doorgw.toml")
 
 
+#: A TOML integer: not text ("8080"), not true or false (which pydantic would
+#: take as 1 and 0: `lock_pin = true` would drive GPIO 1), not 4.0.
+Int = Annotated[int, Strict()]
+#: A TOML integer or float: not text ("5"), not true or false.
+Number = Annotated[float, Strict()]
 #: A BCM GPIO number on a Raspberry Pi header.
-Pin = Annotated[int, Field(ge=0, le=27)]
+Pin = Annotated[Int, Field(ge=0, le=27)]
 
 
 _S = TypeVar("_S", bound="_Section")
@@ -43,40 +48,6 @@ _S = TypeVar("_S", bound="_Section")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _a_number_is_not_a_switch(cls, data: Any) -> Any:
-        # Left to pydantic, TOML's true and false pass as 1 and 0 wherever a
-        # number goes: `lock_pin = true` would drive GPIO 1, not be an error.
-        # Handed on as something no number parses, each is refused at its key.
-        if not isinstance(data, dict):
-            return data
-        checked = data
-        for name, field in cls.model_fields.items():
-            key = field.alias or name
-            value = data.get(key)
-            if isinstance(value, bool) and _number_only(field.annotation):
-                checked = dict(checked) if checked is data else checked
-                checked[key] = _Switch(value)
-        return checked
-
-
-class _Switch:
-    """A TOML boolean where a number belongs (refused by the number's own check)."""
-
-    def __init__(self, value: bool) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return str(self.value).lower()
-
-
-def _number_only(annotation: Any) -> bool:
-    """Whether ``annotation`` admits a number and not a boolean."""
-    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
-    kinds = {get_args(m)[0] if get_origin(m) is Annotated else m for m in members or [annotation]}
-    return bool(kinds & {int, float}) and bool not in kinds
 
 
 class GatewaySection(_Section):
@@ -98,8 +69,8 @@ class TimeSection(_Section):
 
     timezone: str | None = None
     use_ntp: bool = True
-    max_skew_seconds: float = Field(default=60.0, ge=1, le=3600)
-    cloud_confirm_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    max_skew_seconds: Number = Field(default=60.0, ge=1, le=3600)
+    cloud_confirm_hours: Number = Field(default=24.0, gt=0, le=24 * 30)
 
     @field_validator("timezone")
     @classmethod
@@ -112,15 +83,15 @@ class DoorConfig(_Section):
 
     id: Id
     name: str | None = None
-    unlock_seconds: float = Field(default=5.0, gt=0, le=300)
-    extended_unlock_seconds: float = Field(default=15.0, gt=0, le=600)
+    unlock_seconds: Number = Field(default=5.0, gt=0, le=300)
+    extended_unlock_seconds: Number = Field(default=15.0, gt=0, le=600)
     #: The lock relay's GPIO (BCM number); without it the door is not driven.
     lock_pin: Pin | None = None
     lock_kind: Literal["fail_secure", "fail_safe"] = "fail_secure"
     relay_active_high: bool = True
     contact_pin: Pin | None = None
     rex_pin: Pin | None = None
-    held_open_seconds: float = Field(default=30.0, gt=0, le=3600)
+    held_open_seconds: Number = Field(default=30.0, gt=0, le=3600)
     green_led_pin: Pin | None = None
     red_led_pin: Pin | None = None
     buzzer_pin: Pin | None = None
@@ -131,7 +102,7 @@ class DoorConfig(_Section):
     #: Card and PIN: a card that would open the door waits for its holder's PIN
     #: on this door's keypad (a Wiegand reader with keys) for pin_timeout_seconds.
     card_and_pin: bool = False
-    pin_timeout_seconds: float = Field(default=10.0, ge=2, le=120)
+    pin_timeout_seconds: Number = Field(default=10.0, ge=2, le=120)
 
     @field_validator("unlocked_schedule")
     @classmethod
@@ -206,7 +177,7 @@ class OsdpReaderConfig(_SerialReader):
 
     kind: Literal["osdp"]
     #: The reader's address on the bus.
-    address: int = Field(default=0, ge=0, le=126)
+    address: Int = Field(default=0, ge=0, le=126)
     #: The reader's secure-channel key (mode 0600); unset:
     #: ``<data_dir>/secrets/osdp-<id>.key``.
     key_file: Path | None = None
@@ -280,24 +251,24 @@ class MqttSection(_Section):
     cert_file: Path | None = None
     key_file: Path | None = None
     topic_prefix: TopicPrefix = "doorgw/v1"
-    keepalive: int = Field(default=30, ge=5, le=3600)
+    keepalive: Int = Field(default=30, ge=5, le=3600)
     #: Seconds to wait for a broker's CONNACK (a cluster electing a leader can
     #: take a while) before trying the next URL.
-    connect_timeout: float = Field(default=10.0, ge=1, le=120)
-    reconnect_min: float = Field(default=0.5, gt=0, le=60)
-    reconnect_max: float = Field(default=60.0, gt=0, le=3600)
-    heartbeat_seconds: float = Field(default=60.0, ge=1, le=3600)
+    connect_timeout: Number = Field(default=10.0, ge=1, le=120)
+    reconnect_min: Number = Field(default=0.5, gt=0, le=60)
+    reconnect_max: Number = Field(default=60.0, gt=0, le=3600)
+    heartbeat_seconds: Number = Field(default=60.0, ge=1, le=3600)
 
 
 class StalenessSection(_Section):
     """``[sync.staleness]``: hours without hearing from the platform before each
     class of grant stops opening doors (unset: no bound)."""
 
-    plan_hours: float | None = Field(default=72.0, gt=0)
-    booking_hours: float | None = Field(default=72.0, gt=0)
-    pass_hours: float | None = Field(default=24.0, gt=0)
+    plan_hours: Number | None = Field(default=72.0, gt=0)
+    booking_hours: Number | None = Field(default=72.0, gt=0)
+    pass_hours: Number | None = Field(default=24.0, gt=0)
     #: For staff members, every kind of grant; unset: staff keep their access.
-    staff_hours: float | None = Field(default=None, gt=0)
+    staff_hours: Number | None = Field(default=None, gt=0)
 
 
 class SyncSection(_Section):
@@ -324,8 +295,8 @@ class CredentialsSection(_Section):
     #: Formats (frame lengths) whose reads also match format-less values.
     wiegand_legacy_formats: tuple[Literal[26, 34, 35, 37], ...] = ()
     #: How many digits a PIN typed at a keypad has (anything else is a wrong PIN).
-    pin_min_digits: int = Field(default=4, ge=4, le=8)
-    pin_max_digits: int = Field(default=8, ge=4, le=8)
+    pin_min_digits: Int = Field(default=4, ge=4, le=8)
+    pin_max_digits: Int = Field(default=8, ge=4, le=8)
 
     @model_validator(mode="after")
     def _pin_digits(self) -> CredentialsSection:
@@ -338,7 +309,7 @@ class QrSection(_Section):
     """``[qr]``: how scanned codes are checked (docs/credentials.md)."""
 
     #: A member-app code is accepted this many seconds either side of when it was made.
-    app_code_window_seconds: int = Field(default=30, ge=5, le=300)
+    app_code_window_seconds: Int = Field(default=30, ge=5, le=300)
 
 
 class ApiSection(_Section):
@@ -362,15 +333,15 @@ class ApiSection(_Section):
             ) from None
         return value
 
-    port: int = Field(default=8080, ge=1, le=65535)
+    port: Int = Field(default=8080, ge=1, le=65535)
     tokens_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     #: Wrong tokens from one client address before it is refused for a while.
-    max_failures: int = Field(default=5, ge=1, le=1000)
-    lockout_seconds: float = Field(default=60.0, ge=1, le=86400)
+    max_failures: Int = Field(default=5, ge=1, le=1000)
+    lockout_seconds: Number = Field(default=60.0, ge=1, le=86400)
     #: Connections the API holds at once; at the limit the longest-idle one is dropped.
-    max_connections: int = Field(default=32, ge=1, le=1000)
+    max_connections: Int = Field(default=32, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiSection:
@@ -385,8 +356,8 @@ class OutboxSection(_Section):
     (a later sync is counted as late; the door never waits for any: see
     docs/doors.md, "What survives a crash")."""
 
-    max_events: int = Field(default=1_000_000, ge=100, le=100_000_000)
-    flush_window_ms: int = Field(default=50, ge=1, le=10_000)
+    max_events: Int = Field(default=1_000_000, ge=100, le=100_000_000)
+    flush_window_ms: Int = Field(default=50, ge=1, le=10_000)
 
 
 class Config(_Section):
