@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import pytest
 from gateway.core.credentials import normalize, parse_read
 from gateway.core.model import CredentialKind
 from gateway.errors import CredentialFormatError, DatasetError
-from gateway.wire.dataset import load_dataset_file, parse_dataset
+from gateway.wire.dataset import load_dataset_file, parse_changes, parse_dataset
+from gateway.wire.protocol import decode_part
 
 from .conftest import base_dataset
 
@@ -96,6 +98,40 @@ def test_a_dataset_document_naming_a_member_twice_is_refused() -> None:
     )
     with pytest.raises(DatasetError, match=r"not JSON with unique members .*'staff' given twice"):
         parse_dataset(text)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("members.0.id", " ada"),
+        ("credentials.0.value", "04000001 "),
+        ("bookings.0.member_id", "m_active\n"),
+        ("site.timezone", " Europe/London"),
+    ],
+)
+def test_a_value_is_taken_as_written_in_a_change_as_in_a_snapshot_row(
+    path: str, value: str
+) -> None:
+    # A delta's upsert once trimmed its strings and a snapshot's row did not:
+    # " ada" was member "ada" by one route and refused by the other.
+    doc = _broken(path, value)
+    table, *index, field = path.split(".")
+    data = doc[table][int(index[0])] if index else doc[table]
+    change = {"op": "upsert", "entity": table.removesuffix("s"), "data": data}
+    with pytest.raises(DatasetError, match=field):
+        parse_changes([change])
+    with pytest.raises(DatasetError, match=field):
+        parse_dataset(doc)
+
+
+def test_a_snapshot_row_takes_an_id_as_written_too() -> None:
+    def members(member_id: str) -> bytes:
+        row = [member_id, "Ada", "active", False, False]
+        return zlib.compress(json.dumps({"table": "members", "rows": [row]}).encode())
+
+    assert decode_part(members("ada"))[1][0][0] == "ada"
+    with pytest.raises(DatasetError, match=r"members.rows\[0\]\[0\]"):
+        decode_part(members(" ada"))
 
 
 def test_a_pass_needs_somewhere_to_open() -> None:

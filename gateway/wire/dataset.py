@@ -106,7 +106,7 @@ def _check_schedule(entries: list[str]) -> list[str]:
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SiteDoc(_Wire):
