@@ -32,6 +32,11 @@ extended_unlock_seconds = 12
 """
 
 
+def _room_3(lines: str) -> str:
+    """GOOD with ``lines`` in place of the second door's ``unlock_seconds = 4``."""
+    return GOOD.replace("unlock_seconds = 4", lines, 1)
+
+
 def _write(tmp_path: Path, text: str | bytes) -> Path:
     path = tmp_path / "doorgw.toml"
     if isinstance(text, bytes):
@@ -70,16 +75,8 @@ def test_config_is_frozen(tmp_path: Path) -> None:
             "'Mars/Olympus' is not an IANA timezone",
         ),
         (GOOD.replace('id = "room-3"', 'id = "front"'), "doors", "duplicate door id 'front'"),
-        (
-            GOOD.replace("unlock_seconds = 4", "unlock_seconds = -1"),
-            "doors[1].unlock_seconds",
-            "greater than 0",
-        ),
-        (
-            GOOD.replace("unlock_seconds = 4", 'unlock_seconds = "long"'),
-            "doors[1].unlock_seconds",
-            "valid number",
-        ),
+        (_room_3("unlock_seconds = -1"), "doors[1].unlock_seconds", "greater than 0"),
+        (_room_3('unlock_seconds = "long"'), "doors[1].unlock_seconds", "valid number"),
         (
             GOOD.replace("extended_unlock_seconds = 12", "extended_unlock_seconds = 2"),
             "doors",
@@ -173,29 +170,13 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         ),
         # true and false are not 1 and 0: a number's key refuses them (a door
         # configured `lock_pin = true` drove GPIO 1 before).
-        (
-            GOOD.replace("unlock_seconds = 4", "unlock_seconds = 4\nlock_pin = true", 1),
-            "doors[1].lock_pin",
-            "valid integer",
-        ),
-        (
-            GOOD.replace("unlock_seconds = 4", "unlock_seconds = true", 1),
-            "doors[1].unlock_seconds",
-            "valid number",
-        ),
+        (_room_3("unlock_seconds = 4\nlock_pin = true"), "doors[1].lock_pin", "valid integer"),
+        (_room_3("unlock_seconds = true"), "doors[1].unlock_seconds", "valid number"),
         (GOOD + "\n[outbox]\nflush_window_ms = false\n", "outbox.flush_window_ms", "valid integer"),
         # Nor is text a number: a quoted "50" was once taken as 50.
         (GOOD + '\n[outbox]\nflush_window_ms = "50"\n', "outbox.flush_window_ms", "valid integer"),
-        (
-            GOOD.replace("unlock_seconds = 4", 'unlock_seconds = "4"', 1),
-            "doors[1].unlock_seconds",
-            "valid number",
-        ),
-        (
-            GOOD.replace("unlock_seconds = 4", 'unlock_seconds = 4\nlock_pin = "17"', 1),
-            "doors[1].lock_pin",
-            "valid integer",
-        ),
+        (_room_3('unlock_seconds = "4"'), "doors[1].unlock_seconds", "valid number"),
+        (_room_3('unlock_seconds = 4\nlock_pin = "17"'), "doors[1].lock_pin", "valid integer"),
         # A whole-number key is a TOML integer, not a float.
         (GOOD + "\n[api]\nport = 8080.0\n", "api.port", "valid integer"),
     ],
