@@ -297,8 +297,12 @@ def test_the_drain_makes_progress_through_repeated_broker_restarts(
         assert progress == sorted(set(progress))  # it grew in every session
         assert sorted(got.events) == list(range(1, last + 1))
         # After a reconnect the gateway asks where the platform is before sending
-        # more: a restart costs at most a batch of repeats, not the whole window.
-        assert got.duplicates <= restarts * BATCH_EVENTS
+        # more: a restart costs its probe (the first event after the last ack,
+        # which the platform may have) and at most one batch that Mosquitto
+        # kept across its restart and delivers again (QoS 1), not the whole
+        # window of 16 batches.  Runs show k * 1000 plus about one per
+        # restart, up to 8 * 1001.
+        assert got.duplicates <= restarts * (BATCH_EVENTS + 1)
         task.cancel()
 
     run_async(go())
