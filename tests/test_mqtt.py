@@ -727,3 +727,57 @@ def test_after_a_session_ends_the_broker_it_was_on_is_tried_first(
             other.stop()
 
     run_async(go())
+
+
+def test_a_publish_the_broker_never_confirms_fails_within_its_bound_and_then_at_once_on_a_loss(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen broker (SIGSTOP: it keeps the connection and answers nothing) must
+    not hold the publisher for ever, and a broker that dies under a publish must
+    end it at once, not at its bound."""
+    import os
+    import signal
+
+    from gateway.net import mqtt
+    from gateway.net.mqtt import LinkDownError, MqttLink, gateway_link_settings
+    from gateway.wire.protocol import Topics
+
+    monkeypatch.setattr(mqtt, "PUBLISH_TIMEOUT", 1.0)
+    config = broker.gateway_settings("gw-1", tmp_path / "gw-1", keepalive=60)
+    topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
+    link = MqttLink(gateway_link_settings(config, topics, SystemClock()), lambda t, p: _none())
+    (pid,) = broker.pids()
+
+    async def go() -> None:
+        task = asyncio.create_task(link.run())
+        await until(link.connected.is_set, "connected")
+        await link.publish(topics.events, b'{"v":1,"gateway":"gw-1","events":[]}')  # confirmed
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(LinkDownError, match="did not confirm"):
+                await link.publish(topics.events, b'{"v":1,"gateway":"gw-1","events":[]}')
+            assert 1.0 <= loop.time() - started < 10.0
+            # Another publish waits; the broker dies under it: it ends with the
+            # socket, long before its own bound.
+            monkeypatch.setattr(mqtt, "PUBLISH_TIMEOUT", 60.0)
+            pending = asyncio.create_task(
+                link.publish(topics.events, b'{"v":1,"gateway":"gw-1","events":[]}')
+            )
+            await asyncio.sleep(0.2)
+            assert not pending.done()
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)
+        with pytest.raises(LinkDownError, match="went away"):
+            async with asyncio.timeout(10):
+                await pending
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run_async(go())
+
+
+async def _none() -> None:
+    return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import random
 import socket
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for the broker's CONNACK before trying again.
 CONNECT_TIMEOUT = 10.0
+#: Seconds a QoS 1 publish waits for the broker's PUBACK before it counts as lost.
+PUBLISH_TIMEOUT = 30.0
 #: TCP_NODELAY, for every MQTT socket doorgw opens.
 NO_DELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -211,6 +214,8 @@ class MqttLink:
         self.sessions = 0
         #: The URL of the broker in use, for status reports.
         self.broker: str | None = None
+        #: The outcomes of publishes waiting for the broker's confirmation.
+        self._in_flight: set[asyncio.Future[bool]] = set()
         self._tls: ssl.SSLContext | None = None
         if any(u.startswith("mqtts://") for u in settings.urls):
             self._tls = tls_context(settings.ca_file, settings.cert_file, settings.key_file)
@@ -234,37 +239,51 @@ class MqttLink:
         qos: int = 1,
         retain: bool = False,
     ) -> None:
-        """Publish and, for QoS 1, wait for the broker's acknowledgement."""
+        """Publish and, for QoS 1, wait for the broker's acknowledgement.
+
+        Raises :class:`LinkDownError` when there is no session, when the
+        session ends before the broker confirmed, or after
+        :data:`PUBLISH_TIMEOUT` seconds without a confirmation.
+        """
         client = self._client
         if client is None or not self.connected.is_set():
             raise LinkDownError("not connected to a broker")
-        publish = asyncio.ensure_future(
-            client.publish(topic, payload, qos=qos, retain=retain, timeout=30.0)
-        )
-        # A publish in flight when the session drops would otherwise wait out its
-        # timeout: give up as soon as the link is down, and let the caller resend.
-        down = asyncio.ensure_future(self.disconnected.wait())
-        # aiomqtt's own signal too: it is set as soon as the socket fails, while
-        # the session may still be busy in on_connect and not yet have seen it.
-        lost = client._disconnected
-        try:
-            await asyncio.wait((publish, down, lost), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            down.cancel()
-        if not publish.done():
-            publish.cancel()
-            raise LinkDownError("the broker went away during a publish")
-        try:
-            publish.result()
-        except aiomqtt.MqttCodeError as exc:
-            if exc.rc in _SESSION_LOST:
+        # paho's publish, and one future for its outcome.  aiomqtt's publish
+        # would cost a task and a wait_for (another task) per message, and
+        # racing it against the link going down two more: a dozen turns of the
+        # loop for every event sent.
+        info = client._client.publish(topic, payload, qos, retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            if info.rc in _SESSION_LOST:
                 # paho says the connection is gone while aiomqtt still iterates
                 # messages (seen when two sessions' sockets swap file descriptors):
                 # end the session, or every publish would fail at once, for ever.
-                _end_session(client, f"publish failed: {exc}")
-            raise LinkDownError(f"publish failed: {exc}") from None
-        except aiomqtt.MqttError as exc:
-            raise LinkDownError(f"publish failed: {exc}") from None
+                _end_session(client, f"publish failed: {mqtt.error_string(info.rc)}")
+            raise LinkDownError(f"publish failed: {mqtt.error_string(info.rc)}")
+        if info.is_published():
+            return
+        outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        # aiomqtt's on_publish callback sets what is registered under the message
+        # id; its end-of-session future is set as soon as the socket fails, while
+        # the session may still be busy in on_connect and not yet have seen it.
+        client._pending_publishes[info.mid] = _Confirmation(outcome)
+        lost = client._disconnected
+        ended = functools.partial(_settle, outcome, False)
+        lost.add_done_callback(ended)
+        self._in_flight.add(outcome)  # settled when the session ends, however it ends
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                confirmed = await outcome
+        except TimeoutError:
+            raise LinkDownError(
+                f"the broker did not confirm a publish within {PUBLISH_TIMEOUT:g} s"
+            ) from None
+        finally:
+            lost.remove_done_callback(ended)
+            self._in_flight.discard(outcome)
+            client._pending_publishes.pop(info.mid, None)
+        if not confirmed:
+            raise LinkDownError("the broker went away during a publish")
 
     async def run(self) -> None:
         """Connect, serve and reconnect until cancelled.
@@ -301,6 +320,8 @@ class MqttLink:
                     attempt, first = 0, index
                 self.connected.clear()
                 self.disconnected.set()
+                for outcome in list(self._in_flight):
+                    _settle(outcome, False)  # what was in flight may be lost: resent
                 self._client = None
                 self.broker = None
             if this is not None and this.cancelling():
@@ -341,6 +362,7 @@ class MqttLink:
             # paho leaves Nagle on: a revocation would wait up to ~40 ms behind an ack.
             socket_options=[NO_DELAY],
             max_queued_outgoing_messages=10_000,
+            queue_type=_Inbox,
         )
         async with contextlib.AsyncExitStack() as stack:
             # aiomqtt waits for the CONNACK without a limit, and a broker that goes
@@ -385,16 +407,7 @@ class MqttLink:
                 if self._on_connect is not None:
                     await self._on_connect()
                     _honour_stop()
-                async for message in client.messages:
-                    payload = message.payload
-                    data = payload if isinstance(payload, bytes) else str(payload).encode()
-                    try:
-                        await self._on_message(str(message.topic), data)
-                    except Exception as exc:
-                        # An error raised while being cancelled is the cancellation.
-                        raise_if_cancelling(exc)
-                        # A bug in a handler must not take the link down with it.
-                        log.exception("handling a message on %s failed", message.topic)
+                await self._serve(client)
             except asyncio.CancelledError:
                 # A clean stop sends no last will, so say "offline" ourselves.
                 self.connected.clear()
@@ -406,3 +419,67 @@ class MqttLink:
                         stopped = s.stopped_payload() if s.stopped_payload else s.will_payload
                         await client.publish(s.will_topic, stopped, qos=1, retain=True)
                 raise
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        """Hand every message of the session to the callback, in order, until the
+        session ends (:class:`aiomqtt.MqttError`, as aiomqtt's own iteration).
+
+        aiomqtt's message iterator starts a task and an :func:`asyncio.wait`
+        for every message; this waits on the queue's own flag instead.
+        """
+        inbox = client._queue
+        assert isinstance(inbox, _Inbox), "the session is made with queue_type=_Inbox"
+        lost = client._disconnected
+        wake = inbox.arrived
+        lost.add_done_callback(lambda _: wake.set())
+        while True:
+            while not inbox.empty():
+                message = inbox.get_nowait()
+                payload = message.payload
+                data = payload if isinstance(payload, bytes) else str(payload).encode()
+                try:
+                    await self._on_message(str(message.topic), data)
+                except Exception as exc:
+                    # An error raised while being cancelled is the cancellation.
+                    raise_if_cancelling(exc)
+                    # A bug in a handler must not take the link down with it.
+                    log.exception("handling a message on %s failed", message.topic)
+            if lost.done():
+                cause = None if lost.cancelled() else lost.exception()
+                raise aiomqtt.MqttError("disconnected during message iteration") from cause
+            wake.clear()  # cleared before looking: a message put after the look wakes us
+            if inbox.empty() and not lost.done():
+                await wake.wait()
+
+
+class _Inbox(asyncio.Queue[aiomqtt.Message]):
+    """aiomqtt's queue of received messages, with a flag set by every put."""
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        #: Set whenever a message is put; the session's reader clears it.
+        self.arrived = asyncio.Event()
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        """Queue ``item`` (aiomqtt's on_message callback) and wake the reader."""
+        super().put_nowait(item)
+        self.arrived.set()
+
+
+class _Confirmation(asyncio.Event):
+    """What aiomqtt's on_publish callback sets: here, a publish's outcome."""
+
+    def __init__(self, outcome: asyncio.Future[bool]) -> None:
+        super().__init__()
+        self._outcome = outcome
+
+    def set(self) -> None:
+        """The broker confirmed the message (or paho wrote a QoS 0 one)."""
+        super().set()
+        _settle(self._outcome, True)
+
+
+def _settle(outcome: asyncio.Future[bool], confirmed: bool, *_: object) -> None:
+    """Give a publish its outcome, unless it has one (or its waiter gave up)."""
+    if not outcome.done():
+        outcome.set_result(confirmed)
