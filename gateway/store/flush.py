@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -156,8 +157,11 @@ class WalFlusher:
             target - last >= CHECKPOINT_EVENTS or started - at >= CHECKPOINT_SECONDS
         )
         try:
-            # Shielded: a sync under way completes and is accounted for.
-            await asyncio.shield(asyncio.to_thread(self._sync_now, checkpoint=checkpoint))
+            # Shielded: a sync under way completes and is accounted for.  The
+            # executor's own future, not to_thread's coroutine: shielding that
+            # would cost a task for every sync, one a delta or a tap.
+            sync = functools.partial(self._sync_now, checkpoint=checkpoint)
+            await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, sync))
         except (OSError, sqlite3.Error) as exc:
             if since is not None:
                 self._since = since if self._since is None else min(since, self._since)
