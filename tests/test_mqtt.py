@@ -745,7 +745,11 @@ def test_a_publish_the_broker_never_confirms_fails_within_its_bound_and_then_at_
     monkeypatch.setattr(mqtt, "PUBLISH_TIMEOUT", 1.0)
     config = broker.gateway_settings("gw-1", tmp_path / "gw-1", keepalive=60)
     topics = Topics(config.mqtt.topic_prefix, config.gateway.site_id, config.gateway.id)
-    link = MqttLink(gateway_link_settings(config, topics, SystemClock()), lambda t, p: _none())
+
+    async def on_message(topic: str, payload: bytes) -> None:
+        return None
+
+    link = MqttLink(gateway_link_settings(config, topics, SystemClock()), on_message)
     (pid,) = broker.pids()
 
     async def go() -> None:
@@ -777,7 +781,3 @@ def test_a_publish_the_broker_never_confirms_fails_within_its_bound_and_then_at_
         await asyncio.gather(task, return_exceptions=True)
 
     run_async(go())
-
-
-async def _none() -> None:
-    return None
