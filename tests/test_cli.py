@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.commands.cli import main
+from gateway.commands.cli import COMMANDS, main
 from gateway.tools.demo import example_document
 from gateway.tools.ports import free_port
 from gateway.tools.sitegen import percentile, rank
@@ -588,6 +588,46 @@ def test_bench_memory_names_a_site_file_it_cannot_read(
     assert code == 2
     assert f"{missing}: cannot read" in err
     assert "Traceback" not in err
+
+
+def test_the_daemon_loads_no_other_command(tmp_path: Path) -> None:
+    """``doorgw run`` (what systemd starts, and restarts) imports its own
+    command and none of the others, nor the add-ons' (``sim``): they are
+    start-up time and memory a door process never uses. Every other command
+    line still sees them all."""
+    missing = tmp_path / "nowhere.toml"
+    probe = (
+        "import sys; from gateway.commands.cli import main; "
+        f"code = main(['run', '--config', {str(missing)!r}]); "
+        "print(code, sorted(m for m in sys.modules "
+        "if m.startswith(('gateway.commands.', 'sim'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split(" ", 1) == [
+        "2",
+        "['gateway.commands.cli', 'gateway.commands.common', 'gateway.commands.run']\n",
+    ]
+    assert f"{missing}" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_every_command_is_listed_and_add_ons_still_extend_bench(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def help_of(args: list[str]) -> str:
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, "--help"])
+        assert exit_.value.code == 0
+        return capsys.readouterr().out
+
+    def listed(text: str) -> set[str]:
+        return {line.split()[0] for line in text.splitlines() if line.startswith("    ")}
+
+    assert listed(help_of([])) >= {name for name, _ in COMMANDS} | {"sim"}  # sim: an add-on
+    assert listed(help_of(["bench"])) >= {"tap", "decide", "sync", "drain"}
+    assert "--config" in help_of(["run"])
 
 
 def test_the_daemon_does_not_load_the_provisioning_tools() -> None:
