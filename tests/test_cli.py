@@ -630,6 +630,29 @@ def test_every_command_is_listed_and_add_ons_still_extend_bench(
     assert "--config" in help_of(["run"])
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["rnu"], "invalid choice: 'rnu'"),  # a typo: every command is offered
+        (["run", "--bogus"], "unrecognized arguments: --bogus"),
+        (["run", "--config"], "expected one argument"),
+        (["bench", "nothing"], "invalid choice: 'nothing'"),
+    ],
+)
+def test_a_bad_command_line_is_refused_in_one_line(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err
+    assert "Traceback" not in err
+    if args == ["rnu"]:
+        assert all(f"'{name}'" in err for name, _ in COMMANDS)
+        assert "'sim'" in err
+
+
 def test_the_daemon_does_not_load_the_provisioning_tools() -> None:
     """``doorgw run`` parses the same command line as every command: registering
     them must not import what only ``doorgw provision`` uses (the PKI and
